@@ -1,0 +1,85 @@
+//! The router and its state. [`app`] is a plain function of the state so tests
+//! can call it without a server (`app(state).oneshot(request)`).
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    http::StatusCode,
+    middleware::{from_fn, from_fn_with_state, map_response},
+    response::IntoResponse,
+};
+use tower::ServiceBuilder;
+use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
+
+use crate::{
+    cache::Cache,
+    config::Config,
+    error::ApiError,
+    middleware::{
+        http_metrics::{expose_matched_path, http_metrics},
+        json_errors::{Limits, json_errors},
+        request_id::request_id,
+        security_headers::security_headers,
+    },
+    routes,
+    store::Store,
+    telemetry::Metrics,
+};
+
+/// What every handler can reach; cheap to clone (all handles are shared).
+#[derive(Clone)]
+pub struct AppState {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// The SQL store.
+    pub store: Store,
+    /// The cache (Redis or in-process).
+    pub cache: Cache,
+    /// The Prometheus registry.
+    pub metrics: Arc<Metrics>,
+    /// When the process started, for uptime.
+    pub started: Instant,
+}
+
+/// The whole HTTP API with its middleware.
+pub fn app(state: AppState) -> Router {
+    let limits = Limits {
+        max_body_bytes: state.config.max_body_bytes,
+        request_timeout_secs: state.config.request_timeout.as_secs(),
+    };
+    let (api, _) = routes::api().split_for_parts();
+
+    // Layers listed outermost first: a request passes them top to bottom, the
+    // response bottom to top. The order matters:
+    // - security headers outermost, so every answer gets them, even one made
+    //   by a layer below;
+    // - the request id next, so every log line below carries it;
+    // - metrics see the final status of everything below, 404s included;
+    // - JSON errors rewrite what the timeout, the body limit and the router
+    //   answer on their own;
+    // - the timeout bounds the handler, the body limit refuses large bodies
+    //   before a handler reads them.
+    let middleware = ServiceBuilder::new()
+        .layer(map_response(security_headers))
+        .layer(from_fn(request_id))
+        .layer(from_fn_with_state(state.metrics.clone(), http_metrics))
+        .layer(from_fn_with_state(limits, json_errors))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            state.config.request_timeout,
+        ))
+        .layer(RequestBodyLimitLayer::new(state.config.max_body_bytes))
+        // One limit, ours: axum's own default (2 MB) would otherwise apply too.
+        .layer(DefaultBodyLimit::disable());
+
+    api.route_layer(from_fn(expose_matched_path))
+        .fallback(not_found)
+        .layer(middleware)
+        .with_state(state)
+}
+
+async fn not_found() -> impl IntoResponse {
+    ApiError::NotFound("no such route; GET /api/openapi.json lists them".into())
+}

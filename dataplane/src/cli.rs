@@ -1,0 +1,118 @@
+//! The command line: subcommands and every setting, each readable from its
+//! environment variable so that `dataplane --help` is the list of settings.
+//!
+//! Values are kept as strings here on purpose. clap's own type errors name the
+//! flag (`--listen-addr`), while most users set the environment variable; so
+//! [`crate::config::Config::from_settings`] parses and validates them and names
+//! the variable in every error.
+
+use clap::{Args, Parser, Subcommand};
+
+/// SecureVault data plane: transactional email and AI text generation over HTTP.
+#[derive(Debug, Parser)]
+#[command(name = "dataplane", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// What the binary does; `serve` when none is given.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply pending database migrations, then serve the HTTP API (the default).
+    Serve,
+    /// Apply pending database migrations and exit. Safe to run more than once.
+    Migrate,
+}
+
+/// Every setting, from a flag or its environment variable (the flag wins).
+#[derive(Debug, Clone, Default, Args)]
+pub struct Settings {
+    /// `development` (default) or `production`. Production refuses to start
+    /// without SECRET_KEY instead of generating a throwaway one.
+    #[arg(long, env = "SECUREVAULT_ENV", global = true)]
+    pub env: Option<String>,
+
+    /// Address and port the HTTP API listens on [default: 127.0.0.1:8080].
+    #[arg(long, env = "LISTEN_ADDR", global = true)]
+    pub listen_addr: Option<String>,
+
+    /// Log level or tracing filter directive, e.g. `info` or `dataplane=debug,info` [default: info].
+    #[arg(long, env = "LOG_LEVEL", global = true)]
+    pub log_level: Option<String>,
+
+    /// Directory for the SQLite database and other local state [default: ./data].
+    #[arg(long, env = "DATA_DIR", global = true)]
+    pub data_dir: Option<String>,
+
+    /// `sqlite://…` or `postgres://…` [default: sqlite://DATA_DIR/securevault.db].
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Largest number of pooled database connections [default: 10].
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", global = true)]
+    pub database_max_connections: Option<String>,
+
+    /// `redis://…` for a cache shared by every replica; an in-process cache when unset.
+    #[arg(long, env = "REDIS_URL", global = true, hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Key for signing sessions and webhooks, at least 32 characters.
+    #[arg(long, env = "SECRET_KEY", global = true, hide_env_values = true)]
+    pub secret_key: Option<String>,
+
+    /// API key of the OpenAI-compatible model server.
+    #[arg(long, env = "OPENAI_API_KEY", global = true, hide_env_values = true)]
+    pub openai_api_key: Option<String>,
+
+    /// Base URL of the OpenAI-compatible model server [default: https://api.openai.com/v1].
+    #[arg(long, env = "OPENAI_BASE_URL", global = true)]
+    pub openai_base_url: Option<String>,
+
+    /// URL that receives notifications (email sent or failed, system errors).
+    #[arg(long, env = "WEBHOOK_URL", global = true, hide_env_values = true)]
+    pub webhook_url: Option<String>,
+
+    /// SMTP server host name; email sending is disabled when unset.
+    #[arg(long, env = "SMTP_HOST", global = true)]
+    pub smtp_host: Option<String>,
+
+    /// SMTP server port [default: 587].
+    #[arg(long, env = "SMTP_PORT", global = true)]
+    pub smtp_port: Option<String>,
+
+    /// SMTP user name, when the server requires authentication.
+    #[arg(long, env = "SMTP_USERNAME", global = true)]
+    pub smtp_username: Option<String>,
+
+    /// SMTP password, when the server requires authentication.
+    #[arg(long, env = "SMTP_PASSWORD", global = true, hide_env_values = true)]
+    pub smtp_password: Option<String>,
+
+    /// SMTP transport security: `starttls` (default), `tls` or `none`.
+    #[arg(long, env = "SMTP_TLS", global = true)]
+    pub smtp_tls: Option<String>,
+
+    /// Sender address of outgoing email, e.g. `SecureVault <noreply@example.com>`.
+    #[arg(long, env = "SMTP_FROM", global = true)]
+    pub smtp_from: Option<String>,
+
+    /// Seconds `/api/stats` answers from the cache before counting again [default: 60].
+    #[arg(long, env = "STATS_CACHE_TTL_SECS", global = true)]
+    pub stats_cache_ttl_secs: Option<String>,
+
+    /// Seconds a request may take before it is answered 503 [default: 30].
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", global = true)]
+    pub request_timeout_secs: Option<String>,
+
+    /// Seconds requests in flight get to finish after SIGTERM [default: 25].
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", global = true)]
+    pub shutdown_timeout_secs: Option<String>,
+
+    /// Largest request body in bytes [default: 1048576].
+    #[arg(long, env = "MAX_BODY_BYTES", global = true)]
+    pub max_body_bytes: Option<String>,
+}

@@ -1,0 +1,663 @@
+//! Settings -> validated [`Config`], in one place.
+//!
+//! Every value is checked before anything starts; a wrong one stops the process
+//! with a [`ConfigError`] that names the environment variable to fix. Values of
+//! secret variables are never repeated in errors or `Debug` output.
+
+use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+
+use tracing_subscriber::EnvFilter;
+use url::Url;
+
+use crate::cli::Settings;
+
+/// A setting that is wrong, named by its environment variable.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {var}{shown}: {reason}", shown = display_value(value))]
+pub struct ConfigError {
+    /// The environment variable, e.g. `LISTEN_ADDR`.
+    pub var: &'static str,
+    /// The offending value, `None` for secrets.
+    pub value: Option<String>,
+    /// What is expected instead.
+    pub reason: String,
+}
+
+fn display_value(value: &Option<String>) -> String {
+    value
+        .as_ref()
+        .map(|v| format!("={v:?}"))
+        .unwrap_or_default()
+}
+
+impl ConfigError {
+    fn new(var: &'static str, value: &str, reason: impl Into<String>) -> Self {
+        Self {
+            var,
+            value: Some(value.to_owned()),
+            reason: reason.into(),
+        }
+    }
+
+    /// For secrets: the value stays out of the message.
+    fn secret(var: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            var,
+            value: None,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A string that never shows up in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// How strict start-up is about missing secrets (`SECUREVAULT_ENV`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Local use: missing secrets are generated, with a warning.
+    Development,
+    /// Production: every secret must be given.
+    Production,
+}
+
+/// Which SQL server the store talks to; decided by the `DATABASE_URL` scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseKind {
+    /// A file under the data directory; one replica only.
+    Sqlite,
+    /// PostgreSQL, required when several replicas share the store.
+    Postgres,
+}
+
+/// The SQL store's settings.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// The full connection URL (it may carry a password).
+    pub url: Secret,
+    /// The server type, from the URL's scheme.
+    pub kind: DatabaseKind,
+    /// Upper bound of pooled connections.
+    pub max_connections: u32,
+}
+
+/// SMTP settings; present only when `SMTP_HOST` is set.
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    /// Server host name.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// User name and password, when the server wants them.
+    pub credentials: Option<(String, Secret)>,
+    /// Transport security.
+    pub tls: SmtpTls,
+    /// Sender address of outgoing email.
+    pub from: Option<String>,
+}
+
+/// SMTP transport security (`SMTP_TLS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS (required).
+    StartTls,
+    /// TLS from the first byte (SMTPS).
+    Tls,
+    /// No encryption, for a relay on a trusted network or tests.
+    None,
+}
+
+/// The OpenAI-compatible model server.
+#[derive(Debug, Clone)]
+pub struct OpenAiConfig {
+    /// Its base URL, e.g. `https://api.openai.com/v1`.
+    pub base_url: Url,
+    /// Its API key, if it wants one.
+    pub api_key: Option<Secret>,
+}
+
+/// The validated configuration the whole process runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Development or production.
+    pub mode: Mode,
+    /// Where the HTTP API listens.
+    pub listen_addr: SocketAddr,
+    /// A valid tracing filter directive.
+    pub log_filter: String,
+    /// Local state (the SQLite file).
+    pub data_dir: PathBuf,
+    /// The SQL store.
+    pub database: DatabaseConfig,
+    /// Redis, when a cache shared between replicas is wanted.
+    pub redis_url: Option<Secret>,
+    /// Signing key for sessions and webhooks.
+    pub secret_key: Secret,
+    /// True when `secret_key` was generated because none was given.
+    pub secret_key_generated: bool,
+    /// The model server.
+    pub openai: OpenAiConfig,
+    /// Where notifications go.
+    pub webhook_url: Option<Url>,
+    /// SMTP, when configured.
+    pub smtp: Option<SmtpConfig>,
+    /// How long `/api/stats` is served from the cache.
+    pub stats_cache_ttl: Duration,
+    /// Upper bound of one request's handling time.
+    pub request_timeout: Duration,
+    /// How long requests in flight get after SIGTERM.
+    pub shutdown_timeout: Duration,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+}
+
+/// Smallest accepted `SECRET_KEY`, in characters: 32 random characters carry
+/// enough entropy for HMAC keys.
+const MIN_SECRET_KEY_LEN: usize = 32;
+
+impl Config {
+    /// Checks every setting and fills in the defaults.
+    pub fn from_settings(s: &Settings) -> Result<Self, ConfigError> {
+        let mode = match non_empty(&s.env) {
+            None | Some("development") => Mode::Development,
+            Some("production") => Mode::Production,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "SECUREVAULT_ENV",
+                    other,
+                    "expected `development` or `production`",
+                ));
+            }
+        };
+
+        let listen_addr = parse_or(&s.listen_addr, "LISTEN_ADDR", "127.0.0.1:8080", |v| {
+            SocketAddr::from_str(v).map_err(|_| "expected IP:PORT, such as 0.0.0.0:8080".into())
+        })?;
+
+        let log_filter = non_empty(&s.log_level).unwrap_or("info").to_owned();
+        EnvFilter::try_new(&log_filter).map_err(|e| {
+            ConfigError::new(
+                "LOG_LEVEL",
+                &log_filter,
+                format!(
+                    "expected a level (error, warn, info, debug, trace) or a filter directive: {e}"
+                ),
+            )
+        })?;
+
+        let data_dir = PathBuf::from(non_empty(&s.data_dir).unwrap_or("./data"));
+        let database = database_config(s, &data_dir)?;
+
+        let redis_url = match non_empty(&s.redis_url) {
+            None => None,
+            Some(v) => {
+                let url = Url::parse(v)
+                    .map_err(|e| ConfigError::secret("REDIS_URL", format!("not a URL: {e}")))?;
+                if !matches!(url.scheme(), "redis" | "rediss") || url.host_str().is_none() {
+                    return Err(ConfigError::secret(
+                        "REDIS_URL",
+                        "expected redis://HOST:PORT/ or rediss://HOST:PORT/",
+                    ));
+                }
+                Some(Secret(v.to_owned()))
+            }
+        };
+
+        let (secret_key, secret_key_generated) = match non_empty(&s.secret_key) {
+            Some(key) if key.chars().count() < MIN_SECRET_KEY_LEN => {
+                return Err(ConfigError::secret(
+                    "SECRET_KEY",
+                    format!("must be at least {MIN_SECRET_KEY_LEN} characters long"),
+                ));
+            }
+            Some(key) => (Secret(key.to_owned()), false),
+            None if mode == Mode::Production => {
+                return Err(ConfigError::secret(
+                    "SECRET_KEY",
+                    "required when SECUREVAULT_ENV=production (generate one with `openssl rand -hex 32`)",
+                ));
+            }
+            None => (Secret(generate_key()?), true),
+        };
+
+        let openai = OpenAiConfig {
+            base_url: parse_or(
+                &s.openai_base_url,
+                "OPENAI_BASE_URL",
+                "https://api.openai.com/v1",
+                http_url,
+            )?,
+            api_key: non_empty(&s.openai_api_key).map(|k| Secret(k.to_owned())),
+        };
+
+        let webhook_url = match non_empty(&s.webhook_url) {
+            None => None,
+            Some(v) => {
+                Some(http_url(v).map_err(|reason| ConfigError::secret("WEBHOOK_URL", reason))?)
+            }
+        };
+
+        Ok(Self {
+            mode,
+            listen_addr,
+            log_filter,
+            data_dir,
+            database,
+            redis_url,
+            secret_key,
+            secret_key_generated,
+            openai,
+            webhook_url,
+            smtp: smtp_config(s)?,
+            stats_cache_ttl: Duration::from_secs(parse_or(
+                &s.stats_cache_ttl_secs,
+                "STATS_CACHE_TTL_SECS",
+                "60",
+                |v| bounded_u64(v, 1, 3600),
+            )?),
+            request_timeout: Duration::from_secs(parse_or(
+                &s.request_timeout_secs,
+                "REQUEST_TIMEOUT_SECS",
+                "30",
+                |v| bounded_u64(v, 1, 600),
+            )?),
+            shutdown_timeout: Duration::from_secs(parse_or(
+                &s.shutdown_timeout_secs,
+                "SHUTDOWN_TIMEOUT_SECS",
+                "25",
+                |v| bounded_u64(v, 0, 600),
+            )?),
+            max_body_bytes: parse_or(&s.max_body_bytes, "MAX_BODY_BYTES", "1048576", |v| {
+                bounded_u64(v, 1024, 64 * 1024 * 1024).map(|n| n as usize)
+            })?,
+        })
+    }
+}
+
+fn database_config(
+    s: &Settings,
+    data_dir: &std::path::Path,
+) -> Result<DatabaseConfig, ConfigError> {
+    let default_url = format!("sqlite://{}", data_dir.join("securevault.db").display());
+    let raw = non_empty(&s.database_url)
+        .map(str::to_owned)
+        .unwrap_or(default_url);
+    let (kind, url) = if let Some(rest) = raw.strip_prefix("sqlite:") {
+        if rest.trim_start_matches('/').is_empty() {
+            return Err(ConfigError::secret(
+                "DATABASE_URL",
+                "a sqlite:// URL needs a file path",
+            ));
+        }
+        // The file is created on first start; `mode=rwc` asks SQLite for that.
+        let url = if raw.contains("mode=") {
+            raw.clone()
+        } else if raw.contains('?') {
+            format!("{raw}&mode=rwc")
+        } else {
+            format!("{raw}?mode=rwc")
+        };
+        (DatabaseKind::Sqlite, url)
+    } else if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+        let parsed = Url::parse(&raw)
+            .map_err(|e| ConfigError::secret("DATABASE_URL", format!("not a URL: {e}")))?;
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err(ConfigError::secret(
+                "DATABASE_URL",
+                "a postgres:// URL needs a host",
+            ));
+        }
+        (DatabaseKind::Postgres, raw.clone())
+    } else {
+        return Err(ConfigError::secret(
+            "DATABASE_URL",
+            "expected sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DATABASE",
+        ));
+    };
+    let max_connections = parse_or(
+        &s.database_max_connections,
+        "DATABASE_MAX_CONNECTIONS",
+        "10",
+        |v| bounded_u64(v, 1, 1000).map(|n| n as u32),
+    )?;
+    Ok(DatabaseConfig {
+        url: Secret(url),
+        kind,
+        max_connections,
+    })
+}
+
+fn smtp_config(s: &Settings) -> Result<Option<SmtpConfig>, ConfigError> {
+    let Some(host) = non_empty(&s.smtp_host) else {
+        return Ok(None);
+    };
+    if host.contains(|c: char| c.is_whitespace() || c == '/') {
+        return Err(ConfigError::new(
+            "SMTP_HOST",
+            host,
+            "expected a host name or IP address",
+        ));
+    }
+    let port = parse_or(&s.smtp_port, "SMTP_PORT", "587", |v| {
+        bounded_u64(v, 1, 65535).map(|n| n as u16)
+    })?;
+    let tls = match non_empty(&s.smtp_tls).unwrap_or("starttls") {
+        "starttls" => SmtpTls::StartTls,
+        "tls" => SmtpTls::Tls,
+        "none" => SmtpTls::None,
+        other => {
+            return Err(ConfigError::new(
+                "SMTP_TLS",
+                other,
+                "expected `starttls`, `tls` or `none`",
+            ));
+        }
+    };
+    let credentials = match (non_empty(&s.smtp_username), non_empty(&s.smtp_password)) {
+        (Some(user), Some(password)) => Some((user.to_owned(), Secret(password.to_owned()))),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::secret(
+                "SMTP_PASSWORD",
+                "required when SMTP_USERNAME is set",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::secret(
+                "SMTP_USERNAME",
+                "required when SMTP_PASSWORD is set",
+            ));
+        }
+    };
+    let from = non_empty(&s.smtp_from).map(str::to_owned);
+    if let Some(from) = &from
+        && !from.contains('@')
+    {
+        return Err(ConfigError::new(
+            "SMTP_FROM",
+            from,
+            "expected an email address",
+        ));
+    }
+    Ok(Some(SmtpConfig {
+        host: host.to_owned(),
+        port,
+        credentials,
+        tls,
+        from,
+    }))
+}
+
+/// An unset or blank variable counts as unset, as most deployment tools
+/// render optional values as empty strings.
+fn non_empty(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}
+
+fn parse_or<T>(
+    v: &Option<String>,
+    var: &'static str,
+    default: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    let raw = non_empty(v).unwrap_or(default);
+    parse(raw).map_err(|reason| ConfigError::new(var, raw, reason))
+}
+
+fn bounded_u64(v: &str, min: u64, max: u64) -> Result<u64, String> {
+    match v.parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("expected a whole number from {min} to {max}")),
+    }
+}
+
+fn http_url(v: &str) -> Result<Url, String> {
+    let url = Url::parse(v).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("expected an http:// or https:// URL".into());
+    }
+    Ok(url)
+}
+
+/// A throwaway development key: 32 random bytes, hex encoded.
+fn generate_key() -> Result<String, ConfigError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| {
+        ConfigError::secret(
+            "SECRET_KEY",
+            format!("could not generate a development key: {e}"),
+        )
+    })?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings::default()
+    }
+
+    #[test]
+    fn defaults_need_no_environment() {
+        let c = Config::from_settings(&settings()).unwrap();
+        assert_eq!(c.mode, Mode::Development);
+        assert_eq!(c.listen_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database.kind, DatabaseKind::Sqlite);
+        assert_eq!(
+            c.database.url.expose(),
+            "sqlite://./data/securevault.db?mode=rwc"
+        );
+        assert!(c.secret_key_generated);
+        assert_eq!(c.secret_key.expose().len(), 64);
+        assert_eq!(c.stats_cache_ttl, Duration::from_secs(60));
+        assert!(c.redis_url.is_none() && c.smtp.is_none());
+    }
+
+    #[test]
+    fn production_without_secret_key_is_refused() {
+        let s = Settings {
+            env: Some("production".into()),
+            ..settings()
+        };
+        let err = Config::from_settings(&s).unwrap_err();
+        assert_eq!(err.var, "SECRET_KEY");
+        assert!(err.to_string().contains("SECUREVAULT_ENV=production"));
+    }
+
+    #[test]
+    fn secret_values_never_appear_in_errors_or_debug() {
+        let s = Settings {
+            secret_key: Some("short-but-secret".into()),
+            ..settings()
+        };
+        let err = Config::from_settings(&s).unwrap_err();
+        assert_eq!(err.var, "SECRET_KEY");
+        assert!(!err.to_string().contains("short-but-secret"));
+
+        let s = Settings {
+            secret_key: Some("k".repeat(40)),
+            database_url: Some("postgres://u:hunter2@db:5432/sv".into()),
+            ..settings()
+        };
+        let c = Config::from_settings(&s).unwrap();
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("hunter2") && !debug.contains(&"k".repeat(40)));
+    }
+
+    #[test]
+    fn each_bad_value_names_its_variable() {
+        let cases: Vec<(&str, Settings)> = vec![
+            (
+                "SECUREVAULT_ENV",
+                Settings {
+                    env: Some("staging".into()),
+                    ..settings()
+                },
+            ),
+            (
+                "LISTEN_ADDR",
+                Settings {
+                    listen_addr: Some("localhost".into()),
+                    ..settings()
+                },
+            ),
+            (
+                "LOG_LEVEL",
+                Settings {
+                    log_level: Some("loud[".into()),
+                    ..settings()
+                },
+            ),
+            (
+                "DATABASE_URL",
+                Settings {
+                    database_url: Some("mysql://x".into()),
+                    ..settings()
+                },
+            ),
+            (
+                "DATABASE_MAX_CONNECTIONS",
+                Settings {
+                    database_max_connections: Some("0".into()),
+                    ..settings()
+                },
+            ),
+            (
+                "REDIS_URL",
+                Settings {
+                    redis_url: Some("http://cache".into()),
+                    ..settings()
+                },
+            ),
+            (
+                "OPENAI_BASE_URL",
+                Settings {
+                    openai_base_url: Some("ftp://x".into()),
+                    ..settings()
+                },
+            ),
+            (
+                "WEBHOOK_URL",
+                Settings {
+                    webhook_url: Some("not a url".into()),
+                    ..settings()
+                },
+            ),
+            (
+                "SMTP_PORT",
+                Settings {
+                    smtp_host: Some("mail".into()),
+                    smtp_port: Some("70000".into()),
+                    ..settings()
+                },
+            ),
+            (
+                "SMTP_TLS",
+                Settings {
+                    smtp_host: Some("mail".into()),
+                    smtp_tls: Some("ssl".into()),
+                    ..settings()
+                },
+            ),
+            (
+                "SMTP_PASSWORD",
+                Settings {
+                    smtp_host: Some("mail".into()),
+                    smtp_username: Some("u".into()),
+                    ..settings()
+                },
+            ),
+            (
+                "SMTP_FROM",
+                Settings {
+                    smtp_host: Some("mail".into()),
+                    smtp_from: Some("nobody".into()),
+                    ..settings()
+                },
+            ),
+            (
+                "STATS_CACHE_TTL_SECS",
+                Settings {
+                    stats_cache_ttl_secs: Some("-1".into()),
+                    ..settings()
+                },
+            ),
+            (
+                "REQUEST_TIMEOUT_SECS",
+                Settings {
+                    request_timeout_secs: Some("0".into()),
+                    ..settings()
+                },
+            ),
+            (
+                "SHUTDOWN_TIMEOUT_SECS",
+                Settings {
+                    shutdown_timeout_secs: Some("ten".into()),
+                    ..settings()
+                },
+            ),
+            (
+                "MAX_BODY_BYTES",
+                Settings {
+                    max_body_bytes: Some("12".into()),
+                    ..settings()
+                },
+            ),
+        ];
+        for (var, s) in cases {
+            let err = Config::from_settings(&s).unwrap_err();
+            assert_eq!(err.var, var);
+            assert!(
+                err.to_string().starts_with(&format!("invalid {var}")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn sqlite_url_keeps_an_explicit_mode_and_postgres_is_detected() {
+        let s = Settings {
+            database_url: Some("sqlite:///var/lib/sv/db.sqlite?mode=rw".into()),
+            ..settings()
+        };
+        assert_eq!(
+            Config::from_settings(&s).unwrap().database.url.expose(),
+            "sqlite:///var/lib/sv/db.sqlite?mode=rw"
+        );
+        let s = Settings {
+            database_url: Some("postgresql://sv@127.0.0.1:5432/sv".into()),
+            ..settings()
+        };
+        assert_eq!(
+            Config::from_settings(&s).unwrap().database.kind,
+            DatabaseKind::Postgres
+        );
+    }
+
+    #[test]
+    fn blank_values_count_as_unset() {
+        let s = Settings {
+            redis_url: Some("  ".into()),
+            smtp_host: Some(String::new()),
+            ..settings()
+        };
+        let c = Config::from_settings(&s).unwrap();
+        assert!(c.redis_url.is_none() && c.smtp.is_none());
+    }
+}

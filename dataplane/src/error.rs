@@ -1,0 +1,239 @@
+//! [`ApiError`]: every error answer of the API, as
+//! `{"error": {"code": …, "message": …, "field": …}}`.
+//!
+//! Client errors say what to fix and are not logged. Server errors answer a
+//! generic message; the detail goes into the response's extensions, where
+//! `middleware::http_metrics` logs it with the request id. A stack trace or an
+//! internal message never reaches the client.
+
+use axum::{
+    Json,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// An error answer. `code` values are stable: clients and dashboards match on them.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request cannot be parsed (malformed JSON, bad header…).
+    #[error("{message}")]
+    BadRequest {
+        /// What is wrong, for the client.
+        message: String,
+        /// The offending field or header, when one is to blame.
+        field: Option<String>,
+    },
+    /// 404: no route or no such object.
+    #[error("{0}")]
+    NotFound(String),
+    /// 405: the route exists, the method does not.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 413: the body is larger than `MAX_BODY_BYTES`.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// 415: the body is not JSON.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 422: well-formed but invalid input.
+    #[error("{message}")]
+    Validation {
+        /// The field to fix.
+        field: String,
+        /// How to fix it.
+        message: String,
+    },
+    /// 503: a dependency is down or the request ran out of time.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: a bug or an unexpected failure; the detail is logged, not sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The detail of a server error, carried in the response's extensions to the
+/// logging middleware.
+#[derive(Debug, Clone)]
+pub struct ErrorDetail(pub String);
+
+/// The JSON body of every error answer.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorObject,
+}
+
+/// The error itself.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct ErrorObject {
+    /// Stable, machine-readable: `not_found`, `invalid_json`, `validation_failed`…
+    pub code: String,
+    /// For people: what went wrong and, for client errors, what to fix.
+    pub message: String,
+    /// The request field (or header) at fault, if any.
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable `code` of the JSON body, also used as a log field.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest { .. } => "bad_request",
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::Validation { .. } => "validation_failed",
+            Self::Unavailable(_) => "service_unavailable",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+
+    /// The error a framework-made answer of `status` stands for, when there
+    /// is no more detail than the status.
+    pub fn from_status(status: StatusCode, message: Option<String>) -> Self {
+        let message =
+            message.unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_lowercase());
+        match status {
+            StatusCode::NOT_FOUND => Self::NotFound(message),
+            StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType(message),
+            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge(message),
+            StatusCode::UNPROCESSABLE_ENTITY => Self::Validation {
+                field: String::new(),
+                message,
+            },
+            s if s.is_server_error() => {
+                Self::Unavailable("the service is unavailable; try again later".into())
+            }
+            _ => Self::BadRequest {
+                message,
+                field: None,
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let (message, field) = match &self {
+            Self::Internal(_) => (
+                "something went wrong on our side; the request id identifies it in our logs"
+                    .to_owned(),
+                None,
+            ),
+            Self::BadRequest { field, .. } => (self.to_string(), field.clone()),
+            Self::Validation { field, .. } if !field.is_empty() => {
+                (self.to_string(), Some(field.clone()))
+            }
+            _ => (self.to_string(), None),
+        };
+        let body = ErrorBody {
+            error: ErrorObject {
+                code: self.code().to_owned(),
+                message,
+                field,
+            },
+        };
+        let mut response =
+            (status, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response();
+        if status.is_server_error() {
+            response
+                .extensions_mut()
+                .insert(ErrorDetail(self.to_string()));
+        }
+        response
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl From<crate::stats::StatsError> for ApiError {
+    fn from(e: crate::stats::StatsError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    async fn body(e: ApiError) -> (StatusCode, serde_json::Value, Response) {
+        let mut r = e.into_response();
+        let status = r.status();
+        let bytes = std::mem::take(r.body_mut())
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap(), r)
+    }
+
+    #[tokio::test]
+    async fn validation_errors_name_the_field() {
+        let (status, json, _) = body(ApiError::Validation {
+            field: "to".into(),
+            message: "`to` must hold at least one address".into(),
+        })
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(json["error"]["code"], "validation_failed");
+        assert_eq!(json["error"]["field"], "to");
+    }
+
+    #[tokio::test]
+    async fn internal_errors_hide_their_detail_from_the_client() {
+        let (status, json, response) = body(ApiError::Internal(
+            "pool timed out at db.internal:5432".into(),
+        ))
+        .await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!json.to_string().contains("db.internal"));
+        assert_eq!(json["error"]["field"], serde_json::Value::Null);
+        let detail = response.extensions().get::<ErrorDetail>().unwrap();
+        assert!(detail.0.contains("db.internal"));
+    }
+
+    #[test]
+    fn framework_statuses_map_to_stable_codes() {
+        assert_eq!(
+            ApiError::from_status(StatusCode::NOT_FOUND, None).code(),
+            "not_found"
+        );
+        assert_eq!(
+            ApiError::from_status(StatusCode::METHOD_NOT_ALLOWED, None).code(),
+            "method_not_allowed"
+        );
+        assert_eq!(
+            ApiError::from_status(StatusCode::GATEWAY_TIMEOUT, None).code(),
+            "service_unavailable"
+        );
+        assert_eq!(
+            ApiError::from_status(StatusCode::BAD_REQUEST, None).to_string(),
+            "bad request"
+        );
+    }
+}

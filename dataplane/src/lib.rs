@@ -1,0 +1,31 @@
+//! The SecureVault data plane: an HTTP API for transactional email and AI text
+//! generation, with health, statistics and Prometheus metrics.
+//!
+//! How a request flows, and where to read about each step:
+//!
+//! - [`config`] turns the environment ([`cli::Settings`]) into a validated
+//!   [`config::Config`] before anything starts.
+//! - [`server`] opens the [`store`], migrates it, binds and serves until
+//!   SIGTERM, then drains requests in flight.
+//! - [`app`] assembles the router and the [`middleware`] (request id, security
+//!   headers, metrics, JSON errors, timeout, body limit), in one place.
+//! - [`routes`] map paths to handlers, one file per area; handlers parse,
+//!   call one domain function ([`stats`], [`health`], …) and map its error to
+//!   an [`error::ApiError`].
+//! - [`store`] is the SQL store (SQLite or PostgreSQL, the same queries),
+//!   [`cache`] the Redis or in-process cache, [`telemetry`] logs and metrics.
+
+pub mod app;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod middleware;
+pub mod routes;
+pub mod server;
+pub mod shutdown;
+pub mod stats;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,55 @@
+//! `dataplane [serve|migrate]`: reads the settings, validates them, sets up
+//! logging and runs. A wrong setting exits with status 2 and a message naming
+//! its environment variable; a failure while running exits with status 1.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use dataplane::{
+    cli::{Cli, Command},
+    config::Config,
+    server,
+    telemetry::logging,
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::from_settings(&cli.settings) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("dataplane: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = logging::init(&config.log_filter) {
+        eprintln!("dataplane: {e}");
+        return ExitCode::from(2);
+    }
+    if config.secret_key_generated {
+        tracing::warn!(
+            "SECRET_KEY is not set: using a generated development key, so sessions and signatures \
+             will not survive a restart; set SECRET_KEY (required when SECUREVAULT_ENV=production)"
+        );
+    }
+
+    match run(cli.command.unwrap_or(Command::Serve), config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "dataplane stopped on an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match command {
+            Command::Serve => server::run(config).await?,
+            Command::Migrate => server::migrate(config).await?,
+        }
+        Ok(())
+    })
+}

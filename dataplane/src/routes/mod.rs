@@ -1,0 +1,24 @@
+//! Path -> handler maps, one file per area. Each handler carries its OpenAPI
+//! description (`#[utoipa::path]`), and [`api`] registers route and
+//! description together, so `/api/openapi.json` cannot drift from the router.
+
+pub mod health;
+pub mod metrics;
+pub mod openapi;
+pub mod stats;
+
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::app::AppState;
+
+/// Every route of the API with its OpenAPI description.
+pub fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(health::live))
+        .routes(routes!(health::ready))
+        .routes(routes!(health::detailed))
+        .routes(routes!(metrics::export))
+        .routes(routes!(stats::get_stats))
+        .routes(routes!(openapi::document))
+}

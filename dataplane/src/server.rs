@@ -1,0 +1,141 @@
+//! Start-up and shutdown: open the store, migrate, bind, serve until SIGTERM,
+//! then drain requests in flight (bounded) and close the pool.
+
+use std::{future::IntoFuture, net::SocketAddr, sync::Arc, time::Instant};
+
+use axum::Router;
+use tokio::{net::TcpListener, signal::unix::SignalKind};
+
+use crate::{
+    app::{AppState, app},
+    cache::{Cache, CacheError},
+    config::Config,
+    shutdown::{Shutdown, ShutdownTrigger},
+    store::{Store, StoreError},
+    telemetry::{Metrics, system},
+};
+
+/// Why the server could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The metrics registry refused a metric (a bug).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The store could not be opened or migrated.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The cache client could not be created.
+    #[error("cache: {0}")]
+    Cache(#[from] CacheError),
+    /// The listen address is taken or not ours.
+    #[error("cannot listen on {addr} (LISTEN_ADDR): {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Installing the signal handlers or serving failed.
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the data plane until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<(), ServeError> {
+    let started = Instant::now();
+    let metrics = Arc::new(Metrics::new()?);
+    let store = Store::connect(&config.database).await?;
+    store.migrate().await?;
+    let cache = match &config.redis_url {
+        Some(url) => Cache::redis(url.expose(), metrics.clone())?,
+        None => Cache::local(metrics.clone()),
+    };
+    tracing::info!(
+        database = ?config.database.kind,
+        cache = cache.backend_name(),
+        mode = ?config.mode,
+        "store ready and migrated"
+    );
+
+    let (trigger, shutdown) = Shutdown::new();
+    tokio::spawn(system::run_sampler(
+        metrics.clone(),
+        system::SAMPLE_INTERVAL,
+        shutdown.clone(),
+    ));
+
+    let listener = TcpListener::bind(config.listen_addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen_addr,
+            source,
+        })?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "listening on http://{addr}");
+
+    let grace = config.shutdown_timeout;
+    let state = AppState {
+        config: Arc::new(config),
+        store: store.clone(),
+        cache,
+        metrics,
+        started,
+    };
+    let signals = tokio::spawn(wait_for_signal(trigger));
+    serve(listener, app(state), shutdown, grace).await?;
+    signals.abort();
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Serves `router` on `listener` until `shutdown` fires, then stops accepting
+/// and gives requests in flight up to `grace` to finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: Shutdown,
+    grace: std::time::Duration,
+) -> std::io::Result<()> {
+    let signal = shutdown.clone();
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { signal.wait().await })
+    .into_future();
+    tokio::select! {
+        result = server => result,
+        () = async {
+            shutdown.wait().await;
+            tracing::info!(grace_seconds = grace.as_secs(), "shutting down: draining requests in flight");
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!("requests still in flight after the grace period (SHUTDOWN_TIMEOUT_SECS); stopping anyway");
+            Ok(())
+        }
+    }
+}
+
+/// Fires the shutdown on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
+async fn wait_for_signal(trigger: ShutdownTrigger) -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(SignalKind::interrupt())?;
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = name, "shutdown requested");
+    trigger.trigger();
+    Ok(())
+}
+
+/// Applies pending migrations and returns (`dataplane migrate`).
+pub async fn migrate(config: Config) -> Result<(), ServeError> {
+    let store = Store::connect(&config.database).await?;
+    store.migrate().await?;
+    store.close().await;
+    tracing::info!("migrations applied");
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! Every Prometheus metric the data plane exports, registered in one registry
+//! per [`crate::app::AppState`] (not the global one, so tests in one process
+//! stay apart). Names are the contract with the operator's alert rules and the
+//! Grafana dashboard: change them only together.
+
+use prometheus::{
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Buckets of `http_request_duration_seconds`, from 1 ms to the 30 s request
+/// timeout; the seed's targets (10 ms liveness, 2 s email, 5 s AI, 10 s alert)
+/// each fall on a bucket boundary.
+const DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
+];
+
+/// The registry and handles to each metric.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests answered, by method, matched route template and status code.
+    pub http_requests_total: IntCounterVec,
+    /// Request latency by method and route template.
+    pub http_request_duration_seconds: HistogramVec,
+    /// Emails the SMTP server accepted.
+    pub emails_sent_total: IntCounter,
+    /// Text generations the model server completed.
+    pub ai_generations_total: IntCounter,
+    /// Host (or cgroup) CPU use, sampled in the background.
+    pub system_cpu_percent: Gauge,
+    /// Host (or cgroup) memory use, sampled in the background.
+    pub system_memory_percent: Gauge,
+    /// Cache look-ups by result (`hit`, `miss`).
+    pub cache_requests_total: IntCounterVec,
+    /// hits / (hits + misses) since start; 0 before the first look-up.
+    pub cache_hit_rate: Gauge,
+}
+
+impl Metrics {
+    /// Creates and registers every metric, process metrics included.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let http_requests_total = IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests answered, by method, route template and status code",
+            ),
+            &["method", "route", "status"],
+        )?;
+        let http_request_duration_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "HTTP request latency by method and route template",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["method", "route"],
+        )?;
+        let emails_sent_total =
+            IntCounter::new("emails_sent_total", "Emails accepted by the SMTP server")?;
+        let ai_generations_total = IntCounter::new(
+            "ai_generations_total",
+            "Text generations completed by the model server",
+        )?;
+        let system_cpu_percent = Gauge::new(
+            "system_cpu_percent",
+            "CPU use of the host or container, in percent",
+        )?;
+        let system_memory_percent = Gauge::new(
+            "system_memory_percent",
+            "Memory use of the host or container, in percent",
+        )?;
+        let cache_requests_total = IntCounterVec::new(
+            Opts::new("cache_requests_total", "Cache look-ups by result"),
+            &["result"],
+        )?;
+        let cache_hit_rate = Gauge::new(
+            "cache_hit_rate",
+            "Share of cache look-ups that were hits, from 0 to 1",
+        )?;
+
+        registry.register(Box::new(http_requests_total.clone()))?;
+        registry.register(Box::new(http_request_duration_seconds.clone()))?;
+        registry.register(Box::new(emails_sent_total.clone()))?;
+        registry.register(Box::new(ai_generations_total.clone()))?;
+        registry.register(Box::new(system_cpu_percent.clone()))?;
+        registry.register(Box::new(system_memory_percent.clone()))?;
+        registry.register(Box::new(cache_requests_total.clone()))?;
+        registry.register(Box::new(cache_hit_rate.clone()))?;
+        // process_resident_memory_bytes, process_open_fds, process_cpu_seconds_total…
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+
+        // Both results exist from the start, so a rate() over them is defined.
+        for result in ["hit", "miss"] {
+            cache_requests_total.with_label_values(&[result]);
+        }
+
+        Ok(Self {
+            registry,
+            http_requests_total,
+            http_request_duration_seconds,
+            emails_sent_total,
+            ai_generations_total,
+            system_cpu_percent,
+            system_memory_percent,
+            cache_requests_total,
+            cache_hit_rate,
+        })
+    }
+
+    /// Counts one cache look-up and refreshes `cache_hit_rate`.
+    pub fn record_cache_lookup(&self, hit: bool) {
+        self.cache_requests_total
+            .with_label_values(&[if hit { "hit" } else { "miss" }])
+            .inc();
+        let hits = self.cache_requests_total.with_label_values(&["hit"]).get() as f64;
+        let misses = self.cache_requests_total.with_label_values(&["miss"]).get() as f64;
+        self.cache_hit_rate.set(hits / (hits + misses));
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> Result<String, prometheus::Error> {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
+        String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_seed_metric_is_exported() {
+        let m = Metrics::new().unwrap();
+        m.http_requests_total
+            .with_label_values(&["GET", "/api/health", "200"])
+            .inc();
+        m.http_request_duration_seconds
+            .with_label_values(&["GET", "/api/health"])
+            .observe(0.001);
+        let text = m.encode().unwrap();
+        for name in [
+            "emails_sent_total",
+            "ai_generations_total",
+            "system_cpu_percent",
+            "system_memory_percent",
+            "cache_hit_rate",
+            "http_requests_total{method=\"GET\",route=\"/api/health\",status=\"200\"} 1",
+            "http_request_duration_seconds_bucket",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+        ] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn hit_rate_follows_lookups() {
+        let m = Metrics::new().unwrap();
+        assert_eq!(m.cache_hit_rate.get(), 0.0);
+        m.record_cache_lookup(false);
+        assert_eq!(m.cache_hit_rate.get(), 0.0);
+        m.record_cache_lookup(true);
+        m.record_cache_lookup(true);
+        m.record_cache_lookup(true);
+        assert_eq!(m.cache_hit_rate.get(), 0.75);
+    }
+}

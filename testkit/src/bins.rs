@@ -1,0 +1,206 @@
+//! Finding executables and running short helper commands.
+//!
+//! Lookup order is always: an explicit environment override (so a developer
+//! with PostgreSQL 16 from Homebrew can point the tests at it), then the
+//! Debian default location the CI image uses, then `PATH`. An override that
+//! points nowhere is an error rather than a silent fallback, because testing
+//! against a different server than the one asked for would be confusing.
+
+use std::ffi::OsStr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use crate::{Error, Result};
+
+/// Where Debian's `postgresql-15` package installs the server binaries.
+const DEFAULT_PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// Finds a PostgreSQL program (`initdb`, `postgres`, `psql`):
+/// `$TESTKIT_PG_BIN/<name>`, then the Debian PostgreSQL 15 directory, then
+/// `PATH`.
+pub fn pg_binary(name: &str) -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("TESTKIT_PG_BIN").filter(|d| !d.is_empty()) {
+        return explicit(name, Path::new(&dir).join(name));
+    }
+    search(name, &[Path::new(DEFAULT_PG_BIN).join(name)])
+}
+
+/// Finds `redis-server`: `$TESTKIT_REDIS_SERVER`, then `/usr/bin`, then `PATH`.
+pub fn redis_server() -> Result<PathBuf> {
+    let name = "redis-server";
+    if let Some(path) = std::env::var_os("TESTKIT_REDIS_SERVER").filter(|p| !p.is_empty()) {
+        return explicit(name, PathBuf::from(path));
+    }
+    search(name, &[PathBuf::from("/usr/bin/redis-server")])
+}
+
+/// Finds a binary of this workspace built by cargo, for the tests of another
+/// crate (e.g. the operator's tests need the `dataplane` binary).
+///
+/// Looks, in order, at:
+/// 1. `$CARGO_BIN_EXE_<name>` (set by cargo for a crate's own binaries);
+/// 2. `$CARGO_TARGET_DIR/debug/<name>`;
+/// 3. the directory of the running test executable's profile (the test
+///    binary lives in `<target>/<profile>/deps/`), which finds the binary
+///    even when the target dir was configured in `.cargo/config.toml`;
+/// 4. `<workspace>/target/debug/<name>`.
+///
+/// This does not build anything: cargo only builds another package's
+/// binaries when asked, so run e.g. `cargo build -p dataplane` first.
+pub fn workspace_binary(name: &str) -> Result<PathBuf> {
+    if name.is_empty() || name.contains('/') {
+        return Err(Error::InvalidArgument(format!("binary name {name:?}")));
+    }
+    let file = format!("{name}{}", std::env::consts::EXE_SUFFIX);
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new(env!("CARGO_MANIFEST_DIR")))
+        .to_path_buf();
+
+    let mut candidates = Vec::new();
+    if let Some(path) = std::env::var_os(format!("CARGO_BIN_EXE_{name}")) {
+        candidates.push(PathBuf::from(path));
+    }
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        // A relative target dir is relative to where cargo ran, which for
+        // this workspace is its root.
+        candidates.push(workspace.join(dir).join("debug").join(&file));
+    }
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(profile_dir) = exe.parent().and_then(Path::parent)
+    {
+        candidates.push(profile_dir.join(&file));
+    }
+    candidates.push(workspace.join("target").join("debug").join(&file));
+
+    candidates
+        .iter()
+        .find(|p| is_executable(p))
+        .cloned()
+        .ok_or_else(|| Error::BinaryNotFound {
+            name: name.to_owned(),
+            tried: candidates.clone(),
+        })
+}
+
+/// The effective user id of this process, via `id -u`.
+pub(crate) fn current_uid() -> Result<u32> {
+    static UID: OnceLock<Option<u32>> = OnceLock::new();
+    UID.get_or_init(|| id_of(&["-u"]).ok())
+        .ok_or_else(|| Error::InvalidArgument("could not determine the current uid".into()))
+}
+
+/// The uid and gid of a named user, via `id -u NAME` / `id -g NAME`.
+pub(crate) fn user_ids(user: &str) -> Result<(u32, u32)> {
+    Ok((id_of(&["-u", user])?, id_of(&["-g", user])?))
+}
+
+fn id_of(args: &[&str]) -> Result<u32> {
+    let mut cmd = Command::new("id");
+    cmd.args(args);
+    let out = run(&mut cmd)?;
+    out.trim()
+        .parse()
+        .map_err(|_| Error::InvalidArgument(format!("`id {}` printed {out:?}", args.join(" "))))
+}
+
+/// Runs a short command to completion and returns its stdout; a non-zero
+/// exit becomes [`Error::CommandFailed`] carrying both output streams.
+pub(crate) fn run(cmd: &mut Command) -> Result<String> {
+    let line = command_line(cmd);
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| Error::Spawn {
+            name: line.clone(),
+            program: cmd.get_program().to_string_lossy().into_owned(),
+            source: e,
+        })?;
+    let stdout = String::from_utf8_lossy(&stdout).into_owned();
+    if status.success() {
+        return Ok(stdout);
+    }
+    Err(Error::CommandFailed {
+        command: line,
+        status: status.to_string(),
+        output: format!("{stdout}{}", String::from_utf8_lossy(&stderr)),
+    })
+}
+
+/// Renders a command roughly as a shell would take it, for error messages.
+pub(crate) fn command_line(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(quote)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn quote(arg: &OsStr) -> String {
+    let s = arg.to_string_lossy();
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c));
+    if plain {
+        s.into_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+fn explicit(name: &str, path: PathBuf) -> Result<PathBuf> {
+    if is_executable(&path) {
+        Ok(path)
+    } else {
+        Err(Error::BinaryNotFound {
+            name: name.to_owned(),
+            tried: vec![path],
+        })
+    }
+}
+
+fn search(name: &str, defaults: &[PathBuf]) -> Result<PathBuf> {
+    let mut tried: Vec<PathBuf> = defaults.to_vec();
+    if let Some(path) = std::env::var_os("PATH") {
+        tried.extend(std::env::split_paths(&path).map(|dir| dir.join(name)));
+    }
+    match tried.iter().find(|p| is_executable(p)) {
+        Some(found) => Ok(found.clone()),
+        None => Err(Error::BinaryNotFound {
+            name: name.to_owned(),
+            tried,
+        }),
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    path.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_like_a_shell() {
+        let mut cmd = Command::new("psql");
+        cmd.args(["-c", "SELECT 'a'", "-p", "5432"]);
+        assert_eq!(command_line(&cmd), r"psql -c 'SELECT '\''a'\''' -p 5432");
+    }
+
+    #[test]
+    fn missing_binary_lists_what_was_tried() {
+        let err = search("no-such-binary-testkit", &[PathBuf::from("/nope/x")]).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("no-such-binary-testkit"), "{msg}");
+        assert!(msg.contains("/nope/x"), "{msg}");
+    }
+}
