@@ -27,6 +27,9 @@
 //! * [`postgres`] — [`Postgres`], a private PostgreSQL
 //!   cluster. `initdb` is slow, so it runs once per test process into a
 //!   template directory that each new cluster copies.
+//! * [`dataplane`] — [`DataPlane`], the real `dataplane` binary on a free
+//!   port with its own data directory, for tests of whole-process behaviour
+//!   (logs, signals, exit codes) and for the operator's tests.
 //! * [`bins`] — locating executables: environment overrides
 //!   first, then the Debian default locations, then `PATH`; and
 //!   [`workspace_binary`] for binaries this workspace builds.
@@ -47,6 +50,7 @@
 //!   is useless when a server failed to start on a CI machine.
 
 pub mod bins;
+pub mod dataplane;
 pub mod dirs;
 pub mod postgres;
 pub mod process;
@@ -56,6 +60,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use bins::workspace_binary;
+pub use dataplane::DataPlane;
 pub use dirs::{TempDir, free_port};
 pub use postgres::Postgres;
 pub use process::Process;

@@ -1,0 +1,64 @@
+# SecureVault: every target installs what it needs (idempotently) and keeps
+# build outputs in a cache outside the repository.
+#
+#   make run    the data plane on embedded defaults (SQLite, in-process cache)
+#   make test   every test: formatting, lints, unit and integration tests
+#
+# `make help` lists the rest.
+
+SHELL        := /bin/bash
+.SHELLFLAGS  := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+CACHE_DIR        ?= $(HOME)/.cache/securevault
+export CARGO_TARGET_DIR ?= $(CACHE_DIR)/target
+export PATH      := $(HOME)/.cargo/bin:$(PATH)
+
+# Where `make health` and `make metrics` look for a running data plane.
+URL ?= http://127.0.0.1:8080
+
+# Debian packages: what the tests start for real, and the tools around them.
+TEST_PACKAGES  := redis-server postgresql curl
+BENCH_PACKAGES := wrk curl
+COVER_PACKAGES := llvm-22 redis-server postgresql
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+.PHONY: run
+run: ## Run the data plane on embedded defaults (listens on 127.0.0.1:8080; ./data holds the SQLite file)
+	cargo run --quiet -p dataplane -- serve
+
+.PHONY: test
+test: test-deps ## Run every test (fmt, clippy, unit and integration tests against real PostgreSQL and Redis)
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+	cargo build --workspace --locked --bins
+	cargo test --workspace --locked --no-fail-fast
+
+.PHONY: test-deps
+test-deps:
+	@tests/setup/debian-packages.sh $(TEST_PACKAGES)
+
+.PHONY: health
+health: ## Query the detailed health of a running data plane (URL=…)
+	@curl -sS --fail-with-body "$(URL)/api/health/detailed" | python3 -m json.tool
+
+.PHONY: metrics
+metrics: ## Print the Prometheus metrics of a running data plane (URL=…)
+	@curl -sS --fail-with-body "$(URL)/api/metrics"
+
+.PHONY: coverage
+coverage: ## Line coverage of the whole workspace's tests; updates the figure in README.md
+	@tests/setup/debian-packages.sh $(COVER_PACKAGES)
+	tests/coverage/coverage.sh
+
+.PHONY: benchmark
+benchmark: ## Load-test a release build with wrk; appends a dated row to docs/benchmarks.md
+	@tests/setup/debian-packages.sh $(BENCH_PACKAGES)
+	tests/bench/benchmark.sh
+
+.PHONY: clean
+clean: ## Remove the build cache
+	rm -rf "$(CARGO_TARGET_DIR)"

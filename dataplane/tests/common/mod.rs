@@ -1,0 +1,156 @@
+//! What the data plane's integration tests share. The servers themselves
+//! (PostgreSQL, Redis, the data plane process) come from `testkit`.
+
+#![allow(dead_code, unused_imports)]
+// each test file uses a different part
+// Test support: a failure here is a failed test, so panicking is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{path::Path, process::Stdio, time::Duration};
+
+use reqwest::{Response, header::HeaderMap};
+use sqlx::AnyPool;
+pub use testkit::{DataPlane, Postgres, Redis, TempDir};
+
+/// The binary under test, built by cargo for this test run.
+pub fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_dataplane"))
+}
+
+/// Starts the data plane with `env` (SQLite in its data dir unless `env` says otherwise).
+pub fn start(env: &[(&str, &str)]) -> DataPlane {
+    DataPlane::start(binary(), env).expect("data plane starts")
+}
+
+/// A client that never reuses a connection across tests' server restarts.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+pub async fn get(dp: &DataPlane, path: &str) -> Response {
+    client().get(dp.url(path)).send().await.unwrap()
+}
+
+pub async fn json(response: Response) -> serde_json::Value {
+    response.json().await.unwrap()
+}
+
+/// The seed's four security headers, with their exact values.
+pub fn assert_security_headers(headers: &HeaderMap) {
+    for (name, value) in [
+        ("content-security-policy", "default-src 'self'"),
+        ("x-frame-options", "DENY"),
+        ("x-content-type-options", "nosniff"),
+        ("strict-transport-security", "max-age=31536000"),
+    ] {
+        assert_eq!(
+            headers.get(name).and_then(|v| v.to_str().ok()),
+            Some(value),
+            "header {name}"
+        );
+    }
+    assert!(headers.contains_key("x-request-id"), "x-request-id missing");
+}
+
+/// A connection of our own to the data plane's store, for arranging rows.
+pub async fn store_pool(url: &str) -> AnyPool {
+    sqlx::any::install_default_drivers();
+    AnyPool::connect(url).await.unwrap()
+}
+
+/// Milliseconds since the epoch, `ago` in the past.
+pub fn millis_ago(ago: Duration) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    (now - ago).as_millis() as i64
+}
+
+pub async fn insert_email(pool: &AnyPool, id: &str, status: &str, ago: Duration) {
+    sqlx::query("INSERT INTO emails (id, status, created_at, updated_at) VALUES ($1, $2, $3, $3)")
+        .bind(id)
+        .bind(status)
+        .bind(millis_ago(ago))
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+pub async fn insert_generation(pool: &AnyPool, id: &str, status: &str, ago: Duration) {
+    sqlx::query("INSERT INTO generations (id, status, created_at) VALUES ($1, $2, $3)")
+        .bind(id)
+        .bind(status)
+        .bind(millis_ago(ago))
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+/// `(last_hour, last_day, all_time)` of one `PeriodCounts` object of `/api/stats`.
+pub fn counts(v: &serde_json::Value) -> (i64, i64, i64) {
+    (
+        v["last_hour"].as_i64().unwrap(),
+        v["last_day"].as_i64().unwrap(),
+        v["all_time"].as_i64().unwrap(),
+    )
+}
+
+/// The value of one metric sample, e.g. `cache_hit_rate` or
+/// `http_requests_total{method="GET",route="/api/stats",status="200"}`.
+pub async fn metric(dp: &DataPlane, sample: &str) -> Option<f64> {
+    let text = get(dp, "/api/metrics").await.text().await.unwrap();
+    text.lines().find_map(|l| {
+        l.strip_prefix(sample)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// Polls `check` every 100 ms until it holds or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs the binary with `args` and `env` to its exit (killed after 10 s).
+pub fn run(env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    let dir = TempDir::new("cli").unwrap();
+    let mut cmd = DataPlane::command(binary(), dir.path());
+    cmd.args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null());
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A value that is accepted would start the server; a bounded wait turns
+    // that into a clear failure instead of a hung test.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}

@@ -1,0 +1,97 @@
+//! [`DataPlane`]: the real `dataplane` binary, started on a free port with a
+//! private data directory and a clean environment.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use crate::{Process, Result, TempDir};
+
+/// How long the binary gets to migrate and start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The marker the data plane logs once it accepts connections.
+const LISTENING: &str = "listening on http://";
+
+/// A running data plane, killed on drop.
+pub struct DataPlane {
+    process: Process,
+    addr: String,
+    // Declared after `process` so the directory outlives the server.
+    data_dir: TempDir,
+}
+
+impl DataPlane {
+    /// Starts `binary serve` with `env` on top of a clean environment:
+    /// nothing inherited but `PATH` and `HOME`, so a developer's own
+    /// `DATABASE_URL` or `REDIS_URL` cannot leak into a test. `LISTEN_ADDR`
+    /// defaults to a free loopback port and `DATA_DIR` to a new directory.
+    pub fn start(binary: &Path, env: &[(&str, &str)]) -> Result<DataPlane> {
+        let data_dir = TempDir::new("dataplane")?;
+        let mut cmd = Self::command(binary, data_dir.path());
+        cmd.arg("serve");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let process = Process::spawn("dataplane", cmd)?;
+        let line = process.wait_for_line(|l| l.contains(LISTENING), START_TIMEOUT)?;
+        let addr = line
+            .split(LISTENING)
+            .nth(1)
+            .map(|rest| {
+                rest.chars()
+                    .take_while(|c| *c != '"' && !c.is_whitespace())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(DataPlane {
+            process,
+            addr,
+            data_dir,
+        })
+    }
+
+    /// The command with the clean environment [`DataPlane::start`] uses, for
+    /// tests that run other subcommands or expect the start to fail.
+    pub fn command(binary: &Path, data_dir: &Path) -> Command {
+        let mut cmd = Command::new(binary);
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", std::env::var_os("HOME").unwrap_or_default())
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("DATA_DIR", data_dir);
+        cmd
+    }
+
+    /// `host:port` it listens on.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// `http://host:port{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Its private data directory (where the default SQLite file lives).
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    /// The URL of the default SQLite database in its data directory.
+    pub fn sqlite_url(&self) -> String {
+        format!("sqlite://{}", self.sqlite_path().display())
+    }
+
+    /// The default SQLite file.
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.data_dir.path().join("securevault.db")
+    }
+
+    /// The process, to signal it, wait for it or read its log lines.
+    pub fn process(&mut self) -> &mut Process {
+        &mut self.process
+    }
+}
