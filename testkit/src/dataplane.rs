@@ -12,10 +12,15 @@ use crate::{Process, Result, TempDir};
 /// How long the binary gets to migrate and start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a dropped data plane gets to exit after SIGTERM.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The marker the data plane logs once it accepts connections.
 const LISTENING: &str = "listening on http://";
 
-/// A running data plane, killed on drop.
+/// A running data plane. Dropping it sends SIGTERM and waits for the exit
+/// (so an instrumented binary writes its coverage profile), then kills it if
+/// it is still there.
 pub struct DataPlane {
     process: Process,
     addr: String,
@@ -57,10 +62,20 @@ impl DataPlane {
     /// tests that run other subcommands or expect the start to fail.
     pub fn command(binary: &Path, data_dir: &Path) -> Command {
         let mut cmd = Command::new(binary);
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", std::env::var_os("HOME").unwrap_or_default())
-            .env("LISTEN_ADDR", "127.0.0.1:0")
+        cmd.env_clear();
+        // Coverage runs (cargo llvm-cov) tell the instrumented binary where to
+        // write its profile through these; without them its lines are lost.
+        for (key, value) in std::env::vars_os() {
+            let key_str = key.to_string_lossy();
+            if key_str == "PATH"
+                || key_str == "HOME"
+                || key_str.starts_with("LLVM_PROFILE")
+                || key_str.starts_with("CARGO_LLVM_COV")
+            {
+                cmd.env(&key, value);
+            }
+        }
+        cmd.env("LISTEN_ADDR", "127.0.0.1:0")
             .env("DATA_DIR", data_dir);
         cmd
     }
@@ -93,5 +108,13 @@ impl DataPlane {
     /// The process, to signal it, wait for it or read its log lines.
     pub fn process(&mut self) -> &mut Process {
         &mut self.process
+    }
+}
+
+impl Drop for DataPlane {
+    fn drop(&mut self) {
+        if self.process.is_running() && self.process.signal("TERM").is_ok() {
+            let _ = self.process.wait_exit(DRAIN_TIMEOUT);
+        }
     }
 }
