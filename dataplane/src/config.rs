@@ -84,6 +84,26 @@ pub enum DatabaseKind {
     Postgres,
 }
 
+impl DatabaseKind {
+    /// `sqlite` or `postgres`, as in logs and health reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+impl Mode {
+    /// `development` or `production`, as `SECUREVAULT_ENV` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Development => "development",
+            Self::Production => "production",
+        }
+    }
+}
+
 /// The SQL store's settings.
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {

@@ -63,11 +63,7 @@ pub fn overall<'a>(checks: impl IntoIterator<Item = &'a CheckResult>) -> Overall
 
 /// The store is critical: without it nothing can be accepted.
 pub async fn check_store(store: &Store, limit: Duration) -> CheckResult {
-    let backend = match store.kind() {
-        crate::config::DatabaseKind::Sqlite => "sqlite",
-        crate::config::DatabaseKind::Postgres => "postgres",
-    };
-    timed(backend, true, limit, store.ping()).await
+    timed(store.kind().as_str(), true, limit, store.ping()).await
 }
 
 /// The cache is not: without it answers are slower, not wrong.

@@ -52,9 +52,9 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         None => Cache::local(metrics.clone()),
     };
     tracing::info!(
-        database = ?config.database.kind,
+        database = config.database.kind.as_str(),
         cache = cache.backend_name(),
-        mode = ?config.mode,
+        mode = config.mode.as_str(),
         "store ready and migrated"
     );
 
