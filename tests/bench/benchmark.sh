@@ -38,6 +38,18 @@ done
 grep -q '^| Date (UTC) |' "$RESULTS" 2>/dev/null ||
   die "$RESULTS is missing or lacks the results table header"
 
+# The revision measured, read before building because that is what the binary
+# is made of (a commit landing during the run must not be credited with these
+# figures); "-dirty" when the working tree differs from it. This file is
+# excluded, since every run changes it.
+if REVISION=$(git rev-parse --short HEAD 2>/dev/null); then
+  if [ -n "$(git status --porcelain -- . ':(exclude)docs/benchmarks.md')" ]; then
+    REVISION="$REVISION-dirty"
+  fi
+else
+  REVISION=unknown
+fi
+
 echo "==> building the release binary"
 cargo build --release --locked -p dataplane
 BIN="$CARGO_TARGET_DIR/release/dataplane"
@@ -221,15 +233,6 @@ cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null |
 cpu=$(sed -E 's/\((R|TM|tm)\)//g; s/ @ .*//; s/ (CPU|Processor|[0-9]+-Core Processor)$//; s/  +/ /g; s/^ +| +$//g' <<<"${cpu:-unknown CPU}")
 MACHINE="$(nproc) cores, $(free -g | awk '/Mem/ { print $2 }') GiB, $(uname -m), ${cpu//|/}"
 
-# The revision measured; "-dirty" when the working tree differs from it. This
-# file is excluded, since every run changes it.
-if REVISION=$(git rev-parse --short HEAD 2>/dev/null); then
-  if [ -n "$(git status --porcelain -- . ':(exclude)docs/benchmarks.md')" ]; then
-    REVISION="$REVISION-dirty"
-  fi
-else
-  REVISION=unknown
-fi
 DATE=$(date -u '+%Y-%m-%d %H:%M')
 
 cat <<EOF
