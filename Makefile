@@ -62,3 +62,24 @@ benchmark: ## Load-test a release build with wrk; appends a dated row to docs/be
 .PHONY: clean
 clean: ## Remove the build cache
 	rm -rf "$(CARGO_TARGET_DIR)"
+
+# A real Kubernetes control plane (kube-apiserver, etcd, controller-manager,
+# scheduler; kwok's fake nodes) on 127.0.0.1, built from Go modules and cached
+# under $(CACHE_DIR)/bin by tests/cluster/cluster.sh.
+KUBECONFIG_PATH := $(CACHE_DIR)/cluster/kubeconfig
+
+.PHONY: cluster-up
+cluster-up: ## Start a real Kubernetes control plane (kwok nodes); kubeconfig at ~/.cache/securevault/cluster/kubeconfig
+	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/cluster/cluster.sh up
+
+.PHONY: cluster-down
+cluster-down: ## Stop it
+	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/cluster/cluster.sh down
+
+.PHONY: cluster-build
+cluster-build: ## Build and cache the control-plane binaries
+	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/cluster/cluster.sh build
+
+.PHONY: crds
+crds: ## Regenerate crds/securevault.yaml from the operator's Rust types
+	cargo run --quiet -p operator -- crd > crds/securevault.yaml

@@ -1,21 +1,228 @@
-//! The SecureVault Kubernetes operator.
-//!
-//! It will reconcile `SecureVault` objects (`securevault.io/v1alpha1`) into the
-//! data plane's Deployment, Service, Secrets and monitoring objects. Until the
-//! reconciler lands, the binary only answers `--help` and `--version`, and
-//! refuses to run rather than pretend to manage anything.
+//! `operator crd | run`: prints the CRD, or runs the controller with leader
+//! election, JSON logs and a metrics endpoint.
 
-use std::process::ExitCode;
+use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
-use clap::Parser;
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use kube::Client;
+use operator::{controller, leader, telemetry};
+use tokio_util::sync::CancellationToken;
 
 /// SecureVault operator: runs the data plane for each SecureVault object.
 #[derive(Debug, Parser)]
 #[command(name = "operator", version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the SecureVault CustomResourceDefinition as YAML.
+    Crd,
+    /// Reconcile SecureVaults in every namespace (uses KUBECONFIG or the in-cluster account).
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8081")]
+    metrics_addr: SocketAddr,
+    /// Log level or tracing filter directive.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// Namespace of the leader-election Lease (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "LEASE_NAME", default_value = "securevault-operator")]
+    lease_name: String,
+    /// This replica's identity in the Lease [default: host name and process id].
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Seconds a Lease stays valid without renewal.
+    #[arg(long, env = "LEASE_DURATION_SECS", default_value_t = 15)]
+    lease_duration_secs: u64,
+    /// Seconds between renewals (and between a standby's tries).
+    #[arg(long, env = "LEASE_RENEW_SECS", default_value_t = 5)]
+    lease_renew_secs: u64,
+}
 
 fn main() -> ExitCode {
-    let _cli = Cli::parse();
-    eprintln!("operator: reconciliation is not implemented yet; nothing to run");
-    ExitCode::from(2)
+    match Cli::parse().command {
+        Command::Crd => match operator::crd::yaml() {
+            Ok(yaml) => {
+                #[allow(clippy::print_stdout)] // printing the CRD is this command's job
+                {
+                    print!("{yaml}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("operator: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run(args) => {
+            if let Err(e) = telemetry::init_logging(&args.log_level) {
+                eprintln!("operator: {e}");
+                return ExitCode::from(2);
+            }
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("operator: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "operator stopped on an error");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let client = Client::try_default()
+        .await
+        .context("no Kubernetes configuration (KUBECONFIG or in-cluster)")?;
+    let metrics = Arc::new(telemetry::Metrics::new()?);
+    let stop = CancellationToken::new();
+    tokio::spawn(stop_on_signal(stop.clone()));
+
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (METRICS_ADDR)", args.metrics_addr))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "metrics listening on http://{addr}");
+    let serving = tokio::spawn(telemetry::serve(
+        listener,
+        metrics.clone(),
+        stop.clone().cancelled_owned(),
+    ));
+
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
+    let elector = Arc::new(leader::Elector::new(
+        client.clone(),
+        &args.lease_namespace,
+        &args.lease_name,
+        &identity,
+        leader::Timing {
+            lease_duration: Duration::from_secs(args.lease_duration_secs),
+            renew_every: Duration::from_secs(args.lease_renew_secs),
+        },
+    ));
+
+    tracing::info!(identity, "waiting to become the leader");
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            result = elector.try_acquire() => match result {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "leader election failed; retrying"),
+            },
+        }
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            () = tokio::time::sleep(elector.renew_every()) => {}
+        }
+    }
+    metrics.leader.set(1);
+    tracing::info!(identity, "became the leader; reconciling");
+
+    let lost = CancellationToken::new();
+    let renewing = tokio::spawn(keep_lease(
+        elector.clone(),
+        stop.clone(),
+        lost.clone(),
+        Duration::from_secs(args.lease_duration_secs),
+    ));
+    let either = {
+        let (stop, lost) = (stop.clone(), lost.clone());
+        async move {
+            tokio::select! {
+                () = stop.cancelled() => {},
+                () = lost.cancelled() => {},
+            }
+        }
+    };
+    controller::run(client, metrics.clone(), &identity, either).await;
+    renewing.abort();
+    metrics.leader.set(0);
+    if lost.is_cancelled() {
+        stop.cancel();
+        let _ = serving.await;
+        anyhow::bail!("lost the leader lease; stopping so that only one replica reconciles");
+    }
+    elector
+        .release()
+        .await
+        .context("handing the leader lease back")?;
+    tracing::info!("handed the leader lease back; stopped");
+    let _ = serving.await;
+    Ok(())
+}
+
+/// Renews the lease until `stop`; fires `lost` if another replica took it or
+/// it could not be renewed for a whole lease duration.
+async fn keep_lease(
+    elector: Arc<leader::Elector>,
+    stop: CancellationToken,
+    lost: CancellationToken,
+    lease: Duration,
+) {
+    let mut last_renewed = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(elector.renew_every()) => {}
+        }
+        match elector.try_acquire().await {
+            Ok(true) => last_renewed = tokio::time::Instant::now(),
+            Ok(false) => {
+                tracing::error!("another replica holds the leader lease");
+                lost.cancel();
+                return;
+            }
+            Err(e) if last_renewed.elapsed() >= lease => {
+                tracing::error!(error = %e, "could not renew the leader lease in time");
+                lost.cancel();
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "renewing the leader lease failed; retrying"),
+        }
+    }
+}
+
+async fn stop_on_signal(stop: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    tracing::info!("shutdown requested");
+    stop.cancel();
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "operator".into())
 }

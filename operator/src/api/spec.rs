@@ -1,0 +1,264 @@
+//! What a user declares: `spec` of a `SecureVault`.
+//!
+//! Credentials are only ever referenced (a Secret's name and key), never
+//! inline: the spec is readable by anyone who can list SecureVaults, and it
+//! ends up in git with GitOps.
+//!
+//! Validation lives in the schema where the API server can enforce it:
+//! ranges, enums and patterns on fields, and CEL rules
+//! (`x-kubernetes-validations`) across fields. Each rule's message says what
+//! to change.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::SecureVaultStatus;
+
+/// A SecureVault: a fleet of data-plane pods sending transactional email and
+/// generating text, with its configuration and credentials.
+// Each printcolumn repeats `type_`; clippy takes them for duplicates.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "securevault.io",
+    version = "v1alpha1",
+    kind = "SecureVault",
+    plural = "securevaults",
+    shortname = "sv",
+    namespaced,
+    status = "SecureVaultStatus",
+    derive = "PartialEq",
+    doc = "A SecureVault runs the data plane (transactional email and AI text generation) with its configuration and credentials by reference.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Version", type_ = "string", json_path = ".status.version"),
+    printcolumn(
+        name = "Replicas",
+        type_ = "string",
+        json_path = ".status.replicasSummary"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("self.replicas <= 1 || has(self.database)").message("spec.replicas above 1 needs spec.database.urlSecretRef (PostgreSQL): the default SQLite store serves a single replica"))]
+#[serde(rename_all = "camelCase")]
+pub struct SecureVaultSpec {
+    /// Version of the data plane to run, e.g. `0.1.0`; the image tag unless
+    /// `image` is set. Changing it rolls the pods to the new version.
+    #[x_kube(validation = Rule::new("self.matches('^v?[0-9]+\\\\.[0-9]+\\\\.[0-9]+(-[0-9A-Za-z.-]+)?$')").message("spec.version must be a release such as 0.1.0 or 0.2.0-rc.1"))]
+    pub version: String,
+
+    /// Full image reference overriding the default
+    /// `securevault/dataplane:<version>`, e.g. for a private registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+
+    /// When the kubelet pulls the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<ImagePullPolicy>,
+
+    /// Number of data-plane pods. Above 1 requires an external database.
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+
+    /// CPU and memory requests and limits of the data-plane container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Log level of the data plane (`error`, `warn`, `info`, `debug`, `trace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<LogLevel>,
+
+    /// Key signing sessions and webhooks. When absent, the operator generates
+    /// one once, in a Secret it owns, and never rotates it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<SecretKeyRef>,
+
+    /// The SQL store. Absent: SQLite in the pod (one replica only; the data
+    /// lives as long as the pod).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseSpec>,
+
+    /// Redis for a cache shared by every replica. Absent: an in-process cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisSpec>,
+
+    /// The SMTP relay that delivers email.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<SmtpSpec>,
+
+    /// The OpenAI-compatible model server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ai: Option<AiSpec>,
+
+    /// Where notifications (email sent or failed, system errors) are posted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSpec>,
+
+    /// Where the pods run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
+
+    /// Labels added to every object the operator creates, pods included.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+
+    /// Annotations added to every object the operator creates, pods included.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A key of a Secret in the SecureVault's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+pub struct SecretKeyRef {
+    /// The Secret's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key inside the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// The SQL store.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseSpec {
+    /// Secret key holding a `postgres://USER:PASSWORD@HOST:PORT/DB` URL.
+    pub url_secret_ref: SecretKeyRef,
+}
+
+/// Redis.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisSpec {
+    /// Secret key holding a `redis://…` or `rediss://…` URL.
+    pub url_secret_ref: SecretKeyRef,
+}
+
+/// SMTP transport security.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS (required).
+    Starttls,
+    /// TLS from the first byte (SMTPS, usually port 465).
+    Tls,
+    /// No encryption: only for a relay on a trusted network.
+    None,
+}
+
+/// The SMTP relay.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SmtpSpec {
+    /// Host name or IP address of the relay.
+    #[schemars(length(min = 1, max = 253))]
+    pub host: String,
+    /// Port of the relay (587 for STARTTLS, 465 for TLS).
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// Transport security.
+    pub tls: SmtpTls,
+    /// Sender address of outgoing email.
+    #[x_kube(validation = Rule::new("self.contains('@')").message("spec.smtp.from must be an email address, e.g. noreply@example.com"))]
+    pub from: String,
+    /// Secret holding the user name and password, when the relay wants them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SmtpCredentialsRef>,
+}
+
+/// A Secret with SMTP credentials.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SmtpCredentialsRef {
+    /// The Secret's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key of the user name [default: `username`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_key: Option<String>,
+    /// Key of the password [default: `password`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_key: Option<String>,
+}
+
+/// The OpenAI-compatible model server.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AiSpec {
+    /// Base URL, e.g. `https://api.openai.com/v1` or a local llama.cpp server.
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("spec.ai.baseUrl must start with http:// or https://"))]
+    pub base_url: String,
+    /// Secret key holding the API key, when the server wants one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_secret_ref: Option<SecretKeyRef>,
+}
+
+/// Notifications.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSpec {
+    /// Secret key holding the webhook URL (it often embeds a token, as Slack's do).
+    pub url_secret_ref: SecretKeyRef,
+}
+
+/// Pod placement.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Placement {
+    /// Nodes the pods may run on, by label.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the pods tolerate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Affinity rules; by default the pods prefer distinct nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Priority class of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+}
+
+/// Image pull policy.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ImagePullPolicy {
+    /// Pull every time a pod starts.
+    Always,
+    /// Pull when the node lacks the image.
+    IfNotPresent,
+    /// Never pull; the image must be on the node.
+    Never,
+}
+
+/// Data-plane log level.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// The default.
+    Info,
+    /// Every request.
+    Debug,
+    /// Everything.
+    Trace,
+}

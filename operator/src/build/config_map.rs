@@ -1,0 +1,42 @@
+//! The ConfigMap of non-secret settings, read by the pods as environment
+//! variables (`envFrom`).
+
+use k8s_openapi::api::core::v1::ConfigMap;
+
+use crate::{names, validate::ValidatedVault};
+
+/// The settings ConfigMap.
+pub fn build(v: &ValidatedVault) -> ConfigMap {
+    ConfigMap {
+        metadata: super::metadata(v, names::config_map(&v.name)),
+        data: Some(v.settings.clone()),
+        ..ConfigMap::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::validate::{test_support::*, validate};
+
+    #[test]
+    fn holds_settings_and_no_credentials() {
+        let v = validate(&vault(COMPLETE)).unwrap();
+        let cm = super::build(&v);
+        let data = cm.data.unwrap();
+        assert_eq!(cm.metadata.name.as_deref(), Some("mail-config"));
+        assert_eq!(data["SMTP_PORT"], "587");
+        for secret_var in [
+            "SECRET_KEY",
+            "DATABASE_URL",
+            "REDIS_URL",
+            "SMTP_PASSWORD",
+            "OPENAI_API_KEY",
+            "WEBHOOK_URL",
+        ] {
+            assert!(
+                !data.contains_key(secret_var),
+                "{secret_var} must come from a Secret"
+            );
+        }
+    }
+}

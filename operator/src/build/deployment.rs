@@ -1,0 +1,370 @@
+//! The Deployment running the data plane.
+//!
+//! The pod is built to pass the Pod Security Standards "restricted" profile:
+//! non-root, read-only root filesystem (state and /tmp on emptyDir volumes),
+//! every capability dropped, RuntimeDefault seccomp. A digest of the rendered
+//! configuration sits in a pod annotation, so a configuration change rolls
+//! the pods even though the ConfigMap is read only at start.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment},
+        core::v1::{
+            Affinity, Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort,
+            EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction,
+            PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+            SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+            WeightedPodAffinityTerm,
+        },
+    },
+    apimachinery::pkg::{
+        apis::meta::v1::{LabelSelector, ObjectMeta},
+        util::intstr::IntOrString,
+    },
+};
+use sha2::{Digest, Sha256};
+
+use crate::{names, validate::ValidatedVault};
+
+/// The non-root user and group the data plane runs as (`nobody`).
+const RUN_AS: i64 = 65534;
+
+/// The data-plane Deployment; `config_map` is the rendered settings, hashed
+/// into the pod template.
+pub fn build(v: &ValidatedVault, config_map: &ConfigMap) -> Deployment {
+    let mut pod_labels = v.labels.clone();
+    pod_labels.insert("app.kubernetes.io/version".into(), v.version.clone());
+    let mut pod_annotations = v.annotations.clone();
+    pod_annotations.insert(
+        names::CONFIG_CHECKSUM_ANNOTATION.into(),
+        config_checksum(v, config_map),
+    );
+
+    Deployment {
+        metadata: super::metadata(v, names::workload(&v.name)),
+        spec: DeploymentSpec {
+            replicas: Some(v.replicas),
+            selector: LabelSelector {
+                match_labels: Some(names::selector_labels(&v.name)),
+                ..LabelSelector::default()
+            },
+            // Serving never stops during a rollout: a new pod must be ready
+            // before an old one goes.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString::Int(0)),
+                    max_surge: Some(IntOrString::Int(1)),
+                }),
+            }),
+            revision_history_limit: Some(5),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(pod_annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod_spec(v)),
+            },
+            ..DeploymentSpec::default()
+        },
+        ..Deployment::default()
+    }
+}
+
+fn pod_spec(v: &ValidatedVault) -> PodSpec {
+    let placement = &v.placement;
+    PodSpec {
+        service_account_name: Some(names::workload(&v.name)),
+        automount_service_account_token: Some(false),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS),
+            run_as_group: Some(RUN_AS),
+            fs_group: Some(RUN_AS),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..SeccompProfile::default()
+            }),
+            ..PodSecurityContext::default()
+        }),
+        containers: vec![container(v)],
+        volumes: Some(vec![empty_dir("data"), empty_dir("tmp")]),
+        // The data plane drains for up to 25 s after SIGTERM; leave it 30.
+        termination_grace_period_seconds: Some(30),
+        node_selector: (!placement.node_selector.is_empty())
+            .then(|| placement.node_selector.clone()),
+        tolerations: (!placement.tolerations.is_empty()).then(|| placement.tolerations.clone()),
+        priority_class_name: placement.priority_class_name.clone(),
+        affinity: Some(
+            placement
+                .affinity
+                .clone()
+                .unwrap_or_else(|| spread_over_nodes(v)),
+        ),
+        ..PodSpec::default()
+    }
+}
+
+fn container(v: &ValidatedVault) -> Container {
+    let env = v
+        .secret_env
+        .iter()
+        .map(|s| EnvVar {
+            name: s.var.to_owned(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: s.secret.clone(),
+                    key: s.key.clone(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        })
+        .collect();
+    Container {
+        name: "dataplane".into(),
+        image: Some(v.image.clone()),
+        image_pull_policy: v.image_pull_policy.clone(),
+        args: Some(vec!["serve".into()]),
+        ports: Some(vec![ContainerPort {
+            name: Some(names::HTTP_PORT_NAME.into()),
+            container_port: names::HTTP_PORT,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        env_from: Some(vec![EnvFromSource {
+            config_map_ref: Some(ConfigMapEnvSource {
+                name: names::config_map(&v.name),
+                optional: Some(false),
+            }),
+            ..EnvFromSource::default()
+        }]),
+        env: Some(env),
+        // Liveness touches no dependency: a database outage must not restart
+        // healthy pods. Readiness checks the store and its migrations.
+        liveness_probe: Some(http_probe("/api/health", 10, 3)),
+        readiness_probe: Some(http_probe("/api/health/ready", 5, 3)),
+        startup_probe: Some(http_probe("/api/health", 2, 30)),
+        resources: v.resources.clone(),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "data".into(),
+                mount_path: names::DATA_DIR.into(),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "tmp".into(),
+                mount_path: "/tmp".into(),
+                ..VolumeMount::default()
+            },
+        ]),
+        ..Container::default()
+    }
+}
+
+fn http_probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String(names::HTTP_PORT_NAME.into()),
+            scheme: Some("HTTP".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period_seconds),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(failure_threshold),
+        ..Probe::default()
+    }
+}
+
+fn empty_dir(name: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }
+}
+
+/// By default the pods prefer distinct nodes, so one node going down takes
+/// one replica at most.
+fn spread_over_nodes(v: &ValidatedVault) -> Affinity {
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        topology_key: "kubernetes.io/hostname".into(),
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(names::selector_labels(&v.name)),
+                            ..LabelSelector::default()
+                        }),
+                        ..PodAffinityTerm::default()
+                    },
+                },
+            ]),
+            ..PodAntiAffinity::default()
+        }),
+        ..Affinity::default()
+    }
+}
+
+/// SHA-256 over the rendered settings and the secret references (which
+/// Secret and key each variable comes from), in a stable order.
+fn config_checksum(v: &ValidatedVault, config_map: &ConfigMap) -> String {
+    let mut hasher = Sha256::new();
+    let empty = BTreeMap::new();
+    for (k, val) in config_map.data.as_ref().unwrap_or(&empty) {
+        hasher.update(k.as_bytes());
+        hasher.update(b"=");
+        hasher.update(val.as_bytes());
+        hasher.update(b"\n");
+    }
+    for s in &v.secret_env {
+        hasher.update(format!("{}<-{}/{}\n", s.var, s.secret, s.key).as_bytes());
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        build::config_map,
+        validate::{test_support::*, validate},
+    };
+
+    fn deployment(v: &ValidatedVault) -> Deployment {
+        build(v, &config_map::build(v))
+    }
+
+    fn pod(d: &Deployment) -> PodSpec {
+        d.spec.clone().template.spec.unwrap()
+    }
+
+    fn checksum(d: &Deployment) -> String {
+        d.spec
+            .clone()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()[names::CONFIG_CHECKSUM_ANNOTATION]
+            .clone()
+    }
+
+    #[test]
+    fn the_pod_passes_the_restricted_pod_security_profile() {
+        let d = deployment(&minimal());
+        let pod = pod(&d);
+        let psc = pod.security_context.unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        let c = &pod.containers[0];
+        let sc = c.security_context.clone().unwrap();
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.capabilities.unwrap().drop.unwrap(), ["ALL"]);
+        // A read-only root needs writable places for state and temp files.
+        let mounts: Vec<_> = c
+            .volume_mounts
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|m| m.mount_path)
+            .collect();
+        assert_eq!(mounts, [names::DATA_DIR, "/tmp"]);
+    }
+
+    #[test]
+    fn probes_use_the_health_routes() {
+        let pod = pod(&deployment(&minimal()));
+        let c = &pod.containers[0];
+        let path = |p: &Option<Probe>| p.clone().unwrap().http_get.unwrap().path.unwrap();
+        assert_eq!(path(&c.liveness_probe), "/api/health");
+        assert_eq!(path(&c.readiness_probe), "/api/health/ready");
+    }
+
+    #[test]
+    fn secrets_come_by_reference_and_settings_from_the_config_map() {
+        let v = validate(&vault(COMPLETE)).unwrap();
+        let c = pod(&deployment(&v)).containers[0].clone();
+        assert_eq!(
+            c.image.as_deref(),
+            Some("registry.example.com/securevault/dataplane:0.2.0")
+        );
+        let db = c
+            .env
+            .unwrap()
+            .into_iter()
+            .find(|e| e.name == "DATABASE_URL")
+            .unwrap();
+        assert!(db.value.is_none());
+        let r = db.value_from.unwrap().secret_key_ref.unwrap();
+        assert_eq!((r.name.as_str(), r.key.as_str()), ("mail-db", "url"));
+        assert_eq!(
+            c.env_from.unwrap()[0].config_map_ref.clone().unwrap().name,
+            "mail-config"
+        );
+    }
+
+    #[test]
+    fn a_configuration_change_changes_the_pod_template() {
+        let v = minimal();
+        let before = checksum(&deployment(&v));
+        assert_eq!(
+            before,
+            checksum(&deployment(&v)),
+            "stable for the same input"
+        );
+        let mut changed = v.clone();
+        changed.settings.insert("LOG_LEVEL".into(), "debug".into());
+        assert_ne!(before, checksum(&deployment(&changed)));
+    }
+
+    #[test]
+    fn spec_fields_reach_the_pod() {
+        let v = validate(&vault(COMPLETE)).unwrap();
+        let d = deployment(&v);
+        let spec = d.spec.clone();
+        assert_eq!(spec.replicas, Some(3));
+        assert_eq!(
+            spec.strategy
+                .unwrap()
+                .rolling_update
+                .unwrap()
+                .max_unavailable,
+            Some(IntOrString::Int(0))
+        );
+        let pod = pod(&d);
+        assert_eq!(pod.node_selector.unwrap()["disk"], "ssd");
+        assert_eq!(
+            pod.tolerations.unwrap()[0].key.as_deref(),
+            Some("dedicated")
+        );
+        assert_eq!(pod.priority_class_name.as_deref(), Some("high"));
+        let labels = spec.template.metadata.unwrap().labels.unwrap();
+        assert_eq!(labels["team"], "a");
+        assert_eq!(labels["app.kubernetes.io/version"], "0.2.0");
+        let limits = pod.containers[0].resources.clone().unwrap().limits.unwrap();
+        assert_eq!(limits["memory"].0, "256Mi");
+    }
+}

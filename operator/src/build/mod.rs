@@ -1,0 +1,96 @@
+//! `build`: one pure function per child object, from a [`ValidatedVault`]
+//! (plus values read earlier, such as an existing generated key) to the
+//! object. Nothing here talks to the API server; `reconcile` applies.
+//!
+//! The monitoring objects (ServiceMonitor, PrometheusRule, dashboard) get
+//! their own files here when they arrive.
+
+pub mod config_map;
+pub mod deployment;
+pub mod pdb;
+pub mod secret;
+pub mod service;
+pub mod service_account;
+
+use k8s_openapi::{
+    api::{
+        apps::v1::Deployment,
+        core::v1::{ConfigMap, Secret, Service, ServiceAccount},
+        policy::v1::PodDisruptionBudget,
+    },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+
+use crate::validate::ValidatedVault;
+
+/// Every child of one SecureVault, ready to apply.
+#[derive(Debug, Clone)]
+pub struct Resources {
+    /// The pods' identity (no API token mounted).
+    pub service_account: ServiceAccount,
+    /// Non-secret settings.
+    pub config_map: ConfigMap,
+    /// The generated `SECRET_KEY`, when the spec references none.
+    pub secret: Option<Secret>,
+    /// The data plane.
+    pub deployment: Deployment,
+    /// Its in-cluster address.
+    pub service: Service,
+    /// Keeps one pod serving through node drains; only with 2+ replicas.
+    pub pdb: Option<PodDisruptionBudget>,
+}
+
+/// Builds every child. `secret_key` is the generated key to use (the
+/// existing one, or a new one if none exists yet).
+pub fn build(v: &ValidatedVault, secret_key: Option<&str>) -> Resources {
+    let config_map = config_map::build(v);
+    Resources {
+        service_account: service_account::build(v),
+        secret: secret_key
+            .filter(|_| v.generates_secret_key)
+            .map(|k| secret::build(v, k)),
+        deployment: deployment::build(v, &config_map),
+        service: service::build(v),
+        pdb: pdb::build(v),
+        config_map,
+    }
+}
+
+/// Metadata every child carries: namespace, labels, annotations and the
+/// owner reference that makes the garbage collector delete it with its
+/// SecureVault.
+fn metadata(v: &ValidatedVault, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(v.namespace.clone()),
+        labels: Some(v.labels.clone()),
+        annotations: (!v.annotations.is_empty()).then(|| v.annotations.clone()),
+        owner_references: Some(vec![v.owner.clone()]),
+        ..ObjectMeta::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::test_support::minimal;
+
+    #[test]
+    fn every_child_is_owned_by_the_secure_vault() {
+        let r = build(&minimal(), Some("k".repeat(64).as_str()));
+        let metas = [
+            &r.service_account.metadata,
+            &r.config_map.metadata,
+            &r.secret.as_ref().unwrap().metadata,
+            &r.deployment.metadata,
+            &r.service.metadata,
+        ];
+        for m in metas {
+            let owners = m.owner_references.as_ref().unwrap();
+            assert_eq!(owners.len(), 1);
+            assert_eq!(owners[0].name, "mail");
+            assert_eq!(m.namespace.as_deref(), Some("team-a"));
+        }
+        assert!(r.pdb.is_none(), "no PDB for a single replica");
+    }
+}

@@ -1,0 +1,114 @@
+//! Wiring: which objects are watched and what triggers a reconcile.
+//!
+//! - SecureVaults, filtered on `metadata.generation`: a status write (ours)
+//!   does not trigger another reconcile, a spec change does.
+//! - The children we own (only those labelled as managed by us are cached):
+//!   deleting or editing one brings its SecureVault back to reconcile at once.
+//! - Secrets, as metadata only (their values never sit in our memory): a
+//!   referenced Secret that appears or changes reconciles the SecureVaults
+//!   that reference it, so recovery needs no resync.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{ConfigMap, Secret, Service, ServiceAccount},
+    policy::v1::PodDisruptionBudget,
+};
+use kube::{
+    Api, Client, ResourceExt,
+    core::PartialObjectMeta,
+    runtime::{
+        Controller, WatchStreamExt,
+        events::{Recorder, Reporter},
+        predicates,
+        reflector::{self, ObjectRef},
+        watcher,
+    },
+};
+
+use crate::{
+    api::SecureVault,
+    names,
+    reconcile::{error_policy, reconcile},
+    telemetry::Metrics,
+    validate::validate,
+};
+
+/// What every reconcile can reach.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Publishes Events on SecureVaults.
+    pub recorder: Recorder,
+    /// Reconcile counters and timings.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Runs the controller until `shutdown` resolves; reconciles in flight finish first.
+pub async fn run(
+    client: Client,
+    metrics: Arc<Metrics>,
+    identity: &str,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: names::MANAGER.into(),
+                instance: Some(identity.to_owned()),
+            },
+        ),
+        client: client.clone(),
+        metrics,
+    });
+
+    let (reader, writer) = reflector::store();
+    let vaults = watcher(
+        Api::<SecureVault>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(predicates::generation, Default::default());
+
+    let ours = watcher::Config::default()
+        .labels(&format!("app.kubernetes.io/managed-by={}", names::MANAGER));
+    let secrets = watcher(
+        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .touched_objects();
+    let lookup = reader.clone();
+
+    Controller::for_stream(vaults, reader)
+        .owns(Api::<Deployment>::all(client.clone()), ours.clone())
+        .owns(Api::<Service>::all(client.clone()), ours.clone())
+        .owns(Api::<ConfigMap>::all(client.clone()), ours.clone())
+        .owns(Api::<ServiceAccount>::all(client.clone()), ours.clone())
+        .owns(Api::<Secret>::all(client.clone()), ours.clone())
+        .owns(Api::<PodDisruptionBudget>::all(client.clone()), ours)
+        .watches_stream(secrets, move |secret| {
+            let namespace = secret.namespace();
+            let name = secret.name_any();
+            lookup
+                .state()
+                .into_iter()
+                .filter(|sv| sv.namespace() == namespace)
+                .filter(|sv| validate(sv).is_ok_and(|v| v.referenced_secrets().contains(&name)))
+                .map(|sv| ObjectRef::from(sv.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile did not complete");
+            }
+        })
+        .await;
+}

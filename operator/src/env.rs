@@ -1,0 +1,36 @@
+//! The data plane's environment variables, as the operator renders them.
+//! The names are the data plane's (see `dataplane --help`); the contract test
+//! starts the real binary with what the operator renders.
+
+/// `development` or `production`.
+pub const SECUREVAULT_ENV: &str = "SECUREVAULT_ENV";
+/// Address the HTTP API listens on.
+pub const LISTEN_ADDR: &str = "LISTEN_ADDR";
+/// Log level.
+pub const LOG_LEVEL: &str = "LOG_LEVEL";
+/// Local state directory.
+pub const DATA_DIR: &str = "DATA_DIR";
+/// SQL store URL (secret).
+pub const DATABASE_URL: &str = "DATABASE_URL";
+/// Redis URL (secret).
+pub const REDIS_URL: &str = "REDIS_URL";
+/// Signing key (secret).
+pub const SECRET_KEY: &str = "SECRET_KEY";
+/// Model server API key (secret).
+pub const OPENAI_API_KEY: &str = "OPENAI_API_KEY";
+/// Model server base URL.
+pub const OPENAI_BASE_URL: &str = "OPENAI_BASE_URL";
+/// Notification URL (secret).
+pub const WEBHOOK_URL: &str = "WEBHOOK_URL";
+/// SMTP relay host.
+pub const SMTP_HOST: &str = "SMTP_HOST";
+/// SMTP relay port.
+pub const SMTP_PORT: &str = "SMTP_PORT";
+/// SMTP transport security.
+pub const SMTP_TLS: &str = "SMTP_TLS";
+/// Sender address.
+pub const SMTP_FROM: &str = "SMTP_FROM";
+/// SMTP user name (secret).
+pub const SMTP_USERNAME: &str = "SMTP_USERNAME";
+/// SMTP password (secret).
+pub const SMTP_PASSWORD: &str = "SMTP_PASSWORD";

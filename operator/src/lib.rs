@@ -1,0 +1,28 @@
+//! The SecureVault operator: reconciles each `SecureVault` into the objects
+//! that run its data plane, and reports what it sees in the status.
+//!
+//! Data flows one way through the modules:
+//!
+//! - [`api`]: the custom resource's types, i.e. the CRD (a leaf module);
+//! - [`validate`]: the SecureVault -> a checked [`validate::ValidatedVault`];
+//! - [`names`]: object names and labels shared by builders and reconciler;
+//! - [`build`]: one pure function per child object, from the validated
+//!   SecureVault to the object; no client, unit-tested beside each;
+//! - [`reconcile`]: the pipeline `validate -> dereference -> build -> apply ->
+//!   update_status`, the only place that writes;
+//! - [`status`]: the status computed from what was observed;
+//! - [`controller`]: watches and wiring; [`leader`]: Lease-based election;
+//! - [`telemetry`]: logs, metrics, health endpoints;
+//! - [`crd`]: the CRD YAML that `operator crd` prints.
+
+pub mod api;
+pub mod build;
+pub mod controller;
+pub mod crd;
+pub mod env;
+pub mod leader;
+pub mod names;
+pub mod reconcile;
+pub mod status;
+pub mod telemetry;
+pub mod validate;

@@ -1,0 +1,66 @@
+//! Names, labels and fixed values shared by the builders and the reconciler.
+//! A leaf module: it imports nothing of the operator.
+
+use std::collections::BTreeMap;
+
+/// The field manager of every server-side apply; also the Event reporter.
+pub const MANAGER: &str = "securevault-operator";
+
+/// The port the data plane listens on inside the pod.
+pub const HTTP_PORT: i32 = 8080;
+/// The name of that port, used by the Service and the probes.
+pub const HTTP_PORT_NAME: &str = "http";
+
+/// Image used when `spec.image` is not set: `securevault/dataplane:<version>`.
+pub const DEFAULT_IMAGE_REPOSITORY: &str = "securevault/dataplane";
+
+/// Where the data plane keeps local state (the SQLite file) in the pod.
+pub const DATA_DIR: &str = "/var/lib/securevault";
+
+/// Pod annotation holding a digest of the rendered configuration: when the
+/// configuration changes, so does the pod template, and the pods roll.
+pub const CONFIG_CHECKSUM_ANNOTATION: &str = "securevault.io/config-checksum";
+
+/// Key of the generated `SECRET_KEY` in its Secret.
+pub const SECRET_KEY_KEY: &str = "secret-key";
+
+/// The Deployment, Service, ServiceAccount and PodDisruptionBudget share the
+/// SecureVault's name.
+pub fn workload(name: &str) -> String {
+    name.to_owned()
+}
+
+/// The ConfigMap of non-secret settings.
+pub fn config_map(name: &str) -> String {
+    format!("{name}-config")
+}
+
+/// The Secret holding the generated `SECRET_KEY`.
+pub fn generated_secret(name: &str) -> String {
+    format!("{name}-secret-key")
+}
+
+/// Labels that select the pods of one SecureVault; never change them, a
+/// Deployment's selector is immutable.
+pub fn selector_labels(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_owned(),
+            "securevault".to_owned(),
+        ),
+        ("app.kubernetes.io/instance".to_owned(), name.to_owned()),
+        (
+            "app.kubernetes.io/component".to_owned(),
+            "dataplane".to_owned(),
+        ),
+    ])
+}
+
+/// The selector as a string, for the scale subresource.
+pub fn selector_string(name: &str) -> String {
+    selector_labels(name)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}

@@ -1,0 +1,390 @@
+//! The reconcile pipeline, one step per line:
+//!
+//! `validate -> dereference -> build -> apply -> update_status`
+//!
+//! `validate` and `build` touch no client; `dereference` only reads (the
+//! generated key, the referenced Secrets); `apply` is the one place that
+//! writes children, with server-side apply under [`names::MANAGER`];
+//! `update_status` writes the status only when it changed. An unchanged
+//! SecureVault therefore causes no write at all.
+
+use std::{collections::BTreeMap, fmt::Debug, sync::Arc, time::Duration};
+
+use k8s_openapi::{
+    NamespaceResourceScope,
+    api::{apps::v1::Deployment, core::v1::Secret, policy::v1::PodDisruptionBudget},
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams},
+    runtime::{
+        controller::Action,
+        events::{Event, EventType},
+    },
+};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::{
+    api::SecureVault,
+    build::{self, Resources, secret::generate_key},
+    controller::Context,
+    names,
+    status::{self, Problem},
+    validate::{ValidatedVault, validate},
+};
+
+/// How often an unchanged SecureVault is looked at again, as a safety net:
+/// changes to the children already trigger a reconcile through watches.
+const RESYNC: Duration = Duration::from_secs(600);
+
+/// What can fail while reconciling; the `metric_label` is bounded.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A call to the API server failed.
+    #[error("{verb} {kind} {name}: {source}")]
+    Kube {
+        /// `get`, `apply`, `delete` or `patch status`.
+        verb: &'static str,
+        /// The object's kind.
+        kind: &'static str,
+        /// The object's name.
+        name: String,
+        /// What the API server (or the connection) said.
+        #[source]
+        source: kube::Error,
+    },
+    /// The system's random source failed while generating a key.
+    #[error("generating the secret key: {0}")]
+    Random(#[from] getrandom::Error),
+}
+
+impl Error {
+    /// A fixed label for the `reconcile_errors_total{reason}` metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube { verb: "get", .. } => "get_failed",
+            Error::Kube { verb: "apply", .. } => "apply_failed",
+            Error::Kube { verb: "delete", .. } => "delete_failed",
+            Error::Kube { .. } => "status_failed",
+            Error::Random(_) => "random_failed",
+        }
+    }
+}
+
+fn kube_error<K: Resource<DynamicType = ()>>(
+    verb: &'static str,
+    name: &str,
+) -> impl FnOnce(kube::Error) -> Error {
+    let name = name.to_owned();
+    move |source| Error::Kube {
+        verb,
+        kind: kind_of::<K>(),
+        name,
+        source,
+    }
+}
+
+fn kind_of<K: Resource<DynamicType = ()>>() -> &'static str {
+    // `K::kind(&())` is a Cow of a static str for every k8s-openapi type;
+    // match the ones we handle to keep a `&'static str` for labels.
+    match K::kind(&()).as_ref() {
+        "Deployment" => "Deployment",
+        "Service" => "Service",
+        "ConfigMap" => "ConfigMap",
+        "Secret" => "Secret",
+        "ServiceAccount" => "ServiceAccount",
+        "PodDisruptionBudget" => "PodDisruptionBudget",
+        "SecureVault" => "SecureVault",
+        _ => "object",
+    }
+}
+
+/// Reconciles one SecureVault.
+#[tracing::instrument(skip_all, fields(securevault = %sv.name_any(), namespace = sv.namespace().unwrap_or_default()))]
+pub async fn reconcile(sv: Arc<SecureVault>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile_timer();
+    let v = match validate(&sv) {
+        Ok(v) => v,
+        Err(e) => {
+            // The user must change the SecureVault; retrying cannot help.
+            ctx.publish(&sv, EventType::Warning, "InvalidSpec", &e.to_string())
+                .await;
+            return Ok(Action::await_change());
+        }
+    };
+    let (secret_key, problems) = dereference(&ctx, &v).await?;
+    let resources = build::build(&v, secret_key.as_deref());
+    let deployment = apply(&ctx, &sv, &v, resources).await?;
+    update_status(&ctx, &sv, &v, &deployment, &problems).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Reads what the builders need from the cluster: the generated key (made
+/// once, then always read back) and whether each referenced Secret and key
+/// exists.
+async fn dereference(
+    ctx: &Context,
+    v: &ValidatedVault,
+) -> Result<(Option<String>, Vec<Problem>), Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &v.namespace);
+    let secret_key = if v.generates_secret_key {
+        let name = names::generated_secret(&v.name);
+        let existing = secrets
+            .get_opt(&name)
+            .await
+            .map_err(kube_error::<Secret>("get", &name))?
+            .and_then(|s| s.data?.remove(names::SECRET_KEY_KEY))
+            .and_then(|b| String::from_utf8(b.0).ok());
+        Some(match existing {
+            Some(key) => key,
+            None => generate_key()?,
+        })
+    } else {
+        None
+    };
+
+    let mut problems = Vec::new();
+    let mut fetched: BTreeMap<String, Option<Secret>> = BTreeMap::new();
+    for reference in &v.secret_env {
+        if v.generates_secret_key && reference.secret == names::generated_secret(&v.name) {
+            continue;
+        }
+        if !fetched.contains_key(&reference.secret) {
+            let secret = secrets
+                .get_opt(&reference.secret)
+                .await
+                .map_err(kube_error::<Secret>("get", &reference.secret))?;
+            fetched.insert(reference.secret.clone(), secret);
+        }
+        match fetched.get(&reference.secret).and_then(Option::as_ref) {
+            None => problems.push(Problem {
+                reason: "SecretMissing",
+                message: format!(
+                    "Secret {}/{} does not exist (it should hold {} under key {:?})",
+                    v.namespace, reference.secret, reference.var, reference.key
+                ),
+            }),
+            Some(secret) => {
+                let has_key = secret
+                    .data
+                    .as_ref()
+                    .is_some_and(|d| d.contains_key(&reference.key))
+                    || secret
+                        .string_data
+                        .as_ref()
+                        .is_some_and(|d| d.contains_key(&reference.key));
+                if !has_key {
+                    problems.push(Problem {
+                        reason: "SecretKeyMissing",
+                        message: format!(
+                            "Secret {}/{} has no key {:?} (it should hold {})",
+                            v.namespace, reference.secret, reference.key, reference.var
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    Ok((secret_key, problems))
+}
+
+/// Applies every child; returns the Deployment as the API server has it.
+async fn apply(
+    ctx: &Context,
+    sv: &SecureVault,
+    v: &ValidatedVault,
+    r: Resources,
+) -> Result<Deployment, Error> {
+    // Destructured without `..`: a new child does not compile until applied.
+    let Resources {
+        service_account,
+        config_map,
+        secret,
+        deployment,
+        service,
+        pdb,
+    } = r;
+    apply_one(ctx, sv, &v.namespace, &service_account).await?;
+    apply_one(ctx, sv, &v.namespace, &config_map).await?;
+    if let Some(secret) = &secret {
+        apply_one(ctx, sv, &v.namespace, secret).await?;
+    }
+    let deployment = apply_one(ctx, sv, &v.namespace, &deployment).await?;
+    apply_one(ctx, sv, &v.namespace, &service).await?;
+    match &pdb {
+        Some(pdb) => {
+            apply_one(ctx, sv, &v.namespace, pdb).await?;
+        }
+        None => {
+            delete_if_present::<PodDisruptionBudget>(
+                ctx,
+                sv,
+                &v.namespace,
+                &names::workload(&v.name),
+            )
+            .await?
+        }
+    }
+    Ok(deployment)
+}
+
+/// Server-side applies `obj`, forcing ownership of the fields we set (and
+/// only those: fields other managers set are left alone). Publishes an Event
+/// when the object was created or changed.
+async fn apply_one<K>(ctx: &Context, sv: &SecureVault, namespace: &str, obj: &K) -> Result<K, Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let before = api
+        .get_metadata_opt(&name)
+        .await
+        .map_err(kube_error::<K>("get", &name))?;
+    let params = PatchParams::apply(names::MANAGER).force();
+    let after = api
+        .patch(&name, &params, &Patch::Apply(obj))
+        .await
+        .map_err(kube_error::<K>("apply", &name))?;
+    let kind = kind_of::<K>();
+    match before {
+        None => {
+            ctx.metrics.count_write(kind);
+            ctx.publish(
+                sv,
+                EventType::Normal,
+                "Created",
+                &format!("Created {kind} {name}"),
+            )
+            .await;
+        }
+        Some(b) if b.metadata.resource_version != after.meta().resource_version => {
+            ctx.metrics.count_write(kind);
+            ctx.publish(
+                sv,
+                EventType::Normal,
+                "Updated",
+                &format!("Updated {kind} {name}"),
+            )
+            .await;
+        }
+        Some(_) => {}
+    }
+    Ok(after)
+}
+
+/// Deletes a child the spec no longer asks for (e.g. the PDB after scaling
+/// down to one replica), if it exists and is ours.
+async fn delete_if_present<K>(
+    ctx: &Context,
+    sv: &SecureVault,
+    namespace: &str,
+    name: &str,
+) -> Result<(), Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    let Some(existing) = api
+        .get_metadata_opt(name)
+        .await
+        .map_err(kube_error::<K>("get", name))?
+    else {
+        return Ok(());
+    };
+    let ours = existing
+        .metadata
+        .owner_references
+        .unwrap_or_default()
+        .iter()
+        .any(|o| Some(&o.uid) == sv.metadata.uid.as_ref());
+    if ours {
+        api.delete(name, &DeleteParams::default())
+            .await
+            .map_err(kube_error::<K>("delete", name))?;
+        let kind = kind_of::<K>();
+        ctx.publish(
+            sv,
+            EventType::Normal,
+            "Deleted",
+            &format!("Deleted {kind} {name}: no longer needed"),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// Writes the status computed from what was applied, only if it changed.
+async fn update_status(
+    ctx: &Context,
+    sv: &SecureVault,
+    v: &ValidatedVault,
+    deployment: &Deployment,
+    problems: &[Problem],
+) -> Result<(), Error> {
+    let status = status::compute(sv, v, deployment, problems, Timestamp::now());
+    if sv.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    if let Some(p) = problems.first()
+        && sv
+            .status
+            .as_ref()
+            .and_then(|s| s.condition(crate::api::DEGRADED))
+            .map(|c| c.message.as_str())
+            != status
+                .condition(crate::api::DEGRADED)
+                .map(|c| c.message.as_str())
+    {
+        ctx.publish(sv, EventType::Warning, p.reason, &p.message)
+            .await;
+    }
+    let api: Api<SecureVault> = Api::namespaced(ctx.client.clone(), &v.namespace);
+    let patch = serde_json::json!({
+        "apiVersion": SecureVault::api_version(&()),
+        "kind": SecureVault::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &v.name,
+        &PatchParams::apply(names::MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(kube_error::<SecureVault>("patch status", &v.name))?;
+    ctx.metrics.count_write("SecureVaultStatus");
+    Ok(())
+}
+
+/// After a failed reconcile: count it, and retry with a delay (the
+/// controller's queue also backs off on repeated failures of one object).
+pub fn error_policy(sv: Arc<SecureVault>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(securevault = %sv.name_any(), error = %error, "reconcile failed");
+    ctx.metrics.count_failure(error.metric_label());
+    Action::requeue(Duration::from_secs(15))
+}
+
+impl Context {
+    /// Publishes an Event on the SecureVault; failing to do so is logged,
+    /// never fatal.
+    pub async fn publish(&self, sv: &SecureVault, type_: EventType, reason: &str, note: &str) {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note.to_owned()),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &sv.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "could not publish an event");
+        }
+    }
+}

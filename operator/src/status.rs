@@ -1,0 +1,239 @@
+//! `update_status`: the status is computed from what was observed (the
+//! applied Deployment and the problems found on the way), never from intent.
+//! Pure, so it is unit-tested without a cluster.
+
+use k8s_openapi::{
+    api::apps::v1::Deployment,
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    jiff::Timestamp,
+};
+
+use crate::{
+    api::{DEGRADED, PROGRESSING, READY, SecureVault, SecureVaultStatus},
+    build::service,
+    names,
+    validate::ValidatedVault,
+};
+
+/// Something that needs the user's attention, for the `Degraded` condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// `PascalCase` reason, e.g. `SecretMissing`.
+    pub reason: &'static str,
+    /// What to fix.
+    pub message: String,
+}
+
+/// The status describing `sv` given its applied `deployment` and `problems`.
+pub fn compute(
+    sv: &SecureVault,
+    v: &ValidatedVault,
+    deployment: &Deployment,
+    problems: &[Problem],
+    now: Timestamp,
+) -> SecureVaultStatus {
+    let previous = sv.status.clone().unwrap_or_default();
+    let generation = sv.metadata.generation;
+    let observed = deployment.status.clone().unwrap_or_default();
+    let desired = v.replicas;
+    let ready = observed.ready_replicas.unwrap_or(0);
+    let updated = observed.updated_replicas.unwrap_or(0);
+    let existing = observed.replicas.unwrap_or(0);
+    let deployment_caught_up = observed.observed_generation >= deployment.metadata.generation;
+    let rolled_out =
+        deployment_caught_up && updated >= desired && existing == desired && ready >= desired;
+
+    let degraded = problems.first();
+    let conditions = vec![
+        condition(
+            &previous,
+            READY,
+            rolled_out && degraded.is_none(),
+            if degraded.is_some() {
+                ("NotReady", "see the Degraded condition".to_owned())
+            } else if rolled_out {
+                (
+                    "AllReplicasReady",
+                    format!("{ready}/{desired} pods ready, running {}", v.version),
+                )
+            } else {
+                ("ReplicasNotReady", format!("{ready}/{desired} pods ready"))
+            },
+            generation,
+            now,
+        ),
+        condition(
+            &previous,
+            PROGRESSING,
+            !rolled_out,
+            if rolled_out {
+                (
+                    "RolloutComplete",
+                    format!("every pod runs version {}", v.version),
+                )
+            } else {
+                (
+                    "RollingOut",
+                    format!("{updated}/{desired} pods updated to version {}", v.version),
+                )
+            },
+            generation,
+            now,
+        ),
+        condition(
+            &previous,
+            DEGRADED,
+            degraded.is_some(),
+            match degraded {
+                Some(p) => (
+                    p.reason,
+                    problems
+                        .iter()
+                        .map(|p| p.message.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
+                None => ("AsExpected", "no problem found".to_owned()),
+            },
+            generation,
+            now,
+        ),
+    ];
+
+    SecureVaultStatus {
+        observed_generation: generation,
+        conditions,
+        replicas: existing,
+        ready_replicas: ready,
+        desired_replicas: desired,
+        replicas_summary: Some(format!("{ready}/{desired}")),
+        version: if rolled_out {
+            Some(v.version.clone())
+        } else {
+            previous.version.clone()
+        },
+        selector: Some(names::selector_string(&v.name)),
+        service: Some(service::address(v)),
+    }
+}
+
+/// A condition in the standard shape. `lastTransitionTime` moves only when
+/// the status flips, so an unchanged world yields an identical status (and
+/// no write).
+fn condition(
+    previous: &SecureVaultStatus,
+    type_: &str,
+    status: bool,
+    (reason, message): (&str, String),
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let status = if status { "True" } else { "False" };
+    let last_transition_time = previous
+        .condition(type_)
+        .filter(|c| c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        last_transition_time,
+        observed_generation: generation,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::DeploymentStatus;
+
+    use super::*;
+    use crate::validate::{test_support::*, validate};
+
+    fn deployment(
+        generation: i64,
+        observed: i64,
+        replicas: i32,
+        updated: i32,
+        ready: i32,
+    ) -> Deployment {
+        let mut d = Deployment::default();
+        d.metadata.generation = Some(generation);
+        d.status = Some(DeploymentStatus {
+            observed_generation: Some(observed),
+            replicas: Some(replicas),
+            updated_replicas: Some(updated),
+            ready_replicas: Some(ready),
+            ..DeploymentStatus::default()
+        });
+        d
+    }
+
+    fn cond<'a>(s: &'a SecureVaultStatus, t: &str) -> &'a Condition {
+        s.condition(t).unwrap()
+    }
+
+    #[test]
+    fn ready_once_every_pod_runs_the_new_template() {
+        let mut sv = vault(MINIMAL);
+        sv.metadata.generation = Some(1);
+        let v = validate(&sv).unwrap();
+        let now = Timestamp::now();
+
+        let rolling = compute(&sv, &v, &deployment(1, 1, 1, 1, 0), &[], now);
+        assert_eq!(cond(&rolling, READY).status, "False");
+        assert_eq!(cond(&rolling, PROGRESSING).status, "True");
+        assert_eq!(rolling.version, None);
+
+        let done = compute(&sv, &v, &deployment(1, 1, 1, 1, 1), &[], now);
+        assert_eq!(cond(&done, READY).status, "True");
+        assert_eq!(cond(&done, PROGRESSING).reason, "RolloutComplete");
+        assert_eq!(cond(&done, DEGRADED).status, "False");
+        assert_eq!(done.version.as_deref(), Some("0.1.0"));
+        assert_eq!(done.replicas_summary.as_deref(), Some("1/1"));
+        assert_eq!(done.observed_generation, Some(1));
+        assert_eq!(done.service.as_deref(), Some("http://mail.team-a.svc:8080"));
+    }
+
+    #[test]
+    fn a_deployment_that_has_not_seen_its_new_spec_is_not_rolled_out() {
+        let mut sv = vault(MINIMAL);
+        sv.metadata.generation = Some(2);
+        let v = validate(&sv).unwrap();
+        let s = compute(&sv, &v, &deployment(3, 2, 1, 1, 1), &[], Timestamp::now());
+        assert_eq!(cond(&s, READY).status, "False");
+    }
+
+    #[test]
+    fn problems_make_it_degraded_with_their_message() {
+        let sv = vault(MINIMAL);
+        let v = validate(&sv).unwrap();
+        let problem = Problem {
+            reason: "SecretMissing",
+            message: "Secret team-a/mail-db (spec.database.urlSecretRef) does not exist".into(),
+        };
+        let s = compute(
+            &sv,
+            &v,
+            &deployment(1, 1, 1, 1, 1),
+            &[problem],
+            Timestamp::now(),
+        );
+        assert_eq!(cond(&s, DEGRADED).status, "True");
+        assert_eq!(cond(&s, DEGRADED).reason, "SecretMissing");
+        assert!(cond(&s, DEGRADED).message.contains("mail-db"));
+        assert_eq!(cond(&s, READY).status, "False");
+    }
+
+    #[test]
+    fn an_unchanged_world_gives_an_identical_status() {
+        let mut sv = vault(MINIMAL);
+        let v = validate(&sv).unwrap();
+        let d = deployment(1, 1, 1, 1, 1);
+        let first = compute(&sv, &v, &d, &[], Timestamp::now());
+        sv.status = Some(first.clone());
+        let later = Timestamp::now() + std::time::Duration::from_secs(60);
+        assert_eq!(compute(&sv, &v, &d, &[], later), first);
+    }
+}

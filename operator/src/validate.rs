@@ -1,0 +1,369 @@
+//! `validate`: the SecureVault as read from the API server -> a
+//! [`ValidatedVault`], the only input of the builders. No client is needed.
+//!
+//! The API server already enforces the schema and its CEL rules; this step
+//! derives what the builders need (image, rendered settings, secret
+//! references) and refuses what the schema cannot express.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::core::v1::ResourceRequirements, apimachinery::pkg::apis::meta::v1::OwnerReference,
+};
+use kube::{Resource, ResourceExt};
+
+use crate::{
+    api::{LogLevel, Placement, SecureVault, SmtpTls},
+    env, names,
+};
+
+/// Why a SecureVault cannot be built; the user has to change it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ValidationError {
+    /// Read from the API server, it always has these; a bug otherwise.
+    #[error("the SecureVault has no {0}")]
+    MissingMetadata(&'static str),
+    /// `spec.labels` may not change the labels that select the pods.
+    #[error("spec.labels must not set {0}: the operator uses it to select the pods")]
+    ReservedLabel(String),
+}
+
+/// An environment variable taken from a Secret key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretEnv {
+    /// The variable, e.g. `DATABASE_URL`.
+    pub var: &'static str,
+    /// The Secret's name.
+    pub secret: String,
+    /// The key in the Secret.
+    pub key: String,
+}
+
+/// Everything the builders need, checked.
+#[derive(Debug, Clone)]
+pub struct ValidatedVault {
+    /// The SecureVault's name; the children's names derive from it.
+    pub name: String,
+    /// Its namespace; every child lives there.
+    pub namespace: String,
+    /// Owner reference put on every child, so deleting the SecureVault
+    /// deletes them.
+    pub owner: OwnerReference,
+    /// Data plane version.
+    pub version: String,
+    /// Image reference.
+    pub image: String,
+    /// Image pull policy, if set.
+    pub image_pull_policy: Option<String>,
+    /// Pods wanted.
+    pub replicas: i32,
+    /// Container resources.
+    pub resources: Option<ResourceRequirements>,
+    /// Non-secret settings, rendered into the ConfigMap.
+    pub settings: BTreeMap<String, String>,
+    /// Secret settings, as references.
+    pub secret_env: Vec<SecretEnv>,
+    /// Whether the operator generates the `SECRET_KEY` Secret.
+    pub generates_secret_key: bool,
+    /// Pod placement.
+    pub placement: Placement,
+    /// Labels for every child (user's plus the operator's).
+    pub labels: BTreeMap<String, String>,
+    /// Annotations for every child (the user's).
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Checks `sv` and derives what the builders need.
+pub fn validate(sv: &SecureVault) -> Result<ValidatedVault, ValidationError> {
+    let name = sv
+        .metadata
+        .name
+        .clone()
+        .ok_or(ValidationError::MissingMetadata("name"))?;
+    let namespace = sv
+        .namespace()
+        .ok_or(ValidationError::MissingMetadata("namespace"))?;
+    let owner = sv
+        .controller_owner_ref(&())
+        .ok_or(ValidationError::MissingMetadata("uid"))?;
+    let spec = &sv.spec;
+
+    let selector = names::selector_labels(&name);
+    if let Some(key) = spec.labels.keys().find(|k| selector.contains_key(*k)) {
+        return Err(ValidationError::ReservedLabel(key.clone()));
+    }
+    let version = spec.version.trim_start_matches('v').to_owned();
+    let mut labels = spec.labels.clone();
+    labels.extend(selector);
+    labels.insert("app.kubernetes.io/managed-by".into(), names::MANAGER.into());
+
+    let mut settings = BTreeMap::from([
+        (env::SECUREVAULT_ENV.to_owned(), "production".to_owned()),
+        (
+            env::LISTEN_ADDR.to_owned(),
+            format!("0.0.0.0:{}", names::HTTP_PORT),
+        ),
+        (env::DATA_DIR.to_owned(), names::DATA_DIR.to_owned()),
+        (
+            env::LOG_LEVEL.to_owned(),
+            log_level(spec.log_level.unwrap_or(LogLevel::Info)).to_owned(),
+        ),
+    ]);
+    let mut secret_env = Vec::new();
+    let mut reference = |var, secret: &str, key: &str| {
+        secret_env.push(SecretEnv {
+            var,
+            secret: secret.to_owned(),
+            key: key.to_owned(),
+        })
+    };
+
+    match &spec.secret_key_ref {
+        Some(r) => reference(env::SECRET_KEY, &r.name, &r.key),
+        None => reference(
+            env::SECRET_KEY,
+            &names::generated_secret(&name),
+            names::SECRET_KEY_KEY,
+        ),
+    }
+    if let Some(db) = &spec.database {
+        reference(
+            env::DATABASE_URL,
+            &db.url_secret_ref.name,
+            &db.url_secret_ref.key,
+        );
+    }
+    if let Some(redis) = &spec.redis {
+        reference(
+            env::REDIS_URL,
+            &redis.url_secret_ref.name,
+            &redis.url_secret_ref.key,
+        );
+    }
+    if let Some(smtp) = &spec.smtp {
+        settings.insert(env::SMTP_HOST.into(), smtp.host.clone());
+        settings.insert(env::SMTP_PORT.into(), smtp.port.to_string());
+        settings.insert(env::SMTP_TLS.into(), smtp_tls(smtp.tls).into());
+        settings.insert(env::SMTP_FROM.into(), smtp.from.clone());
+        if let Some(c) = &smtp.credentials_secret_ref {
+            reference(
+                env::SMTP_USERNAME,
+                &c.name,
+                c.username_key.as_deref().unwrap_or("username"),
+            );
+            reference(
+                env::SMTP_PASSWORD,
+                &c.name,
+                c.password_key.as_deref().unwrap_or("password"),
+            );
+        }
+    }
+    if let Some(ai) = &spec.ai {
+        settings.insert(env::OPENAI_BASE_URL.into(), ai.base_url.clone());
+        if let Some(key) = &ai.api_key_secret_ref {
+            reference(env::OPENAI_API_KEY, &key.name, &key.key);
+        }
+    }
+    if let Some(webhook) = &spec.webhook {
+        reference(
+            env::WEBHOOK_URL,
+            &webhook.url_secret_ref.name,
+            &webhook.url_secret_ref.key,
+        );
+    }
+
+    Ok(ValidatedVault {
+        image: spec
+            .image
+            .clone()
+            .unwrap_or_else(|| format!("{}:{version}", names::DEFAULT_IMAGE_REPOSITORY)),
+        image_pull_policy: spec.image_pull_policy.map(|p| format!("{p:?}")),
+        replicas: spec.replicas,
+        resources: spec.resources.clone(),
+        settings,
+        secret_env,
+        generates_secret_key: spec.secret_key_ref.is_none(),
+        placement: spec.placement.clone().unwrap_or_default(),
+        labels,
+        annotations: spec.annotations.clone(),
+        name,
+        namespace,
+        owner,
+        version,
+    })
+}
+
+impl ValidatedVault {
+    /// Names of the Secrets the pods read, each once, sorted.
+    pub fn referenced_secrets(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .secret_env
+            .iter()
+            .map(|s| s.secret.clone())
+            .filter(|s| !(self.generates_secret_key && *s == names::generated_secret(&self.name)))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+fn log_level(level: LogLevel) -> &'static str {
+    match level {
+        LogLevel::Error => "error",
+        LogLevel::Warn => "warn",
+        LogLevel::Info => "info",
+        LogLevel::Debug => "debug",
+        LogLevel::Trace => "trace",
+    }
+}
+
+fn smtp_tls(tls: SmtpTls) -> &'static str {
+    match tls {
+        SmtpTls::Starttls => "starttls",
+        SmtpTls::Tls => "tls",
+        SmtpTls::None => "none",
+    }
+}
+
+#[cfg(test)]
+pub mod test_support {
+    //! A SecureVault from YAML, as a user would write it, through the real
+    //! `validate`: the builders' tests start here.
+
+    use super::*;
+
+    /// Parses `yaml` as a SecureVault with a uid, as if read from the API.
+    pub fn vault(yaml: &str) -> SecureVault {
+        let mut sv: SecureVault = serde_saphyr::from_str(yaml).unwrap();
+        sv.metadata.uid = Some("6f0c1f9e-0000-4000-8000-000000000001".into());
+        sv.metadata.namespace.get_or_insert_with(|| "team-a".into());
+        sv
+    }
+
+    /// The minimal sample, validated.
+    pub fn minimal() -> ValidatedVault {
+        validate(&vault(MINIMAL)).unwrap()
+    }
+
+    /// The smallest valid SecureVault.
+    pub const MINIMAL: &str = "
+apiVersion: securevault.io/v1alpha1
+kind: SecureVault
+metadata:
+  name: mail
+spec:
+  version: 0.1.0
+  replicas: 1
+";
+
+    /// Every field set.
+    pub const COMPLETE: &str = "
+apiVersion: securevault.io/v1alpha1
+kind: SecureVault
+metadata:
+  name: mail
+  namespace: team-a
+spec:
+  version: 0.2.0
+  image: registry.example.com/securevault/dataplane:0.2.0
+  imagePullPolicy: IfNotPresent
+  replicas: 3
+  logLevel: debug
+  resources:
+    requests: {cpu: 100m, memory: 64Mi}
+    limits: {memory: 256Mi}
+  secretKeyRef: {name: mail-keys, key: secret-key}
+  database:
+    urlSecretRef: {name: mail-db, key: url}
+  redis:
+    urlSecretRef: {name: mail-redis, key: url}
+  smtp:
+    host: smtp.example.com
+    port: 587
+    tls: starttls
+    from: noreply@example.com
+    credentialsSecretRef: {name: mail-smtp}
+  ai:
+    baseUrl: https://api.openai.com/v1
+    apiKeySecretRef: {name: mail-ai, key: api-key}
+  webhook:
+    urlSecretRef: {name: mail-webhook, key: url}
+  placement:
+    nodeSelector: {disk: ssd}
+    tolerations: [{key: dedicated, operator: Equal, value: mail, effect: NoSchedule}]
+    priorityClassName: high
+  labels: {team: a}
+  annotations: {owner: team-a@example.com}
+";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{test_support::*, *};
+
+    #[test]
+    fn a_minimal_vault_runs_production_mode_with_a_generated_key() {
+        let v = minimal();
+        assert_eq!(v.image, "securevault/dataplane:0.1.0");
+        assert_eq!(v.settings["SECUREVAULT_ENV"], "production");
+        assert_eq!(v.settings["LISTEN_ADDR"], "0.0.0.0:8080");
+        assert!(v.generates_secret_key);
+        assert_eq!(
+            v.secret_env,
+            [SecretEnv {
+                var: "SECRET_KEY",
+                secret: "mail-secret-key".into(),
+                key: "secret-key".into()
+            }]
+        );
+        assert!(v.referenced_secrets().is_empty());
+        assert_eq!(v.owner.kind, "SecureVault");
+        assert_eq!(v.owner.controller, Some(true));
+    }
+
+    #[test]
+    fn credentials_are_references_and_settings_are_values() {
+        let v = validate(&vault(COMPLETE)).unwrap();
+        let vars: Vec<_> = v.secret_env.iter().map(|s| s.var).collect();
+        assert_eq!(
+            vars,
+            [
+                "SECRET_KEY",
+                "DATABASE_URL",
+                "REDIS_URL",
+                "SMTP_USERNAME",
+                "SMTP_PASSWORD",
+                "OPENAI_API_KEY",
+                "WEBHOOK_URL"
+            ]
+        );
+        assert_eq!(
+            v.referenced_secrets(),
+            [
+                "mail-ai",
+                "mail-db",
+                "mail-keys",
+                "mail-redis",
+                "mail-smtp",
+                "mail-webhook"
+            ]
+        );
+        assert_eq!(v.settings["SMTP_HOST"], "smtp.example.com");
+        assert_eq!(v.settings["LOG_LEVEL"], "debug");
+        assert!(!v.settings.values().any(|s| s.contains("mail-db")));
+        assert_eq!(v.image_pull_policy.as_deref(), Some("IfNotPresent"));
+    }
+
+    #[test]
+    fn spec_labels_cannot_take_over_the_pod_selector() {
+        let mut sv = vault(MINIMAL);
+        sv.spec
+            .labels
+            .insert("app.kubernetes.io/instance".into(), "other".into());
+        assert_eq!(
+            validate(&sv).unwrap_err(),
+            ValidationError::ReservedLabel("app.kubernetes.io/instance".into())
+        );
+    }
+}
