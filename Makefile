@@ -24,18 +24,21 @@ COVER_PACKAGES := llvm-22 redis-server postgresql
 
 .PHONY: help
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 .PHONY: run
 run: ## Run the data plane on embedded defaults (listens on 127.0.0.1:8080; ./data holds the SQLite file)
 	cargo run --quiet -p dataplane -- serve
 
 .PHONY: test
-test: test-deps ## Run every test (fmt, clippy, unit and integration tests against real PostgreSQL and Redis)
+test: test-deps ## Run every test (fmt, clippy, unit tests, integration tests against real PostgreSQL, Redis and a Kubernetes control plane)
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	cargo build --workspace --locked --bins
-	cargo test --workspace --locked --no-fail-fast
+	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/cluster/cluster.sh up
+	@# The cluster goes down whatever the tests' outcome; their status is kept.
+	status=0; SECUREVAULT_KUBECONFIG="$(KUBECONFIG_PATH)" cargo test --workspace --locked --no-fail-fast || status=$$?; \
+	  SECUREVAULT_CACHE="$(CACHE_DIR)" tests/cluster/cluster.sh down; exit $$status
 
 .PHONY: test-deps
 test-deps:

@@ -46,11 +46,13 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
 }
 
-/// Runs the controller until `shutdown` resolves; reconciles in flight finish first.
+/// Runs the controller until `shutdown` resolves; reconciles in flight
+/// finish first. With `namespace`, only that namespace is watched.
 pub async fn run(
     client: Client,
     metrics: Arc<Metrics>,
     identity: &str,
+    namespace: Option<&str>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let ctx = Arc::new(Context {
@@ -65,9 +67,19 @@ pub async fn run(
         metrics,
     });
 
+    fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+
     let (reader, writer) = reflector::store();
     let vaults = watcher(
-        Api::<SecureVault>::all(client.clone()),
+        api::<SecureVault>(&client, namespace),
         watcher::Config::default(),
     )
     .default_backoff()
@@ -78,7 +90,7 @@ pub async fn run(
     let ours = watcher::Config::default()
         .labels(&format!("app.kubernetes.io/managed-by={}", names::MANAGER));
     let secrets = watcher(
-        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        api::<PartialObjectMeta<Secret>>(&client, namespace),
         watcher::Config::default(),
     )
     .default_backoff()
@@ -86,12 +98,12 @@ pub async fn run(
     let lookup = reader.clone();
 
     Controller::for_stream(vaults, reader)
-        .owns(Api::<Deployment>::all(client.clone()), ours.clone())
-        .owns(Api::<Service>::all(client.clone()), ours.clone())
-        .owns(Api::<ConfigMap>::all(client.clone()), ours.clone())
-        .owns(Api::<ServiceAccount>::all(client.clone()), ours.clone())
-        .owns(Api::<Secret>::all(client.clone()), ours.clone())
-        .owns(Api::<PodDisruptionBudget>::all(client.clone()), ours)
+        .owns(api::<Deployment>(&client, namespace), ours.clone())
+        .owns(api::<Service>(&client, namespace), ours.clone())
+        .owns(api::<ConfigMap>(&client, namespace), ours.clone())
+        .owns(api::<ServiceAccount>(&client, namespace), ours.clone())
+        .owns(api::<Secret>(&client, namespace), ours.clone())
+        .owns(api::<PodDisruptionBudget>(&client, namespace), ours)
         .watches_stream(secrets, move |secret| {
             let namespace = secret.namespace();
             let name = secret.name_any();

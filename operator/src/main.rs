@@ -33,6 +33,9 @@ struct RunArgs {
     /// Log level or tracing filter directive.
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     log_level: String,
+    /// Watch only this namespace [default: every namespace].
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
     /// Namespace of the leader-election Lease (the operator's own).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
@@ -156,7 +159,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         }
     };
-    controller::run(client, metrics.clone(), &identity, either).await;
+    controller::run(
+        client,
+        metrics.clone(),
+        &identity,
+        args.watch_namespace.as_deref(),
+        either,
+    )
+    .await;
     renewing.abort();
     metrics.leader.set(0);
     if lost.is_cancelled() {

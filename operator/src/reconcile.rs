@@ -12,7 +12,11 @@ use std::{collections::BTreeMap, fmt::Debug, sync::Arc, time::Duration};
 
 use k8s_openapi::{
     NamespaceResourceScope,
-    api::{apps::v1::Deployment, core::v1::Secret, policy::v1::PodDisruptionBudget},
+    api::{
+        apps::v1::Deployment,
+        core::v1::{ObjectReference, Secret},
+        policy::v1::PodDisruptionBudget,
+    },
     jiff::Timestamp,
 };
 use kube::{
@@ -252,29 +256,21 @@ where
         .await
         .map_err(kube_error::<K>("apply", &name))?;
     let kind = kind_of::<K>();
-    match before {
-        None => {
-            ctx.metrics.count_write(kind);
-            ctx.publish(
-                sv,
-                EventType::Normal,
-                "Created",
-                &format!("Created {kind} {name}"),
-            )
-            .await;
-        }
-        Some(b) if b.metadata.resource_version != after.meta().resource_version => {
-            ctx.metrics.count_write(kind);
-            ctx.publish(
-                sv,
-                EventType::Normal,
-                "Updated",
-                &format!("Updated {kind} {name}"),
-            )
-            .await;
-        }
-        Some(_) => {}
-    }
+    let verb = match before {
+        None => "Created",
+        Some(b) if b.metadata.resource_version != after.meta().resource_version => "Updated",
+        Some(_) => return Ok(after),
+    };
+    ctx.metrics.count_write(kind);
+    let note = format!("{verb} {kind} {name}");
+    ctx.publish_about(
+        sv,
+        Some(after.object_ref(&())),
+        EventType::Normal,
+        verb,
+        &note,
+    )
+    .await;
     Ok(after)
 }
 
@@ -376,12 +372,25 @@ impl Context {
     /// Publishes an Event on the SecureVault; failing to do so is logged,
     /// never fatal.
     pub async fn publish(&self, sv: &SecureVault, type_: EventType, reason: &str, note: &str) {
+        self.publish_about(sv, None, type_, reason, note).await;
+    }
+
+    /// Like [`Context::publish`], naming the child the Event is about (as
+    /// `related`), so that Events about different children stay apart.
+    pub async fn publish_about(
+        &self,
+        sv: &SecureVault,
+        related: Option<ObjectReference>,
+        type_: EventType,
+        reason: &str,
+        note: &str,
+    ) {
         let event = Event {
             type_,
             reason: reason.to_owned(),
             note: Some(note.to_owned()),
             action: "Reconcile".to_owned(),
-            secondary: None,
+            secondary: related,
         };
         if let Err(e) = self.recorder.publish(&event, &sv.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "could not publish an event");

@@ -30,6 +30,11 @@
 //! * [`dataplane`] — [`DataPlane`], the real `dataplane` binary on a free
 //!   port with its own data directory, for tests of whole-process behaviour
 //!   (logs, signals, exit codes) and for the operator's tests.
+//! * [`cluster`] — [`Cluster`], the shared Kubernetes test cluster (a real
+//!   kube-apiserver, etcd, controller-manager and scheduler with kwok's fake
+//!   nodes, run by `tests/cluster/cluster.sh`), driven through `kubectl`,
+//!   with a [`Namespace`](cluster::Namespace) per test that is deleted on
+//!   drop. It is started once and left running; `make cluster-down` stops it.
 //! * [`bins`] — locating executables: environment overrides
 //!   first, then the Debian default locations, then `PATH`; and
 //!   [`workspace_binary`] for binaries this workspace builds.
@@ -50,6 +55,7 @@
 //!   is useless when a server failed to start on a CI machine.
 
 pub mod bins;
+pub mod cluster;
 pub mod dataplane;
 pub mod dirs;
 pub mod postgres;
@@ -60,6 +66,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use bins::workspace_binary;
+pub use cluster::Cluster;
 pub use dataplane::DataPlane;
 pub use dirs::{TempDir, free_port};
 pub use postgres::Postgres;
@@ -147,6 +154,12 @@ pub enum Error {
     /// caller rather than running a slow, doomed `initdb` again per test.
     #[error("the PostgreSQL template cluster could not be created: {0}")]
     TemplateFailed(String),
+
+    /// Starting (or reaching) the shared Kubernetes test cluster failed
+    /// earlier in this process; the first failure's message is repeated for
+    /// every later caller rather than running `cluster.sh up` again per test.
+    #[error("the shared Kubernetes test cluster is not available: {0}")]
+    ClusterFailed(String),
 
     /// An argument was rejected before anything was run.
     #[error("invalid argument: {0}")]

@@ -1,0 +1,233 @@
+//! What the operator's cluster tests share: the real control plane from
+//! testkit, the CRD installed once, a namespace per test, and the real
+//! `operator` binary watching only that namespace (so tests run in parallel
+//! without seeing each other's objects).
+
+#![allow(dead_code, unused_imports)]
+// each test file uses a different part
+// Test support: a failure here is a failed test, so panicking is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    process::Command,
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount},
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::ListParams,
+    config::{KubeConfigOptions, Kubeconfig},
+};
+use operator::api::SecureVault;
+pub use testkit::{Cluster, Process, cluster::Namespace};
+
+/// One test's world: the cluster, its own namespace, a client.
+pub struct World {
+    pub cluster: &'static Cluster,
+    pub ns: Namespace,
+    pub client: Client,
+}
+
+impl World {
+    /// A new namespace on the shared cluster, with the CRD installed.
+    pub async fn new(prefix: &str) -> World {
+        let cluster = Cluster::shared().unwrap();
+        install_crd(cluster);
+        let ns = cluster.create_namespace(prefix).unwrap();
+        let kubeconfig = Kubeconfig::read_from(cluster.kubeconfig()).unwrap();
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .unwrap();
+        World {
+            cluster,
+            ns,
+            client: Client::try_from(config).unwrap(),
+        }
+    }
+
+    pub fn ns(&self) -> &str {
+        self.ns.name()
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        Api::namespaced(self.client.clone(), self.ns())
+    }
+
+    /// `kubectl -n NS ARGS…`.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String, testkit::Error> {
+        let mut all = vec!["-n", self.ns()];
+        all.extend_from_slice(args);
+        self.cluster.kubectl(&all)
+    }
+
+    /// `kubectl apply -n NS -f -` of `yaml`, as a user does.
+    pub fn apply(&self, yaml: &str) -> Result<String, testkit::Error> {
+        self.cluster
+            .kubectl_stdin(&["apply", "-n", self.ns(), "-f", "-"], yaml)
+    }
+
+    /// Starts the operator binary for this namespace.
+    pub fn operator(&self, identity: &str) -> Operator {
+        Operator::start(self, identity)
+    }
+}
+
+/// Installs the checked-in CRD once per test process and waits until the
+/// API server serves it.
+fn install_crd(cluster: &Cluster) {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let crd = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/securevault.yaml");
+        cluster
+            .kubectl(&["apply", "--server-side", "--force-conflicts", "-f", crd])
+            .unwrap();
+        cluster
+            .kubectl(&[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd/securevaults.securevault.io",
+            ])
+            .unwrap();
+    });
+}
+
+/// The real operator process, stopped with SIGTERM on drop.
+pub struct Operator {
+    pub process: Process,
+}
+
+impl Operator {
+    fn start(world: &World, identity: &str) -> Operator {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_operator"));
+        cmd.arg("run")
+            .env("KUBECONFIG", world.cluster.kubeconfig())
+            .env("WATCH_NAMESPACE", world.ns())
+            .env("POD_NAMESPACE", world.ns())
+            .env("POD_NAME", identity)
+            .env("METRICS_ADDR", "127.0.0.1:0")
+            .env("LEASE_DURATION_SECS", "6")
+            .env("LEASE_RENEW_SECS", "1")
+            .env("LOG_LEVEL", "info");
+        let process = Process::spawn(&format!("operator-{identity}"), cmd).unwrap();
+        process
+            .wait_for_line(
+                |l| l.contains("waiting to become the leader"),
+                Duration::from_secs(30),
+            )
+            .unwrap();
+        Operator { process }
+    }
+
+    /// Waits until this process leads.
+    pub fn wait_leader(&self) {
+        self.process
+            .wait_for_line(|l| l.contains("became the leader"), Duration::from_secs(30))
+            .unwrap();
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.process.signal("TERM").unwrap();
+        self.process.wait_exit(Duration::from_secs(20)).unwrap()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if self.process.is_running() && self.process.signal("TERM").is_ok() {
+            let _ = self.process.wait_exit(Duration::from_secs(20));
+        }
+    }
+}
+
+/// Polls `get` until `check` holds, or fails after `limit` with `what`.
+pub async fn eventually<T, F, Fut>(
+    limit: Duration,
+    what: &str,
+    mut get: F,
+    check: impl Fn(&T) -> bool,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+    T: std::fmt::Debug,
+{
+    let deadline = Instant::now() + limit;
+    let mut last = None;
+    loop {
+        if let Some(value) = get().await {
+            if check(&value) {
+                return value;
+            }
+            last = Some(value);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}; last: {last:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The SecureVault `name`, once its `Ready` condition is True for its
+/// current generation.
+pub async fn wait_ready(world: &World, name: &str) -> SecureVault {
+    let api = world.api::<SecureVault>();
+    eventually(
+        Duration::from_secs(60),
+        &format!("SecureVault {name} Ready"),
+        || async { api.get_opt(name).await.ok().flatten() },
+        |sv: &SecureVault| {
+            sv.status.as_ref().is_some_and(|s| {
+                s.observed_generation == sv.metadata.generation
+                    && s.condition("Ready").is_some_and(|c| c.status == "True")
+            })
+        },
+    )
+    .await
+}
+
+/// Name -> resourceVersion of every object the operator owns in the
+/// namespace, plus the SecureVaults themselves.
+pub async fn resource_versions(world: &World) -> BTreeMap<String, String> {
+    let mut versions = BTreeMap::new();
+    let lp = ListParams::default();
+    macro_rules! collect {
+        ($($kind:ty),*) => {$(
+            for o in world.api::<$kind>().list(&lp).await.unwrap() {
+                versions.insert(
+                    format!("{}/{}", <$kind>::kind(&()), o.name_any()),
+                    o.resource_version().unwrap_or_default(),
+                );
+            }
+        )*};
+    }
+    collect!(
+        SecureVault,
+        Deployment,
+        Service,
+        ConfigMap,
+        Secret,
+        ServiceAccount
+    );
+    versions
+}
+
+/// A SecureVault manifest with `spec` (YAML lines, indented by two).
+pub fn vault(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: securevault.io/v1alpha1\nkind: SecureVault\nmetadata:\n  name: {name}\nspec:\n{spec}"
+    )
+}

@@ -1,0 +1,132 @@
+//! The contract between operator and data plane: the environment the operator
+//! renders for a SecureVault (ConfigMap values and the referenced Secrets'
+//! values) starts the real data-plane binary, which becomes ready against a
+//! real PostgreSQL and Redis.
+
+mod common;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use common::*;
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{ConfigMap, Secret},
+};
+use testkit::{DataPlane, Postgres, Redis, workspace_binary};
+
+#[tokio::test]
+async fn the_rendered_environment_starts_a_ready_data_plane() {
+    let pg = Postgres::start().unwrap();
+    let db_url = pg.create_database("contract").unwrap();
+    let redis = Redis::start().unwrap();
+
+    let w = World::new("contract").await;
+    let op = w.operator("solo");
+    op.wait_leader();
+    w.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "mail-credentials",
+        &format!("--from-literal=database-url={db_url}"),
+        &format!("--from-literal=redis-url={}", redis.url()),
+        "--from-literal=smtp-username=securevault",
+        "--from-literal=smtp-password=s3cret",
+        "--from-literal=openai-api-key=sk-test",
+        "--from-literal=webhook-url=https://hooks.example.com/T0/B0",
+    ])
+    .unwrap();
+    w.apply(&vault(
+        "mail",
+        "  version: 0.1.0
+  replicas: 2
+  logLevel: debug
+  database:
+    urlSecretRef: {name: mail-credentials, key: database-url}
+  redis:
+    urlSecretRef: {name: mail-credentials, key: redis-url}
+  smtp:
+    host: smtp.example.com
+    port: 587
+    tls: starttls
+    from: noreply@example.com
+    credentialsSecretRef: {name: mail-credentials, usernameKey: smtp-username, passwordKey: smtp-password}
+  ai:
+    baseUrl: http://127.0.0.1:9/v1
+    apiKeySecretRef: {name: mail-credentials, key: openai-api-key}
+  webhook:
+    urlSecretRef: {name: mail-credentials, key: webhook-url}
+",
+    ))
+    .unwrap();
+    wait_ready(&w, "mail").await;
+
+    // The container's environment exactly as the kubelet would assemble it.
+    let deployment = w.api::<Deployment>().get("mail").await.unwrap();
+    let container = deployment.spec.template.spec.unwrap().containers[0].clone();
+    let mut env = BTreeMap::new();
+    for source in container.env_from.unwrap_or_default() {
+        let name = source.config_map_ref.unwrap().name;
+        let cm = w.api::<ConfigMap>().get(&name).await.unwrap();
+        env.extend(cm.data.unwrap_or_default());
+    }
+    for var in container.env.unwrap_or_default() {
+        let value = match (var.value, var.value_from) {
+            (Some(v), _) => v,
+            (None, Some(from)) => {
+                let r = from.secret_key_ref.unwrap();
+                let secret = w.api::<Secret>().get(&r.name).await.unwrap();
+                String::from_utf8(secret.data.unwrap()[&r.key].0.clone()).unwrap()
+            }
+            (None, None) => String::new(),
+        };
+        env.insert(var.name, value);
+    }
+    assert_eq!(env["SECUREVAULT_ENV"], "production");
+
+    // Every name the operator renders is a setting the data plane knows.
+    let binary = workspace_binary("dataplane")
+        .expect("build the data plane first: cargo build -p dataplane");
+    let help = std::process::Command::new(&binary)
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout)
+        .unwrap()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for name in env.keys() {
+        assert!(
+            help.contains(&format!("[env: {name}")),
+            "{name} is not a data-plane setting"
+        );
+    }
+
+    // Only the pod's own port and volume path differ on a test machine.
+    env.remove("LISTEN_ADDR");
+    env.remove("DATA_DIR");
+    let vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let dp = DataPlane::start(&binary, &vars).unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let ready = client
+        .get(dp.url("/api/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let detailed: serde_json::Value = client
+        .get(dp.url("/api/health/detailed"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(detailed["checks"]["database"]["backend"], "postgres");
+    assert_eq!(detailed["checks"]["cache"]["backend"], "redis");
+    assert_eq!(detailed["status"], "healthy", "{detailed}");
+}

@@ -1,0 +1,461 @@
+//! A SecureVault against a real control plane (kube-apiserver, etcd,
+//! controller-manager, scheduler and kwok nodes), reconciled by the real
+//! operator binary.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount},
+};
+use kube::{
+    ResourceExt,
+    api::{DeleteParams, ListParams},
+};
+use operator::api::SecureVault;
+
+const MINIMAL: &str = include_str!("../../config/samples/minimal.yaml");
+
+#[tokio::test]
+async fn the_minimal_sample_becomes_ready_with_owned_children() {
+    let w = World::new("minimal").await;
+    let op = w.operator("solo");
+    op.wait_leader();
+    w.apply(MINIMAL).unwrap();
+
+    let sv = wait_ready(&w, "mail").await;
+    let status = sv.status.clone().unwrap();
+    assert_eq!(status.version.as_deref(), Some("0.1.0"));
+    assert_eq!(status.replicas_summary.as_deref(), Some("1/1"));
+    assert_eq!(
+        status.service,
+        Some(format!("http://mail.{}.svc:8080", w.ns()))
+    );
+    for c in &status.conditions {
+        assert_eq!(c.observed_generation, sv.metadata.generation);
+    }
+
+    let uid = sv.uid().unwrap();
+    let owned =
+        |refs: Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>| {
+            refs.unwrap_or_default()
+                .iter()
+                .any(|o| o.uid == uid && o.controller == Some(true))
+        };
+    assert!(owned(
+        w.api::<Deployment>()
+            .get("mail")
+            .await
+            .unwrap()
+            .metadata
+            .owner_references
+    ));
+    assert!(owned(
+        w.api::<Service>()
+            .get("mail")
+            .await
+            .unwrap()
+            .metadata
+            .owner_references
+    ));
+    assert!(owned(
+        w.api::<ServiceAccount>()
+            .get("mail")
+            .await
+            .unwrap()
+            .metadata
+            .owner_references
+    ));
+    assert!(owned(
+        w.api::<ConfigMap>()
+            .get("mail-config")
+            .await
+            .unwrap()
+            .metadata
+            .owner_references
+    ));
+    let key = w.api::<Secret>().get("mail-secret-key").await.unwrap();
+    assert!(owned(key.metadata.owner_references.clone()));
+    assert_eq!(key.data.unwrap()["secret-key"].0.len(), 64);
+
+    let pods = w
+        .api::<Pod>()
+        .list(&ListParams::default().labels("app.kubernetes.io/instance=mail"))
+        .await
+        .unwrap();
+    assert_eq!(pods.items.len(), 1);
+    let ready = pods.items[0].status.clone().unwrap().conditions.unwrap();
+    assert!(
+        ready
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    );
+
+    let table = w.kubectl(&["get", "sv"]).unwrap();
+    let row = table.lines().nth(1).unwrap();
+    let cells: Vec<_> = row.split_whitespace().collect();
+    assert_eq!(&cells[..4], ["mail", "True", "0.1.0", "1/1"], "{table}");
+    // The short name and the Events.
+    assert!(
+        w.kubectl(&["get", "securevaults"])
+            .unwrap()
+            .contains("mail")
+    );
+    let events = w
+        .kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.kind=SecureVault",
+        ])
+        .unwrap();
+    assert!(events.contains("Created Deployment mail"), "{events}");
+}
+
+#[tokio::test]
+async fn a_spec_change_rolls_the_deployment_and_the_status_follows() {
+    let w = World::new("change").await;
+    let op = w.operator("solo");
+    op.wait_leader();
+    w.apply(MINIMAL).unwrap();
+    let before = wait_ready(&w, "mail").await;
+    let deployments = w.api::<Deployment>();
+    let old = deployments.get("mail").await.unwrap();
+    let checksum = |d: &Deployment| {
+        d.spec
+            .template
+            .metadata
+            .clone()
+            .unwrap()
+            .annotations
+            .unwrap()["securevault.io/config-checksum"]
+            .clone()
+    };
+
+    w.apply(&vault(
+        "mail",
+        "  version: 0.2.0\n  replicas: 1\n  logLevel: debug\n",
+    ))
+    .unwrap();
+    let after = eventually(
+        Duration::from_secs(60),
+        "status version 0.2.0",
+        || async { w.api::<SecureVault>().get_opt("mail").await.ok().flatten() },
+        |sv: &SecureVault| {
+            sv.status.as_ref().is_some_and(|s| {
+                s.version.as_deref() == Some("0.2.0")
+                    && s.observed_generation == sv.metadata.generation
+            })
+        },
+    )
+    .await;
+    assert!(after.metadata.generation > before.metadata.generation);
+    let new = deployments.get("mail").await.unwrap();
+    let container = &new.spec.template.spec.clone().unwrap().containers[0];
+    assert_eq!(
+        container.image.as_deref(),
+        Some("securevault/dataplane:0.2.0")
+    );
+    assert_ne!(
+        checksum(&old),
+        checksum(&new),
+        "the config change must roll the pods"
+    );
+    let cm = w.api::<ConfigMap>().get("mail-config").await.unwrap();
+    assert_eq!(cm.data.unwrap()["LOG_LEVEL"], "debug");
+    let pods = w
+        .api::<Pod>()
+        .list(&ListParams::default().labels("app.kubernetes.io/instance=mail"))
+        .await
+        .unwrap();
+    assert!(
+        pods.items
+            .iter()
+            .all(|p| p.labels()["app.kubernetes.io/version"] == "0.2.0"
+                || p.metadata.deletion_timestamp.is_some())
+    );
+}
+
+#[tokio::test]
+async fn deleted_or_edited_children_are_restored() {
+    let w = World::new("restore").await;
+    let op = w.operator("solo");
+    op.wait_leader();
+    w.apply(MINIMAL).unwrap();
+    wait_ready(&w, "mail").await;
+
+    w.api::<ConfigMap>()
+        .delete("mail-config", &DeleteParams::default())
+        .await
+        .unwrap();
+    w.api::<Service>()
+        .delete("mail", &DeleteParams::default())
+        .await
+        .unwrap();
+    // An edit by another manager of a field the operator owns.
+    w.kubectl(&["scale", "deployment/mail", "--replicas=4"])
+        .unwrap();
+
+    eventually(
+        Duration::from_secs(20),
+        "the ConfigMap back",
+        || async {
+            w.api::<ConfigMap>()
+                .get_opt("mail-config")
+                .await
+                .ok()
+                .flatten()
+        },
+        |cm: &ConfigMap| {
+            cm.data
+                .as_ref()
+                .is_some_and(|d| d.contains_key("LISTEN_ADDR"))
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "the Service back",
+        || async { w.api::<Service>().get_opt("mail").await.ok().flatten() },
+        |_| true,
+    )
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "replicas back to 1",
+        || async { w.api::<Deployment>().get_opt("mail").await.ok().flatten() },
+        |d: &Deployment| d.spec.replicas == Some(1),
+    )
+    .await;
+
+    // Annotations other managers add are theirs and stay.
+    w.kubectl(&["annotate", "deployment/mail", "example.com/owner=someone"])
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let d = w.api::<Deployment>().get("mail").await.unwrap();
+    assert_eq!(d.annotations()["example.com/owner"], "someone");
+}
+
+#[tokio::test]
+async fn invalid_secure_vaults_are_refused_by_the_api_server_with_what_to_fix() {
+    let w = World::new("invalid").await;
+    let cases = [
+        (
+            "  version: 0.1.0\n  replicas: 3\n",
+            "spec.replicas above 1 needs spec.database.urlSecretRef",
+        ),
+        (
+            "  version: latest\n  replicas: 1\n",
+            "spec.version must be a release such as 0.1.0",
+        ),
+        (
+            "  version: 0.1.0\n  replicas: 101\n",
+            "spec.replicas: Invalid value",
+        ),
+        (
+            "  version: 0.1.0\n  replicas: 1\n  logLevel: loud\n",
+            "spec.logLevel: Unsupported value: \"loud\"",
+        ),
+        (
+            "  version: 0.1.0\n  replicas: 1\n  smtp: {host: mail, port: 587, tls: starttls, from: postmaster}\n",
+            "spec.smtp.from must be an email address",
+        ),
+        (
+            "  version: 0.1.0\n  replicas: 1\n  smtp: {host: mail, port: 70000, tls: starttls, from: a@b.c}\n",
+            "spec.smtp.port: Invalid value",
+        ),
+        (
+            "  version: 0.1.0\n  replicas: 1\n  ai: {baseUrl: api.openai.com}\n",
+            "spec.ai.baseUrl must start with http:// or https://",
+        ),
+        ("  replicas: 1\n", "spec.version: Required value"),
+    ];
+    for (spec, message) in cases {
+        let err = w.apply(&vault("bad", spec)).unwrap_err().to_string();
+        assert!(
+            err.contains(message),
+            "expected {message:?} for\n{spec}\ngot: {err}"
+        );
+    }
+    assert!(
+        w.kubectl(&["get", "sv", "-o", "name"])
+            .unwrap()
+            .trim()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn an_idle_secure_vault_causes_no_writes() {
+    let w = World::new("idle").await;
+    let op = w.operator("solo");
+    op.wait_leader();
+    w.apply(MINIMAL).unwrap();
+    wait_ready(&w, "mail").await;
+    // Let the last status write and pod updates settle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = resource_versions(&w).await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(resource_versions(&w).await, before);
+}
+
+#[tokio::test]
+async fn deleting_the_secure_vault_garbage_collects_its_children() {
+    let w = World::new("gc").await;
+    let op = w.operator("solo");
+    op.wait_leader();
+    w.apply(MINIMAL).unwrap();
+    wait_ready(&w, "mail").await;
+    w.kubectl(&["delete", "sv", "mail", "--wait=true"]).unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "every child gone",
+        || async {
+            let d = w.api::<Deployment>().get_opt("mail").await.ok()?;
+            let c = w.api::<ConfigMap>().get_opt("mail-config").await.ok()?;
+            let s = w.api::<Secret>().get_opt("mail-secret-key").await.ok()?;
+            let svc = w.api::<Service>().get_opt("mail").await.ok()?;
+            Some([d.is_none(), c.is_none(), s.is_none(), svc.is_none()])
+        },
+        |gone: &[bool; 4]| gone.iter().all(|g| *g),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_missing_secret_degrades_and_its_arrival_recovers_at_once() {
+    let w = World::new("secret").await;
+    let op = w.operator("solo");
+    op.wait_leader();
+    w.apply(&vault(
+        "mail",
+        "  version: 0.1.0\n  replicas: 1\n  redis:\n    urlSecretRef: {name: cache, key: url}\n",
+    ))
+    .unwrap();
+    let degraded = eventually(
+        Duration::from_secs(30),
+        "Degraded naming the Secret",
+        || async { w.api::<SecureVault>().get_opt("mail").await.ok().flatten() },
+        |sv: &SecureVault| {
+            sv.status
+                .as_ref()
+                .and_then(|s| s.condition("Degraded"))
+                .is_some_and(|c| c.status == "True" && c.reason == "SecretMissing")
+        },
+    )
+    .await;
+    let message = &degraded
+        .status
+        .unwrap()
+        .condition("Degraded")
+        .unwrap()
+        .message
+        .clone();
+    assert!(
+        message.contains(&format!("Secret {}/cache does not exist", w.ns())),
+        "{message}"
+    );
+
+    w.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "cache",
+        "--from-literal=url=redis://cache:6379/",
+    ])
+    .unwrap();
+    // Well before the 10-minute resync: the Secret's arrival triggers it.
+    eventually(
+        Duration::from_secs(15),
+        "Degraded cleared",
+        || async { w.api::<SecureVault>().get_opt("mail").await.ok().flatten() },
+        |sv: &SecureVault| {
+            sv.status
+                .as_ref()
+                .and_then(|s| s.condition("Degraded"))
+                .is_some_and(|c| c.status == "False")
+        },
+    )
+    .await;
+    wait_ready(&w, "mail").await;
+}
+
+#[tokio::test]
+async fn a_restarted_operator_changes_nothing() {
+    let w = World::new("restart").await;
+    let mut op = w.operator("first");
+    op.wait_leader();
+    w.apply(MINIMAL).unwrap();
+    wait_ready(&w, "mail").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = resource_versions(&w).await;
+    assert_eq!(op.stop().code(), Some(0));
+
+    let again = w.operator("second");
+    again.wait_leader();
+    again
+        .process
+        .wait_for_line(
+            |l| l.contains("reconcile") || l.contains("became the leader"),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(resource_versions(&w).await, before);
+}
+
+#[tokio::test]
+async fn only_the_leader_reconciles_and_a_standby_takes_over() {
+    let w = World::new("leader").await;
+    let mut first = w.operator("first");
+    first.wait_leader();
+    let second = w.operator("second");
+    // The standby waits while the first one holds the lease.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !second
+            .process
+            .output_lines()
+            .iter()
+            .any(|l| l.contains("became the leader"))
+    );
+
+    w.apply(MINIMAL).unwrap();
+    wait_ready(&w, "mail").await;
+    let events = w
+        .kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.kind=SecureVault",
+            "-o",
+            "jsonpath={.items[*].reportingInstance}",
+        ])
+        .unwrap();
+    assert!(!events.trim().is_empty());
+    assert!(
+        events.split_whitespace().all(|i| i == "first"),
+        "events from {events}"
+    );
+
+    assert_eq!(first.stop().code(), Some(0));
+    second.wait_leader();
+    // The new leader reconciles: a spec change is followed.
+    w.apply(&vault("mail", "  version: 0.3.0\n  replicas: 1\n"))
+        .unwrap();
+    let sv = wait_ready(&w, "mail").await;
+    assert_eq!(sv.status.unwrap().version.as_deref(), Some("0.3.0"));
+    let lease = w
+        .kubectl(&[
+            "get",
+            "lease",
+            "securevault-operator",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ])
+        .unwrap();
+    assert_eq!(lease.trim(), "second");
+}
