@@ -3,6 +3,8 @@
 
 use std::{sync::Arc, time::Instant};
 
+use tokio::sync::Notify;
+
 use axum::{
     Router,
     extract::DefaultBodyLimit,
@@ -16,6 +18,7 @@ use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
 use crate::{
     cache::Cache,
     config::Config,
+    email::smtp::Mailer,
     error::ApiError,
     middleware::{
         http_metrics::{expose_matched_path, http_metrics},
@@ -41,6 +44,11 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// When the process started, for uptime.
     pub started: Instant,
+    /// The SMTP sender, when SMTP is configured.
+    pub mailer: Option<Arc<Mailer>>,
+    /// Wakes the delivery worker after an email is stored; `None` when SMTP
+    /// is not configured (and sending is refused).
+    pub email_wake: Option<Arc<Notify>>,
 }
 
 /// The whole HTTP API with its middleware.

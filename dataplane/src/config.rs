@@ -403,16 +403,22 @@ fn smtp_config(s: &Settings) -> Result<Option<SmtpConfig>, ConfigError> {
             ));
         }
     };
-    let from = non_empty(&s.smtp_from).map(str::to_owned);
-    if let Some(from) = &from
-        && !from.contains('@')
-    {
-        return Err(ConfigError::new(
-            "SMTP_FROM",
-            from,
-            "expected an email address",
-        ));
-    }
+    let from = match non_empty(&s.smtp_from) {
+        None => {
+            return Err(ConfigError::secret(
+                "SMTP_FROM",
+                "required when SMTP_HOST is set: the sender address of outgoing email",
+            ));
+        }
+        Some(from) if from.parse::<lettre::message::Mailbox>().is_err() => {
+            return Err(ConfigError::new(
+                "SMTP_FROM",
+                from,
+                "expected an email address such as `SecureVault <noreply@example.com>`",
+            ));
+        }
+        Some(from) => Some(from.to_owned()),
+    };
     Ok(Some(SmtpConfig {
         host: host.to_owned(),
         port,
@@ -608,6 +614,13 @@ mod tests {
                 Settings {
                     smtp_host: Some("mail".into()),
                     smtp_from: Some("nobody".into()),
+                    ..settings()
+                },
+            ),
+            (
+                "SMTP_FROM",
+                Settings {
+                    smtp_host: Some("mail".into()),
                     ..settings()
                 },
             ),

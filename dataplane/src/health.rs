@@ -66,6 +66,11 @@ pub async fn check_store(store: &Store, limit: Duration) -> CheckResult {
     timed(store.kind().as_str(), true, limit, store.ping()).await
 }
 
+/// SMTP is not critical either: emails wait in the outbox until it returns.
+pub async fn check_smtp(mailer: &crate::email::smtp::Mailer, limit: Duration) -> CheckResult {
+    timed("smtp", false, limit, mailer.ping()).await
+}
+
 /// The cache is not: without it answers are slower, not wrong.
 pub async fn check_cache(cache: &Cache, limit: Duration) -> CheckResult {
     timed(cache.backend_name(), false, limit, cache.ping()).await

@@ -19,6 +19,7 @@ pub mod app;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod email;
 pub mod error;
 pub mod extract;
 pub mod health;

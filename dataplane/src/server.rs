@@ -4,12 +4,16 @@
 use std::{future::IntoFuture, net::SocketAddr, sync::Arc, time::Instant};
 
 use axum::Router;
-use tokio::{net::TcpListener, signal::unix::SignalKind};
+use tokio::{net::TcpListener, signal::unix::SignalKind, sync::Notify};
 
 use crate::{
     app::{AppState, app},
     cache::{Cache, CacheError},
     config::Config,
+    email::{
+        smtp::{Mailer, MailerError},
+        worker::{self, Worker},
+    },
     shutdown::{Shutdown, ShutdownTrigger},
     store::{Store, StoreError},
     telemetry::{Metrics, system},
@@ -24,6 +28,9 @@ pub enum ServeError {
     /// The store could not be opened or migrated.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The SMTP settings do not make a mailer.
+    #[error(transparent)]
+    Mailer(#[from] MailerError),
     /// The cache client could not be created.
     #[error("cache: {0}")]
     Cache(#[from] CacheError),
@@ -59,6 +66,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     );
 
     let (trigger, shutdown) = Shutdown::new();
+    let mut workers = Vec::new();
     tokio::spawn(system::run_sampler(
         metrics.clone(),
         system::SAMPLE_INTERVAL,
@@ -74,6 +82,27 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening on http://{addr}");
 
+    let (mailer, email_wake) = match &config.smtp {
+        Some(smtp) => {
+            let mailer = Arc::new(Mailer::new(smtp, worker::BATCH)?);
+            let wake = Arc::new(Notify::new());
+            let worker = Worker {
+                store: store.clone(),
+                mailer: mailer.clone(),
+                metrics: metrics.clone(),
+                wake: wake.clone(),
+                id: format!("{}-{}", hostname(), uuid::Uuid::new_v4()),
+            };
+            workers.push(tokio::spawn(worker.run(shutdown.clone())));
+            tracing::info!(host = %smtp.host, port = smtp.port, "email delivery worker started");
+            (Some(mailer), Some(wake))
+        }
+        None => {
+            tracing::info!("SMTP_HOST is not set: email sending is disabled");
+            (None, None)
+        }
+    };
+
     let grace = config.shutdown_timeout;
     let state = AppState {
         config: Arc::new(config),
@@ -81,10 +110,16 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         cache,
         metrics,
         started,
+        mailer,
+        email_wake,
     };
     let signals = tokio::spawn(wait_for_signal(trigger));
     serve(listener, app(state), shutdown, grace).await?;
     signals.abort();
+    // Sends in flight finish (bounded by the SMTP timeout) before the pool closes.
+    for worker in workers {
+        let _ = tokio::time::timeout(grace, worker).await;
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())
@@ -138,4 +173,11 @@ pub async fn migrate(config: Config) -> Result<(), ServeError> {
     store.close().await;
     tracing::info!("migrations applied");
     Ok(())
+}
+
+/// This host's name, to tell workers of different pods apart in claims.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "dataplane".into())
 }

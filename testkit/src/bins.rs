@@ -179,7 +179,8 @@ fn search(name: &str, defaults: &[PathBuf]) -> Result<PathBuf> {
     }
 }
 
-fn is_executable(path: &Path) -> bool {
+/// Whether `path` is a file anyone may execute.
+pub(crate) fn is_executable(path: &Path) -> bool {
     path.metadata()
         .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         .unwrap_or(false)

@@ -25,14 +25,13 @@
 //! of a Kubernetes client library and its async runtime.
 
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::bins::{self, command_line};
+use crate::bins::{self, command_line, is_executable};
 use crate::process::Process;
 use crate::{Error, Result};
 
@@ -302,12 +301,6 @@ fn non_empty_env(name: &str) -> Option<std::ffi::OsString> {
     std::env::var_os(name).filter(|v| !v.is_empty())
 }
 
-fn is_executable(path: &Path) -> bool {
-    path.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,7 +345,8 @@ mod tests {
         let dir = crate::TempDir::new("cluster-unit").unwrap();
         let fake = dir.path().join("cat-kubectl");
         std::fs::write(&fake, "#!/bin/sh\nexec cat\n").unwrap();
-        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
         let cluster = Cluster::new("/nonexistent/kubeconfig", &fake);
         let big = "line\n".repeat(100_000);
         assert_eq!(

@@ -27,6 +27,10 @@
 //! * [`postgres`] — [`Postgres`], a private PostgreSQL
 //!   cluster. `initdb` is slow, so it runs once per test process into a
 //!   template directory that each new cluster copies.
+//! * [`mailpit`] — [`Mailpit`], a private mailpit: a real SMTP server whose
+//!   HTTP API lets a test read back the mail that arrived, with chaos
+//!   triggers that make SMTP stages fail on demand. Built from Go modules by
+//!   `tests/setup/mailpit.sh` once and cached.
 //! * [`dataplane`] — [`DataPlane`], the real `dataplane` binary on a free
 //!   port with its own data directory, for tests of whole-process behaviour
 //!   (logs, signals, exit codes) and for the operator's tests.
@@ -58,6 +62,7 @@ pub mod bins;
 pub mod cluster;
 pub mod dataplane;
 pub mod dirs;
+pub mod mailpit;
 pub mod postgres;
 pub mod process;
 pub mod redis;
@@ -69,6 +74,7 @@ pub use bins::workspace_binary;
 pub use cluster::Cluster;
 pub use dataplane::DataPlane;
 pub use dirs::{TempDir, free_port};
+pub use mailpit::Mailpit;
 pub use postgres::Postgres;
 pub use process::Process;
 pub use redis::Redis;

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use crate::{
     app::AppState,
-    health::{CheckResult, Overall, check_cache, check_store, overall},
+    health::{CheckResult, Overall, check_cache, check_smtp, check_store, overall},
 };
 
 /// Longest a readiness or dependency check may take before it counts as failed.
@@ -52,7 +52,7 @@ pub struct DetailedHealth {
     pub uptime_seconds: u64,
     /// CPU and memory.
     pub system: SystemUsage,
-    /// One entry per dependency: `database`, `cache`.
+    /// One entry per dependency: `database`, `cache`, and `smtp` when configured.
     pub checks: BTreeMap<String, CheckResult>,
 }
 
@@ -109,10 +109,13 @@ pub async fn detailed(State(state): State<AppState>) -> (StatusCode, Json<Detail
         check_store(&state.store, CHECK_TIMEOUT),
         check_cache(&state.cache, CHECK_TIMEOUT)
     );
-    let checks = BTreeMap::from([
+    let mut checks = BTreeMap::from([
         ("database".to_owned(), database),
         ("cache".to_owned(), cache),
     ]);
+    if let Some(mailer) = &state.mailer {
+        checks.insert("smtp".to_owned(), check_smtp(mailer, CHECK_TIMEOUT).await);
+    }
     let status = overall(checks.values());
     let code = if status == Overall::Unhealthy {
         StatusCode::SERVICE_UNAVAILABLE

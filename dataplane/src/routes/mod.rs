@@ -2,6 +2,7 @@
 //! description (`#[utoipa::path]`), and [`api`] registers route and
 //! description together, so `/api/openapi.json` cannot drift from the router.
 
+pub mod email;
 pub mod health;
 pub mod metrics;
 pub mod openapi;
@@ -20,5 +21,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(health::detailed))
         .routes(routes!(metrics::export))
         .routes(routes!(stats::get_stats))
+        .routes(routes!(email::send_email))
+        .routes(routes!(email::get_email))
         .routes(routes!(openapi::document))
 }

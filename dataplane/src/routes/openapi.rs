@@ -20,6 +20,7 @@ use crate::error::{ApiError, ErrorBody};
     tags(
         (name = "health", description = "Liveness, readiness and dependency checks"),
         (name = "observability", description = "Prometheus metrics and usage statistics"),
+        (name = "email", description = "Transactional email through the durable outbox"),
         (name = "meta", description = "This document"),
     ),
     components(schemas(ErrorBody))

@@ -24,6 +24,14 @@ pub struct Metrics {
     pub http_request_duration_seconds: HistogramVec,
     /// Emails the SMTP server accepted.
     pub emails_sent_total: IntCounter,
+    /// Emails given up on (permanent SMTP error or too many attempts).
+    pub emails_failed_total: IntCounter,
+    /// Time of one SMTP delivery attempt.
+    pub email_send_duration_seconds: prometheus::Histogram,
+    /// Emails queued or being sent.
+    pub email_outbox_depth: prometheus::IntGauge,
+    /// Age of the oldest email still waiting, 0 when none waits.
+    pub email_outbox_oldest_age_seconds: Gauge,
     /// Text generations the model server completed.
     pub ai_generations_total: IntCounter,
     /// Host (or cgroup) CPU use, sampled in the background.
@@ -57,6 +65,23 @@ impl Metrics {
         )?;
         let emails_sent_total =
             IntCounter::new("emails_sent_total", "Emails accepted by the SMTP server")?;
+        let emails_failed_total = IntCounter::new(
+            "emails_failed_total",
+            "Emails given up on: permanent SMTP error or too many attempts",
+        )?;
+        let email_send_duration_seconds = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "email_send_duration_seconds",
+                "Time of one SMTP delivery attempt",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+        )?;
+        let email_outbox_depth =
+            prometheus::IntGauge::new("email_outbox_depth", "Emails queued or being sent")?;
+        let email_outbox_oldest_age_seconds = Gauge::new(
+            "email_outbox_oldest_age_seconds",
+            "Age of the oldest email still waiting for delivery",
+        )?;
         let ai_generations_total = IntCounter::new(
             "ai_generations_total",
             "Text generations completed by the model server",
@@ -81,6 +106,10 @@ impl Metrics {
         registry.register(Box::new(http_requests_total.clone()))?;
         registry.register(Box::new(http_request_duration_seconds.clone()))?;
         registry.register(Box::new(emails_sent_total.clone()))?;
+        registry.register(Box::new(emails_failed_total.clone()))?;
+        registry.register(Box::new(email_send_duration_seconds.clone()))?;
+        registry.register(Box::new(email_outbox_depth.clone()))?;
+        registry.register(Box::new(email_outbox_oldest_age_seconds.clone()))?;
         registry.register(Box::new(ai_generations_total.clone()))?;
         registry.register(Box::new(system_cpu_percent.clone()))?;
         registry.register(Box::new(system_memory_percent.clone()))?;
@@ -101,6 +130,10 @@ impl Metrics {
             http_requests_total,
             http_request_duration_seconds,
             emails_sent_total,
+            emails_failed_total,
+            email_send_duration_seconds,
+            email_outbox_depth,
+            email_outbox_oldest_age_seconds,
             ai_generations_total,
             system_cpu_percent,
             system_memory_percent,

@@ -1,0 +1,8 @@
+//! Email: validation of what a client asks to send, delivery over SMTP with
+//! lettre, and the worker that drains the outbox (the `emails` table) with
+//! retries. Knows nothing of HTTP: the route in `routes/email.rs` calls
+//! [`validate::validate`] and `Store::enqueue_email`.
+
+pub mod smtp;
+pub mod validate;
+pub mod worker;

@@ -1,0 +1,176 @@
+//! The delivery worker: claims due emails from the outbox, sends them, and
+//! records the outcome. Several workers (in one process or across replicas
+//! sharing PostgreSQL) never send one email twice at the same time: a claim
+//! is a lease in the row; a worker that dies leaves a lease that expires, and
+//! another worker picks the email up again.
+//!
+//! The one duplicate no outbox can rule out: the SMTP server accepted the
+//! email, then the worker died before writing `sent`. That email is sent
+//! again after its lease expires (the same Message-ID lets receivers spot it).
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use futures::future::join_all;
+use tokio::sync::Notify;
+
+use super::smtp::{Mailer, SMTP_TIMEOUT, SendError};
+use crate::{
+    shutdown::Shutdown,
+    store::{Store, StoredEmail},
+    telemetry::Metrics,
+};
+
+/// Emails claimed and sent concurrently per round (also the SMTP pool size).
+pub const BATCH: u32 = 8;
+/// How long a claim holds: longer than one SMTP exchange can take.
+pub const LEASE: Duration = Duration::from_secs(SMTP_TIMEOUT.as_secs() * 2);
+/// After this many attempts an email fails for good.
+pub const MAX_ATTEMPTS: i64 = 12;
+/// How often an idle worker looks for due emails (new ones wake it at once).
+const POLL: Duration = Duration::from_millis(500);
+/// First retry delay; doubles with each attempt, up to [`MAX_BACKOFF`].
+const BASE_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How often the outbox gauges are refreshed.
+const GAUGE_EVERY: Duration = Duration::from_secs(5);
+
+/// A worker and what it needs.
+pub struct Worker {
+    /// The outbox.
+    pub store: Store,
+    /// The SMTP sender.
+    pub mailer: Arc<Mailer>,
+    /// Counters and gauges.
+    pub metrics: Arc<Metrics>,
+    /// Wakes the worker when the send route stored an email.
+    pub wake: Arc<Notify>,
+    /// This worker's name in claims (unique per process).
+    pub id: String,
+}
+
+impl Worker {
+    /// Delivers until `shutdown`; sends in flight finish first.
+    pub async fn run(self, shutdown: Shutdown) {
+        let mut gauges_at = Instant::now() - GAUGE_EVERY;
+        while !shutdown.is_fired() {
+            if gauges_at.elapsed() >= GAUGE_EVERY {
+                self.refresh_gauges().await;
+                gauges_at = Instant::now();
+            }
+            let batch = match self
+                .store
+                .claim_emails(&self.id, i64::from(BATCH), LEASE, SystemTime::now())
+                .await
+            {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming emails failed; retrying");
+                    Vec::new()
+                }
+            };
+            let full = batch.len() == BATCH as usize;
+            join_all(batch.into_iter().map(|email| self.deliver(email))).await;
+            if !full {
+                tokio::select! {
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(POLL) => {}
+                    () = shutdown.wait() => {}
+                }
+            }
+        }
+    }
+
+    async fn deliver(&self, email: StoredEmail) {
+        let start = Instant::now();
+        let result = self.mailer.send(&email).await;
+        self.metrics
+            .email_send_duration_seconds
+            .observe(start.elapsed().as_secs_f64());
+        let now = SystemTime::now();
+        let recorded = match result {
+            Ok(()) => {
+                self.metrics.emails_sent_total.inc();
+                tracing::info!(email_id = %email.id, attempts = email.attempts, "email sent");
+                self.store.mark_email_sent(&email.id, &self.id, now).await
+            }
+            Err(SendError { permanent, message })
+                if permanent || email.attempts >= MAX_ATTEMPTS =>
+            {
+                self.metrics.emails_failed_total.inc();
+                tracing::warn!(email_id = %email.id, attempts = email.attempts, error = %message, "email failed");
+                self.store
+                    .fail_email(&email.id, &self.id, &message, now)
+                    .await
+            }
+            Err(SendError { message, .. }) => {
+                let delay = backoff(email.attempts);
+                tracing::info!(email_id = %email.id, attempts = email.attempts, retry_in_ms = delay.as_millis() as u64, error = %message, "email delivery will be retried");
+                self.store
+                    .retry_email(&email.id, &self.id, &message, now + delay, now)
+                    .await
+            }
+        };
+        match recorded {
+            Ok(true) => {}
+            // Our lease expired and another worker took the email over.
+            Ok(false) => {
+                tracing::warn!(email_id = %email.id, "the claim was lost before the outcome was recorded")
+            }
+            Err(e) => {
+                tracing::error!(email_id = %email.id, error = %e, "recording the delivery outcome failed")
+            }
+        }
+    }
+
+    async fn refresh_gauges(&self) {
+        match self.store.outbox_depth().await {
+            Ok((depth, oldest)) => {
+                self.metrics.email_outbox_depth.set(depth);
+                let age = oldest
+                    .map(|created| {
+                        (crate::store::unix_millis(SystemTime::now()) - created).max(0) as f64
+                            / 1000.0
+                    })
+                    .unwrap_or(0.0);
+                self.metrics.email_outbox_oldest_age_seconds.set(age);
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the outbox depth failed"),
+        }
+    }
+}
+
+/// Exponential backoff with ±20 % jitter, so retries of many emails after an
+/// outage do not hit the relay all at once.
+pub fn backoff(attempts: i64) -> Duration {
+    let exponent = u32::try_from(attempts.saturating_sub(1).clamp(0, 16)).unwrap_or(16);
+    let base = BASE_BACKOFF
+        .saturating_mul(2u32.saturating_pow(exponent))
+        .min(MAX_BACKOFF);
+    let jitter = 0.8 + fastrand::f64() * 0.4;
+    base.mul_f64(jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_caps() {
+        for _ in 0..100 {
+            let first = backoff(1);
+            assert!(
+                first >= Duration::from_millis(800) && first <= Duration::from_millis(1200),
+                "{first:?}"
+            );
+            let fourth = backoff(4);
+            assert!(
+                fourth >= Duration::from_millis(6400) && fourth <= Duration::from_millis(9600),
+                "{fourth:?}"
+            );
+            assert!(backoff(40) <= MAX_BACKOFF.mul_f64(1.2));
+        }
+    }
+}

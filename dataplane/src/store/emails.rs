@@ -1,0 +1,324 @@
+//! The email outbox: rows written by the send route, claimed and updated by
+//! the delivery workers.
+//!
+//! Claiming is the one place SQLite and PostgreSQL need different SQL:
+//! PostgreSQL's `FOR UPDATE SKIP LOCKED` lets several replicas claim from
+//! one outbox without waiting on or taking each other's rows; SQLite has one
+//! writer at a time, so the plain form is already exclusive.
+
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use super::{Store, StoreError, stats::unix_millis};
+use crate::config::DatabaseKind;
+
+/// The recipients of one email, stored as JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipients {
+    /// `To:` addresses.
+    pub to: Vec<String>,
+    /// `Cc:` addresses.
+    #[serde(default)]
+    pub cc: Vec<String>,
+    /// Blind copies: delivered to, never written in a header.
+    #[serde(default)]
+    pub bcc: Vec<String>,
+}
+
+/// An email as accepted, ready to be stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEmail {
+    /// Who receives it.
+    pub recipients: Recipients,
+    /// Subject line.
+    pub subject: String,
+    /// Plain-text body.
+    pub text: Option<String>,
+    /// HTML body.
+    pub html: Option<String>,
+    /// `Reply-To:` address.
+    pub reply_to: Option<String>,
+    /// Extra headers, name -> value (already checked for CR/LF).
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// The client's `Idempotency-Key`, if any.
+    pub idempotency_key: Option<String>,
+    /// Digest of the request, to refuse a key reused for another email.
+    pub request_hash: String,
+}
+
+/// An email as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEmail {
+    /// Its id.
+    pub id: String,
+    /// `queued`, `sending`, `sent` or `failed`.
+    pub status: String,
+    /// Who receives it.
+    pub recipients: Recipients,
+    /// Subject line.
+    pub subject: String,
+    /// Plain-text body.
+    pub text: Option<String>,
+    /// HTML body.
+    pub html: Option<String>,
+    /// `Reply-To:` address.
+    pub reply_to: Option<String>,
+    /// Extra headers.
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Delivery attempts so far.
+    pub attempts: i64,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Unix milliseconds.
+    pub updated_at: i64,
+    /// Unix milliseconds, once sent.
+    pub sent_at: Option<i64>,
+    /// Unix milliseconds of the next attempt, while queued.
+    pub next_attempt_at: i64,
+    /// The digest of the request that created it.
+    pub request_hash: Option<String>,
+}
+
+/// What happened to an enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enqueued {
+    /// A new email, stored.
+    New(StoredEmail),
+    /// The Idempotency-Key was seen before: the first email.
+    Existing(StoredEmail),
+}
+
+/// The columns every query returns, as a literal so queries stay `&'static str`.
+macro_rules! columns {
+    () => {
+        "id, status, recipients, subject, body_text, body_html, reply_to, headers, attempts, \
+         last_error, created_at, updated_at, sent_at, next_attempt_at, request_hash"
+    };
+}
+
+/// Claims due emails; `$lock` is PostgreSQL's row-lock clause or nothing.
+macro_rules! claim_sql {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE emails SET status = 'sending', claimed_by = $1, claim_expires_at = $2, \
+             attempts = attempts + 1, updated_at = $3 \
+             WHERE id IN (SELECT id FROM emails \
+                 WHERE (status = 'queued' AND next_attempt_at <= $3) \
+                    OR (status = 'sending' AND claim_expires_at < $3) \
+                 ORDER BY next_attempt_at LIMIT $4 ",
+            $lock,
+            ") RETURNING ",
+            columns!()
+        )
+    };
+}
+
+const CLAIM_POSTGRES: &str = claim_sql!("FOR UPDATE SKIP LOCKED");
+const CLAIM_SQLITE: &str = claim_sql!("");
+
+impl Store {
+    /// Stores `email` as `queued`, or returns the email stored earlier under
+    /// the same Idempotency-Key.
+    pub async fn enqueue_email(
+        &self,
+        email: &NewEmail,
+        now: SystemTime,
+    ) -> Result<Enqueued, StoreError> {
+        if let Some(key) = &email.idempotency_key
+            && let Some(existing) = self.email_by_idempotency_key(key).await?
+        {
+            return Ok(Enqueued::Existing(existing));
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let now = unix_millis(now);
+        let result = sqlx::query(
+            "INSERT INTO emails (id, status, recipients, subject, body_text, body_html, reply_to, headers, \
+             idempotency_key, request_hash, attempts, next_attempt_at, created_at, updated_at) \
+             VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $10, $10)",
+        )
+        .bind(&id)
+        .bind(to_json(&email.recipients))
+        .bind(&email.subject)
+        .bind(&email.text)
+        .bind(&email.html)
+        .bind(&email.reply_to)
+        .bind(to_json(&email.headers))
+        .bind(&email.idempotency_key)
+        .bind(&email.request_hash)
+        .bind(now)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => {}
+            // Two requests with one key at once: the loser returns the winner's email.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                if let Some(key) = &email.idempotency_key
+                    && let Some(existing) = self.email_by_idempotency_key(key).await?
+                {
+                    return Ok(Enqueued::Existing(existing));
+                }
+                return Err(StoreError::Database(sqlx::Error::Database(e)));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let stored = self
+            .email(&id)
+            .await?
+            .ok_or(StoreError::Database(sqlx::Error::RowNotFound))?;
+        Ok(Enqueued::New(stored))
+    }
+
+    /// The email `id`, if it exists.
+    pub async fn email(&self, id: &str) -> Result<Option<StoredEmail>, StoreError> {
+        let row = sqlx::query(concat!("SELECT ", columns!(), " FROM emails WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| from_row(&r)).transpose()
+    }
+
+    async fn email_by_idempotency_key(&self, key: &str) -> Result<Option<StoredEmail>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM emails WHERE idempotency_key = $1"
+        ))
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| from_row(&r)).transpose()
+    }
+
+    /// Claims up to `limit` emails that are due (queued and past their next
+    /// attempt time, or claimed by a worker whose lease expired) for
+    /// `worker`, until `now + lease`. Each claim counts as an attempt.
+    pub async fn claim_emails(
+        &self,
+        worker: &str,
+        limit: i64,
+        lease: Duration,
+        now: SystemTime,
+    ) -> Result<Vec<StoredEmail>, StoreError> {
+        let sql = match self.kind {
+            DatabaseKind::Postgres => CLAIM_POSTGRES,
+            DatabaseKind::Sqlite => CLAIM_SQLITE,
+        };
+        let now_ms = unix_millis(now);
+        let rows = sqlx::query(sql)
+            .bind(worker)
+            .bind(now_ms + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2))
+            .bind(now_ms)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// Marks a claimed email sent. Only the worker holding the claim may.
+    pub async fn mark_email_sent(
+        &self,
+        id: &str,
+        worker: &str,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let now = unix_millis(now);
+        let done = sqlx::query(
+            "UPDATE emails SET status = 'sent', sent_at = $1, updated_at = $1, last_error = NULL, \
+             claimed_by = NULL, claim_expires_at = NULL WHERE id = $2 AND claimed_by = $3",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(worker)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Puts a claimed email back in the queue for another attempt at `retry_at`.
+    pub async fn retry_email(
+        &self,
+        id: &str,
+        worker: &str,
+        error: &str,
+        retry_at: SystemTime,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE emails SET status = 'queued', last_error = $1, next_attempt_at = $2, updated_at = $3, \
+             claimed_by = NULL, claim_expires_at = NULL WHERE id = $4 AND claimed_by = $5",
+        )
+        .bind(error)
+        .bind(unix_millis(retry_at))
+        .bind(unix_millis(now))
+        .bind(id)
+        .bind(worker)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Gives up on a claimed email.
+    pub async fn fail_email(
+        &self,
+        id: &str,
+        worker: &str,
+        error: &str,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE emails SET status = 'failed', last_error = $1, updated_at = $2, \
+             claimed_by = NULL, claim_expires_at = NULL WHERE id = $3 AND claimed_by = $4",
+        )
+        .bind(error)
+        .bind(unix_millis(now))
+        .bind(id)
+        .bind(worker)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Emails waiting (queued or being sent) and the creation time of the
+    /// oldest, for the outbox metrics.
+    pub async fn outbox_depth(&self) -> Result<(i64, Option<i64>), StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*), MIN(created_at) FROM emails WHERE status IN ('queued', 'sending')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> String {
+    // Vectors and maps of strings always serialise.
+    serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned())
+}
+
+fn from_row(row: &sqlx::any::AnyRow) -> Result<StoredEmail, StoreError> {
+    let recipients: String = row.try_get("recipients")?;
+    let headers: String = row.try_get("headers")?;
+    Ok(StoredEmail {
+        id: row.try_get("id")?,
+        status: row.try_get("status")?,
+        recipients: serde_json::from_str(&recipients).unwrap_or_default(),
+        subject: row.try_get("subject")?,
+        text: row.try_get("body_text")?,
+        html: row.try_get("body_html")?,
+        reply_to: row.try_get("reply_to")?,
+        headers: serde_json::from_str(&headers).unwrap_or_default(),
+        attempts: row
+            .try_get::<i64, _>("attempts")
+            .or_else(|_| row.try_get::<i32, _>("attempts").map(i64::from))?,
+        last_error: row.try_get("last_error")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        sent_at: row.try_get("sent_at")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        request_hash: row.try_get("request_hash")?,
+    })
+}

@@ -1,0 +1,386 @@
+//! Email through the durable outbox, delivered to a real SMTP server
+//! (mailpit, whose HTTP API shows what arrived). mailpit's chaos triggers make
+//! the real server answer 4xx or 5xx on demand.
+
+// Test support below the tests: a failure is a failed test, so panicking is the point.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use testkit::mailpit::{ChaosTrigger, Mailpit};
+
+/// The data plane pointed at `mailpit`, with `extra` settings.
+fn start_with_smtp(mailpit: &Mailpit, extra: &[(&str, &str)]) -> DataPlane {
+    let port = mailpit.smtp_port().to_string();
+    let mut env = vec![
+        ("SMTP_HOST", "127.0.0.1"),
+        ("SMTP_PORT", port.as_str()),
+        ("SMTP_TLS", "none"),
+        ("SMTP_FROM", "SecureVault <noreply@securevault.test>"),
+    ];
+    env.extend_from_slice(extra);
+    start(&env)
+}
+
+async fn send(dp: &DataPlane, body: Value) -> reqwest::Response {
+    client()
+        .post(dp.url("/api/send-email"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Polls the email until its status is `status`.
+async fn wait_status(dp: &DataPlane, id: &str, status: &str, limit: Duration) -> Value {
+    let mut last = Value::Null;
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        last = json(get(dp, &format!("/api/emails/{id}")).await).await;
+        if last["status"] == status {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("email {id} did not become {status} within {limit:?}; last: {last}");
+}
+
+async fn wait_count(mailpit: &Mailpit, count: usize, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let n = mailpit.message_count().unwrap();
+        if n >= count {
+            assert_eq!(n, count, "more messages arrived than were sent");
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {n} of {count} messages arrived within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_sent_email_arrives_with_its_recipients_subject_and_bodies() {
+    let mailpit = Mailpit::start().unwrap();
+    let dp = start_with_smtp(&mailpit, &[]);
+    let response = send(
+        &dp,
+        json!({
+            "to": ["Ada <ada@example.com>", "bob@example.com"],
+            "cc": ["carol@example.com"],
+            "bcc": ["dave@example.com"],
+            "subject": "Your receipt",
+            "text": "Thank you for your order.",
+            "html": "<p>Thank you for your <b>order</b>.</p>",
+            "reply_to": "support@example.com",
+            "headers": {"X-Campaign": "receipts"}
+        }),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_security_headers(response.headers());
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let accepted = json(response).await;
+    assert_eq!(accepted["status"], "queued");
+    let id = accepted["id"].as_str().unwrap().to_owned();
+    assert_eq!(location, format!("/api/emails/{id}"));
+
+    let sent = wait_status(&dp, &id, "sent", Duration::from_secs(15)).await;
+    assert_eq!(sent["attempts"], 1);
+    assert!(sent["sent_at"].is_string());
+
+    wait_count(&mailpit, 1, Duration::from_secs(5)).await;
+    let summary = &mailpit.messages().unwrap()[0];
+    let message = mailpit.message(&summary.id).unwrap();
+    assert_eq!(message.subject, "Your receipt");
+    assert_eq!(message.to, ["ada@example.com", "bob@example.com"]);
+    assert_eq!(message.cc, ["carol@example.com"]);
+    assert_eq!(message.bcc, ["dave@example.com"]);
+    assert_eq!(message.reply_to, ["support@example.com"]);
+    assert_eq!(message.text.trim(), "Thank you for your order.");
+    assert!(message.html.contains("<b>order</b>"));
+    assert!(
+        message.message_id.contains(&id),
+        "Message-ID {} should carry the id",
+        message.message_id
+    );
+
+    // Metrics, stats and health follow the outbox.
+    assert_eq!(metric(&dp, "emails_sent_total").await, Some(1.0));
+    let stats = json(get(&dp, "/api/stats").await).await;
+    assert_eq!(stats["emails"]["by_status"]["sent"]["all_time"], 1);
+    let health = json(get(&dp, "/api/health/detailed").await).await;
+    assert_eq!(health["checks"]["smtp"]["status"], "healthy", "{health}");
+
+    // Bodies are never logged.
+    let mut dp = dp;
+    assert!(
+        !dp.process()
+            .output_lines()
+            .iter()
+            .any(|l| l.contains("Thank you for your"))
+    );
+}
+
+#[tokio::test]
+async fn waiting_for_the_outcome_answers_200_with_the_final_status() {
+    let mailpit = Mailpit::start().unwrap();
+    let dp = start_with_smtp(&mailpit, &[]);
+    let response = client()
+        .post(dp.url("/api/send-email?wait=10"))
+        .json(&json!({"to": "a@example.com", "subject": "Now", "text": "t"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(json(response).await["status"], "sent");
+}
+
+#[tokio::test]
+async fn invalid_emails_are_refused_naming_the_field() {
+    let mailpit = Mailpit::start().unwrap();
+    let dp = start_with_smtp(&mailpit, &[]);
+    for (body, field) in [
+        (json!({"to": [], "subject": "s", "text": "t"}), "to"),
+        (
+            json!({"to": "not-an-address", "subject": "s", "text": "t"}),
+            "to[0]",
+        ),
+        (
+            json!({"to": "a@example.com", "subject": "s\r\nBcc: x@evil.test", "text": "t"}),
+            "subject",
+        ),
+        (
+            json!({"to": "a@example.com", "subject": "s", "text": "t", "headers": {"X-A": "v\nBcc: x@evil.test"}}),
+            "headers.X-A",
+        ),
+        (json!({"to": "a@example.com", "subject": "s"}), "text"),
+        (
+            json!({"to": "a@example.com", "subject": 5, "text": "t"}),
+            "subject",
+        ),
+    ] {
+        let response = send(&dp, body.clone()).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}"
+        );
+        assert_eq!(json(response).await["error"]["field"], field, "{body}");
+    }
+    let malformed = client()
+        .post(dp.url("/api/send-email"))
+        .header("content-type", "application/json")
+        .body("{\"to\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(mailpit.message_count().unwrap(), 0);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_makes_a_retried_request_send_once() {
+    let mailpit = Mailpit::start().unwrap();
+    let dp = start_with_smtp(&mailpit, &[]);
+    let body = json!({"to": "a@example.com", "subject": "Once", "text": "t"});
+    let post = |body: Value, key: &'static str| {
+        client()
+            .post(dp.url("/api/send-email"))
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
+    };
+    let first = json(post(body.clone(), "order-7").await.unwrap()).await;
+    let again = post(body.clone(), "order-7").await.unwrap();
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(json(again).await["id"], first["id"]);
+
+    let other = post(
+        json!({"to": "a@example.com", "subject": "Other", "text": "t"}),
+        "order-7",
+    )
+    .await
+    .unwrap();
+    assert_eq!(other.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(json(other).await["error"]["field"], "Idempotency-Key");
+
+    wait_status(
+        &dp,
+        first["id"].as_str().unwrap(),
+        "sent",
+        Duration::from_secs(15),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(mailpit.message_count().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn emails_accepted_while_smtp_is_down_arrive_exactly_once_when_it_returns() {
+    let mut mailpit = Mailpit::start().unwrap();
+    let dp = start_with_smtp(&mailpit, &[]);
+    mailpit.stop().unwrap();
+
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let response = send(
+            &dp,
+            json!({"to": "a@example.com", "subject": format!("Outage {i}"), "text": "t"}),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        ids.push(json(response).await["id"].as_str().unwrap().to_owned());
+    }
+    // They wait, with the reason.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let waiting = json(get(&dp, &format!("/api/emails/{}", ids[0])).await).await;
+    assert_eq!(waiting["status"], "queued", "{waiting}");
+    assert!(waiting["last_error"].is_string());
+    let health = json(get(&dp, "/api/health/detailed").await).await;
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(health["checks"]["smtp"]["status"], "unhealthy");
+
+    mailpit.restart().unwrap();
+    for id in &ids {
+        wait_status(&dp, id, "sent", Duration::from_secs(30)).await;
+    }
+    wait_count(&mailpit, 5, Duration::from_secs(5)).await;
+    let mut subjects: Vec<String> = mailpit
+        .messages()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.subject)
+        .collect();
+    subjects.sort();
+    assert_eq!(
+        subjects,
+        (0..5).map(|i| format!("Outage {i}")).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn a_temporary_refusal_is_retried_and_a_permanent_one_fails() {
+    let mailpit = Mailpit::start().unwrap();
+    let dp = start_with_smtp(&mailpit, &[]);
+
+    mailpit
+        .set_chaos(ChaosTrigger::Recipient, 451, 100)
+        .unwrap();
+    let id = json(
+        send(
+            &dp,
+            json!({"to": "a@example.com", "subject": "Later", "text": "t"}),
+        )
+        .await,
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let retried = loop {
+        let e = json(get(&dp, &format!("/api/emails/{id}")).await).await;
+        if e["attempts"].as_i64().unwrap() >= 1 && e["status"] == "queued" {
+            break e;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no retry scheduled: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        retried["last_error"].as_str().unwrap().contains("451"),
+        "{retried}"
+    );
+    mailpit.clear_chaos().unwrap();
+    let sent = wait_status(&dp, &id, "sent", Duration::from_secs(20)).await;
+    assert!(sent["attempts"].as_i64().unwrap() >= 2);
+
+    mailpit
+        .set_chaos(ChaosTrigger::Recipient, 550, 100)
+        .unwrap();
+    let id = json(
+        send(
+            &dp,
+            json!({"to": "a@example.com", "subject": "Never", "text": "t"}),
+        )
+        .await,
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let failed = wait_status(&dp, &id, "failed", Duration::from_secs(15)).await;
+    assert_eq!(failed["attempts"], 1, "a permanent error is not retried");
+    assert!(
+        failed["last_error"].as_str().unwrap().contains("550"),
+        "{failed}"
+    );
+    assert_eq!(metric(&dp, "emails_failed_total").await, Some(1.0));
+    mailpit.clear_chaos().unwrap();
+    assert_eq!(mailpit.message_count().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn two_replicas_on_one_postgres_outbox_deliver_each_email_once() {
+    let mailpit = Mailpit::start().unwrap();
+    let pg = Postgres::start().unwrap();
+    let url = pg.create_database("outbox").unwrap();
+    let a = start_with_smtp(&mailpit, &[("DATABASE_URL", &url)]);
+    let b = start_with_smtp(&mailpit, &[("DATABASE_URL", &url)]);
+
+    let c = client();
+    let mut ids = Vec::new();
+    for i in 0..200 {
+        let dp = if i % 2 == 0 { &a } else { &b };
+        let response = c
+            .post(dp.url("/api/send-email"))
+            .json(&json!({"to": "a@example.com", "subject": format!("Bulk {i:03}"), "text": "t"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        ids.push(json(response).await["id"].as_str().unwrap().to_owned());
+    }
+    wait_count(&mailpit, 200, Duration::from_secs(60)).await;
+    let mut subjects: Vec<String> = mailpit
+        .messages()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.subject)
+        .collect();
+    subjects.sort();
+    subjects.dedup();
+    assert_eq!(subjects.len(), 200, "every email exactly once");
+    // Both replicas delivered some.
+    let sent_a = metric(&a, "emails_sent_total").await.unwrap();
+    let sent_b = metric(&b, "emails_sent_total").await.unwrap();
+    assert_eq!(sent_a + sent_b, 200.0);
+}
+
+#[tokio::test]
+async fn without_smtp_sending_is_refused_not_queued_forever() {
+    let dp = start(&[]);
+    let response = send(
+        &dp,
+        json!({"to": "a@example.com", "subject": "s", "text": "t"}),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        json(response).await["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("SMTP_HOST")
+    );
+}
