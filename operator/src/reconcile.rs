@@ -117,11 +117,26 @@ pub async fn reconcile(sv: Arc<SecureVault>, ctx: Arc<Context>) -> Result<Action
             return Ok(Action::await_change());
         }
     };
-    let (secret_key, problems) = dereference(&ctx, &v).await?;
-    let resources = build::build(&v, secret_key.as_deref());
-    let deployment = apply(&ctx, &sv, &v, resources).await?;
-    update_status(&ctx, &sv, &v, &deployment, &problems).await?;
-    Ok(Action::requeue(RESYNC))
+    match pipeline(&ctx, &sv, &v).await {
+        Ok(()) => Ok(Action::requeue(RESYNC)),
+        Err(e) => {
+            ctx.publish(&sv, EventType::Warning, "ReconcileFailed", &e.to_string())
+                .await;
+            let status = status::failed(&sv, &e.to_string(), Timestamp::now());
+            if let Err(status_error) = write_status(&ctx, &sv, &v, status).await {
+                tracing::warn!(error = %status_error, "could not report the failure in the status");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The steps after validation; any error ends the reconcile and is retried.
+async fn pipeline(ctx: &Context, sv: &SecureVault, v: &ValidatedVault) -> Result<(), Error> {
+    let (secret_key, problems) = dereference(ctx, v).await?;
+    let resources = build::build(v, secret_key.as_deref());
+    let deployment = apply(ctx, sv, v, resources).await?;
+    update_status(ctx, sv, v, &deployment, &problems).await
 }
 
 /// Reads what the builders need from the cluster: the generated key (made
@@ -342,6 +357,19 @@ async fn update_status(
     {
         ctx.publish(sv, EventType::Warning, p.reason, &p.message)
             .await;
+    }
+    write_status(ctx, sv, v, status).await
+}
+
+/// Patches the status subresource with `status` unless it is already that.
+async fn write_status(
+    ctx: &Context,
+    sv: &SecureVault,
+    v: &ValidatedVault,
+    status: crate::api::SecureVaultStatus,
+) -> Result<(), Error> {
+    if sv.status.as_ref() == Some(&status) {
+        return Ok(());
     }
     let api: Api<SecureVault> = Api::namespaced(ctx.client.clone(), &v.namespace);
     let patch = serde_json::json!({

@@ -117,6 +117,23 @@ pub fn compute(
     }
 }
 
+/// The previous status with `Degraded` set to a failed reconcile's message;
+/// everything else stays as last observed.
+pub fn failed(sv: &SecureVault, message: &str, now: Timestamp) -> SecureVaultStatus {
+    let mut status = sv.status.clone().unwrap_or_default();
+    let degraded = condition(
+        &status,
+        DEGRADED,
+        true,
+        ("ReconcileFailed", message.to_owned()),
+        sv.metadata.generation,
+        now,
+    );
+    status.conditions.retain(|c| c.type_ != DEGRADED);
+    status.conditions.push(degraded);
+    status
+}
+
 /// A condition in the standard shape. `lastTransitionTime` moves only when
 /// the status flips, so an unchanged world yields an identical status (and
 /// no write).
@@ -224,6 +241,27 @@ mod tests {
         assert_eq!(cond(&s, DEGRADED).reason, "SecretMissing");
         assert!(cond(&s, DEGRADED).message.contains("mail-db"));
         assert_eq!(cond(&s, READY).status, "False");
+    }
+
+    #[test]
+    fn a_failed_reconcile_sets_degraded_and_keeps_the_rest() {
+        let mut sv = vault(MINIMAL);
+        let v = validate(&sv).unwrap();
+        sv.status = Some(compute(
+            &sv,
+            &v,
+            &deployment(1, 1, 1, 1, 1),
+            &[],
+            Timestamp::now(),
+        ));
+        let s = failed(&sv, "apply Deployment mail: forbidden", Timestamp::now());
+        assert_eq!(cond(&s, DEGRADED).reason, "ReconcileFailed");
+        assert_eq!(
+            cond(&s, DEGRADED).message,
+            "apply Deployment mail: forbidden"
+        );
+        assert_eq!(cond(&s, READY).status, "True");
+        assert_eq!(s.conditions.len(), 3);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The contract between operator and data plane: the environment the operator
 //! renders for a SecureVault (ConfigMap values and the referenced Secrets'
-//! values) starts the real data-plane binary, which becomes ready against a
-//! real PostgreSQL and Redis.
+//! values) starts the real data-plane binary, which becomes healthy against a
+//! real PostgreSQL, Redis and SMTP server.
 
 mod common;
 
@@ -12,13 +12,14 @@ use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{ConfigMap, Secret},
 };
-use testkit::{DataPlane, Postgres, Redis, workspace_binary};
+use testkit::{DataPlane, Mailpit, Postgres, Redis, workspace_binary};
 
 #[tokio::test]
 async fn the_rendered_environment_starts_a_ready_data_plane() {
     let pg = Postgres::start().unwrap();
     let db_url = pg.create_database("contract").unwrap();
     let redis = Redis::start().unwrap();
+    let mailpit = Mailpit::start().unwrap();
 
     let w = World::new("contract").await;
     let op = w.operator("solo");
@@ -38,25 +39,27 @@ async fn the_rendered_environment_starts_a_ready_data_plane() {
     .unwrap();
     w.apply(&vault(
         "mail",
-        "  version: 0.1.0
+        &format!("  version: 0.1.0
   replicas: 2
   logLevel: debug
   database:
-    urlSecretRef: {name: mail-credentials, key: database-url}
+    urlSecretRef: {{name: mail-credentials, key: database-url}}
   redis:
-    urlSecretRef: {name: mail-credentials, key: redis-url}
+    urlSecretRef: {{name: mail-credentials, key: redis-url}}
   smtp:
-    host: smtp.example.com
-    port: 587
-    tls: starttls
+    host: 127.0.0.1
+    port: {smtp_port}
+    tls: none
     from: noreply@example.com
-    credentialsSecretRef: {name: mail-credentials, usernameKey: smtp-username, passwordKey: smtp-password}
+    credentialsSecretRef: {{name: mail-credentials, usernameKey: smtp-username, passwordKey: smtp-password}}
   ai:
     baseUrl: http://127.0.0.1:9/v1
-    apiKeySecretRef: {name: mail-credentials, key: openai-api-key}
+    apiKeySecretRef: {{name: mail-credentials, key: openai-api-key}}
   webhook:
-    urlSecretRef: {name: mail-credentials, key: webhook-url}
+    urlSecretRef: {{name: mail-credentials, key: webhook-url}}
 ",
+            smtp_port = mailpit.smtp_port()
+        ),
     ))
     .unwrap();
     wait_ready(&w, "mail").await;
@@ -128,5 +131,6 @@ async fn the_rendered_environment_starts_a_ready_data_plane() {
         .unwrap();
     assert_eq!(detailed["checks"]["database"]["backend"], "postgres");
     assert_eq!(detailed["checks"]["cache"]["backend"], "redis");
+    assert_eq!(detailed["checks"]["smtp"]["status"], "healthy");
     assert_eq!(detailed["status"], "healthy", "{detailed}");
 }

@@ -19,6 +19,16 @@ use operator::api::SecureVault;
 
 const MINIMAL: &str = include_str!("../../config/samples/minimal.yaml");
 
+/// Whether `child` has a controller owner reference to the object `uid`.
+fn controlled_by(child: &impl kube::Resource, uid: &str) -> bool {
+    child
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.uid == uid && o.controller == Some(true))
+}
+
 #[tokio::test]
 async fn the_minimal_sample_becomes_ready_with_owned_children() {
     let w = World::new("minimal").await;
@@ -39,46 +49,24 @@ async fn the_minimal_sample_becomes_ready_with_owned_children() {
     }
 
     let uid = sv.uid().unwrap();
-    let owned =
-        |refs: Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>| {
-            refs.unwrap_or_default()
-                .iter()
-                .any(|o| o.uid == uid && o.controller == Some(true))
-        };
-    assert!(owned(
-        w.api::<Deployment>()
-            .get("mail")
-            .await
-            .unwrap()
-            .metadata
-            .owner_references
+    assert!(controlled_by(
+        &w.api::<Deployment>().get("mail").await.unwrap(),
+        &uid
     ));
-    assert!(owned(
-        w.api::<Service>()
-            .get("mail")
-            .await
-            .unwrap()
-            .metadata
-            .owner_references
+    assert!(controlled_by(
+        &w.api::<Service>().get("mail").await.unwrap(),
+        &uid
     ));
-    assert!(owned(
-        w.api::<ServiceAccount>()
-            .get("mail")
-            .await
-            .unwrap()
-            .metadata
-            .owner_references
+    assert!(controlled_by(
+        &w.api::<ServiceAccount>().get("mail").await.unwrap(),
+        &uid
     ));
-    assert!(owned(
-        w.api::<ConfigMap>()
-            .get("mail-config")
-            .await
-            .unwrap()
-            .metadata
-            .owner_references
+    assert!(controlled_by(
+        &w.api::<ConfigMap>().get("mail-config").await.unwrap(),
+        &uid
     ));
     let key = w.api::<Secret>().get("mail-secret-key").await.unwrap();
-    assert!(owned(key.metadata.owner_references.clone()));
+    assert!(controlled_by(&key, &uid));
     assert_eq!(key.data.unwrap()["secret-key"].0.len(), 64);
 
     let pods = w
@@ -177,6 +165,27 @@ async fn a_spec_change_rolls_the_deployment_and_the_status_follows() {
             .all(|p| p.labels()["app.kubernetes.io/version"] == "0.2.0"
                 || p.metadata.deletion_timestamp.is_some())
     );
+
+    // The scale subresource: `kubectl scale` works on a SecureVault.
+    w.kubectl(&["scale", "sv/mail", "--replicas=0"]).unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the Deployment scaled to 0 and the status following",
+        || async {
+            let d = w.api::<Deployment>().get_opt("mail").await.ok().flatten()?;
+            let sv = w
+                .api::<SecureVault>()
+                .get_opt("mail")
+                .await
+                .ok()
+                .flatten()?;
+            Some((d.spec.replicas, sv.status?.replicas_summary))
+        },
+        |(replicas, summary): &(Option<i32>, Option<String>)| {
+            *replicas == Some(0) && summary.as_deref() == Some("0/0")
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
