@@ -179,6 +179,21 @@ fn search(name: &str, defaults: &[PathBuf]) -> Result<PathBuf> {
     }
 }
 
+/// A script of this repository, by its path from the workspace root (e.g.
+/// `tests/cluster/cluster.sh`), found by walking up from this crate.
+pub fn workspace_script(relative: &str) -> Result<PathBuf> {
+    let start = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tried: Vec<PathBuf> = start.ancestors().map(|dir| dir.join(relative)).collect();
+    tried
+        .iter()
+        .find(|p| is_executable(p))
+        .cloned()
+        .ok_or_else(|| Error::BinaryNotFound {
+            name: relative.to_owned(),
+            tried: tried.clone(),
+        })
+}
+
 /// Whether `path` is a file anyone may execute.
 pub(crate) fn is_executable(path: &Path) -> bool {
     path.metadata()

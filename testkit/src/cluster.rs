@@ -285,16 +285,7 @@ fn script_output(script: &Path, what: &str) -> Result<String> {
 /// `tests/cluster/cluster.sh` in the first directory at or above this
 /// crate's that has one: the workspace root.
 fn script() -> Result<PathBuf> {
-    let start = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let tried: Vec<PathBuf> = start.ancestors().map(|dir| dir.join(SCRIPT)).collect();
-    tried
-        .iter()
-        .find(|p| is_executable(p))
-        .cloned()
-        .ok_or_else(|| Error::BinaryNotFound {
-            name: SCRIPT.to_owned(),
-            tried: tried.clone(),
-        })
+    bins::workspace_script(SCRIPT)
 }
 
 fn non_empty_env(name: &str) -> Option<std::ffi::OsString> {

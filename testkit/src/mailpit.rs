@@ -8,7 +8,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -351,15 +351,8 @@ fn binary() -> Result<PathBuf> {
 /// Runs the setup script, whose last line of stdout is the binary's path.
 /// A cold build (module downloads and compiling) takes a minute or two.
 fn build() -> Result<PathBuf> {
-    let start = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let tried: Vec<PathBuf> = start.ancestors().map(|dir| dir.join(SCRIPT)).collect();
-    let Some(script) = tried.iter().find(|p| is_executable(p)) else {
-        return Err(Error::BinaryNotFound {
-            name: SCRIPT.to_owned(),
-            tried,
-        });
-    };
-    let stdout = bins::run(&mut Command::new(script))?;
+    let script = bins::workspace_script(SCRIPT)?;
+    let stdout = bins::run(&mut Command::new(&script))?;
     let path = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
     if path.is_absolute() && is_executable(&path) {
         return Ok(path);
