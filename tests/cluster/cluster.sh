@@ -297,6 +297,11 @@ cluster_exists() {
 # The kwokctl configuration: what its flags cannot say. kwokctl defaults to
 # binding etcd, the API server, the controller manager, the scheduler and
 # kwok's controller on 0.0.0.0; a test cluster answers on loopback only.
+# The API server's default Service range (10.0.0.0/24) holds 254 ClusterIPs,
+# too few for the operator benchmark's 500 SecureVaults (one Service each);
+# a /16 keeps 10.0.0.1 as the `kubernetes` Service's address. (No
+# `override: true`: kwokctl only overrides flags it already sets, and it sets
+# none for the range.)
 write_config() {
   cat >"$CLUSTER_DIR/kwokctl.yaml" <<'EOF'
 # Written by tests/cluster/cluster.sh; passed as `kwokctl -c`.
@@ -304,6 +309,11 @@ apiVersion: config.kwok.x-k8s.io/v1alpha1
 kind: KwokctlConfiguration
 options:
   bindAddress: 127.0.0.1
+componentsPatches:
+- name: kube-apiserver
+  extraArgs:
+  - key: service-cluster-ip-range
+    value: 10.0.0.0/16
 EOF
 }
 
