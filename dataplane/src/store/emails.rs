@@ -165,11 +165,25 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         }
-        let stored = self
-            .email(&id)
-            .await?
-            .ok_or(StoreError::Database(sqlx::Error::RowNotFound))?;
-        Ok(Enqueued::New(stored))
+        // Built from what was written rather than read back: a worker may
+        // claim the row at once, and the answer describes the email as accepted.
+        Ok(Enqueued::New(StoredEmail {
+            id,
+            status: "queued".to_owned(),
+            recipients: email.recipients.clone(),
+            subject: email.subject.clone(),
+            text: email.text.clone(),
+            html: email.html.clone(),
+            reply_to: email.reply_to.clone(),
+            headers: email.headers.clone(),
+            attempts: 0,
+            last_error: None,
+            created_at: now,
+            updated_at: now,
+            sent_at: None,
+            next_attempt_at: now,
+            request_hash: Some(email.request_hash.clone()),
+        }))
     }
 
     /// The email `id`, if it exists.
