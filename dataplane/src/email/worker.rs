@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use super::smtp::{Mailer, SMTP_TIMEOUT, SendError};
 use crate::{
     shutdown::Shutdown,
-    store::{Store, StoredEmail},
+    store::{Outcome, Store, StoredEmail},
     telemetry::Metrics,
 };
 
@@ -90,29 +90,32 @@ impl Worker {
             .email_send_duration_seconds
             .observe(start.elapsed().as_secs_f64());
         let now = SystemTime::now();
-        let recorded = match result {
+        let outcome = match result {
             Ok(()) => {
                 self.metrics.emails_sent_total.inc();
                 tracing::info!(email_id = %email.id, attempts = email.attempts, "email sent");
-                self.store.mark_email_sent(&email.id, &self.id, now).await
+                Outcome::Sent
             }
             Err(SendError { permanent, message })
                 if permanent || email.attempts >= MAX_ATTEMPTS =>
             {
                 self.metrics.emails_failed_total.inc();
                 tracing::warn!(email_id = %email.id, attempts = email.attempts, error = %message, "email failed");
-                self.store
-                    .fail_email(&email.id, &self.id, &message, now)
-                    .await
+                Outcome::Failed { error: message }
             }
             Err(SendError { message, .. }) => {
                 let delay = backoff(email.attempts);
                 tracing::info!(email_id = %email.id, attempts = email.attempts, retry_in_ms = delay.as_millis() as u64, error = %message, "email delivery will be retried");
-                self.store
-                    .retry_email(&email.id, &self.id, &message, now + delay, now)
-                    .await
+                Outcome::Retry {
+                    error: message,
+                    at: now + delay,
+                }
             }
         };
+        let recorded = self
+            .store
+            .finish_email(&email.id, &self.id, &outcome, now)
+            .await;
         match recorded {
             Ok(true) => {}
             // Our lease expired and another worker took the email over.

@@ -83,6 +83,25 @@ pub struct StoredEmail {
     pub request_hash: Option<String>,
 }
 
+/// The outcome of one delivery attempt, as the outbox records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The SMTP server accepted the email.
+    Sent,
+    /// A temporary failure: try again at `at`.
+    Retry {
+        /// What went wrong.
+        error: String,
+        /// When to try again.
+        at: SystemTime,
+    },
+    /// A permanent failure, or too many attempts.
+    Failed {
+        /// What went wrong.
+        error: String,
+    },
+}
+
 /// What happened to an enqueue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Enqueued {
@@ -232,63 +251,35 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
-    /// Marks a claimed email sent. Only the worker holding the claim may.
-    pub async fn mark_email_sent(
+    /// Records what became of a claimed email and releases the claim. Only
+    /// the worker holding the claim may: `false` means its lease expired and
+    /// another worker took the email over.
+    pub async fn finish_email(
         &self,
         id: &str,
         worker: &str,
+        outcome: &Outcome,
         now: SystemTime,
     ) -> Result<bool, StoreError> {
         let now = unix_millis(now);
+        let (status, error, next_attempt_at, sent_at) = match outcome {
+            Outcome::Sent => ("sent", None, None, Some(now)),
+            Outcome::Retry { error, at } => {
+                ("queued", Some(error.as_str()), Some(unix_millis(*at)), None)
+            }
+            Outcome::Failed { error } => ("failed", Some(error.as_str()), None, None),
+        };
         let done = sqlx::query(
-            "UPDATE emails SET status = 'sent', sent_at = $1, updated_at = $1, last_error = NULL, \
-             claimed_by = NULL, claim_expires_at = NULL WHERE id = $2 AND claimed_by = $3",
+            "UPDATE emails SET status = $1, last_error = $2, \
+             next_attempt_at = COALESCE($3, next_attempt_at), sent_at = COALESCE($4, sent_at), \
+             updated_at = $5, claimed_by = NULL, claim_expires_at = NULL \
+             WHERE id = $6 AND claimed_by = $7",
         )
+        .bind(status)
+        .bind(error)
+        .bind(next_attempt_at)
+        .bind(sent_at)
         .bind(now)
-        .bind(id)
-        .bind(worker)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Puts a claimed email back in the queue for another attempt at `retry_at`.
-    pub async fn retry_email(
-        &self,
-        id: &str,
-        worker: &str,
-        error: &str,
-        retry_at: SystemTime,
-        now: SystemTime,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE emails SET status = 'queued', last_error = $1, next_attempt_at = $2, updated_at = $3, \
-             claimed_by = NULL, claim_expires_at = NULL WHERE id = $4 AND claimed_by = $5",
-        )
-        .bind(error)
-        .bind(unix_millis(retry_at))
-        .bind(unix_millis(now))
-        .bind(id)
-        .bind(worker)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Gives up on a claimed email.
-    pub async fn fail_email(
-        &self,
-        id: &str,
-        worker: &str,
-        error: &str,
-        now: SystemTime,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE emails SET status = 'failed', last_error = $1, updated_at = $2, \
-             claimed_by = NULL, claim_expires_at = NULL WHERE id = $3 AND claimed_by = $4",
-        )
-        .bind(error)
-        .bind(unix_millis(now))
         .bind(id)
         .bind(worker)
         .execute(&self.pool)

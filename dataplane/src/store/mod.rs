@@ -17,7 +17,7 @@ use sqlx::{
     migrate::Migrator,
 };
 
-pub use emails::{Enqueued, NewEmail, Recipients, StoredEmail};
+pub use emails::{Enqueued, NewEmail, Outcome, Recipients, StoredEmail};
 pub use stats::{KindStats, PeriodCounts, Stats, unix_millis};
 
 use crate::config::{DatabaseConfig, DatabaseKind};
