@@ -72,6 +72,11 @@ impl Cache {
         })
     }
 
+    /// Whether the cache is a separate server that can go away (Redis).
+    pub fn is_remote(&self) -> bool {
+        matches!(self.backend, Backend::Redis(_))
+    }
+
     /// `redis` or `memory`, for health reports.
     pub fn backend_name(&self) -> &'static str {
         match self.backend {

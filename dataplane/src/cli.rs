@@ -76,6 +76,16 @@ pub struct Settings {
     #[arg(long, env = "WEBHOOK_URL", global = true, hide_env_values = true)]
     pub webhook_url: Option<String>,
 
+    /// Standard Webhooks signing secret, `whsec_` followed by base64 of 24 to 64
+    /// random bytes; required unless WEBHOOK_FORMAT is `slack`.
+    #[arg(long, env = "WEBHOOK_SECRET", global = true, hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+
+    /// Notification body: `standard` (Standard Webhooks JSON, default) or
+    /// `slack` (a Slack incoming-webhook message).
+    #[arg(long, env = "WEBHOOK_FORMAT", global = true)]
+    pub webhook_format: Option<String>,
+
     /// SMTP server host name; email sending is disabled when unset.
     #[arg(long, env = "SMTP_HOST", global = true)]
     pub smtp_host: Option<String>,

@@ -49,18 +49,18 @@ impl ConfigError {
     }
 }
 
-/// A string that never shows up in logs or `Debug` output.
+/// A value (a string by default) that never shows up in logs or `Debug` output.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret<T = String>(T);
 
-impl Secret {
+impl<T> Secret<T> {
     /// The secret itself, for the one place that needs it.
-    pub fn expose(&self) -> &str {
+    pub fn expose(&self) -> &T {
         &self.0
     }
 }
 
-impl fmt::Debug for Secret {
+impl<T> fmt::Debug for Secret<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")
     }
@@ -113,6 +113,27 @@ pub struct DatabaseConfig {
     pub kind: DatabaseKind,
     /// Upper bound of pooled connections.
     pub max_connections: u32,
+}
+
+/// Where notifications go and how they look; present only when
+/// `WEBHOOK_URL` is set.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// The receiver (it may embed a token, as Slack's URLs do).
+    pub url: Url,
+    /// The decoded signing key, when one is configured.
+    pub secret: Option<Secret<Vec<u8>>>,
+    /// The body's shape.
+    pub format: WebhookFormat,
+}
+
+/// The body of a notification (`WEBHOOK_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// `{"type", "timestamp", "data"}`, signed per Standard Webhooks.
+    Standard,
+    /// `{"text"}`, what a Slack incoming webhook posts in a channel.
+    Slack,
 }
 
 /// SMTP settings; present only when `SMTP_HOST` is set.
@@ -171,8 +192,8 @@ pub struct Config {
     pub secret_key_generated: bool,
     /// The model server.
     pub openai: OpenAiConfig,
-    /// Where notifications go.
-    pub webhook_url: Option<Url>,
+    /// Where notifications go, when they are wanted.
+    pub webhook: Option<WebhookConfig>,
     /// SMTP, when configured.
     pub smtp: Option<SmtpConfig>,
     /// How long `/api/stats` is served from the cache.
@@ -264,13 +285,6 @@ impl Config {
             api_key: non_empty(&s.openai_api_key).map(|k| Secret(k.to_owned())),
         };
 
-        let webhook_url = match non_empty(&s.webhook_url) {
-            None => None,
-            Some(v) => {
-                Some(http_url(v).map_err(|reason| ConfigError::secret("WEBHOOK_URL", reason))?)
-            }
-        };
-
         Ok(Self {
             mode,
             listen_addr,
@@ -281,7 +295,7 @@ impl Config {
             secret_key,
             secret_key_generated,
             openai,
-            webhook_url,
+            webhook: webhook_config(s)?,
             smtp: smtp_config(s)?,
             stats_cache_ttl: Duration::from_secs(parse_or(
                 &s.stats_cache_ttl_secs,
@@ -425,6 +439,43 @@ fn smtp_config(s: &Settings) -> Result<Option<SmtpConfig>, ConfigError> {
         credentials,
         tls,
         from,
+    }))
+}
+
+fn webhook_config(s: &Settings) -> Result<Option<WebhookConfig>, ConfigError> {
+    let Some(url) = non_empty(&s.webhook_url) else {
+        return Ok(None);
+    };
+    let url = http_url(url).map_err(|reason| ConfigError::secret("WEBHOOK_URL", reason))?;
+    let format = match non_empty(&s.webhook_format).unwrap_or("standard") {
+        "standard" => WebhookFormat::Standard,
+        "slack" => WebhookFormat::Slack,
+        other => {
+            return Err(ConfigError::new(
+                "WEBHOOK_FORMAT",
+                other,
+                "expected `standard` or `slack`",
+            ));
+        }
+    };
+    let secret = match non_empty(&s.webhook_secret) {
+        Some(v) => Some(Secret(
+            crate::webhooks::signature::decode_secret(v)
+                .map_err(|reason| ConfigError::secret("WEBHOOK_SECRET", reason))?,
+        )),
+        None if format == WebhookFormat::Standard => {
+            return Err(ConfigError::secret(
+                "WEBHOOK_SECRET",
+                "required when WEBHOOK_URL is set and WEBHOOK_FORMAT is `standard`: \
+                 receivers verify the signature with it (`whsec_` + base64 of 32 random bytes)",
+            ));
+        }
+        None => None,
+    };
+    Ok(Some(WebhookConfig {
+        url,
+        secret,
+        format,
     }))
 }
 
@@ -586,6 +637,29 @@ mod tests {
                 },
             ),
             (
+                "WEBHOOK_SECRET",
+                Settings {
+                    webhook_url: Some("https://hooks.example.com/a".into()),
+                    ..settings()
+                },
+            ),
+            (
+                "WEBHOOK_SECRET",
+                Settings {
+                    webhook_url: Some("https://hooks.example.com/a".into()),
+                    webhook_secret: Some("plain-text".into()),
+                    ..settings()
+                },
+            ),
+            (
+                "WEBHOOK_FORMAT",
+                Settings {
+                    webhook_url: Some("https://hooks.example.com/a".into()),
+                    webhook_format: Some("teams".into()),
+                    ..settings()
+                },
+            ),
+            (
                 "SMTP_PORT",
                 Settings {
                     smtp_host: Some("mail".into()),
@@ -681,6 +755,31 @@ mod tests {
             Config::from_settings(&s).unwrap().database.kind,
             DatabaseKind::Postgres
         );
+    }
+
+    #[test]
+    fn slack_webhooks_need_no_secret_and_standard_ones_decode_theirs() {
+        let slack = Config::from_settings(&Settings {
+            webhook_url: Some("https://hooks.slack.com/services/T/B/X".into()),
+            webhook_format: Some("slack".into()),
+            ..settings()
+        })
+        .unwrap()
+        .webhook
+        .unwrap();
+        assert_eq!(slack.format, WebhookFormat::Slack);
+        assert!(slack.secret.is_none());
+
+        let standard = Config::from_settings(&Settings {
+            webhook_url: Some("https://receiver.example.com/hook".into()),
+            webhook_secret: Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+            ..settings()
+        })
+        .unwrap()
+        .webhook
+        .unwrap();
+        assert_eq!(standard.format, WebhookFormat::Standard);
+        assert_eq!(standard.secret.unwrap().expose().len(), 24);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::{
     shutdown::{Shutdown, ShutdownTrigger},
     store::{Store, StoreError},
     telemetry::{Metrics, system},
+    webhooks::{self, monitor::Monitor},
 };
 
 /// Why the server could not start or run.
@@ -31,6 +32,9 @@ pub enum ServeError {
     /// The SMTP settings do not make a mailer.
     #[error(transparent)]
     Mailer(#[from] MailerError),
+    /// The webhook HTTP client could not be created.
+    #[error(transparent)]
+    Webhooks(#[from] webhooks::worker::ClientError),
     /// The cache client could not be created.
     #[error("cache: {0}")]
     Cache(#[from] CacheError),
@@ -82,6 +86,10 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening on http://{addr}");
 
+    let worker_id = format!("{}-{}", hostname(), uuid::Uuid::new_v4());
+    // Created first: the email worker wakes the webhook worker when it queues
+    // `email.sent` or `email.failed`.
+    let webhook_wake = config.webhook.as_ref().map(|_| Arc::new(Notify::new()));
     let (mailer, email_wake) = match &config.smtp {
         Some(smtp) => {
             let mailer = Arc::new(Mailer::new(smtp, worker::BATCH)?);
@@ -91,7 +99,8 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
                 mailer: mailer.clone(),
                 metrics: metrics.clone(),
                 wake: wake.clone(),
-                id: format!("{}-{}", hostname(), uuid::Uuid::new_v4()),
+                id: worker_id.clone(),
+                notify: webhook_wake.clone(),
             };
             workers.push(tokio::spawn(worker.run(shutdown.clone())));
             tracing::info!(host = %smtp.host, port = smtp.port, "email delivery worker started");
@@ -102,6 +111,26 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
             (None, None)
         }
     };
+
+    if let (Some(webhook), Some(wake)) = (&config.webhook, webhook_wake) {
+        let worker = webhooks::worker::Worker {
+            store: store.clone(),
+            config: webhook.clone(),
+            metrics: metrics.clone(),
+            wake: wake.clone(),
+            id: worker_id.clone(),
+            client: webhooks::worker::client()?,
+        };
+        workers.push(tokio::spawn(worker.run(shutdown.clone())));
+        let monitor = Monitor {
+            store: store.clone(),
+            mailer: mailer.clone(),
+            cache: cache.clone(),
+            wake,
+        };
+        tokio::spawn(monitor.run(shutdown.clone()));
+        tracing::info!(format = ?webhook.format, signed = webhook.secret.is_some(), "webhook delivery worker started");
+    }
 
     let grace = config.shutdown_timeout;
     let state = AppState {

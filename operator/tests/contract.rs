@@ -111,6 +111,8 @@ async fn the_rendered_environment_starts_a_ready_data_plane() {
     env.remove("DATA_DIR");
     let vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let dp = DataPlane::start(&binary, &vars).unwrap();
+    // reqwest is built without a default TLS provider (the data plane picks ring).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()

@@ -194,6 +194,22 @@ pub fn workspace_script(relative: &str) -> Result<PathBuf> {
         })
 }
 
+/// Runs the setup script `relative` (from the workspace root) with `args`;
+/// the last line of its stdout is the path of an executable it built or
+/// installed, which is returned.
+pub fn built_by_script(relative: &str, args: &[&str]) -> Result<PathBuf> {
+    let script = workspace_script(relative)?;
+    let stdout = run(Command::new(&script).args(args))?;
+    let path = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
+    if path.is_absolute() && is_executable(&path) {
+        return Ok(path);
+    }
+    Err(Error::BinaryNotFound {
+        name: format!("the executable {} prints", script.display()),
+        tried: vec![path],
+    })
+}
+
 /// Whether `path` is a file anyone may execute.
 pub(crate) fn is_executable(path: &Path) -> bool {
     path.metadata()

@@ -31,6 +31,9 @@
 //!   HTTP API lets a test read back the mail that arrived, with chaos
 //!   triggers that make SMTP stages fail on demand. Built from Go modules by
 //!   `tests/setup/mailpit.sh` once and cached.
+//! * [`webhook_receiver`] — [`WebhookReceiver`], an HTTP receiver that
+//!   verifies each webhook with the reference Standard Webhooks library and
+//!   records it; the test queues the statuses it answers.
 //! * [`dataplane`] — [`DataPlane`], the real `dataplane` binary on a free
 //!   port with its own data directory, for tests of whole-process behaviour
 //!   (logs, signals, exit codes) and for the operator's tests.
@@ -66,6 +69,7 @@ pub mod mailpit;
 pub mod postgres;
 pub mod process;
 pub mod redis;
+pub mod webhook_receiver;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -78,6 +82,7 @@ pub use mailpit::Mailpit;
 pub use postgres::Postgres;
 pub use process::Process;
 pub use redis::Redis;
+pub use webhook_receiver::WebhookReceiver;
 
 /// The result type of every fallible testkit function.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

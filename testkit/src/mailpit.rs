@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Deserializer};
 use serde_json::json;
 
-use crate::bins::{self, is_executable};
+use crate::bins;
 use crate::dirs::{TempDir, free_port};
 use crate::process::Process;
 use crate::{Error, Result};
@@ -351,23 +351,20 @@ fn binary() -> Result<PathBuf> {
 /// Runs the setup script, whose last line of stdout is the binary's path.
 /// A cold build (module downloads and compiling) takes a minute or two.
 fn build() -> Result<PathBuf> {
-    let script = bins::workspace_script(SCRIPT)?;
-    let stdout = bins::run(&mut Command::new(&script))?;
-    let path = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
-    if path.is_absolute() && is_executable(&path) {
-        return Ok(path);
-    }
-    Err(Error::BinaryNotFound {
-        name: format!("mailpit (from {})", script.display()),
-        tried: vec![path],
-    })
+    bins::built_by_script(SCRIPT, &[])
 }
 
 /// One request; returns the status and the body.
 ///
-/// HTTP/1.0, so that Go's server neither keeps the connection open nor
-/// chunks the body: the response ends where the stream does.
-fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+/// HTTP/1.0, so that the server (Go's, Python's) neither keeps the
+/// connection open nor chunks the body: the response ends where the stream
+/// does.
+pub(crate) fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut stream = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)?;
     stream.set_read_timeout(Some(HTTP_TIMEOUT))?;

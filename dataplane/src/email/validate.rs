@@ -38,7 +38,7 @@ const RESERVED_HEADERS: &[&str] = &[
     "return-path",
 ];
 
-/// `to` may be one address or a list.
+/// `to`, `cc` and `bcc` may each be one address or a list.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum OneOrMany {
@@ -46,6 +46,22 @@ pub enum OneOrMany {
     One(String),
     /// Several addresses.
     Many(Vec<String>),
+}
+
+impl Default for OneOrMany {
+    fn default() -> Self {
+        Self::Many(Vec::new())
+    }
+}
+
+impl OneOrMany {
+    /// The addresses as a list.
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            Self::One(a) => vec![a],
+            Self::Many(list) => list,
+        }
+    }
 }
 
 /// The body of `POST /api/send-email`.
@@ -56,10 +72,10 @@ pub struct SendEmailRequest {
     pub to: OneOrMany,
     /// Copy recipients.
     #[serde(default)]
-    pub cc: Vec<String>,
+    pub cc: OneOrMany,
     /// Blind-copy recipients (never shown in headers).
     #[serde(default)]
-    pub bcc: Vec<String>,
+    pub bcc: OneOrMany,
     /// Subject line, 1 to 998 characters, no line breaks.
     pub subject: String,
     /// Plain-text body; `text`, `html` or both.
@@ -98,21 +114,18 @@ pub fn validate(
     req: SendEmailRequest,
     idempotency_key: Option<String>,
 ) -> Result<NewEmail, Invalid> {
-    let to = match req.to {
-        OneOrMany::One(a) => vec![a],
-        OneOrMany::Many(list) => list,
-    };
+    let (to, cc, bcc) = (req.to.into_vec(), req.cc.into_vec(), req.bcc.into_vec());
     if to.is_empty() {
         return Err(invalid("to", "`to` must hold at least one address"));
     }
-    let total = to.len() + req.cc.len() + req.bcc.len();
+    let total = to.len() + cc.len() + bcc.len();
     if total > MAX_RECIPIENTS {
         return Err(invalid(
             "to",
             format!("at most {MAX_RECIPIENTS} recipients in to, cc and bcc together (got {total})"),
         ));
     }
-    for (field, list) in [("to", &to), ("cc", &req.cc), ("bcc", &req.bcc)] {
+    for (field, list) in [("to", &to), ("cc", &cc), ("bcc", &bcc)] {
         for (i, address) in list.iter().enumerate() {
             check_mailbox(&format!("{field}[{i}]"), address)?;
         }
@@ -196,11 +209,7 @@ pub fn validate(
         ));
     }
 
-    let recipients = Recipients {
-        to,
-        cc: req.cc,
-        bcc: req.bcc,
-    };
+    let recipients = Recipients { to, cc, bcc };
     let request_hash = request_hash(
         &recipients,
         &req.subject,

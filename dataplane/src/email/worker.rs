@@ -18,9 +18,11 @@ use tokio::sync::Notify;
 
 use super::smtp::{Mailer, SMTP_TIMEOUT, SendError};
 use crate::{
+    queue_loop::{self, Every},
     shutdown::Shutdown,
     store::{Outcome, Store, StoredEmail},
     telemetry::Metrics,
+    webhooks::{EventType, NewEvent},
 };
 
 /// Emails claimed and sent concurrently per round (also the SMTP pool size).
@@ -49,20 +51,23 @@ pub struct Worker {
     pub wake: Arc<Notify>,
     /// This worker's name in claims (unique per process).
     pub id: String,
+    /// When a webhook is configured: `email.sent` and `email.failed` events
+    /// are queued, and this wakes the webhook worker.
+    pub notify: Option<Arc<Notify>>,
 }
 
 impl Worker {
     /// Delivers until `shutdown`; sends in flight finish first.
     pub async fn run(self, shutdown: Shutdown) {
-        let mut gauges_at = Instant::now() - GAUGE_EVERY;
-        while !shutdown.is_fired() {
-            if gauges_at.elapsed() >= GAUGE_EVERY {
-                self.refresh_gauges().await;
-                gauges_at = Instant::now();
+        let gauges = &Every::new(GAUGE_EVERY);
+        let this = &self;
+        queue_loop::run(&shutdown, &self.wake, POLL, move || async move {
+            if gauges.due() {
+                this.refresh_gauges().await;
             }
-            let batch = match self
+            let batch = match this
                 .store
-                .claim_emails(&self.id, i64::from(BATCH), LEASE, SystemTime::now())
+                .claim_emails(&this.id, i64::from(BATCH), LEASE, SystemTime::now())
                 .await
             {
                 Ok(batch) => batch,
@@ -72,15 +77,10 @@ impl Worker {
                 }
             };
             let full = batch.len() == BATCH as usize;
-            join_all(batch.into_iter().map(|email| self.deliver(email))).await;
-            if !full {
-                tokio::select! {
-                    () = self.wake.notified() => {}
-                    () = tokio::time::sleep(POLL) => {}
-                    () = shutdown.wait() => {}
-                }
-            }
-        }
+            join_all(batch.into_iter().map(|email| this.deliver(email))).await;
+            full
+        })
+        .await;
     }
 
     async fn deliver(&self, email: StoredEmail) {
@@ -94,7 +94,7 @@ impl Worker {
             Ok(()) => {
                 self.metrics.emails_sent_total.inc();
                 tracing::info!(email_id = %email.id, attempts = email.attempts, "email sent");
-                Outcome::Sent
+                Outcome::Delivered
             }
             Err(SendError { permanent, message })
                 if permanent || email.attempts >= MAX_ATTEMPTS =>
@@ -112,12 +112,25 @@ impl Worker {
                 }
             }
         };
+        let event = match &outcome {
+            Outcome::Delivered => Some((EventType::EmailSent, None)),
+            Outcome::Failed { error } => Some((EventType::EmailFailed, Some(error.as_str()))),
+            Outcome::Retry { .. } => None,
+        }
+        .filter(|_| self.notify.is_some())
+        .map(|(kind, error)| {
+            NewEvent::email(kind, &email.id, &email.recipients.to, email.attempts, error)
+        });
         let recorded = self
             .store
-            .finish_email(&email.id, &self.id, &outcome, now)
+            .finish_email(&email.id, &self.id, &outcome, event.as_ref(), now)
             .await;
         match recorded {
-            Ok(true) => {}
+            Ok(true) => {
+                if let (Some(wake), Some(_)) = (&self.notify, &event) {
+                    wake.notify_one();
+                }
+            }
             // Our lease expired and another worker took the email over.
             Ok(false) => {
                 tracing::warn!(email_id = %email.id, "the claim was lost before the outcome was recorded")

@@ -1,18 +1,18 @@
-//! The email outbox: rows written by the send route, claimed and updated by
-//! the delivery workers.
-//!
-//! Claiming is the one place SQLite and PostgreSQL need different SQL:
-//! PostgreSQL's `FOR UPDATE SKIP LOCKED` lets several replicas claim from
-//! one outbox without waiting on or taking each other's rows; SQLite has one
-//! writer at a time, so the plain form is already exclusive.
+//! The email outbox: rows written by the send route, claimed (see [`super::queue`])
+//! and updated by the delivery workers.
 
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use super::{Store, StoreError, stats::unix_millis};
-use crate::config::DatabaseKind;
+use super::{
+    Store, StoreError,
+    queue::{ClaimSql, claim_sql, int_column},
+    stats::unix_millis,
+    webhooks::insert_event,
+};
+use crate::webhooks::NewEvent;
 
 /// The recipients of one email, stored as JSON.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,11 +83,11 @@ pub struct StoredEmail {
     pub request_hash: Option<String>,
 }
 
-/// The outcome of one delivery attempt, as the outbox records it.
+/// The outcome of one delivery attempt, as a queue records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// The SMTP server accepted the email.
-    Sent,
+    /// The receiver (the SMTP server, the webhook endpoint) accepted it.
+    Delivered,
     /// A temporary failure: try again at `at`.
     Retry {
         /// What went wrong.
@@ -119,25 +119,18 @@ macro_rules! columns {
     };
 }
 
-/// Claims due emails; `$lock` is PostgreSQL's row-lock clause or nothing.
-macro_rules! claim_sql {
-    ($lock:literal) => {
-        concat!(
-            "UPDATE emails SET status = 'sending', claimed_by = $1, claim_expires_at = $2, \
-             attempts = attempts + 1, updated_at = $3 \
-             WHERE id IN (SELECT id FROM emails \
-                 WHERE (status = 'queued' AND next_attempt_at <= $3) \
-                    OR (status = 'sending' AND claim_expires_at < $3) \
-                 ORDER BY next_attempt_at LIMIT $4 ",
-            $lock,
-            ") RETURNING ",
-            columns!()
+static CLAIM: ClaimSql = ClaimSql::new(
+    || {
+        claim_sql(
+            "emails",
+            "queued",
+            "sending",
+            columns!(),
+            "FOR UPDATE SKIP LOCKED",
         )
-    };
-}
-
-const CLAIM_POSTGRES: &str = claim_sql!("FOR UPDATE SKIP LOCKED");
-const CLAIM_SQLITE: &str = claim_sql!("");
+    },
+    || claim_sql("emails", "queued", "sending", columns!(), ""),
+);
 
 impl Store {
     /// Stores `email` as `queued`, or returns the email stored earlier under
@@ -236,39 +229,31 @@ impl Store {
         lease: Duration,
         now: SystemTime,
     ) -> Result<Vec<StoredEmail>, StoreError> {
-        let sql = match self.kind {
-            DatabaseKind::Postgres => CLAIM_POSTGRES,
-            DatabaseKind::Sqlite => CLAIM_SQLITE,
-        };
-        let now_ms = unix_millis(now);
-        let rows = sqlx::query(sql)
-            .bind(worker)
-            .bind(now_ms + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2))
-            .bind(now_ms)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = self.claim(&CLAIM, worker, limit, lease, now).await?;
         rows.iter().map(from_row).collect()
     }
 
-    /// Records what became of a claimed email and releases the claim. Only
-    /// the worker holding the claim may: `false` means its lease expired and
-    /// another worker took the email over.
+    /// Records what became of a claimed email, queues `event` (the webhook
+    /// that announces it) in the same transaction, and releases the claim.
+    /// Only the worker holding the claim may: `false` means its lease expired
+    /// and another worker took the email over (and nothing was written).
     pub async fn finish_email(
         &self,
         id: &str,
         worker: &str,
         outcome: &Outcome,
+        event: Option<&NewEvent>,
         now: SystemTime,
     ) -> Result<bool, StoreError> {
-        let now = unix_millis(now);
+        let now_ms = unix_millis(now);
         let (status, error, next_attempt_at, sent_at) = match outcome {
-            Outcome::Sent => ("sent", None, None, Some(now)),
+            Outcome::Delivered => ("sent", None, None, Some(now_ms)),
             Outcome::Retry { error, at } => {
                 ("queued", Some(error.as_str()), Some(unix_millis(*at)), None)
             }
             Outcome::Failed { error } => ("failed", Some(error.as_str()), None, None),
         };
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE emails SET status = $1, last_error = $2, \
              next_attempt_at = COALESCE($3, next_attempt_at), sent_at = COALESCE($4, sent_at), \
@@ -279,12 +264,20 @@ impl Store {
         .bind(error)
         .bind(next_attempt_at)
         .bind(sent_at)
-        .bind(now)
+        .bind(now_ms)
         .bind(id)
         .bind(worker)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        if let Some(event) = event {
+            insert_event(&mut tx, event, now).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Emails waiting (queued or being sent) and the creation time of the
@@ -316,9 +309,7 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<StoredEmail, StoreError> {
         html: row.try_get("body_html")?,
         reply_to: row.try_get("reply_to")?,
         headers: serde_json::from_str(&headers).unwrap_or_default(),
-        attempts: row
-            .try_get::<i64, _>("attempts")
-            .or_else(|_| row.try_get::<i32, _>("attempts").map(i64::from))?,
+        attempts: int_column(row, "attempts")?,
         last_error: row.try_get("last_error")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,

@@ -7,7 +7,9 @@
 //! run each query against both servers.
 
 mod emails;
+mod queue;
 mod stats;
+mod webhooks;
 
 use std::{path::Path, time::Duration};
 
@@ -19,6 +21,7 @@ use sqlx::{
 
 pub use emails::{Enqueued, NewEmail, Outcome, Recipients, StoredEmail};
 pub use stats::{KindStats, PeriodCounts, Stats, unix_millis};
+pub use webhooks::StoredEvent;
 
 use crate::config::{DatabaseConfig, DatabaseKind};
 

@@ -32,6 +32,11 @@ pub struct Metrics {
     pub email_outbox_depth: prometheus::IntGauge,
     /// Age of the oldest email still waiting, 0 when none waits.
     pub email_outbox_oldest_age_seconds: Gauge,
+    /// Webhook delivery attempts by event type and result (`delivered`,
+    /// `retry`, `failed`).
+    pub webhook_deliveries_total: IntCounterVec,
+    /// Webhook events not yet delivered.
+    pub webhook_backlog: prometheus::IntGauge,
     /// Text generations the model server completed.
     pub ai_generations_total: IntCounter,
     /// Host (or cgroup) CPU use, sampled in the background.
@@ -82,6 +87,17 @@ impl Metrics {
             "email_outbox_oldest_age_seconds",
             "Age of the oldest email still waiting for delivery",
         )?;
+        let webhook_deliveries_total = IntCounterVec::new(
+            Opts::new(
+                "webhook_deliveries_total",
+                "Webhook delivery attempts by event type and result",
+            ),
+            &["event", "result"],
+        )?;
+        let webhook_backlog = prometheus::IntGauge::new(
+            "webhook_backlog",
+            "Webhook events waiting for delivery or being delivered",
+        )?;
         let ai_generations_total = IntCounter::new(
             "ai_generations_total",
             "Text generations completed by the model server",
@@ -110,6 +126,8 @@ impl Metrics {
         registry.register(Box::new(email_send_duration_seconds.clone()))?;
         registry.register(Box::new(email_outbox_depth.clone()))?;
         registry.register(Box::new(email_outbox_oldest_age_seconds.clone()))?;
+        registry.register(Box::new(webhook_deliveries_total.clone()))?;
+        registry.register(Box::new(webhook_backlog.clone()))?;
         registry.register(Box::new(ai_generations_total.clone()))?;
         registry.register(Box::new(system_cpu_percent.clone()))?;
         registry.register(Box::new(system_memory_percent.clone()))?;
@@ -134,6 +152,8 @@ impl Metrics {
             email_send_duration_seconds,
             email_outbox_depth,
             email_outbox_oldest_age_seconds,
+            webhook_deliveries_total,
+            webhook_backlog,
             ai_generations_total,
             system_cpu_percent,
             system_memory_percent,

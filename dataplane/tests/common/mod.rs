@@ -24,6 +24,9 @@ pub fn start(env: &[(&str, &str)]) -> DataPlane {
 
 /// A client that never reuses a connection across tests' server restarts.
 pub fn client() -> reqwest::Client {
+    // reqwest is built without a default TLS provider (the data plane picks
+    // ring); every process that makes a client installs it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -117,17 +120,17 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if check().await {
-            return;
+    wait_for(what, limit, || {
+        let holds = check();
+        async move {
+            if holds.await {
+                Ok(())
+            } else {
+                Err("false".to_owned())
+            }
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 /// Runs the binary with `args` and `env` to its exit (killed after 10 s).
@@ -153,4 +156,23 @@ pub fn run(env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
         std::thread::sleep(Duration::from_millis(20));
     }
     child.wait_with_output().unwrap()
+}
+
+/// Polls `check` every 100 ms until it returns `Ok`, and returns that value;
+/// fails naming `what` (and the last `Err`, what `check` saw) after `limit`.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(last) if tokio::time::Instant::now() >= deadline => {
+                panic!("{what}: not within {limit:?}; last: {last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }
