@@ -22,6 +22,10 @@ pub const OPENAI_API_KEY: &str = "OPENAI_API_KEY";
 pub const OPENAI_BASE_URL: &str = "OPENAI_BASE_URL";
 /// Notification URL (secret).
 pub const WEBHOOK_URL: &str = "WEBHOOK_URL";
+/// Notification signing secret (secret).
+pub const WEBHOOK_SECRET: &str = "WEBHOOK_SECRET";
+/// Notification body format.
+pub const WEBHOOK_FORMAT: &str = "WEBHOOK_FORMAT";
 /// SMTP relay host.
 pub const SMTP_HOST: &str = "SMTP_HOST";
 /// SMTP relay port.

@@ -13,7 +13,7 @@ use k8s_openapi::{
 use kube::{Resource, ResourceExt};
 
 use crate::{
-    api::{LogLevel, Placement, SecureVault, SmtpTls},
+    api::{LogLevel, Placement, SecureVault, SmtpTls, WebhookFormat},
     env, names,
 };
 
@@ -170,6 +170,14 @@ pub fn validate(sv: &SecureVault) -> Result<ValidatedVault, ValidationError> {
             &webhook.url_secret_ref.name,
             &webhook.url_secret_ref.key,
         );
+        if let Some(secret) = &webhook.signing_secret_ref {
+            reference(env::WEBHOOK_SECRET, &secret.name, &secret.key);
+        }
+        let format = match webhook.format.unwrap_or(WebhookFormat::Standard) {
+            WebhookFormat::Standard => "standard",
+            WebhookFormat::Slack => "slack",
+        };
+        settings.insert(env::WEBHOOK_FORMAT.into(), format.into());
     }
 
     Ok(ValidatedVault {
@@ -289,6 +297,7 @@ spec:
     apiKeySecretRef: {name: mail-ai, key: api-key}
   webhook:
     urlSecretRef: {name: mail-webhook, key: url}
+    signingSecretRef: {name: mail-webhook, key: signing-secret}
   placement:
     nodeSelector: {disk: ssd}
     tolerations: [{key: dedicated, operator: Equal, value: mail, effect: NoSchedule}]
@@ -335,9 +344,11 @@ mod tests {
                 "SMTP_USERNAME",
                 "SMTP_PASSWORD",
                 "OPENAI_API_KEY",
-                "WEBHOOK_URL"
+                "WEBHOOK_URL",
+                "WEBHOOK_SECRET"
             ]
         );
+        assert_eq!(v.settings["WEBHOOK_FORMAT"], "standard");
         assert_eq!(
             v.referenced_secrets(),
             [

@@ -35,6 +35,7 @@ async fn the_rendered_environment_starts_a_ready_data_plane() {
         "--from-literal=smtp-password=s3cret",
         "--from-literal=openai-api-key=sk-test",
         "--from-literal=webhook-url=https://hooks.example.com/T0/B0",
+        "--from-literal=webhook-secret=whsec_c2VjdXJldmF1bHQtdGVzdC13ZWJob29rLWtleS0zMmI=",
     ])
     .unwrap();
     w.apply(&vault(
@@ -57,6 +58,7 @@ async fn the_rendered_environment_starts_a_ready_data_plane() {
     apiKeySecretRef: {{name: mail-credentials, key: openai-api-key}}
   webhook:
     urlSecretRef: {{name: mail-credentials, key: webhook-url}}
+    signingSecretRef: {{name: mail-credentials, key: webhook-secret}}
 ",
             smtp_port = mailpit.smtp_port()
         ),

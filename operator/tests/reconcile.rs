@@ -280,6 +280,10 @@ async fn invalid_secure_vaults_are_refused_by_the_api_server_with_what_to_fix() 
             "  version: 0.1.0\n  replicas: 1\n  ai: {baseUrl: api.openai.com}\n",
             "spec.ai.baseUrl must start with http:// or https://",
         ),
+        (
+            "  version: 0.1.0\n  replicas: 1\n  webhook: {urlSecretRef: {name: hooks, key: url}}\n",
+            "spec.webhook.signingSecretRef is required unless spec.webhook.format is slack",
+        ),
         ("  replicas: 1\n", "spec.version: Required value"),
     ];
     for (spec, message) in cases {

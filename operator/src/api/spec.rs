@@ -210,12 +210,30 @@ pub struct AiSpec {
     pub api_key_secret_ref: Option<SecretKeyRef>,
 }
 
-/// Notifications.
+/// The body of a notification.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// Standard Webhooks JSON, signed with `signingSecretRef`.
+    Standard,
+    /// A Slack incoming-webhook message.
+    Slack,
+}
+
+/// Notifications (`email.sent`, `email.failed`, `system.error`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.format) && self.format == 'slack') || has(self.signingSecretRef)").message("spec.webhook.signingSecretRef is required unless spec.webhook.format is slack: Standard Webhooks are signed (a Secret key holding whsec_ followed by base64 of 32 random bytes)"))]
 pub struct WebhookSpec {
     /// Secret key holding the webhook URL (it often embeds a token, as Slack's do).
     pub url_secret_ref: SecretKeyRef,
+    /// Body format [default: `standard`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<WebhookFormat>,
+    /// Secret key holding the Standard Webhooks signing secret (`whsec_…`),
+    /// which receivers verify signatures with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_secret_ref: Option<SecretKeyRef>,
 }
 
 /// Pod placement.

@@ -32,6 +32,7 @@ mod tests {
             "SMTP_PASSWORD",
             "OPENAI_API_KEY",
             "WEBHOOK_URL",
+            "WEBHOOK_SECRET",
         ] {
             assert!(
                 !data.contains_key(secret_var),
