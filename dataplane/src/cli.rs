@@ -110,6 +110,12 @@ pub struct Settings {
     #[arg(long, env = "SMTP_FROM", global = true)]
     pub smtp_from: Option<String>,
 
+    /// Seconds one SMTP exchange may take before it counts as a temporary
+    /// failure [default: 30]. A claimed email is taken over by another worker
+    /// after twice this.
+    #[arg(long, env = "SMTP_TIMEOUT_SECS", global = true)]
+    pub smtp_timeout_secs: Option<String>,
+
     /// Seconds `/api/stats` answers from the cache before counting again [default: 60].
     #[arg(long, env = "STATS_CACHE_TTL_SECS", global = true)]
     pub stats_cache_ttl_secs: Option<String>,

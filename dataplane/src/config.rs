@@ -149,6 +149,8 @@ pub struct SmtpConfig {
     pub tls: SmtpTls,
     /// Sender address of outgoing email.
     pub from: Option<String>,
+    /// How long one SMTP exchange may take (`SMTP_TIMEOUT_SECS`).
+    pub timeout: Duration,
 }
 
 /// SMTP transport security (`SMTP_TLS`).
@@ -439,6 +441,12 @@ fn smtp_config(s: &Settings) -> Result<Option<SmtpConfig>, ConfigError> {
         credentials,
         tls,
         from,
+        timeout: Duration::from_secs(parse_or(
+            &s.smtp_timeout_secs,
+            "SMTP_TIMEOUT_SECS",
+            "30",
+            |v| bounded_u64(v, 1, 300),
+        )?),
     }))
 }
 
@@ -695,6 +703,15 @@ mod tests {
                 "SMTP_FROM",
                 Settings {
                     smtp_host: Some("mail".into()),
+                    ..settings()
+                },
+            ),
+            (
+                "SMTP_TIMEOUT_SECS",
+                Settings {
+                    smtp_host: Some("mail".into()),
+                    smtp_from: Some("a@example.com".into()),
+                    smtp_timeout_secs: Some("0".into()),
                     ..settings()
                 },
             ),

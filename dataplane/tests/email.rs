@@ -384,3 +384,99 @@ async fn without_smtp_sending_is_refused_not_queued_forever() {
             .contains("SMTP_HOST")
     );
 }
+
+/// Ids of the emails in `status`, read from the SQLite outbox beside the
+/// process (WAL lets a reader in while the data plane writes or is frozen).
+async fn ids_in(pool: &sqlx::AnyPool, status: &str) -> Vec<String> {
+    sqlx::query_scalar("SELECT id FROM emails WHERE status = $1")
+        .bind(status)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_killed_data_plane_delivers_queued_and_mid_send_emails_after_restart() {
+    const EMAILS: usize = 1000;
+    let mailpit = Mailpit::start().unwrap();
+    let dir = TempDir::new("email-crash").unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    // A short SMTP timeout makes the claims the killed process held expire
+    // after 4 s instead of 60.
+    let extra = [("DATA_DIR", data_dir), ("SMTP_TIMEOUT_SECS", "2")];
+    let mut dp = start_with_smtp(&mailpit, &extra);
+
+    // Accepting outpaces delivery, so a backlog builds behind the worker.
+    let c = client();
+    for i in 0..EMAILS {
+        let response = c
+            .post(dp.url("/api/send-email"))
+            .json(&json!({"to": "a@example.com", "subject": format!("Crash {i:04}"), "text": "t"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+    }
+
+    // Freeze the process (SIGSTOP) until we catch it with emails claimed and
+    // in flight, some delivered and some still queued; then SIGKILL it there.
+    let pool = store_pool(&format!("sqlite://{data_dir}/securevault.db")).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mid_send = loop {
+        dp.process().signal("STOP").unwrap();
+        let sending = ids_in(&pool, "sending").await;
+        let queued = ids_in(&pool, "queued").await.len();
+        let arrived = mailpit.message_count().unwrap();
+        if !sending.is_empty() && queued > 0 && arrived > 0 {
+            dp.process().signal("KILL").unwrap();
+            break sending;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline && queued > 0,
+            "never caught the worker mid-send ({} sending, {queued} queued, {arrived} arrived)",
+            sending.len()
+        );
+        dp.process().signal("CONT").unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    dp.process().wait_exit(Duration::from_secs(10)).unwrap();
+    drop(dp);
+
+    let _dp = start_with_smtp(&mailpit, &extra);
+    wait_for("every email sent", Duration::from_secs(60), || async {
+        let sent = ids_in(&pool, "sent").await.len();
+        if sent == EMAILS {
+            Ok(())
+        } else {
+            Err(format!("{sent} of {EMAILS} sent"))
+        }
+    })
+    .await;
+
+    // Each email arrived; the only repeats are emails that were mid-send at
+    // the kill: SMTP had taken them, but `sent` was never written.
+    let mut arrivals = std::collections::HashMap::<String, usize>::new();
+    for m in mailpit.messages().unwrap() {
+        let id = m.message_id.split('@').next().unwrap().to_owned();
+        *arrivals.entry(id).or_default() += 1;
+    }
+    let all: Vec<String> = sqlx::query_scalar("SELECT id FROM emails")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), EMAILS);
+    for id in &all {
+        let n = arrivals.get(id).copied().unwrap_or(0);
+        assert!(n >= 1, "email {id} never arrived");
+        assert!(
+            n == 1 || (n == 2 && mid_send.contains(id)),
+            "email {id} arrived {n} times and was not mid-send at the kill"
+        );
+    }
+    assert_eq!(arrivals.len(), EMAILS, "only our emails arrived");
+    let repeats = arrivals.values().filter(|&&n| n > 1).count();
+    println!(
+        "{} emails mid-send at the kill, {repeats} of them delivered twice",
+        mid_send.len()
+    );
+}

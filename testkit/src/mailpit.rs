@@ -39,8 +39,9 @@ const SCRIPT: &str = "tests/setup/mailpit.sh";
 /// Started as `mailpit --smtp 127.0.0.1:P1 --listen 127.0.0.1:P2 --database
 /// <tempdir>/mailpit.db --enable-chaos --smtp-auth-accept-any
 /// --smtp-auth-allow-insecure --smtp-disable-rdns --disable-version-check
-/// --label <unique>`: any login is accepted over plain SMTP, and no reverse
-/// DNS lookup or GitHub release check reaches for the network.
+/// --label <unique> --max 0`: every message is kept, any login is accepted
+/// over plain SMTP, and no reverse DNS lookup or GitHub release check reaches
+/// for the network.
 #[derive(Debug)]
 pub struct Mailpit {
     // Before `dir`: on drop, the server dies before its database goes.
@@ -231,7 +232,10 @@ impl Mailpit {
                 .arg(self.dir.path().join("mailpit.db"))
                 .args(["--enable-chaos", "--smtp-auth-accept-any"])
                 .args(["--smtp-auth-allow-insecure", "--smtp-disable-rdns"])
-                .args(["--disable-version-check", "--label", &self.label()]);
+                .args(["--disable-version-check", "--label", &self.label()])
+                // Keep every message: by default mailpit prunes to 500, and
+                // tests count what arrived.
+                .args(["--max", "0"]);
             // mailpit takes MP_* variables as settings too; nothing in the
             // caller's environment may change the test server.
             cmd.env_clear();

@@ -16,9 +16,6 @@ use crate::{
     store::StoredEmail,
 };
 
-/// The seed's SMTP timeout, for each command.
-pub const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Why the mailer could not be built from the configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum MailerError {
@@ -52,6 +49,7 @@ pub struct Mailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
     domain: String,
+    timeout: Duration,
 }
 
 impl Mailer {
@@ -71,7 +69,7 @@ impl Mailer {
         };
         let mut builder = builder
             .port(config.port)
-            .timeout(Some(SMTP_TIMEOUT))
+            .timeout(Some(config.timeout))
             .pool_config(PoolConfig::new().max_size(pool_size));
         if let Some((user, password)) = &config.credentials {
             builder =
@@ -86,6 +84,7 @@ impl Mailer {
             transport: builder.build(),
             from,
             domain,
+            timeout: config.timeout,
         })
     }
 
@@ -100,9 +99,14 @@ impl Mailer {
             Ok(_) => Ok(()),
             Err(e) => Err(SendError {
                 permanent: e.is_permanent(),
-                message: describe(&e),
+                message: describe(&e, self.timeout),
             }),
         }
+    }
+
+    /// How long one SMTP exchange may take; a claim lasts twice this.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Opens a connection and says NOOP: is the relay reachable?
@@ -110,7 +114,7 @@ impl Mailer {
         match self.transport.test_connection().await {
             Ok(true) => Ok(()),
             Ok(false) => Err("the SMTP server did not accept a connection".into()),
-            Err(e) => Err(describe(&e)),
+            Err(e) => Err(describe(&e, self.timeout)),
         }
     }
 
@@ -154,10 +158,10 @@ impl Mailer {
 }
 
 /// The SMTP error without the message content (lettre never includes it).
-fn describe(e: &lettre::transport::smtp::Error) -> String {
+fn describe(e: &lettre::transport::smtp::Error, timeout: Duration) -> String {
     match e.status() {
         Some(code) => format!("SMTP {code}: {e}"),
-        None if e.is_timeout() => format!("SMTP timeout after {SMTP_TIMEOUT:?}: {e}"),
+        None if e.is_timeout() => format!("SMTP timeout after {timeout:?}: {e}"),
         None => e.to_string(),
     }
 }

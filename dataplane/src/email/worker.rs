@@ -16,7 +16,7 @@ use std::{
 use futures::future::join_all;
 use tokio::sync::Notify;
 
-use super::smtp::{Mailer, SMTP_TIMEOUT, SendError};
+use super::smtp::{Mailer, SendError};
 use crate::{
     queue_loop::{self, Every},
     shutdown::Shutdown,
@@ -27,8 +27,6 @@ use crate::{
 
 /// Emails claimed and sent concurrently per round (also the SMTP pool size).
 pub const BATCH: u32 = 8;
-/// How long a claim holds: longer than one SMTP exchange can take.
-pub const LEASE: Duration = Duration::from_secs(SMTP_TIMEOUT.as_secs() * 2);
 /// After this many attempts an email fails for good.
 pub const MAX_ATTEMPTS: i64 = 12;
 /// How often an idle worker looks for due emails (new ones wake it at once).
@@ -65,9 +63,12 @@ impl Worker {
             if gauges.due() {
                 this.refresh_gauges().await;
             }
+            // A claim outlasts the longest SMTP exchange, so a live worker
+            // never loses an email it is still sending.
+            let lease = this.mailer.timeout() * 2;
             let batch = match this
                 .store
-                .claim_emails(&this.id, i64::from(BATCH), LEASE, SystemTime::now())
+                .claim_emails(&this.id, i64::from(BATCH), lease, SystemTime::now())
                 .await
             {
                 Ok(batch) => batch,
