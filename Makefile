@@ -2,6 +2,7 @@
 # build outputs in a cache outside the repository.
 #
 #   make run    the data plane on embedded defaults (SQLite, in-process cache)
+#               and a local SMTP server (mailpit) whose web page shows sent mail
 #   make test   every test: formatting, lints, unit and integration tests
 #
 # `make help` lists the rest.
@@ -27,8 +28,8 @@ help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 .PHONY: run
-run: ## Run the data plane on embedded defaults (listens on 127.0.0.1:8080; ./data holds the SQLite file)
-	cargo run --quiet -p dataplane -- serve
+run: ## Run the data plane on embedded defaults (127.0.0.1:8080; ./data holds the SQLite file) with mailpit to send mail to (web page on 127.0.0.1:8025)
+	scripts/run.sh
 
 .PHONY: test
 test: test-deps ## Run every test (fmt, clippy, unit tests, integration tests against real PostgreSQL, Redis and a Kubernetes control plane)
@@ -58,9 +59,10 @@ coverage: ## Line coverage of the whole workspace's tests; updates the figure in
 	tests/coverage/coverage.sh
 
 .PHONY: benchmark
-benchmark: ## Load-test the data plane with wrk, then the operator with 500 SecureVaults on the kwok cluster; each adds a dated row to docs/benchmarks.md
+benchmark: ## Load-test the data plane with wrk, email into mailpit end to end, then the operator with 500 SecureVaults on the kwok cluster; each adds a dated row to docs/benchmarks.md
 	@tests/setup/debian-packages.sh $(BENCH_PACKAGES)
 	tests/bench/benchmark.sh
+	tests/bench/email-benchmark.sh
 	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/bench/operator-benchmark.sh
 
 .PHONY: clean

@@ -116,6 +116,11 @@ pub struct Settings {
     #[arg(long, env = "SMTP_TIMEOUT_SECS", global = true)]
     pub smtp_timeout_secs: Option<String>,
 
+    /// Most SMTP connections open at once, which is how many emails are sent
+    /// concurrently [default: 32].
+    #[arg(long, env = "SMTP_MAX_CONNECTIONS", global = true)]
+    pub smtp_max_connections: Option<String>,
+
     /// Seconds `/api/stats` answers from the cache before counting again [default: 60].
     #[arg(long, env = "STATS_CACHE_TTL_SECS", global = true)]
     pub stats_cache_ttl_secs: Option<String>,

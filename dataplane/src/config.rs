@@ -151,6 +151,8 @@ pub struct SmtpConfig {
     pub from: Option<String>,
     /// How long one SMTP exchange may take (`SMTP_TIMEOUT_SECS`).
     pub timeout: Duration,
+    /// Most connections open to the server at once (`SMTP_MAX_CONNECTIONS`).
+    pub connections: u32,
 }
 
 /// SMTP transport security (`SMTP_TLS`).
@@ -447,6 +449,9 @@ fn smtp_config(s: &Settings) -> Result<Option<SmtpConfig>, ConfigError> {
             "30",
             |v| bounded_u64(v, 1, 300),
         )?),
+        connections: parse_or(&s.smtp_max_connections, "SMTP_MAX_CONNECTIONS", "32", |v| {
+            bounded_u64(v, 1, 256).map(|n| n as u32)
+        })?,
     }))
 }
 
@@ -712,6 +717,15 @@ mod tests {
                     smtp_host: Some("mail".into()),
                     smtp_from: Some("a@example.com".into()),
                     smtp_timeout_secs: Some("0".into()),
+                    ..settings()
+                },
+            ),
+            (
+                "SMTP_MAX_CONNECTIONS",
+                Settings {
+                    smtp_host: Some("mail".into()),
+                    smtp_from: Some("a@example.com".into()),
+                    smtp_max_connections: Some("0".into()),
                     ..settings()
                 },
             ),

@@ -12,7 +12,7 @@ use crate::{
     config::Config,
     email::{
         smtp::{Mailer, MailerError},
-        worker::{self, Worker},
+        worker::Worker,
     },
     shutdown::{Shutdown, ShutdownTrigger},
     store::{Store, StoreError},
@@ -92,7 +92,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let webhook_wake = config.webhook.as_ref().map(|_| Arc::new(Notify::new()));
     let (mailer, email_wake) = match &config.smtp {
         Some(smtp) => {
-            let mailer = Arc::new(Mailer::new(smtp, worker::BATCH)?);
+            let mailer = Arc::new(Mailer::new(smtp)?);
             let wake = Arc::new(Notify::new());
             let worker = Worker {
                 store: store.clone(),

@@ -24,7 +24,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # Work from the repository root whatever the caller's directory is, so the
 # relative paths below (docs/, cargo's workspace) are right.
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-RESULTS=docs/benchmarks.md
+# shellcheck source=tests/bench/lib.sh
+source tests/bench/lib.sh
 
 die() {
   echo "benchmark: $*" >&2
@@ -38,17 +39,7 @@ done
 grep -q '^| Date (UTC) |' "$RESULTS" 2>/dev/null ||
   die "$RESULTS is missing or lacks the results table header"
 
-# The revision measured, read before building because that is what the binary
-# is made of (a commit landing during the run must not be credited with these
-# figures); "-dirty" when the working tree differs from it. This file is
-# excluded, since every run changes it.
-if REVISION=$(git rev-parse --short HEAD 2>/dev/null); then
-  if [ -n "$(git status --porcelain -- . ':(exclude)docs/benchmarks.md')" ]; then
-    REVISION="$REVISION-dirty"
-  fi
-else
-  REVISION=unknown
-fi
+REVISION=$(bench_revision)
 
 echo "==> building the release binary"
 cargo build --release --locked -p dataplane
@@ -117,9 +108,6 @@ done
 # kB figure of one field of /proc/PID/status (VmRSS, VmHWM).
 status_kb() {
   awk -v field="$1:" '$1 == field { print $2 }' "/proc/$SERVER_PID/status"
-}
-kb_to_mb() {
-  awk -v kb="$1" 'BEGIN { printf "%.1f", kb / 1024 }'
 }
 
 # Warm-up: the first requests fault in code and allocator arenas, and the
@@ -226,13 +214,7 @@ else
 fi
 SERVER_PID=
 
-# The machine, for comparing rows: cores, memory, architecture and a short CPU
-# model name ("Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz" -> "Intel Xeon
-# Platinum 8375C").
-cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
-cpu=$(sed -E 's/\((R|TM|tm)\)//g; s/ @ .*//; s/ (CPU|Processor|[0-9]+-Core Processor)$//; s/  +/ /g; s/^ +| +$//g' <<<"${cpu:-unknown CPU}")
-MACHINE="$(nproc) cores, $(free -g | awk '/Mem/ { print $2 }') GiB, $(uname -m), ${cpu//|/}"
-
+MACHINE=$(bench_machine)
 DATE=$(date -u '+%Y-%m-%d %H:%M')
 
 cat <<EOF
@@ -249,17 +231,6 @@ SecureVault data plane benchmark, $DATE UTC
 
 Targets:
 EOF
-# Prints PASS or MISS for "value op limit"; never fails the script.
-target() {
-  local label=$1 value=$2 op=$3 limit=$4 unit=$5 verdict
-  if awk -v v="$value" -v l="$limit" -v op="$op" \
-    'BEGIN { exit !((op == ">=" && v >= l) || (op == "<" && v < l)) }'; then
-    verdict=PASS
-  else
-    verdict=MISS
-  fi
-  printf '  %-4s  %-22s %10s %-5s (target %s %s)\n' "$verdict" "$label" "$value" "$unit" "$op" "$limit"
-}
 target "health throughput" "$HEALTH_RPS" ">=" 30000 "req/s"
 target "health p99" "$HEALTH_P99" "<" 2 "ms"
 target "stats throughput" "$STATS_RPS" ">=" 10000 "req/s"

@@ -50,7 +50,8 @@ SETTLE_MAX_SECS=180
 
 # Work from the repository root whatever the caller's directory is.
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-RESULTS=docs/benchmarks.md
+# shellcheck source=tests/bench/lib.sh
+source tests/bench/lib.sh
 CLUSTER_SH=tests/cluster/cluster.sh
 # The header of our table; the row goes right after its last row. (The
 # data-plane script appends its rows at the end of the file, so this table
@@ -73,15 +74,8 @@ done
 grep -qF "$TABLE_HEADER" "$RESULTS" 2>/dev/null ||
   die "$RESULTS is missing or lacks the 'Operator at scale' table header ($TABLE_HEADER ...)"
 
-# The revision measured, read before building (as tests/bench/benchmark.sh
-# does): "-dirty" when the working tree differs from it, this file excepted.
-if REVISION=$(git rev-parse --short HEAD 2>/dev/null); then
-  if [ -n "$(git status --porcelain -- . ':(exclude)docs/benchmarks.md')" ]; then
-    REVISION="$REVISION-dirty"
-  fi
-else
-  REVISION=unknown
-fi
+# Read before building: what the binary is made of (lib.sh says more).
+REVISION=$(bench_revision)
 
 log "building the release operator"
 cargo build --release --locked -p operator
@@ -90,9 +84,6 @@ OP_BIN="$CARGO_TARGET_DIR/release/operator"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/securevault-operator-bench.XXXXXX")
 
-now() { date +%s.%N; }
-since() { awk -v s="$1" -v e="${2:-$(now)}" 'BEGIN { printf "%.1f", e - s }'; }
-kb_to_mb() { awk -v kb="$1" 'BEGIN { printf "%.1f", kb / 1024 }'; }
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -565,10 +556,7 @@ PEAK_MB=$(kb_to_mb "$PEAK_KB")
 
 # ---------------------------------------------------------- report --
 
-# The machine, in the data-plane table's format.
-cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
-cpu=$(sed -E 's/\((R|TM|tm)\)//g; s/ @ .*//; s/ (CPU|Processor|[0-9]+-Core Processor)$//; s/  +/ /g; s/^ +| +$//g' <<<"${cpu:-unknown CPU}")
-MACHINE="$(nproc) cores, $(free -g | awk '/Mem/ { print $2 }') GiB, $(uname -m), ${cpu//|/}"
+MACHINE=$(bench_machine)
 DATE=$(date -u '+%Y-%m-%d %H:%M')
 SERVER_VERSION=$(k get --raw /version 2>/dev/null | python3 -c 'import json, sys; print(json.load(sys.stdin)["gitVersion"])' 2>/dev/null || echo '?')
 
@@ -592,17 +580,6 @@ $TIMELINE
 
 Targets:
 EOF
-# Prints PASS or MISS for "value op limit"; never fails the script.
-target() {
-  local label=$1 value=$2 op=$3 limit=$4 unit=$5 verdict
-  if awk -v v="$value" -v l="$limit" -v op="$op" \
-    'BEGIN { exit !((op == "<=" && v <= l) || (op == "<" && v < l)) }'; then
-    verdict=PASS
-  else
-    verdict=MISS
-  fi
-  printf '  %-4s  %-34s %8s %-9s (target %s %s)\n' "$verdict" "$label" "$value" "$unit" "$op" "$limit"
-}
 target "$BENCH_OBJECTS created to all Ready" "$ALL_READY" "<" 60 "s"
 target "writes per unchanged reconcile" "$WRITES_PER_RECONCILE" "<=" 0 ""
 target "objects changed by a restart" "$CHANGED" "<=" 0 ""
@@ -612,15 +589,6 @@ ROW=$(printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |
   "$DATE" "$MACHINE" "$REVISION" "$BENCH_OBJECTS" "$ALL_READY" "$FIRST_READY" \
   "$WRITES_PER_RECONCILE" "$CHANGED" "$RSS_REST_MB" "$RSS_REST2_MB" "$PEAK_MB" \
   "$RECONCILES_CREATE" "$RECONCILES_RESTART")
-# Insert the row after the last row of our table (its header, the
-# separator, the rows: consecutive lines starting with "|"), keeping the
-# file's mode.
-awk -v header="$TABLE_HEADER" -v row="$ROW" '
-  state == 0 && index($0, header) == 1 { state = 1; print; next }
-  state == 1 && !/^\|/ { print row; state = 2 }
-  { print }
-  END { if (state == 1) print row; if (state == 0) exit 3 }
-' "$RESULTS" >"$TMP/results.md" || die "could not find the table in $RESULTS"
-cat "$TMP/results.md" >"$RESULTS"
+insert_row "$TABLE_HEADER" "$ROW"
 echo
 echo "added a row to $RESULTS (Operator at scale)"

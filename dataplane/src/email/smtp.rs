@@ -50,11 +50,12 @@ pub struct Mailer {
     from: Mailbox,
     domain: String,
     timeout: Duration,
+    connections: u32,
 }
 
 impl Mailer {
     /// A mailer for `config`; connections open on first use.
-    pub fn new(config: &SmtpConfig, pool_size: u32) -> Result<Self, MailerError> {
+    pub fn new(config: &SmtpConfig) -> Result<Self, MailerError> {
         let relay_error = |source| MailerError::Relay {
             host: config.host.clone(),
             source,
@@ -70,7 +71,7 @@ impl Mailer {
         let mut builder = builder
             .port(config.port)
             .timeout(Some(config.timeout))
-            .pool_config(PoolConfig::new().max_size(pool_size));
+            .pool_config(PoolConfig::new().max_size(config.connections));
         if let Some((user, password)) = &config.credentials {
             builder =
                 builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
@@ -85,6 +86,7 @@ impl Mailer {
             from,
             domain,
             timeout: config.timeout,
+            connections: config.connections,
         })
     }
 
@@ -102,6 +104,12 @@ impl Mailer {
                 message: describe(&e, self.timeout),
             }),
         }
+    }
+
+    /// Most SMTP connections open at once: the worker sends this many emails
+    /// concurrently.
+    pub fn connections(&self) -> u32 {
+        self.connections
     }
 
     /// How long one SMTP exchange may take; a claim lasts twice this.

@@ -25,8 +25,6 @@ use crate::{
     webhooks::{EventType, NewEvent},
 };
 
-/// Emails claimed and sent concurrently per round (also the SMTP pool size).
-pub const BATCH: u32 = 8;
 /// After this many attempts an email fails for good.
 pub const MAX_ATTEMPTS: i64 = 12;
 /// How often an idle worker looks for due emails (new ones wake it at once).
@@ -34,6 +32,12 @@ const POLL: Duration = Duration::from_millis(500);
 /// First retry delay; doubles with each attempt, up to [`MAX_BACKOFF`].
 const BASE_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Pauses between attempts to record an outcome.
+const RECORD_RETRY_PAUSES: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(500),
+    Duration::from_secs(2),
+];
 /// How often the outbox gauges are refreshed.
 const GAUGE_EVERY: Duration = Duration::from_secs(5);
 
@@ -68,7 +72,12 @@ impl Worker {
             let lease = this.mailer.timeout() * 2;
             let batch = match this
                 .store
-                .claim_emails(&this.id, i64::from(BATCH), lease, SystemTime::now())
+                .claim_emails(
+                    &this.id,
+                    i64::from(this.mailer.connections()),
+                    lease,
+                    SystemTime::now(),
+                )
                 .await
             {
                 Ok(batch) => batch,
@@ -77,7 +86,7 @@ impl Worker {
                     Vec::new()
                 }
             };
-            let full = batch.len() == BATCH as usize;
+            let full = batch.len() == this.mailer.connections() as usize;
             join_all(batch.into_iter().map(|email| this.deliver(email))).await;
             full
         })
@@ -122,10 +131,23 @@ impl Worker {
         .map(|(kind, error)| {
             NewEvent::email(kind, &email.id, &email.recipients.to, email.attempts, error)
         });
-        let recorded = self
-            .store
-            .finish_email(&email.id, &self.id, &outcome, event.as_ref(), now)
-            .await;
+        // An outcome that is not recorded leaves the email claimed, and it is
+        // sent again once the lease expires: worth a few tries while the
+        // store is briefly unavailable.
+        let mut pauses = RECORD_RETRY_PAUSES.iter();
+        let recorded = loop {
+            let result = self
+                .store
+                .finish_email(&email.id, &self.id, &outcome, event.as_ref(), now)
+                .await;
+            match (result, pauses.next()) {
+                (Err(e), Some(pause)) => {
+                    tracing::warn!(email_id = %email.id, error = %e, "recording the delivery outcome failed; retrying");
+                    tokio::time::sleep(*pause).await;
+                }
+                (result, _) => break result,
+            }
+        };
         match recorded {
             Ok(true) => {
                 if let (Some(wake), Some(_)) = (&self.notify, &event) {

@@ -162,7 +162,7 @@ impl Store {
         .bind(&email.idempotency_key)
         .bind(&email.request_hash)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await;
         match result {
             Ok(_) => {}
@@ -253,7 +253,7 @@ impl Store {
             }
             Outcome::Failed { error } => ("failed", Some(error.as_str()), None, None),
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let done = sqlx::query(
             "UPDATE emails SET status = $1, last_error = $2, \
              next_attempt_at = COALESCE($3, next_attempt_at), sent_at = COALESCE($4, sent_at), \

@@ -55,7 +55,11 @@ pub enum StoreError {
 /// A handle to the store; cheap to clone (the pool is shared).
 #[derive(Clone, Debug)]
 pub struct Store {
+    /// Reads.
     pool: AnyPool,
+    /// Writes: on SQLite a pool of one connection (see [`Store::connect`]),
+    /// on PostgreSQL the same pool as reads.
+    writer: AnyPool,
     kind: DatabaseKind,
 }
 
@@ -68,25 +72,39 @@ impl Store {
             create_sqlite_dir(url)?;
         }
         let is_sqlite = config.kind == DatabaseKind::Sqlite;
-        let pool = AnyPoolOptions::new()
-            .max_connections(config.max_connections)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if is_sqlite {
-                        // WAL lets readers run beside the one writer; the busy
-                        // timeout makes a writer wait for the lock instead of
-                        // failing at once with SQLITE_BUSY.
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
-                            .await?;
-                    }
-                    Ok(())
+        let options = || {
+            AnyPoolOptions::new()
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        if is_sqlite {
+                            // WAL lets readers run beside the one writer; the busy
+                            // timeout makes a writer wait for the lock instead of
+                            // failing at once with SQLITE_BUSY.
+                            conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+                                .await?;
+                        }
+                        Ok(())
+                    })
                 })
-            })
+        };
+        let pool = options()
+            .max_connections(config.max_connections)
             .connect(url)
             .await?;
+        // SQLite takes one writer at a time. Writers on separate connections
+        // wait for its lock in SQLite's busy handler, which sleeps in growing
+        // steps (up to 100 ms) and so turns contention into long tail
+        // latencies. One writing connection makes them queue in order on the
+        // pool instead, each waiting only for the writes ahead of it.
+        let writer = if is_sqlite {
+            options().max_connections(1).connect(url).await?
+        } else {
+            pool.clone()
+        };
         Ok(Self {
             pool,
+            writer,
             kind: config.kind,
         })
     }
@@ -94,7 +112,7 @@ impl Store {
     /// Applies pending migrations. Safe to run twice and from several
     /// replicas at once: sqlx takes a lock and skips applied versions.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await?;
+        MIGRATOR.run(&self.writer).await?;
         Ok(())
     }
 
@@ -124,6 +142,7 @@ impl Store {
 
     /// Closes every connection; waits for those in use to come back.
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 }

@@ -75,7 +75,7 @@ impl Store {
             .bind(now_ms + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2))
             .bind(now_ms)
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.writer)
             .await?)
     }
 }

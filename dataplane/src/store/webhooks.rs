@@ -92,7 +92,7 @@ impl Store {
             .bind(event.event_type.as_str())
             .bind(event.data.to_string())
             .bind(unix_millis(now))
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(id)
     }
@@ -143,7 +143,7 @@ impl Store {
         .bind(now)
         .bind(id)
         .bind(worker)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
     }
