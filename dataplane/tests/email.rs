@@ -240,11 +240,22 @@ async fn emails_accepted_while_smtp_is_down_arrive_exactly_once_when_it_returns(
         assert_eq!(response.status(), StatusCode::ACCEPTED);
         ids.push(json(response).await["id"].as_str().unwrap().to_owned());
     }
-    // They wait, with the reason.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let waiting = json(get(&dp, &format!("/api/emails/{}", ids[0])).await).await;
-    assert_eq!(waiting["status"], "queued", "{waiting}");
-    assert!(waiting["last_error"].is_string());
+    // They wait for a retry, with the reason (between attempts; an attempt
+    // in progress shows `sending`).
+    let first = &ids[0];
+    wait_for(
+        "the first email queued again with its error",
+        Duration::from_secs(10),
+        || async {
+            let e = json(get(&dp, &format!("/api/emails/{first}")).await).await;
+            if e["status"] == "queued" && e["last_error"].is_string() {
+                Ok(())
+            } else {
+                Err(e.to_string())
+            }
+        },
+    )
+    .await;
     let health = json(get(&dp, "/api/health/detailed").await).await;
     assert_eq!(health["status"], "degraded");
     assert_eq!(health["checks"]["smtp"]["status"], "unhealthy");
