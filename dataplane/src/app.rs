@@ -16,6 +16,7 @@ use tower::ServiceBuilder;
 use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
 
 use crate::{
+    ai::generate::Generator,
     cache::Cache,
     config::Config,
     email::smtp::Mailer,
@@ -49,6 +50,9 @@ pub struct AppState {
     /// Wakes the delivery worker after an email is stored; `None` when SMTP
     /// is not configured (and sending is refused).
     pub email_wake: Option<Arc<Notify>>,
+    /// Generations against the model server; `None` when AI is not
+    /// configured (and the route answers 503).
+    pub generator: Option<Generator>,
 }
 
 /// The whole HTTP API with its middleware.

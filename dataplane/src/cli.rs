@@ -72,6 +72,25 @@ pub struct Settings {
     #[arg(long, env = "OPENAI_BASE_URL", global = true)]
     pub openai_base_url: Option<String>,
 
+    /// The model used when a request names none [default: gpt-4o-mini].
+    #[arg(long, env = "OPENAI_MODEL", global = true)]
+    pub openai_model: Option<String>,
+
+    /// Further models a request may name, comma-separated (OPENAI_MODEL is
+    /// always allowed).
+    #[arg(long, env = "AI_MODELS", global = true)]
+    pub ai_models: Option<String>,
+
+    /// Seconds one generation may take in all: connecting, retrying and
+    /// streaming [default: 30].
+    #[arg(long, env = "AI_TIMEOUT_SECS", global = true)]
+    pub ai_timeout_secs: Option<String>,
+
+    /// Most requests to the model server in flight; more are answered 503
+    /// [default: 16].
+    #[arg(long, env = "AI_MAX_CONCURRENCY", global = true)]
+    pub ai_max_concurrency: Option<String>,
+
     /// URL that receives notifications (email sent or failed, system errors).
     #[arg(long, env = "WEBHOOK_URL", global = true, hide_env_values = true)]
     pub webhook_url: Option<String>,

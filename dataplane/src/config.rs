@@ -173,6 +173,16 @@ pub struct OpenAiConfig {
     pub base_url: Url,
     /// Its API key, if it wants one.
     pub api_key: Option<Secret>,
+    /// Whether generation is on: `OPENAI_BASE_URL` or `OPENAI_API_KEY` is set.
+    pub configured: bool,
+    /// The models a request may name; the first is the default
+    /// (`OPENAI_MODEL`, then the rest of `AI_MODELS`).
+    pub models: Vec<String>,
+    /// One deadline per generation, retries and streaming included
+    /// (`AI_TIMEOUT_SECS`).
+    pub timeout: Duration,
+    /// Most requests to the model server in flight (`AI_MAX_CONCURRENCY`).
+    pub max_concurrency: usize,
 }
 
 /// The validated configuration the whole process runs on.
@@ -287,6 +297,18 @@ impl Config {
                 http_url,
             )?,
             api_key: non_empty(&s.openai_api_key).map(|k| Secret(k.to_owned())),
+            configured: non_empty(&s.openai_base_url).is_some()
+                || non_empty(&s.openai_api_key).is_some(),
+            models: ai_models(s)?,
+            timeout: Duration::from_secs(parse_or(
+                &s.ai_timeout_secs,
+                "AI_TIMEOUT_SECS",
+                "30",
+                |v| bounded_u64(v, 1, 600),
+            )?),
+            max_concurrency: parse_or(&s.ai_max_concurrency, "AI_MAX_CONCURRENCY", "16", |v| {
+                bounded_u64(v, 1, 1024).map(|n| n as usize)
+            })?,
         };
 
         Ok(Self {
@@ -494,6 +516,43 @@ fn webhook_config(s: &Settings) -> Result<Option<WebhookConfig>, ConfigError> {
 
 /// An unset or blank variable counts as unset, as most deployment tools
 /// render optional values as empty strings.
+/// `OPENAI_MODEL` first (the default), then the other names of `AI_MODELS`.
+fn ai_models(s: &Settings) -> Result<Vec<String>, ConfigError> {
+    let valid = |name: &str| {
+        !name.is_empty()
+            && name.len() <= 128
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:/@".contains(c))
+    };
+    let default = non_empty(&s.openai_model).unwrap_or("gpt-4o-mini");
+    if !valid(default) {
+        return Err(ConfigError::new(
+            "OPENAI_MODEL",
+            default,
+            "expected a model name such as `gpt-4o-mini` (letters, digits and -_.:/@)",
+        ));
+    }
+    let mut models = vec![default.to_owned()];
+    for name in non_empty(&s.ai_models).unwrap_or_default().split(',') {
+        let name = name.trim();
+        if name.is_empty() {
+            continue;
+        }
+        if !valid(name) {
+            return Err(ConfigError::new(
+                "AI_MODELS",
+                name,
+                "expected comma-separated model names (letters, digits and -_.:/@)",
+            ));
+        }
+        if !models.iter().any(|m| m == name) {
+            models.push(name.to_owned());
+        }
+    }
+    Ok(models)
+}
+
 fn non_empty(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|v| !v.is_empty())
 }
@@ -726,6 +785,34 @@ mod tests {
                     smtp_host: Some("mail".into()),
                     smtp_from: Some("a@example.com".into()),
                     smtp_max_connections: Some("0".into()),
+                    ..settings()
+                },
+            ),
+            (
+                "OPENAI_MODEL",
+                Settings {
+                    openai_model: Some("gpt 4".into()),
+                    ..settings()
+                },
+            ),
+            (
+                "AI_MODELS",
+                Settings {
+                    ai_models: Some("smollm2, bad model".into()),
+                    ..settings()
+                },
+            ),
+            (
+                "AI_TIMEOUT_SECS",
+                Settings {
+                    ai_timeout_secs: Some("0".into()),
+                    ..settings()
+                },
+            ),
+            (
+                "AI_MAX_CONCURRENCY",
+                Settings {
+                    ai_max_concurrency: Some("many".into()),
                     ..settings()
                 },
             ),

@@ -48,6 +48,13 @@ pub enum ApiError {
     /// 503: a dependency is down or the request ran out of time.
     #[error("{0}")]
     Unavailable(String),
+    /// 502: a server we depend on (the model server) failed or answered
+    /// something unusable.
+    #[error("{0}")]
+    BadGateway(String),
+    /// 504: a server we depend on did not answer in time.
+    #[error("{0}")]
+    GatewayTimeout(String),
     /// 500: a bug or an unexpected failure; the detail is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -87,6 +94,8 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -101,6 +110,8 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Validation { .. } => "validation_failed",
             Self::Unavailable(_) => "service_unavailable",
+            Self::BadGateway(_) => "bad_gateway",
+            Self::GatewayTimeout(_) => "gateway_timeout",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -172,6 +183,34 @@ impl From<crate::store::StoreError> for ApiError {
 impl From<crate::stats::StatsError> for ApiError {
     fn from(e: crate::stats::StatsError) -> Self {
         Self::Internal(e.to_string())
+    }
+}
+
+/// A request field to fix, and how: what validation finds, answered as a
+/// 422 naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Invalid {
+    /// The field, e.g. `to[1]`, `headers.X-Campaign` or `messages[0].content`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// An [`Invalid`] for `field`.
+pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
+    Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+impl From<Invalid> for ApiError {
+    fn from(e: Invalid) -> Self {
+        Self::Validation {
+            field: e.field,
+            message: e.message,
+        }
     }
 }
 

@@ -71,6 +71,11 @@ pub async fn check_smtp(mailer: &crate::email::smtp::Mailer, limit: Duration) ->
     timed("smtp", false, limit, mailer.ping()).await
 }
 
+/// Nor is the model server: only generation needs it.
+pub async fn check_ai(generator: &crate::ai::generate::Generator, limit: Duration) -> CheckResult {
+    timed("openai", false, limit, generator.ping()).await
+}
+
 /// The cache is not: without it answers are slower, not wrong.
 pub async fn check_cache(cache: &Cache, limit: Duration) -> CheckResult {
     timed(cache.backend_name(), false, limit, cache.ping()).await

@@ -15,6 +15,7 @@
 //! - [`store`] is the SQL store (SQLite or PostgreSQL, the same queries),
 //!   [`cache`] the Redis or in-process cache, [`telemetry`] logs and metrics.
 
+pub mod ai;
 pub mod app;
 pub mod cache;
 pub mod cli;

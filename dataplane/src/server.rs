@@ -7,6 +7,7 @@ use axum::Router;
 use tokio::{net::TcpListener, signal::unix::SignalKind, sync::Notify};
 
 use crate::{
+    ai::{self, generate::Generator},
     app::{AppState, app},
     cache::{Cache, CacheError},
     config::Config,
@@ -32,6 +33,9 @@ pub enum ServeError {
     /// The SMTP settings do not make a mailer.
     #[error(transparent)]
     Mailer(#[from] MailerError),
+    /// The model server's HTTP client could not be created.
+    #[error(transparent)]
+    Ai(#[from] ai::client::ClientError),
     /// The webhook HTTP client could not be created.
     #[error(transparent)]
     Webhooks(#[from] webhooks::worker::ClientError),
@@ -133,6 +137,20 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     }
 
     let grace = config.shutdown_timeout;
+    let generator = if config.openai.configured {
+        let ai = &config.openai;
+        tracing::info!(base_url = %ai.base_url, model = %ai.models[0], "text generation enabled");
+        Some(Generator::new(
+            ai::client::client(ai)?,
+            ai.max_concurrency,
+            ai.timeout,
+        ))
+    } else {
+        tracing::info!(
+            "OPENAI_BASE_URL and OPENAI_API_KEY are not set: text generation is disabled"
+        );
+        None
+    };
     let state = AppState {
         config: Arc::new(config),
         store: store.clone(),
@@ -141,6 +159,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         started,
         mailer,
         email_wake,
+        generator,
     };
     let signals = tokio::spawn(wait_for_signal(trigger));
     serve(listener, app(state), shutdown, grace).await?;

@@ -179,12 +179,14 @@ async fn the_openapi_document_lists_exactly_the_routes_that_answer() {
         documented,
         [
             ("GET", "/api/emails/{id}"),
+            ("GET", "/api/generations/{id}"),
             ("GET", "/api/health"),
             ("GET", "/api/health/detailed"),
             ("GET", "/api/health/ready"),
             ("GET", "/api/metrics"),
             ("GET", "/api/openapi.json"),
             ("GET", "/api/stats"),
+            ("POST", "/api/generate-content"),
             ("POST", "/api/send-email"),
         ]
         .map(|(m, p)| (m.to_owned(), p.to_owned()))

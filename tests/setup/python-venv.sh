@@ -8,16 +8,19 @@
 #
 # Idempotent: each requirement is installed once; a stamp per requirement
 # records it, so a second run touches nothing. The venv lives under
-# $SECUREVAULT_CACHE (default ~/.cache/securevault)/venv; concurrent first runs
-# are serialised with a lock.
+# $SECUREVAULT_CACHE (default ~/.cache/securevault)/$VENV_NAME (default
+# `venv`; tools whose dependencies could clash get a venv of their own);
+# concurrent first runs are serialised with a lock.
 set -euo pipefail
 
 CACHE=${SECUREVAULT_CACHE:-$HOME/.cache/securevault}
-VENV=$CACHE/venv
+VENV_NAME=${VENV_NAME:-venv}
+case "$VENV_NAME" in '' | */* | .*) echo "python-venv.sh: bad VENV_NAME $VENV_NAME" >&2 && exit 1 ;; esac
+VENV=$CACHE/$VENV_NAME
 PYTHON=$VENV/bin/python
 
 mkdir -p "$CACHE"
-exec 9>"$CACHE/venv.lock"
+exec 9>"$VENV.lock"
 flock 9
 
 if [ ! -x "$PYTHON" ]; then

@@ -8,7 +8,10 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use crate::store::{NewEmail, Recipients};
+use crate::{
+    error::{Invalid, invalid},
+    store::{NewEmail, Recipients},
+};
 
 /// Most recipients (to + cc + bcc) in one email.
 pub const MAX_RECIPIENTS: usize = 50;
@@ -90,23 +93,6 @@ pub struct SendEmailRequest {
     /// Extra headers, e.g. `{"X-Campaign": "welcome"}`; no line breaks.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-}
-
-/// A field to fix and how.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct Invalid {
-    /// The field, e.g. `to[1]` or `headers.X-Campaign`.
-    pub field: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
-    Invalid {
-        field: field.into(),
-        message: message.into(),
-    }
 }
 
 /// Checks `req` and the optional `Idempotency-Key`, returning the email to store.

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use crate::{
     app::AppState,
-    health::{CheckResult, Overall, check_cache, check_smtp, check_store, overall},
+    health::{CheckResult, Overall, check_ai, check_cache, check_smtp, check_store, overall},
 };
 
 /// Longest a readiness or dependency check may take before it counts as failed.
@@ -52,7 +52,8 @@ pub struct DetailedHealth {
     pub uptime_seconds: u64,
     /// CPU and memory.
     pub system: SystemUsage,
-    /// One entry per dependency: `database`, `cache`, and `smtp` when configured.
+    /// One entry per dependency: `database`, `cache`, and `smtp` and `ai`
+    /// when configured.
     pub checks: BTreeMap<String, CheckResult>,
 }
 
@@ -115,6 +116,9 @@ pub async fn detailed(State(state): State<AppState>) -> (StatusCode, Json<Detail
     ]);
     if let Some(mailer) = &state.mailer {
         checks.insert("smtp".to_owned(), check_smtp(mailer, CHECK_TIMEOUT).await);
+    }
+    if let Some(generator) = &state.generator {
+        checks.insert("ai".to_owned(), check_ai(generator, CHECK_TIMEOUT).await);
     }
     let status = overall(checks.values());
     let code = if status == Overall::Unhealthy {

@@ -2,6 +2,7 @@
 //! description (`#[utoipa::path]`), and [`api`] registers route and
 //! description together, so `/api/openapi.json` cannot drift from the router.
 
+pub mod ai;
 pub mod email;
 pub mod health;
 pub mod metrics;
@@ -23,5 +24,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(stats::get_stats))
         .routes(routes!(email::send_email))
         .routes(routes!(email::get_email))
+        .routes(routes!(ai::generate_content))
+        .routes(routes!(ai::get_generation))
         .routes(routes!(openapi::document))
 }

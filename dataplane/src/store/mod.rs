@@ -7,6 +7,7 @@
 //! run each query against both servers.
 
 mod emails;
+mod generations;
 mod queue;
 mod stats;
 mod webhooks;
@@ -20,6 +21,7 @@ use sqlx::{
 };
 
 pub use emails::{Enqueued, NewEmail, Outcome, Recipients, StoredEmail};
+pub use generations::{NewGeneration, StoredGeneration};
 pub use stats::{KindStats, PeriodCounts, Stats, unix_millis};
 pub use webhooks::StoredEvent;
 

@@ -37,8 +37,18 @@ pub struct Metrics {
     pub webhook_deliveries_total: IntCounterVec,
     /// Webhook events not yet delivered.
     pub webhook_backlog: prometheus::IntGauge,
-    /// Text generations the model server completed.
-    pub ai_generations_total: IntCounter,
+    /// Generations by outcome: `succeeded`, `failed` (the model server
+    /// failed or timed out), `rejected` (the concurrency limit was full) or
+    /// `cancelled` (the client left a stream).
+    pub ai_generations_total: IntCounterVec,
+    /// Time of one generation, retries and streaming included.
+    pub ai_generation_duration_seconds: prometheus::Histogram,
+    /// Time from a streamed request to its first token.
+    pub ai_time_to_first_token_seconds: prometheus::Histogram,
+    /// Tokens by direction: `in` (prompt) and `out` (generated).
+    pub ai_tokens_total: IntCounterVec,
+    /// Generations cut off by their deadline.
+    pub ai_timeouts_total: IntCounter,
     /// Host (or cgroup) CPU use, sampled in the background.
     pub system_cpu_percent: Gauge,
     /// Host (or cgroup) memory use, sampled in the background.
@@ -98,10 +108,44 @@ impl Metrics {
             "webhook_backlog",
             "Webhook events waiting for delivery or being delivered",
         )?;
-        let ai_generations_total = IntCounter::new(
-            "ai_generations_total",
-            "Text generations completed by the model server",
+        let ai_generations_total = IntCounterVec::new(
+            Opts::new(
+                "ai_generations_total",
+                "Text generations by outcome (succeeded, failed, rejected, cancelled)",
+            ),
+            &["status"],
         )?;
+        // Every outcome is exported from the start, at 0, so rate() and
+        // alert rules see the series before the first generation.
+        for status in ["succeeded", "failed", "rejected", "cancelled"] {
+            ai_generations_total.with_label_values(&[status]);
+        }
+        let ai_generation_duration_seconds = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "ai_generation_duration_seconds",
+                "Time of one generation, retries and streaming included",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+        )?;
+        let ai_time_to_first_token_seconds = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "ai_time_to_first_token_seconds",
+                "Time from a streamed generation request to its first token",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+        )?;
+        let ai_tokens_total = IntCounterVec::new(
+            Opts::new(
+                "ai_tokens_total",
+                "Tokens by direction: in (prompt) and out (generated)",
+            ),
+            &["direction"],
+        )?;
+        for direction in ["in", "out"] {
+            ai_tokens_total.with_label_values(&[direction]);
+        }
+        let ai_timeouts_total =
+            IntCounter::new("ai_timeouts_total", "Generations cut off by their deadline")?;
         let system_cpu_percent = Gauge::new(
             "system_cpu_percent",
             "CPU use of the host or container, in percent",
@@ -129,6 +173,10 @@ impl Metrics {
         registry.register(Box::new(webhook_deliveries_total.clone()))?;
         registry.register(Box::new(webhook_backlog.clone()))?;
         registry.register(Box::new(ai_generations_total.clone()))?;
+        registry.register(Box::new(ai_generation_duration_seconds.clone()))?;
+        registry.register(Box::new(ai_time_to_first_token_seconds.clone()))?;
+        registry.register(Box::new(ai_tokens_total.clone()))?;
+        registry.register(Box::new(ai_timeouts_total.clone()))?;
         registry.register(Box::new(system_cpu_percent.clone()))?;
         registry.register(Box::new(system_memory_percent.clone()))?;
         registry.register(Box::new(cache_requests_total.clone()))?;
@@ -155,6 +203,10 @@ impl Metrics {
             webhook_deliveries_total,
             webhook_backlog,
             ai_generations_total,
+            ai_generation_duration_seconds,
+            ai_time_to_first_token_seconds,
+            ai_tokens_total,
+            ai_timeouts_total,
             system_cpu_percent,
             system_memory_percent,
             cache_requests_total,

@@ -1,0 +1,112 @@
+//! The history of generations: each request's messages and the model's answer,
+//! for `GET /api/generations/{id}` and `/api/stats`. Never logged.
+
+use std::time::SystemTime;
+
+use sqlx::Row;
+
+use super::{Store, StoreError, unix_millis};
+
+/// A generation to record, finished or failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewGeneration {
+    /// The model asked.
+    pub model: String,
+    /// The messages sent, as JSON (`[{"role", "content"}]`).
+    pub messages: serde_json::Value,
+    /// The answer, when there is one (a failed stream keeps what arrived).
+    pub output: Option<String>,
+    /// Why generation stopped, as the server said.
+    pub finish_reason: Option<String>,
+    /// Tokens in the prompt.
+    pub prompt_tokens: Option<u32>,
+    /// Tokens generated.
+    pub completion_tokens: Option<u32>,
+    /// How long it took, in milliseconds.
+    pub duration_ms: u64,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+}
+
+/// A generation as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredGeneration {
+    /// Its id.
+    pub id: String,
+    /// `succeeded` or `failed`.
+    pub status: String,
+    /// The rest, as recorded.
+    pub generation: NewGeneration,
+    /// When it was recorded (Unix ms).
+    pub created_at: i64,
+}
+
+impl Store {
+    /// Records `g` and returns its id.
+    pub async fn insert_generation(
+        &self,
+        g: &NewGeneration,
+        now: SystemTime,
+    ) -> Result<String, StoreError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let status = if g.error.is_some() {
+            "failed"
+        } else {
+            "succeeded"
+        };
+        sqlx::query(
+            "INSERT INTO generations (id, status, created_at, model, messages, output, \
+             finish_reason, prompt_tokens, completion_tokens, duration_ms, error) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&id)
+        .bind(status)
+        .bind(unix_millis(now))
+        .bind(&g.model)
+        .bind(g.messages.to_string())
+        .bind(&g.output)
+        .bind(&g.finish_reason)
+        .bind(g.prompt_tokens.map(i64::from))
+        .bind(g.completion_tokens.map(i64::from))
+        .bind(i64::try_from(g.duration_ms).unwrap_or(i64::MAX))
+        .bind(&g.error)
+        .execute(&self.writer)
+        .await?;
+        Ok(id)
+    }
+
+    /// The generation `id`, if it exists.
+    pub async fn generation(&self, id: &str) -> Result<Option<StoredGeneration>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, status, created_at, model, messages, output, finish_reason, \
+             prompt_tokens, completion_tokens, duration_ms, error FROM generations WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let messages: String = row.try_get("messages")?;
+        let tokens = |name: &str| -> Result<Option<u32>, StoreError> {
+            let n: Option<i64> = row.try_get(name)?;
+            Ok(n.and_then(|n| u32::try_from(n).ok()))
+        };
+        let duration_ms: i64 = row.try_get("duration_ms")?;
+        Ok(Some(StoredGeneration {
+            id: row.try_get("id")?,
+            status: row.try_get("status")?,
+            created_at: row.try_get("created_at")?,
+            generation: NewGeneration {
+                model: row.try_get("model")?,
+                messages: serde_json::from_str(&messages).unwrap_or_default(),
+                output: row.try_get("output")?,
+                finish_reason: row.try_get("finish_reason")?,
+                prompt_tokens: tokens("prompt_tokens")?,
+                completion_tokens: tokens("completion_tokens")?,
+                duration_ms: u64::try_from(duration_ms).unwrap_or(0),
+                error: row.try_get("error")?,
+            },
+        }))
+    }
+}
