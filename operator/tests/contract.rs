@@ -1,7 +1,7 @@
 //! The contract between operator and data plane: the environment the operator
 //! renders for a SecureVault (ConfigMap values and the referenced Secrets'
 //! values) starts the real data-plane binary, which becomes healthy against a
-//! real PostgreSQL, Redis and SMTP server.
+//! real PostgreSQL, Redis, SMTP server and model server (llama.cpp).
 
 mod common;
 
@@ -12,7 +12,7 @@ use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{ConfigMap, Secret},
 };
-use testkit::{DataPlane, Mailpit, Postgres, Redis, workspace_binary};
+use testkit::{DataPlane, LlamaServer, Mailpit, Postgres, Redis, workspace_binary};
 
 #[tokio::test]
 async fn the_rendered_environment_starts_a_ready_data_plane() {
@@ -20,6 +20,7 @@ async fn the_rendered_environment_starts_a_ready_data_plane() {
     let db_url = pg.create_database("contract").unwrap();
     let redis = Redis::start().unwrap();
     let mailpit = Mailpit::start().unwrap();
+    let llama = LlamaServer::start().unwrap();
 
     let w = World::new("contract").await;
     let op = w.operator("solo");
@@ -54,13 +55,14 @@ async fn the_rendered_environment_starts_a_ready_data_plane() {
     from: noreply@example.com
     credentialsSecretRef: {{name: mail-credentials, usernameKey: smtp-username, passwordKey: smtp-password}}
   ai:
-    baseUrl: http://127.0.0.1:9/v1
+    baseUrl: {ai_url}
     apiKeySecretRef: {{name: mail-credentials, key: openai-api-key}}
   webhook:
     urlSecretRef: {{name: mail-credentials, key: webhook-url}}
     signingSecretRef: {{name: mail-credentials, key: webhook-secret}}
 ",
-            smtp_port = mailpit.smtp_port()
+            smtp_port = mailpit.smtp_port(),
+            ai_url = llama.base_url(),
         ),
     ))
     .unwrap();
@@ -136,5 +138,6 @@ async fn the_rendered_environment_starts_a_ready_data_plane() {
     assert_eq!(detailed["checks"]["database"]["backend"], "postgres");
     assert_eq!(detailed["checks"]["cache"]["backend"], "redis");
     assert_eq!(detailed["checks"]["smtp"]["status"], "healthy");
+    assert_eq!(detailed["checks"]["ai"]["status"], "healthy");
     assert_eq!(detailed["status"], "healthy", "{detailed}");
 }
