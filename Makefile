@@ -59,10 +59,11 @@ coverage: ## Line coverage of the whole workspace's tests; updates the figure in
 	tests/coverage/coverage.sh
 
 .PHONY: benchmark
-benchmark: ## Load-test the data plane with wrk, email into mailpit end to end, then the operator with 500 SecureVaults on the kwok cluster; each adds a dated row to docs/benchmarks.md
+benchmark: ## Load-test the data plane with wrk, email into mailpit end to end, AI beside LiteLLM, then the operator with 500 SecureVaults on the kwok cluster; each adds a dated row to docs/benchmarks.md
 	@tests/setup/debian-packages.sh $(BENCH_PACKAGES)
 	tests/bench/benchmark.sh
 	tests/bench/email-benchmark.sh
+	tests/bench/ai-benchmark.sh
 	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/bench/operator-benchmark.sh
 
 .PHONY: clean
