@@ -102,6 +102,12 @@ async fn a_generation_returns_text_and_usage_and_is_kept() {
     );
     let health = json(get(&dp, "/api/health/detailed").await).await;
     assert_eq!(health["checks"]["ai"]["status"], "healthy", "{health}");
+    let stats = json(get(&dp, "/api/stats").await).await;
+    assert_eq!(
+        counts(&stats["generations"]["by_status"]["succeeded"]),
+        (1, 1, 1),
+        "{stats}"
+    );
 }
 
 #[tokio::test]
