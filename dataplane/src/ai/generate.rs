@@ -16,6 +16,7 @@ use async_openai::{
         ChatCompletionRequestAssistantMessageArgs, ChatCompletionRequestMessage,
         ChatCompletionRequestSystemMessageArgs, ChatCompletionRequestUserMessageArgs,
         ChatCompletionResponseStream, CreateChatCompletionRequest, CreateChatCompletionRequestArgs,
+        FinishReason,
     },
 };
 use tokio::{
@@ -160,16 +161,18 @@ impl Generator {
         Ok(Completion {
             text: choice.message.content.unwrap_or_default(),
             model: response.model,
-            finish_reason: choice.finish_reason.map(|r| {
-                serde_json::to_value(r)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default()
-            }),
+            finish_reason: choice.finish_reason.and_then(finish_reason_name),
             prompt_tokens: response.usage.as_ref().map(|u| u.prompt_tokens),
             completion_tokens: response.usage.as_ref().map(|u| u.completion_tokens),
         })
     }
+}
+
+/// The wire name of a finish reason (`stop`, `length`, …).
+pub fn finish_reason_name(reason: FinishReason) -> Option<String> {
+    serde_json::to_value(reason)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
 }
 
 /// The chat request for `g`.

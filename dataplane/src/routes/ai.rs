@@ -29,6 +29,7 @@ use crate::{
     app::AppState,
     error::{ApiError, ErrorBody},
     extract::ApiJson,
+    routes::rfc3339,
     store::{NewGeneration, StoredGeneration},
     telemetry::Metrics,
 };
@@ -83,11 +84,6 @@ impl From<&StoredGeneration> for GenerationResult {
             created_at: rfc3339(s.created_at),
         }
     }
-}
-
-fn rfc3339(millis: i64) -> String {
-    let t = SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(millis).unwrap_or(0));
-    humantime::format_rfc3339_millis(t).to_string()
 }
 
 impl From<AiError> for ApiError {
@@ -145,21 +141,22 @@ pub async fn generate_content(
     let started = Instant::now();
     let result = generator.complete(&g).await;
     let elapsed = started.elapsed();
-    observe(
-        &state.metrics,
-        &result.as_ref().map(drop).map_err(Clone::clone),
-        elapsed,
-    );
-    let record = match &result {
-        Ok(c) => record(&g, Some(c), None, elapsed),
-        Err(AiError::Busy) => return Err(AiError::Busy.into()),
-        Err(e) => record(&g, None, Some(e.to_string()), elapsed),
+    let completion = match result {
+        Ok(c) => c,
+        Err(AiError::Busy) => {
+            observe(&state.metrics, &Err(AiError::Busy), elapsed);
+            return Err(AiError::Busy.into());
+        }
+        Err(e) => return Err(failed(&state, &g, e, elapsed).await),
     };
+    observe(&state.metrics, &Ok(()), elapsed);
     let id = state
         .store
-        .insert_generation(&record, SystemTime::now())
+        .insert_generation(
+            &record(&g, Some(&completion), None, elapsed),
+            SystemTime::now(),
+        )
         .await?;
-    let completion = result?;
     if let (Some(i), Some(o)) = (completion.prompt_tokens, completion.completion_tokens) {
         count_tokens(&state.metrics, i, o);
     }
@@ -225,6 +222,18 @@ fn record(
     }
 }
 
+/// Counts and records a generation that failed upstream (it reached the
+/// model server, so it is history and counts in `/api/stats`), and returns
+/// the answer for it.
+async fn failed(state: &AppState, g: &Generation, e: AiError, elapsed: Duration) -> ApiError {
+    observe(&state.metrics, &Err(e.clone()), elapsed);
+    let rec = record(g, None, Some(e.to_string()), elapsed);
+    if let Err(store) = state.store.insert_generation(&rec, SystemTime::now()).await {
+        return store.into();
+    }
+    e.into()
+}
+
 fn observe(metrics: &Metrics, outcome: &Result<(), AiError>, elapsed: Duration) {
     let status = match outcome {
         Ok(()) => "succeeded",
@@ -282,27 +291,9 @@ async fn stream_generation(
     });
     // Errors before the first byte still get a proper status code.
     let opened = tokio::time::timeout_at(deadline, generator.open_stream(request, deadline)).await;
-    let upstream = match opened {
-        Ok(Ok(upstream)) => upstream,
-        Ok(Err(e)) => {
-            observe(&state.metrics, &Err(e.clone()), started.elapsed());
-            let rec = record(&g, None, Some(e.to_string()), started.elapsed());
-            state
-                .store
-                .insert_generation(&rec, SystemTime::now())
-                .await?;
-            return Err(e.into());
-        }
-        Err(_) => {
-            let e = AiError::Deadline(generator.timeout());
-            observe(&state.metrics, &Err(e.clone()), started.elapsed());
-            let rec = record(&g, None, Some(e.to_string()), started.elapsed());
-            state
-                .store
-                .insert_generation(&rec, SystemTime::now())
-                .await?;
-            return Err(e.into());
-        }
+    let upstream = match opened.unwrap_or(Err(AiError::Deadline(generator.timeout()))) {
+        Ok(upstream) => upstream,
+        Err(e) => return Err(failed(&state, &g, e, started.elapsed()).await),
     };
 
     let (tx, rx) = mpsc::channel::<Event>(32);
@@ -333,9 +324,7 @@ async fn stream_generation(
             }
             for choice in &chunk.choices {
                 if let Some(reason) = choice.finish_reason {
-                    finish_reason = serde_json::to_value(reason)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned));
+                    finish_reason = generate::finish_reason_name(reason);
                 }
                 if let Some(piece) = choice.delta.content.as_deref().filter(|p| !p.is_empty()) {
                     if first_token {

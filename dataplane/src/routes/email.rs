@@ -16,6 +16,7 @@ use crate::{
     email::validate::{SendEmailRequest, validate},
     error::{ApiError, ErrorBody},
     extract::ApiJson,
+    routes::rfc3339,
     store::{Enqueued, StoredEmail},
 };
 
@@ -71,11 +72,6 @@ impl From<&StoredEmail> for EmailStatus {
             next_attempt_at: (e.status == "queued").then(|| rfc3339(e.next_attempt_at)),
         }
     }
-}
-
-fn rfc3339(millis: i64) -> String {
-    let t = SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(millis).unwrap_or(0));
-    humantime::format_rfc3339_millis(t).to_string()
 }
 
 /// Accepts an email for delivery. It is stored in the outbox before the

@@ -14,6 +14,13 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::app::AppState;
 
+/// A store timestamp (Unix milliseconds) as RFC 3339, as answers show it.
+fn rfc3339(millis: i64) -> String {
+    let t = std::time::SystemTime::UNIX_EPOCH
+        + std::time::Duration::from_millis(u64::try_from(millis).unwrap_or(0));
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
 /// Every route of the API with its OpenAPI description.
 pub fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
