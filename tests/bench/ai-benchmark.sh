@@ -46,37 +46,13 @@ BIN="$CARGO_TARGET_DIR/release/dataplane"
 { read -r LLAMA_PYTHON; read -r MODEL; } < <(tests/setup/llama-server.sh | tail -n 2)
 LITELLM_PYTHON=$(VENV_NAME=venv-litellm tests/setup/python-venv.sh "$LITELLM" | tail -n 1)
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/securevault-ai-bench.XXXXXX")
-PIDS=()
-cleanup() {
-  local status=$?
-  for pid in "${PIDS[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$TMP"
-  exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-wait_http() { # WHAT URL SECONDS
-  local deadline=$((SECONDS + $3))
-  until curl -sf -o /dev/null "$2"; do
-    [ "$SECONDS" -lt "$deadline" ] || die "$1 did not answer $2 within $3 s"
-    sleep 0.2
-  done
-}
+bench_scratch securevault-ai-bench
 
 LLAMA_PORT=$(free_port)
 "$LLAMA_PYTHON" -m llama_cpp.server --model "$MODEL" --host 127.0.0.1 --port "$LLAMA_PORT" \
   --model_alias smollm2 --n_ctx 2048 >"$TMP/llama.log" 2>&1 &
 PIDS+=($!)
-wait_http "llama.cpp's server" "http://127.0.0.1:$LLAMA_PORT/v1/models" 120
+wait_until "llama.cpp's server answering http://127.0.0.1:$LLAMA_PORT/v1/models" 120 curl -sf "http://127.0.0.1:$LLAMA_PORT/v1/models"
 
 SV_ADDR="127.0.0.1:$(free_port)"
 mkdir -p "$TMP/data"
@@ -87,7 +63,7 @@ env -i PATH="$PATH" HOME="$HOME" LISTEN_ADDR="$SV_ADDR" DATA_DIR="$TMP/data" LOG
   AI_MAX_CONCURRENCY="$BENCH_AI_CONCURRENCY" \
   "$BIN" serve >"$TMP/dataplane.log" 2>&1 &
 PIDS+=($!)
-wait_http "the data plane" "http://$SV_ADDR/api/health/ready" 30
+wait_until "the data plane answering http://$SV_ADDR/api/health/ready" 30 curl -sf "http://$SV_ADDR/api/health/ready"
 
 LITELLM_PORT=$(free_port)
 cat >"$TMP/litellm.yaml" <<YAML
@@ -106,7 +82,7 @@ LITELLM_MASTER_KEY=$BENCH_API_KEY LITELLM_LOCAL_MODEL_COST_MAP=True "$(dirname "
   --config "$TMP/litellm.yaml" --host 127.0.0.1 --port "$LITELLM_PORT" \
   >"$TMP/litellm.log" 2>&1 &
 PIDS+=($!)
-wait_http "LiteLLM's proxy" "http://127.0.0.1:$LITELLM_PORT/health/liveliness" 180
+wait_until "LiteLLM's proxy answering http://127.0.0.1:$LITELLM_PORT/health/liveliness" 180 curl -sf "http://127.0.0.1:$LITELLM_PORT/health/liveliness"
 
 echo "==> $BENCH_AI_ROUNDS interleaved requests per path, then $BENCH_AI_CONCURRENCY at once"
 RESULT=$("$LITELLM_PYTHON" tests/bench/ai_latency.py \

@@ -56,33 +56,7 @@ cargo build --release --locked -p dataplane
 BIN="$CARGO_TARGET_DIR/release/dataplane"
 MAILPIT=$(tests/setup/mailpit.sh | tail -n 1)
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/securevault-email-bench.XXXXXX")
-PIDS=()
-cleanup() {
-  local status=$?
-  for pid in "${PIDS[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$TMP"
-  exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-# Polls COMMAND every 0.1 s for up to SECONDS; fails naming WHAT.
-wait_until() { # WHAT SECONDS COMMAND...
-  local what=$1 limit=$2 deadline=$((SECONDS + $2))
-  shift 2
-  until "$@" >/dev/null 2>&1; do
-    [ "$SECONDS" -lt "$deadline" ] || die "$what did not happen within $limit s"
-    sleep 0.1
-  done
-}
+bench_scratch securevault-email-bench
 
 SMTP_PORT=$(free_port)
 MAILPIT_URL="http://127.0.0.1:$(free_port)"

@@ -67,3 +67,40 @@ insert_row() { # HEADER ROW
   cat "$out" >"$RESULTS"
   rm -f "$out"
 }
+
+# A scratch directory for one run, and the servers it starts (`PIDS+=($!)`):
+# whatever happens (success, failure, Ctrl-C) the servers get SIGTERM and the
+# directory goes, so no stray server holds a port or eats CPU.
+bench_scratch() { # PREFIX
+  TMP=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
+  PIDS=()
+  trap bench_cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
+bench_cleanup() {
+  local status=$? pid
+  for pid in "${PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$TMP"
+  exit "$status"
+}
+
+# A free loopback port, from the kernel. Another process could take it
+# before our server binds; then the server fails to start and says so.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Polls COMMAND every 0.2 s for up to SECONDS; fails (the script's `die`)
+# naming WHAT.
+wait_until() { # WHAT SECONDS COMMAND...
+  local what=$1 limit=$2 deadline=$((SECONDS + $2))
+  shift 2
+  until "$@" >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$deadline" ] || die "$what did not happen within $limit s"
+    sleep 0.2
+  done
+}

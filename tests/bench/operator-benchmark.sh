@@ -84,9 +84,6 @@ OP_BIN="$CARGO_TARGET_DIR/release/operator"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/securevault-operator-bench.XXXXXX")
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 # ------------------------------------------------------------ cleanup --
 
