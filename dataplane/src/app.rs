@@ -17,16 +17,20 @@ use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
 
 use crate::{
     ai::generate::Generator,
+    auth::Auth,
     cache::Cache,
     config::Config,
     email::smtp::Mailer,
     error::ApiError,
     middleware::{
+        auth::{Guard, require},
+        client_ip::client_ip,
         http_metrics::{expose_matched_path, http_metrics},
         json_errors::{Limits, json_errors},
         request_id::request_id,
         security_headers::security_headers,
     },
+    ratelimit::Limiter,
     routes,
     store::Store,
     telemetry::Metrics,
@@ -53,6 +57,10 @@ pub struct AppState {
     /// Generations against the model server; `None` when AI is not
     /// configured (and the route answers 503).
     pub generator: Option<Generator>,
+    /// Accounts, sessions, API keys and login protection.
+    pub auth: Auth,
+    /// Per-principal request budgets (shared through Redis when configured).
+    pub limiter: Limiter,
 }
 
 /// The whole HTTP API with its middleware.
@@ -61,13 +69,23 @@ pub fn app(state: AppState) -> Router {
         max_body_bytes: state.config.max_body_bytes,
         request_timeout_secs: state.config.request_timeout.as_secs(),
     };
-    let (api, _) = routes::api().split_for_parts();
+    let routes::Api { public, guarded } = routes::api();
+    let api = guarded.into_iter().fold(public, |api, (access, group)| {
+        let guard = Guard {
+            state: state.clone(),
+            access,
+        };
+        api.merge(group.route_layer(from_fn_with_state(guard, require)))
+    });
+    let (api, _) = api.split_for_parts();
+    let trusted_proxies = Arc::new(state.config.auth.trusted_proxies.clone());
 
     // Layers listed outermost first: a request passes them top to bottom, the
     // response bottom to top. The order matters:
     // - security headers outermost, so every answer gets them, even one made
     //   by a layer below;
     // - the request id next, so every log line below carries it;
+    // - the client address before anything that audits or counts by it;
     // - metrics see the final status of everything below, 404s included;
     // - JSON errors rewrite what the timeout, the body limit and the router
     //   answer on their own;
@@ -76,6 +94,7 @@ pub fn app(state: AppState) -> Router {
     let middleware = ServiceBuilder::new()
         .layer(map_response(security_headers))
         .layer(from_fn(request_id))
+        .layer(from_fn_with_state(trusted_proxies, client_ip))
         .layer(from_fn_with_state(state.metrics.clone(), http_metrics))
         .layer(from_fn_with_state(limits, json_errors))
         .layer(TimeoutLayer::with_status_code(

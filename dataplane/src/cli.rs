@@ -155,4 +155,55 @@ pub struct Settings {
     /// Largest request body in bytes [default: 1048576].
     #[arg(long, env = "MAX_BODY_BYTES", global = true)]
     pub max_body_bytes: Option<String>,
+
+    /// Name of the first administrator [default: admin].
+    #[arg(long, env = "ADMIN_USERNAME", global = true)]
+    pub admin_username: Option<String>,
+
+    /// Password of the first administrator (from a Secret); set on every
+    /// start, so rotating the Secret rotates the password.
+    #[arg(long, env = "ADMIN_PASSWORD", global = true, hide_env_values = true)]
+    pub admin_password: Option<String>,
+
+    /// Seconds a session lasts after login [default: 3600].
+    #[arg(long, env = "SESSION_TTL_SECS", global = true)]
+    pub session_ttl_secs: Option<String>,
+
+    /// Whether the session cookie is marked `Secure` (HTTPS only) [default: true].
+    #[arg(long, env = "SESSION_COOKIE_SECURE", global = true)]
+    pub session_cookie_secure: Option<String>,
+
+    /// Failed logins from one IP (or for one account) that trigger a block [default: 5].
+    #[arg(long, env = "LOGIN_MAX_FAILURES", global = true)]
+    pub login_max_failures: Option<String>,
+
+    /// Seconds over which failed logins are counted [default: 300].
+    #[arg(long, env = "LOGIN_WINDOW_SECS", global = true)]
+    pub login_window_secs: Option<String>,
+
+    /// Seconds a block lasts [default: 300].
+    #[arg(long, env = "LOGIN_BLOCK_SECS", global = true)]
+    pub login_block_secs: Option<String>,
+
+    /// Comma-separated IPs or CIDR ranges of reverse proxies whose
+    /// X-Forwarded-For is believed [default: none].
+    #[arg(long, env = "TRUSTED_PROXIES", global = true)]
+    pub trusted_proxies: Option<String>,
+
+    /// Requests per principal to any API route, as COUNT/PERIOD [default: 60/1m].
+    #[arg(long, env = "RATE_LIMIT_API", global = true)]
+    pub rate_limit_api: Option<String>,
+
+    /// Emails per principal, as COUNT/PERIOD [default: 10/1m].
+    #[arg(long, env = "RATE_LIMIT_EMAIL", global = true)]
+    pub rate_limit_email: Option<String>,
+
+    /// Generations per principal, as COUNT/PERIOD [default: 5/1m].
+    #[arg(long, env = "RATE_LIMIT_AI", global = true)]
+    pub rate_limit_ai: Option<String>,
+
+    /// While Redis does not answer: `local` (per-process limits) or `deny`
+    /// (503) [default: local].
+    #[arg(long, env = "RATE_LIMIT_ON_REDIS_FAILURE", global = true)]
+    pub rate_limit_on_redis_failure: Option<String>,
 }

@@ -9,7 +9,10 @@ use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 use tracing_subscriber::EnvFilter;
 use url::Url;
 
-use crate::cli::Settings;
+use crate::{
+    cli::Settings,
+    ratelimit::{OnRedisFailure, Policy},
+};
 
 /// A setting that is wrong, named by its environment variable.
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +188,43 @@ pub struct OpenAiConfig {
     pub max_concurrency: usize,
 }
 
+/// Accounts, sessions and login protection.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// The first administrator's name (lower-cased).
+    pub admin_username: String,
+    /// Its password, when configured (`ADMIN_PASSWORD`).
+    pub admin_password: Option<Secret>,
+    /// How long a session lasts (`SESSION_TTL_SECS`).
+    pub session_ttl: Duration,
+    /// Whether the session cookie is `Secure` (`SESSION_COOKIE_SECURE`).
+    pub cookie_secure: bool,
+    /// Failures that trigger a block (`LOGIN_MAX_FAILURES`).
+    pub login_max_failures: u32,
+    /// The window failures are counted in (`LOGIN_WINDOW_SECS`).
+    pub login_window: Duration,
+    /// How long a block lasts (`LOGIN_BLOCK_SECS`).
+    pub login_block: Duration,
+    /// Proxies whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// Per-principal request budgets.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimitConfig {
+    /// Every guarded route (`RATE_LIMIT_API`).
+    pub api: Policy,
+    /// Sending email (`RATE_LIMIT_EMAIL`).
+    pub email: Policy,
+    /// Generating text (`RATE_LIMIT_AI`).
+    pub ai: Policy,
+    /// What to do while Redis does not answer.
+    pub on_redis_failure: OnRedisFailure,
+}
+
+/// Shortest accepted password, for `ADMIN_PASSWORD` and new accounts.
+pub const MIN_PASSWORD_LEN: usize = 12;
+
 /// The validated configuration the whole process runs on.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -218,6 +258,10 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Accounts, sessions and login protection.
+    pub auth: AuthConfig,
+    /// Request budgets.
+    pub rate_limits: RateLimitConfig,
 }
 
 /// Smallest accepted `SECRET_KEY`, in characters: 32 random characters carry
@@ -344,6 +388,8 @@ impl Config {
             max_body_bytes: parse_or(&s.max_body_bytes, "MAX_BODY_BYTES", "1048576", |v| {
                 bounded_u64(v, 1024, 64 * 1024 * 1024).map(|n| n as usize)
             })?,
+            auth: auth_config(s)?,
+            rate_limits: rate_limit_config(s)?,
         })
     }
 }
@@ -398,6 +444,121 @@ fn database_config(
         url: Secret(url),
         kind,
         max_connections,
+    })
+}
+
+fn auth_config(s: &Settings) -> Result<AuthConfig, ConfigError> {
+    let admin_username = non_empty(&s.admin_username)
+        .unwrap_or("admin")
+        .to_lowercase();
+    crate::auth::valid_username(&admin_username)
+        .map_err(|reason| ConfigError::new("ADMIN_USERNAME", &admin_username, reason))?;
+    let admin_password = match s.admin_password.as_deref().filter(|p| !p.is_empty()) {
+        Some(p) if p.chars().count() < MIN_PASSWORD_LEN => {
+            return Err(ConfigError::secret(
+                "ADMIN_PASSWORD",
+                format!("must be at least {MIN_PASSWORD_LEN} characters long"),
+            ));
+        }
+        Some(p) => Some(Secret(p.to_owned())),
+        None => None,
+    };
+    let secs = |v: &Option<String>, var, default, min, max| -> Result<Duration, ConfigError> {
+        Ok(Duration::from_secs(parse_or(v, var, default, |v| {
+            bounded_u64(v, min, max)
+        })?))
+    };
+    let trusted_proxies = non_empty(&s.trusted_proxies)
+        .map(|list| {
+            list.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    p.parse::<ipnet::IpNet>()
+                        .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| {
+                            ConfigError::new(
+                                "TRUSTED_PROXIES",
+                                p,
+                                "expected comma-separated IP addresses or CIDR ranges, such as 10.0.0.0/8",
+                            )
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?
+        .unwrap_or_default();
+    Ok(AuthConfig {
+        admin_username,
+        admin_password,
+        session_ttl: secs(
+            &s.session_ttl_secs,
+            "SESSION_TTL_SECS",
+            "3600",
+            1,
+            30 * 86400,
+        )?,
+        cookie_secure: parse_or(
+            &s.session_cookie_secure,
+            "SESSION_COOKIE_SECURE",
+            "true",
+            |v| match v {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err("expected `true` or `false`".to_owned()),
+            },
+        )?,
+        login_max_failures: parse_or(&s.login_max_failures, "LOGIN_MAX_FAILURES", "5", |v| {
+            bounded_u64(v, 1, 1000).map(|n| n as u32)
+        })?,
+        login_window: secs(&s.login_window_secs, "LOGIN_WINDOW_SECS", "300", 1, 86400)?,
+        login_block: secs(&s.login_block_secs, "LOGIN_BLOCK_SECS", "300", 1, 86400)?,
+        trusted_proxies,
+    })
+}
+
+fn rate_limit_config(s: &Settings) -> Result<RateLimitConfig, ConfigError> {
+    Ok(RateLimitConfig {
+        api: parse_or(&s.rate_limit_api, "RATE_LIMIT_API", "60/1m", |v| {
+            policy("api", v)
+        })?,
+        email: parse_or(&s.rate_limit_email, "RATE_LIMIT_EMAIL", "10/1m", |v| {
+            policy("email", v)
+        })?,
+        ai: parse_or(&s.rate_limit_ai, "RATE_LIMIT_AI", "5/1m", |v| {
+            policy("ai", v)
+        })?,
+        on_redis_failure: parse_or(
+            &s.rate_limit_on_redis_failure,
+            "RATE_LIMIT_ON_REDIS_FAILURE",
+            "local",
+            |v| match v {
+                "local" => Ok(OnRedisFailure::Local),
+                "deny" => Ok(OnRedisFailure::Deny),
+                _ => Err("expected `local` or `deny`".to_owned()),
+            },
+        )?,
+    })
+}
+
+/// `COUNT/PERIOD`, e.g. `60/1m`, `10/30s` or `1000/1h`.
+fn policy(name: &'static str, v: &str) -> Result<Policy, String> {
+    let expected = || "expected COUNT/PERIOD, such as 60/1m, 10/30s or 1000/1h".to_owned();
+    let (count, period) = v.split_once('/').ok_or_else(expected)?;
+    let limit = count
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(expected)?;
+    let period = humantime::parse_duration(period.trim()).map_err(|_| expected())?;
+    if period < Duration::from_secs(1) || period > Duration::from_secs(86400) {
+        return Err("the period must be from 1s to 24h".to_owned());
+    }
+    Ok(Policy {
+        name,
+        limit,
+        period,
     })
 }
 

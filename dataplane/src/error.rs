@@ -25,6 +25,20 @@ pub enum ApiError {
         /// The offending field or header, when one is to blame.
         field: Option<String>,
     },
+    /// 401: no credentials, or unknown, expired or revoked ones.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: authenticated, but without the scope this route needs.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 429: a rate limit or a login block; `Retry-After` says when to retry.
+    #[error("{message}")]
+    TooManyRequests {
+        /// Which limit, and what to do.
+        message: String,
+        /// Whole seconds until a retry can succeed (at least 1).
+        retry_after_secs: u64,
+    },
     /// 404: no route or no such object.
     #[error("{0}")]
     NotFound(String),
@@ -88,6 +102,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -104,6 +121,9 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::BadRequest { .. } => "bad_request",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::TooManyRequests { .. } => "rate_limited",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge(_) => "payload_too_large",
@@ -165,6 +185,22 @@ impl IntoResponse for ApiError {
         };
         let mut response =
             (status, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response();
+        match &self {
+            Self::Unauthorized(_) => {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer realm=\"securevault\""),
+                );
+            }
+            Self::TooManyRequests {
+                retry_after_secs, ..
+            } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, (*retry_after_secs).max(1).into());
+            }
+            _ => {}
+        }
         if status.is_server_error() {
             response
                 .extensions_mut()
@@ -177,6 +213,18 @@ impl IntoResponse for ApiError {
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         Self::Internal(e.to_string())
+    }
+}
+
+impl From<crate::auth::AuthError> for ApiError {
+    fn from(e: crate::auth::AuthError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl From<crate::ratelimit::Unavailable> for ApiError {
+    fn from(e: crate::ratelimit::Unavailable) -> Self {
+        Self::Unavailable(e.to_string())
     }
 }
 

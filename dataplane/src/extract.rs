@@ -62,6 +62,31 @@ fn rejection_to_error(rejection: JsonRejection) -> ApiError {
     }
 }
 
+/// Who acts and from where, for the audit trail: the principal the guard
+/// authenticated (or `anonymous`), the client address and the request id.
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for crate::audit::Context {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let principal = parts.extensions.get::<crate::auth::Principal>();
+        Ok(Self {
+            actor: principal.map_or_else(|| "anonymous".to_owned(), |p| p.id.clone()),
+            actor_name: principal.map(|p| p.name.clone()),
+            ip: parts
+                .extensions
+                .get::<crate::middleware::client_ip::ClientIp>()
+                .and_then(|ip| ip.0),
+            request_id: parts
+                .extensions
+                .get::<crate::middleware::request_id::RequestId>()
+                .map(|id| id.0.clone()),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use axum::{Router, body::Body, http::Request, routing::post};

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::{cache::Cache, store::Store};
+use crate::{cache::Cache, ratelimit::Limiter, store::Store};
 
 /// The status of one dependency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -79,6 +79,12 @@ pub async fn check_ai(generator: &crate::ai::generate::Generator, limit: Duratio
 /// The cache is not: without it answers are slower, not wrong.
 pub async fn check_cache(cache: &Cache, limit: Duration) -> CheckResult {
     timed(cache.backend_name(), false, limit, cache.ping()).await
+}
+
+/// Nor are shared rate limits: without Redis each process enforces its own
+/// (RATE_LIMIT_ON_REDIS_FAILURE says how), so the service is degraded.
+pub async fn check_rate_limiter(limiter: &Limiter, limit: Duration) -> CheckResult {
+    timed(limiter.backend_name(), false, limit, limiter.ping()).await
 }
 
 async fn timed<E: std::fmt::Display>(

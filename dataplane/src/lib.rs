@@ -12,11 +12,17 @@
 //! - [`routes`] map paths to handlers, one file per area; handlers parse,
 //!   call one domain function ([`stats`], [`health`], …) and map its error to
 //!   an [`error::ApiError`].
+//! - [`middleware::auth`] guards every route but health, metrics, OpenAPI and
+//!   login: [`auth`] says who the caller is (session or API key), the scope
+//!   decides what it may call, [`ratelimit`] whether it is within budget;
+//!   [`audit`] records what it did.
 //! - [`store`] is the SQL store (SQLite or PostgreSQL, the same queries),
 //!   [`cache`] the Redis or in-process cache, [`telemetry`] logs and metrics.
 
 pub mod ai;
 pub mod app;
+pub mod audit;
+pub mod auth;
 pub mod cache;
 pub mod cli;
 pub mod config;
@@ -26,6 +32,7 @@ pub mod extract;
 pub mod health;
 pub mod middleware;
 pub mod queue_loop;
+pub mod ratelimit;
 pub mod routes;
 pub mod server;
 pub mod shutdown;

@@ -9,12 +9,15 @@ use tokio::{net::TcpListener, signal::unix::SignalKind, sync::Notify};
 use crate::{
     ai::{self, generate::Generator},
     app::{AppState, app},
+    audit,
+    auth::{self, Auth, AuthError, passwords::Passwords},
     cache::{Cache, CacheError},
     config::Config,
     email::{
         smtp::{Mailer, MailerError},
         worker::Worker,
     },
+    ratelimit::Limiter,
     shutdown::{Shutdown, ShutdownTrigger},
     store::{Store, StoreError},
     telemetry::{Metrics, system},
@@ -42,6 +45,12 @@ pub enum ServeError {
     /// The cache client could not be created.
     #[error("cache: {0}")]
     Cache(#[from] CacheError),
+    /// Password hashing could not start.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The first administrator could not be set up.
+    #[error(transparent)]
+    Bootstrap(#[from] auth::bootstrap::BootstrapError),
     /// The listen address is taken or not ours.
     #[error("cannot listen on {addr} (LISTEN_ADDR): {source}")]
     Bind {
@@ -66,12 +75,35 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         Some(url) => Cache::redis(url.expose(), metrics.clone())?,
         None => Cache::local(metrics.clone()),
     };
+    let limiter = match &config.redis_url {
+        Some(url) => Limiter::redis(
+            url.expose(),
+            config.rate_limits.on_redis_failure,
+            metrics.clone(),
+        )
+        .map_err(CacheError::from)?,
+        None => Limiter::local(metrics.clone()),
+    };
     tracing::info!(
         database = config.database.kind.as_str(),
         cache = cache.backend_name(),
+        rate_limits = limiter.backend_name(),
         mode = config.mode.as_str(),
         "store ready and migrated"
     );
+    // Hashing is CPU-bound: one at a time per core keeps logins from
+    // starving the other requests.
+    let passwords =
+        Passwords::new(std::thread::available_parallelism().map_or(2, std::num::NonZero::get))
+            .await?;
+    auth::bootstrap::first_admin(&store, &passwords, &config).await?;
+    audit::record_configuration(&store, &config).await;
+    let auth = Auth {
+        store: store.clone(),
+        config: Arc::new(config.auth.clone()),
+        limiter: limiter.clone(),
+        passwords,
+    };
 
     let (trigger, shutdown) = Shutdown::new();
     let mut workers = Vec::new();
@@ -160,6 +192,8 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         mailer,
         email_wake,
         generator,
+        auth,
+        limiter,
     };
     let signals = tokio::spawn(wait_for_signal(trigger));
     serve(listener, app(state), shutdown, grace).await?;

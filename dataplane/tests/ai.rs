@@ -25,7 +25,8 @@ fn start_with_ai(llama: &LlamaServer, extra: &[(&str, &str)]) -> DataPlane {
 }
 
 async fn generate(dp: &DataPlane, body: Value) -> reqwest::Response {
-    client()
+    authed(dp)
+        .await
         .post(dp.url("/api/generate-content"))
         .json(&body)
         .send()
@@ -91,6 +92,15 @@ async fn a_generation_returns_text_and_usage_and_is_kept() {
     let kept = json(get(&dp, &format!("/api/generations/{id}")).await).await;
     assert_eq!(kept["text"], result["text"]);
     assert_eq!(kept["usage"], result["usage"]);
+    // The audit trail has it, without the prompt or the answer.
+    let audit = json(get(&dp, "/api/audit?action=ai.generate").await).await;
+    let entry = &audit["entries"][0];
+    assert_eq!(
+        (entry["target"].as_str(), entry["outcome"].as_str()),
+        (Some(id), Some("success"))
+    );
+    assert!(entry["actor"].as_str().unwrap().starts_with("user:"));
+    assert!(!audit.to_string().contains("colours"));
 
     assert_eq!(
         metric(&dp, r#"ai_generations_total{status="succeeded"}"#).await,

@@ -77,7 +77,8 @@ fn start_against(upstream: &Scripted, timeout_secs: &str) -> DataPlane {
 
 async fn generate(dp: &DataPlane) -> (StatusCode, Value, Duration) {
     let started = Instant::now();
-    let r = client()
+    let r = authed(dp)
+        .await
         .post(dp.url("/api/generate-content"))
         .json(&json!({"prompt": "Hi"}))
         .send()

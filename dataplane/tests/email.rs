@@ -28,7 +28,8 @@ fn start_with_smtp(mailpit: &Mailpit, extra: &[(&str, &str)]) -> DataPlane {
 }
 
 async fn send(dp: &DataPlane, body: Value) -> reqwest::Response {
-    client()
+    authed(dp)
+        .await
         .post(dp.url("/api/send-email"))
         .json(&body)
         .send()
@@ -133,7 +134,8 @@ async fn a_sent_email_arrives_with_its_recipients_subject_and_bodies() {
 async fn waiting_for_the_outcome_answers_200_with_the_final_status() {
     let mailpit = Mailpit::start().unwrap();
     let dp = start_with_smtp(&mailpit, &[]);
-    let response = client()
+    let response = authed(&dp)
+        .await
         .post(dp.url("/api/send-email?wait=10"))
         .json(&json!({"to": "a@example.com", "subject": "Now", "text": "t"}))
         .send()
@@ -175,7 +177,8 @@ async fn invalid_emails_are_refused_naming_the_field() {
         );
         assert_eq!(json(response).await["error"]["field"], field, "{body}");
     }
-    let malformed = client()
+    let malformed = authed(&dp)
+        .await
         .post(dp.url("/api/send-email"))
         .header("content-type", "application/json")
         .body("{\"to\": ")
@@ -192,9 +195,9 @@ async fn an_idempotency_key_makes_a_retried_request_send_once() {
     let mailpit = Mailpit::start().unwrap();
     let dp = start_with_smtp(&mailpit, &[]);
     let body = json!({"to": "a@example.com", "subject": "Once", "text": "t"});
+    let c = authed(&dp).await;
     let post = |body: Value, key: &'static str| {
-        client()
-            .post(dp.url("/api/send-email"))
+        c.post(dp.url("/api/send-email"))
             .header("idempotency-key", key)
             .json(&body)
             .send()
@@ -350,7 +353,7 @@ async fn two_replicas_on_one_postgres_outbox_deliver_each_email_once() {
     let a = start_with_smtp(&mailpit, &[("DATABASE_URL", &url)]);
     let b = start_with_smtp(&mailpit, &[("DATABASE_URL", &url)]);
 
-    let c = client();
+    let c = authed(&a).await;
     let mut ids = Vec::new();
     for i in 0..200 {
         let dp = if i % 2 == 0 { &a } else { &b };
@@ -418,7 +421,7 @@ async fn a_killed_data_plane_delivers_queued_and_mid_send_emails_after_restart()
     let mut dp = start_with_smtp(&mailpit, &extra);
 
     // Accepting outpaces delivery, so a backlog builds behind the worker.
-    let c = client();
+    let c = authed(&dp).await;
     for i in 0..EMAILS {
         let response = c
             .post(dp.url("/api/send-email"))

@@ -17,6 +17,8 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_zero() {
     let mut dp = start(&[("DATABASE_URL", &url), ("SHUTDOWN_TIMEOUT_SECS", "20")]);
 
     // A second session holds an exclusive lock on `emails` for 3 s.
+    // Signed in before the lock: the login itself must not wait on it.
+    let admin = authed(&dp).await;
     let mut locker = Command::new(pg_binary("psql").unwrap());
     locker.args([
         "-h",
@@ -42,7 +44,7 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_zero() {
     .await;
 
     // The stats request now waits for the lock.
-    let in_flight = tokio::spawn(client().get(dp.url("/api/stats")).send());
+    let in_flight = tokio::spawn(admin.get(dp.url("/api/stats")).send());
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         !in_flight.is_finished(),

@@ -10,7 +10,9 @@ use reqwest::StatusCode;
 #[tokio::test]
 async fn every_answer_carries_the_security_headers_and_a_request_id() {
     let dp = start(&[("MAX_BODY_BYTES", "2048")]);
-    let c = client();
+    // Signed in: without credentials the guard answers 401 before the
+    // router could say 405.
+    let c = authed(&dp).await;
 
     let ok = c.get(dp.url("/api/health")).send().await.unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
@@ -178,21 +180,34 @@ async fn the_openapi_document_lists_exactly_the_routes_that_answer() {
     assert_eq!(
         documented,
         [
+            ("DELETE", "/api/keys/{id}"),
+            ("GET", "/api/audit"),
+            ("GET", "/api/auth/me"),
             ("GET", "/api/emails/{id}"),
             ("GET", "/api/generations/{id}"),
             ("GET", "/api/health"),
             ("GET", "/api/health/detailed"),
             ("GET", "/api/health/ready"),
+            ("GET", "/api/keys"),
             ("GET", "/api/metrics"),
             ("GET", "/api/openapi.json"),
             ("GET", "/api/stats"),
+            ("GET", "/api/users"),
+            ("POST", "/api/auth/login"),
+            ("POST", "/api/auth/logout"),
             ("POST", "/api/generate-content"),
+            ("POST", "/api/keys"),
             ("POST", "/api/send-email"),
+            ("POST", "/api/users"),
         ]
         .map(|(m, p)| (m.to_owned(), p.to_owned()))
     );
+    // Signed in, so the guard lets every request reach its handler; logout
+    // last, since it ends the session.
+    let admin = authed(&dp).await;
+    documented.sort_by_key(|(_, path)| path == "/api/auth/logout");
     for (method, path) in &documented {
-        let response = client()
+        let response = admin
             .request(
                 method.parse().unwrap(),
                 dp.url(&path.replace("{id}", "some-id")),

@@ -39,7 +39,8 @@ fn start_notifying(
 }
 
 async fn send(dp: &DataPlane, body: Value) -> String {
-    let response = client()
+    let response = authed(dp)
+        .await
         .post(dp.url("/api/send-email"))
         .json(&body)
         .send()

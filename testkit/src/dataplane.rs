@@ -18,6 +18,16 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The marker the data plane logs once it accepts connections.
 const LISTENING: &str = "listening on http://";
 
+/// The administrator every data plane started here gets (unless the test
+/// sets `ADMIN_PASSWORD` itself). One fixed value, so data planes sharing a
+/// database agree on it.
+pub const ADMIN_USERNAME: &str = "admin";
+/// Its password.
+pub const ADMIN_PASSWORD: &str = "testkit-admin-password-0f3a";
+
+/// Rate limits high enough that no test trips them unless it sets its own.
+const UNLIMITED: &str = "1000000/1s";
+
 /// A running data plane. Dropping it sends SIGTERM and waits for the exit
 /// (so an instrumented binary writes its coverage profile), then kills it if
 /// it is still there.
@@ -32,11 +42,17 @@ impl DataPlane {
     /// Starts `binary serve` with `env` on top of a clean environment:
     /// nothing inherited but `PATH` and `HOME`, so a developer's own
     /// `DATABASE_URL` or `REDIS_URL` cannot leak into a test. `LISTEN_ADDR`
-    /// defaults to a free loopback port and `DATA_DIR` to a new directory.
+    /// defaults to a free loopback port and `DATA_DIR` to a new directory;
+    /// the administrator is [`ADMIN_USERNAME`] / [`ADMIN_PASSWORD`], and the
+    /// rate limits are out of the way, unless `env` says otherwise.
     pub fn start(binary: &Path, env: &[(&str, &str)]) -> Result<DataPlane> {
         let data_dir = TempDir::new("dataplane")?;
         let mut cmd = Self::command(binary, data_dir.path());
         cmd.arg("serve");
+        cmd.env("ADMIN_PASSWORD", ADMIN_PASSWORD);
+        for var in ["RATE_LIMIT_API", "RATE_LIMIT_EMAIL", "RATE_LIMIT_AI"] {
+            cmd.env(var, UNLIMITED);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }

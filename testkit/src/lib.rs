@@ -77,7 +77,7 @@ use std::time::Duration;
 
 pub use bins::workspace_binary;
 pub use cluster::Cluster;
-pub use dataplane::DataPlane;
+pub use dataplane::{ADMIN_PASSWORD, ADMIN_USERNAME, DataPlane};
 pub use dirs::{TempDir, free_port};
 pub use llama::LlamaServer;
 pub use mailpit::Mailpit;

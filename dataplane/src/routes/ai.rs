@@ -27,10 +27,11 @@ use crate::{
         validate::{GenerateRequest, Generation, validate},
     },
     app::AppState,
+    audit,
     error::{ApiError, ErrorBody},
     extract::ApiJson,
     routes::rfc3339,
-    store::{NewGeneration, StoredGeneration},
+    store::{NewGeneration, StoreError, StoredGeneration},
     telemetry::Metrics,
 };
 
@@ -120,6 +121,7 @@ impl From<AiError> for ApiError {
 )]
 pub async fn generate_content(
     State(state): State<AppState>,
+    audit: audit::Context,
     headers: HeaderMap,
     ApiJson(request): ApiJson<GenerateRequest>,
 ) -> Result<Response, ApiError> {
@@ -135,7 +137,7 @@ pub async fn generate_content(
     let stream = request.stream || wants_events;
     let g = validate(request, &state.config.openai.models)?;
     if stream {
-        return stream_generation(state, generator, g).await;
+        return stream_generation(state, audit, generator, g).await;
     }
 
     let started = Instant::now();
@@ -147,16 +149,15 @@ pub async fn generate_content(
             observe(&state.metrics, &Err(AiError::Busy), elapsed);
             return Err(AiError::Busy.into());
         }
-        Err(e) => return Err(failed(&state, &g, e, elapsed).await),
+        Err(e) => return Err(failed(&state, &audit, &g, e, elapsed).await),
     };
     observe(&state.metrics, &Ok(()), elapsed);
-    let id = state
-        .store
-        .insert_generation(
-            &record(&g, Some(&completion), None, elapsed),
-            SystemTime::now(),
-        )
-        .await?;
+    let id = keep(
+        &state,
+        &audit,
+        &record(&g, Some(&completion), None, elapsed),
+    )
+    .await?;
     if let (Some(i), Some(o)) = (completion.prompt_tokens, completion.completion_tokens) {
         count_tokens(&state.metrics, i, o);
     }
@@ -225,13 +226,47 @@ fn record(
 /// Counts and records a generation that failed upstream (it reached the
 /// model server, so it is history and counts in `/api/stats`), and returns
 /// the answer for it.
-async fn failed(state: &AppState, g: &Generation, e: AiError, elapsed: Duration) -> ApiError {
+async fn failed(
+    state: &AppState,
+    audit: &audit::Context,
+    g: &Generation,
+    e: AiError,
+    elapsed: Duration,
+) -> ApiError {
     observe(&state.metrics, &Err(e.clone()), elapsed);
     let rec = record(g, None, Some(e.to_string()), elapsed);
-    if let Err(store) = state.store.insert_generation(&rec, SystemTime::now()).await {
+    if let Err(store) = keep(state, audit, &rec).await {
         return store.into();
     }
     e.into()
+}
+
+/// Stores a finished generation in the history and the audit trail.
+async fn keep(
+    state: &AppState,
+    audit: &audit::Context,
+    rec: &NewGeneration,
+) -> Result<String, StoreError> {
+    let id = state
+        .store
+        .insert_generation(rec, SystemTime::now())
+        .await?;
+    let outcome = if rec.error.is_some() {
+        audit::Outcome::Failure
+    } else {
+        audit::Outcome::Success
+    };
+    let detail = format!("model {}, {} ms", rec.model, rec.duration_ms);
+    audit
+        .record(
+            &state.store,
+            "ai.generate",
+            Some(&id),
+            outcome,
+            Some(detail),
+        )
+        .await;
+    Ok(id)
 }
 
 fn observe(metrics: &Metrics, outcome: &Result<(), AiError>, elapsed: Duration) {
@@ -272,6 +307,7 @@ fn count_tokens(metrics: &Metrics, prompt: u32, completion: u32) {
 /// response, which closes its connection: the model server stops generating.
 async fn stream_generation(
     state: AppState,
+    audit: audit::Context,
     generator: Generator,
     g: Generation,
 ) -> Result<Response, ApiError> {
@@ -293,7 +329,7 @@ async fn stream_generation(
     let opened = tokio::time::timeout_at(deadline, generator.open_stream(request, deadline)).await;
     let upstream = match opened.unwrap_or(Err(AiError::Deadline(generator.timeout()))) {
         Ok(upstream) => upstream,
-        Err(e) => return Err(failed(&state, &g, e, started.elapsed()).await),
+        Err(e) => return Err(failed(&state, &audit, &g, e, started.elapsed()).await),
     };
 
     let (tx, rx) = mpsc::channel::<Event>(32);
@@ -360,7 +396,7 @@ async fn stream_generation(
         }
         let error = outcome.as_ref().err().map(ToString::to_string);
         let rec = record(&g, Some(&completion), error.clone(), elapsed);
-        let id = match state.store.insert_generation(&rec, SystemTime::now()).await {
+        let id = match keep(&state, &audit, &rec).await {
             Ok(id) => id,
             Err(e) => {
                 tracing::error!(error = %e, "recording a streamed generation failed");

@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use axum::{
-    Json,
+    Extension, Json,
     extract::{Path, Query, State},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
@@ -13,6 +13,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::{
     app::AppState,
+    audit,
+    auth::Principal,
     email::validate::{SendEmailRequest, validate},
     error::{ApiError, ErrorBody},
     extract::ApiJson,
@@ -93,6 +95,8 @@ impl From<&StoredEmail> for EmailStatus {
 )]
 pub async fn send_email(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+    audit: audit::Context,
     Query(options): Query<SendOptions>,
     headers: HeaderMap,
     ApiJson(request): ApiJson<SendEmailRequest>,
@@ -113,10 +117,15 @@ pub async fn send_email(
                 .to_owned(),
         ),
     };
-    let email = validate(request, key).map_err(|e| ApiError::Validation {
+    let mut email = validate(request, key).map_err(|e| ApiError::Validation {
         field: e.field,
         message: e.message,
     })?;
+    // Keys are the caller's own: another caller's key must neither replay
+    // that caller's email nor collide with it.
+    email.idempotency_key = email
+        .idempotency_key
+        .map(|key| format!("{}:{key}", caller.id));
     let (stored, replayed) = match state.store.enqueue_email(&email, SystemTime::now()).await? {
         Enqueued::New(stored) => (stored, false),
         Enqueued::Existing(stored)
@@ -131,8 +140,24 @@ pub async fn send_email(
             });
         }
     };
-    if !replayed && let Some(wake) = &state.email_wake {
-        wake.notify_one();
+    if !replayed {
+        if let Some(wake) = &state.email_wake {
+            wake.notify_one();
+        }
+        audit
+            .record(
+                &state.store,
+                "email.send",
+                Some(&stored.id),
+                audit::Outcome::Success,
+                Some(format!(
+                    "{} recipient(s)",
+                    stored.recipients.to.len()
+                        + stored.recipients.cc.len()
+                        + stored.recipients.bcc.len()
+                )),
+            )
+            .await;
     }
     let (code, stored) = match options.wait {
         Some(wait) if wait > 0 => {

@@ -8,7 +8,10 @@ use utoipa::ToSchema;
 
 use crate::{
     app::AppState,
-    health::{CheckResult, Overall, check_ai, check_cache, check_smtp, check_store, overall},
+    health::{
+        CheckResult, Overall, check_ai, check_cache, check_rate_limiter, check_smtp, check_store,
+        overall,
+    },
 };
 
 /// Longest a readiness or dependency check may take before it counts as failed.
@@ -106,13 +109,15 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
         (status = 503, description = "Unhealthy: a critical dependency failed", body = DetailedHealth),
     ))]
 pub async fn detailed(State(state): State<AppState>) -> (StatusCode, Json<DetailedHealth>) {
-    let (database, cache) = tokio::join!(
+    let (database, cache, rate_limiter) = tokio::join!(
         check_store(&state.store, CHECK_TIMEOUT),
-        check_cache(&state.cache, CHECK_TIMEOUT)
+        check_cache(&state.cache, CHECK_TIMEOUT),
+        check_rate_limiter(&state.limiter, CHECK_TIMEOUT)
     );
     let mut checks = BTreeMap::from([
         ("database".to_owned(), database),
         ("cache".to_owned(), cache),
+        ("rate_limiter".to_owned(), rate_limiter),
     ]);
     if let Some(mailer) = &state.mailer {
         checks.insert("smtp".to_owned(), check_smtp(mailer, CHECK_TIMEOUT).await);

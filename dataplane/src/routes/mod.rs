@@ -3,16 +3,25 @@
 //! description together, so `/api/openapi.json` cannot drift from the router.
 
 pub mod ai;
+pub mod api_keys;
+pub mod audit;
+pub mod auth;
 pub mod email;
 pub mod health;
 pub mod metrics;
 pub mod openapi;
 pub mod stats;
+pub mod users;
 
-use utoipa::OpenApi;
+use utoipa::{
+    OpenApi,
+    openapi::security::{
+        ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityRequirement, SecurityScheme,
+    },
+};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::app::AppState;
+use crate::{app::AppState, middleware::auth::Access};
 
 /// A store timestamp (Unix milliseconds) as RFC 3339, as answers show it.
 fn rfc3339(millis: i64) -> String {
@@ -21,17 +30,93 @@ fn rfc3339(millis: i64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// Every route, grouped by who may call it. `app` puts the guard in front
+/// of each group but `public`; the OpenAPI document marks the guarded
+/// operations with the credentials and scope they need.
+pub struct Api {
+    /// No credentials: health, metrics, OpenAPI, login.
+    pub public: OpenApiRouter<AppState>,
+    /// Guarded groups, each with what it requires.
+    pub guarded: Vec<(Access, OpenApiRouter<AppState>)>,
+}
+
+impl Api {
+    /// All routes in one router, without the guard (for the document).
+    pub fn merged(self) -> OpenApiRouter<AppState> {
+        self.guarded
+            .into_iter()
+            .fold(self.public, |all, (_, group)| all.merge(group))
+    }
+}
+
 /// Every route of the API with its OpenAPI description.
-pub fn api() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+pub fn api() -> Api {
+    let public = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
         .routes(routes!(health::detailed))
         .routes(routes!(metrics::export))
-        .routes(routes!(stats::get_stats))
-        .routes(routes!(email::send_email))
-        .routes(routes!(email::get_email))
-        .routes(routes!(ai::generate_content))
-        .routes(routes!(ai::get_generation))
         .routes(routes!(openapi::document))
+        .routes(routes!(auth::login));
+    let signed_in = OpenApiRouter::new()
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::me))
+        .routes(routes!(stats::get_stats));
+    let send_email = OpenApiRouter::new().routes(routes!(email::send_email));
+    let read_email = OpenApiRouter::new().routes(routes!(email::get_email));
+    let generate = OpenApiRouter::new().routes(routes!(ai::generate_content));
+    let read_generation = OpenApiRouter::new().routes(routes!(ai::get_generation));
+    let admin = OpenApiRouter::new()
+        .routes(routes!(api_keys::create_key, api_keys::list_keys))
+        .routes(routes!(api_keys::revoke_key))
+        .routes(routes!(users::create_user, users::list_users))
+        .routes(routes!(audit::list));
+    let guarded = [
+        (Access::SignedIn, signed_in),
+        (Access::EmailSend, send_email),
+        (Access::EmailRead, read_email),
+        (Access::AiGenerate, generate),
+        (Access::AiRead, read_generation),
+        (Access::Admin, admin),
+    ]
+    .into_iter()
+    .map(|(access, group)| (access, secured(group, access)))
+    .collect();
+    Api { public, guarded }
+}
+
+/// Marks every operation of `group` as needing a session or an API key
+/// (with the scope of `access`), and declares both schemes.
+fn secured(mut group: OpenApiRouter<AppState>, access: Access) -> OpenApiRouter<AppState> {
+    let scopes: Vec<&str> = access.scope().map(|s| s.as_str()).into_iter().collect();
+    let doc = group.get_openapi_mut();
+    for item in doc.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            op.security = Some(vec![
+                SecurityRequirement::new("bearer", scopes.clone()),
+                SecurityRequirement::new("session_cookie", scopes.clone()),
+            ]);
+        }
+    }
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+    );
+    components.add_security_scheme(
+        "session_cookie",
+        SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(
+            crate::middleware::auth::SESSION_COOKIE,
+        ))),
+    );
+    group
 }

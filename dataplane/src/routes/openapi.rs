@@ -20,7 +20,9 @@ use crate::error::{ApiError, ErrorBody};
     tags(
         (name = "health", description = "Liveness, readiness and dependency checks"),
         (name = "observability", description = "Prometheus metrics and usage statistics"),
+        (name = "auth", description = "Login, sessions, API keys, accounts and the audit trail. Every route outside `health`, `observability` metrics, `meta` and login needs a session (cookie or bearer token) or an API key (`Authorization: Bearer svk_…`)"),
         (name = "email", description = "Transactional email through the durable outbox"),
+        (name = "ai", description = "Text generation through an OpenAI-compatible server"),
         (name = "meta", description = "This document"),
     ),
     components(schemas(ErrorBody))
@@ -29,7 +31,7 @@ pub struct ApiDoc;
 
 /// Rendered once: the document only changes with the binary.
 static DOCUMENT: LazyLock<Result<String, String>> = LazyLock::new(|| {
-    let (_, doc) = super::api().split_for_parts();
+    let (_, doc) = super::api().merged().split_for_parts();
     doc.to_pretty_json().map_err(|e| e.to_string())
 });
 

@@ -57,6 +57,14 @@ pub struct Metrics {
     pub cache_requests_total: IntCounterVec,
     /// hits / (hits + misses) since start; 0 before the first look-up.
     pub cache_hit_rate: Gauge,
+    /// Login attempts by outcome: `success`, `failure` (wrong name or
+    /// password) or `blocked` (brute-force protection refused it).
+    pub auth_logins_total: IntCounterVec,
+    /// Requests refused by a rate limit, by policy (`api`, `email`, `ai`).
+    pub rate_limited_total: IntCounterVec,
+    /// 1 while the limits in force are the shared ones (Redis), 0 while they
+    /// are this process's own (no Redis, or Redis unreachable).
+    pub rate_limiter_redis_up: prometheus::IntGauge,
 }
 
 impl Metrics {
@@ -163,6 +171,22 @@ impl Metrics {
             "Share of cache look-ups that were hits, from 0 to 1",
         )?;
 
+        let auth_logins_total = IntCounterVec::new(
+            Opts::new("auth_logins_total", "Login attempts by outcome"),
+            &["outcome"],
+        )?;
+        let rate_limited_total = IntCounterVec::new(
+            Opts::new(
+                "rate_limited_total",
+                "Requests refused by a rate limit, by policy",
+            ),
+            &["policy"],
+        )?;
+        let rate_limiter_redis_up = prometheus::IntGauge::new(
+            "rate_limiter_redis_up",
+            "1 while rate limits are shared through Redis, 0 while they are per process",
+        )?;
+
         registry.register(Box::new(http_requests_total.clone()))?;
         registry.register(Box::new(http_request_duration_seconds.clone()))?;
         registry.register(Box::new(emails_sent_total.clone()))?;
@@ -181,6 +205,9 @@ impl Metrics {
         registry.register(Box::new(system_memory_percent.clone()))?;
         registry.register(Box::new(cache_requests_total.clone()))?;
         registry.register(Box::new(cache_hit_rate.clone()))?;
+        registry.register(Box::new(auth_logins_total.clone()))?;
+        registry.register(Box::new(rate_limited_total.clone()))?;
+        registry.register(Box::new(rate_limiter_redis_up.clone()))?;
         // process_resident_memory_bytes, process_open_fds, process_cpu_seconds_total…
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -189,6 +216,9 @@ impl Metrics {
         // Both results exist from the start, so a rate() over them is defined.
         for result in ["hit", "miss"] {
             cache_requests_total.with_label_values(&[result]);
+        }
+        for outcome in ["success", "failure", "blocked"] {
+            auth_logins_total.with_label_values(&[outcome]);
         }
 
         Ok(Self {
@@ -211,6 +241,9 @@ impl Metrics {
             system_memory_percent,
             cache_requests_total,
             cache_hit_rate,
+            auth_logins_total,
+            rate_limited_total,
+            rate_limiter_redis_up,
         })
     }
 

@@ -10,7 +10,7 @@ use std::{path::Path, process::Stdio, time::Duration};
 
 use reqwest::{Response, header::HeaderMap};
 use sqlx::AnyPool;
-pub use testkit::{DataPlane, Postgres, Redis, TempDir};
+pub use testkit::{DataPlane, Mailpit, Postgres, Redis, TempDir};
 
 /// The binary under test, built by cargo for this test run.
 pub fn binary() -> &'static Path {
@@ -33,8 +33,61 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// A session token of the test administrator (testkit starts every data
+/// plane with [`testkit::ADMIN_PASSWORD`]); one login per data plane.
+pub async fn token(dp: &DataPlane) -> String {
+    static TOKENS: std::sync::LazyLock<
+        std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, String>>,
+    > = std::sync::LazyLock::new(Default::default);
+    let key = dp.data_dir().to_path_buf();
+    if let Some(token) = TOKENS.lock().unwrap().get(&key) {
+        return token.clone();
+    }
+    let token = login(dp, testkit::ADMIN_USERNAME, testkit::ADMIN_PASSWORD).await;
+    TOKENS.lock().unwrap().insert(key, token.clone());
+    token
+}
+
+/// Signs in and returns the session token.
+pub async fn login(dp: &DataPlane, username: &str, password: &str) -> String {
+    let r = client()
+        .post(dp.url("/api/auth/login"))
+        .json(&serde_json::json!({ "username": username, "password": password }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "login as {username}: {}",
+        r.text().await.unwrap()
+    );
+    json(r).await["token"].as_str().unwrap().to_owned()
+}
+
+/// A client that sends `token` as its bearer credentials.
+pub fn bearer(token: &str) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+/// A client signed in as the test administrator of `dp`.
+pub async fn authed(dp: &DataPlane) -> reqwest::Client {
+    bearer(&token(dp).await)
+}
+
+/// `GET path` as the test administrator.
 pub async fn get(dp: &DataPlane, path: &str) -> Response {
-    client().get(dp.url(path)).send().await.unwrap()
+    authed(dp).await.get(dp.url(path)).send().await.unwrap()
 }
 
 pub async fn json(response: Response) -> serde_json::Value {

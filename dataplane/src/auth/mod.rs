@@ -1,0 +1,206 @@
+//! Who is calling, and what they may do: accounts with passwords, sessions,
+//! API keys, brute-force protection and the first administrator. Nothing
+//! here knows HTTP; `middleware::auth` and `routes::auth` speak it.
+//!
+//! Credentials are random tokens handed out once ([`tokens`]): a session
+//! token (`svs_…`) after a login, or an API key (`svk_…`) created by an
+//! administrator. The store keeps only their SHA-256 digests, so a leaked
+//! database does not let anyone in.
+
+pub mod api_keys;
+pub mod bootstrap;
+pub mod brute_force;
+pub mod client_ip;
+pub mod passwords;
+pub mod sessions;
+pub mod tokens;
+
+use std::{fmt, str::FromStr, sync::Arc};
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::{
+    config::AuthConfig,
+    ratelimit::Limiter,
+    store::{Store, StoreError},
+};
+
+/// A permission. An administrator has all three; a member has `email` and
+/// `ai`; an API key has those it was created with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Send email and read its status.
+    Email,
+    /// Generate text and read generations.
+    Ai,
+    /// Manage accounts and keys, read the audit trail.
+    Admin,
+}
+
+impl Scope {
+    /// Every scope, in a stable order.
+    pub const ALL: [Scope; 3] = [Scope::Email, Scope::Ai, Scope::Admin];
+
+    /// Its name, as in requests and the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Email => "email",
+            Self::Ai => "ai",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+impl FromStr for Scope {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|scope| scope.as_str() == s)
+            .ok_or_else(|| format!("unknown scope `{s}`; expected email, ai or admin"))
+    }
+}
+
+/// A user's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Every scope.
+    Admin,
+    /// `email` and `ai`.
+    Member,
+}
+
+impl Role {
+    /// Its name, as in requests and the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Member => "member",
+        }
+    }
+
+    /// The scopes it grants.
+    pub fn scopes(self) -> Vec<Scope> {
+        match self {
+            Self::Admin => Scope::ALL.to_vec(),
+            Self::Member => vec![Scope::Email, Scope::Ai],
+        }
+    }
+}
+
+/// Who made a request, once authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// `user:<id>` or `key:<id>`: the rate-limit key, the audit actor and
+    /// the `user_id` of log lines.
+    pub id: String,
+    /// The user name or the key's name.
+    pub name: String,
+    /// What it may do.
+    pub scopes: Vec<Scope>,
+    /// How it authenticated.
+    pub via: Credential,
+}
+
+/// How a principal authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// A session; the digest of its token and when it ends (Unix ms).
+    Session {
+        /// The token's digest, to end the session on logout.
+        token_hash: String,
+        /// When the session ends (Unix ms).
+        expires_at: i64,
+    },
+    /// An API key.
+    ApiKey,
+}
+
+impl Principal {
+    /// Whether it holds `scope`.
+    pub fn has(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+    }
+}
+
+/// Why an authentication step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Hashing failed (a bug or exhausted memory).
+    #[error("password hashing: {0}")]
+    Hash(String),
+}
+
+/// A user name is 1–64 characters of lower-case letters, digits and `._-@`.
+pub fn valid_username(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-@".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err("expected 1 to 64 lower-case letters, digits or `._-@`".into())
+    }
+}
+
+/// The authentication service: what the routes and the middleware call.
+#[derive(Clone)]
+pub struct Auth {
+    /// The store of users, sessions and keys.
+    pub store: Store,
+    /// The settings.
+    pub config: Arc<AuthConfig>,
+    /// Failure counting for brute-force protection.
+    pub limiter: Limiter,
+    /// Hashing and verification, bounded.
+    pub passwords: passwords::Passwords,
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auth").finish_non_exhaustive()
+    }
+}
+
+impl Auth {
+    /// The principal a bearer token or session cookie stands for; `None`
+    /// when it is unknown, expired or revoked.
+    pub async fn authenticate(&self, token: &str) -> Result<Option<Principal>, AuthError> {
+        match tokens::kind(token) {
+            Some(tokens::Kind::Session) => sessions::resolve(&self.store, token).await,
+            Some(tokens::Kind::ApiKey) => api_keys::resolve(&self.store, token).await,
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_parse_from_their_names_only() {
+        for scope in Scope::ALL {
+            assert_eq!(scope.as_str().parse::<Scope>(), Ok(scope));
+        }
+        assert!("Admin".parse::<Scope>().is_err());
+        assert!(Role::Member.scopes().iter().all(|s| *s != Scope::Admin));
+    }
+
+    #[test]
+    fn user_names_are_plain_lower_case() {
+        assert!(valid_username("ops.team-1@example.com").is_ok());
+        for bad in ["", "Admin", "a b", "a\nb", &"x".repeat(65)] {
+            assert!(valid_username(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The guard in front of every route but health, metrics, OpenAPI and login:
+//! who is calling (a session or an API key), may they call this route (its
+//! scope), and is it within their budget (the rate limits).
+//!
+//! Credentials come as `Authorization: Bearer <token>` or as the session
+//! cookie. Answers: 401 without valid credentials, 403 without the scope,
+//! 429 over a limit. Every answer that passed the guard carries the IETF
+//! `RateLimit-Policy` and `RateLimit` headers of the budgets it spent.
+
+use axum::{
+    extract::{Request, State},
+    http::{HeaderMap, HeaderValue, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+
+use crate::{
+    app::AppState,
+    auth::{Principal, Scope},
+    error::ApiError,
+    ratelimit::{Decision, Policy},
+};
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "sv_session";
+
+/// What a group of routes requires. Every guarded request spends the API
+/// budget; sending and generating spend their own budget too (reading an
+/// email's status or a generation does not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Any principal.
+    SignedIn,
+    /// The `email` scope.
+    EmailRead,
+    /// The `email` scope and the email budget.
+    EmailSend,
+    /// The `ai` scope.
+    AiRead,
+    /// The `ai` scope and the AI budget.
+    AiGenerate,
+    /// The `admin` scope.
+    Admin,
+}
+
+impl Access {
+    /// The scope it needs, if any.
+    pub fn scope(self) -> Option<Scope> {
+        match self {
+            Self::SignedIn => None,
+            Self::EmailRead | Self::EmailSend => Some(Scope::Email),
+            Self::AiRead | Self::AiGenerate => Some(Scope::Ai),
+            Self::Admin => Some(Scope::Admin),
+        }
+    }
+}
+
+/// The guard's state: the app and what the guarded routes require.
+#[derive(Clone)]
+pub struct Guard {
+    /// The application.
+    pub state: AppState,
+    /// What the routes behind this guard require.
+    pub access: Access,
+}
+
+/// Authenticates, authorises and rate-limits, then runs the route.
+pub async fn require(State(guard): State<Guard>, mut req: Request, next: Next) -> Response {
+    let principal = match authenticate(&guard.state, req.headers()).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    tracing::Span::current().record("user_id", principal.id.as_str());
+    if let Some(scope) = guard.access.scope()
+        && !principal.has(scope)
+    {
+        let held: Vec<&str> = principal.scopes.iter().map(|s| s.as_str()).collect();
+        return ApiError::Forbidden(format!(
+            "this route needs the `{}` scope; this caller has: {}",
+            scope.as_str(),
+            if held.is_empty() {
+                "none".to_owned()
+            } else {
+                held.join(", ")
+            }
+        ))
+        .into_response();
+    }
+
+    let limits = &guard.state.config.rate_limits;
+    let mut policies = vec![limits.api];
+    match guard.access {
+        Access::EmailSend => policies.push(limits.email),
+        Access::AiGenerate => policies.push(limits.ai),
+        _ => {}
+    }
+    let mut decisions = Vec::with_capacity(policies.len());
+    for policy in policies {
+        let decision = match guard.state.limiter.check(&principal.id, policy).await {
+            Ok(d) => d,
+            Err(unavailable) => {
+                let secs = unavailable.retry_after.as_secs().max(1);
+                let mut res = ApiError::from(unavailable).into_response();
+                res.headers_mut().insert(header::RETRY_AFTER, secs.into());
+                return res;
+            }
+        };
+        decisions.push(decision);
+        if !decision.allowed {
+            let mut res = refused(&decision).into_response();
+            rate_limit_headers(res.headers_mut(), &decisions);
+            return res;
+        }
+    }
+
+    req.extensions_mut().insert(principal);
+    let mut res = next.run(req).await;
+    rate_limit_headers(res.headers_mut(), &decisions);
+    res
+}
+
+async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let Some(token) = credentials(headers) else {
+        return Err(ApiError::Unauthorized(
+            "sign in first (POST /api/auth/login) or send an API key as `Authorization: Bearer svk_…`"
+                .into(),
+        ));
+    };
+    state.auth.authenticate(token).await?.ok_or_else(|| {
+        ApiError::Unauthorized(
+            "the session has ended or the API key is unknown or revoked; sign in again".into(),
+        )
+    })
+}
+
+/// The bearer token, or else the session cookie.
+pub fn credentials(headers: &HeaderMap) -> Option<&str> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        return value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value)
+}
+
+fn refused(d: &Decision) -> ApiError {
+    let retry = d.retry_after.as_secs_f64().ceil() as u64;
+    ApiError::TooManyRequests {
+        message: format!(
+            "rate limit `{}` ({} per {}) exceeded; retry in {} s",
+            d.policy.name,
+            d.policy.limit,
+            period(&d.policy),
+            retry.max(1)
+        ),
+        retry_after_secs: retry,
+    }
+}
+
+fn period(p: &Policy) -> String {
+    humantime::format_duration(p.period).to_string()
+}
+
+/// `RateLimit-Policy: "api";q=60;w=60` and `RateLimit: "api";r=59;t=1`
+/// (draft-ietf-httpapi-ratelimit-headers), one item per budget spent.
+fn rate_limit_headers(headers: &mut HeaderMap, decisions: &[Decision]) {
+    let policies: Vec<String> = decisions
+        .iter()
+        .map(|d| {
+            format!(
+                "\"{}\";q={};w={}",
+                d.policy.name,
+                d.policy.limit,
+                d.policy.period.as_secs()
+            )
+        })
+        .collect();
+    let states: Vec<String> = decisions
+        .iter()
+        .map(|d| {
+            format!(
+                "\"{}\";r={};t={}",
+                d.policy.name,
+                d.remaining,
+                d.reset.as_secs_f64().ceil() as u64
+            )
+        })
+        .collect();
+    for (name, items) in [("ratelimit-policy", policies), ("ratelimit", states)] {
+        if let Ok(value) = HeaderValue::from_str(&items.join(", ")) {
+            headers.insert(name, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_bearer_token_wins_over_the_cookie() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            "theme=dark; sv_session=svs_cookie".parse().unwrap(),
+        );
+        assert_eq!(credentials(&h), Some("svs_cookie"));
+        h.insert(header::AUTHORIZATION, "Bearer svk_key".parse().unwrap());
+        assert_eq!(credentials(&h), Some("svk_key"));
+        h.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert_eq!(
+            credentials(&h),
+            None,
+            "a non-bearer Authorization is not a cookie fallback"
+        );
+    }
+
+    #[test]
+    fn headers_list_every_budget_spent() {
+        let policy = |name, limit| Policy {
+            name,
+            limit,
+            period: Duration::from_secs(60),
+        };
+        let decision = |p, remaining, reset| Decision {
+            policy: p,
+            allowed: true,
+            remaining,
+            retry_after: Duration::ZERO,
+            reset: Duration::from_millis(reset),
+        };
+        let mut h = HeaderMap::new();
+        rate_limit_headers(
+            &mut h,
+            &[
+                decision(policy("api", 60), 59, 1000),
+                decision(policy("email", 10), 9, 5500),
+            ],
+        );
+        assert_eq!(
+            h["ratelimit-policy"],
+            "\"api\";q=60;w=60, \"email\";q=10;w=60"
+        );
+        assert_eq!(h["ratelimit"], "\"api\";r=59;t=1, \"email\";r=9;t=6");
+    }
+}

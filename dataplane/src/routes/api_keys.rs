@@ -1,0 +1,177 @@
+//! `POST /api/keys`, `GET /api/keys`, `DELETE /api/keys/{id}`: API keys for
+//! machines, managed by administrators.
+
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::StatusCode,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::{
+    app::AppState,
+    audit::{self, Outcome},
+    auth::{Scope, api_keys},
+    error::{ApiError, ErrorBody},
+    extract::ApiJson,
+    routes::rfc3339,
+    store::StoredApiKey,
+};
+
+/// A key to create.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateKeyRequest {
+    /// What it is for, e.g. `billing-service` (1–100 characters).
+    pub name: String,
+    /// What it may do: any of `email`, `ai`, `admin`.
+    pub scopes: Vec<String>,
+}
+
+/// A key as listed (the key itself is never shown again).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ApiKeyInfo {
+    /// Its id, for revocation.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its first characters, to recognise it.
+    pub prefix: String,
+    /// What it may do.
+    pub scopes: Vec<Scope>,
+    /// Who created it.
+    pub created_by: String,
+    /// When (RFC 3339).
+    pub created_at: String,
+    /// When it was revoked (RFC 3339), if it was.
+    pub revoked_at: Option<String>,
+}
+
+impl From<&StoredApiKey> for ApiKeyInfo {
+    fn from(k: &StoredApiKey) -> Self {
+        Self {
+            id: k.id.clone(),
+            name: k.name.clone(),
+            prefix: k.prefix.clone(),
+            scopes: api_keys::scopes(k),
+            created_by: k.created_by.clone(),
+            created_at: rfc3339(k.created_at),
+            revoked_at: k.revoked_at.map(rfc3339),
+        }
+    }
+}
+
+/// A key just created: the only answer that shows it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreatedKey {
+    /// Send it as `Authorization: Bearer <key>`. Store it now: it is shown
+    /// only once.
+    pub key: String,
+    /// The rest.
+    #[serde(flatten)]
+    pub info: ApiKeyInfo,
+}
+
+/// Creates an API key; the answer is the only time the key is shown.
+#[utoipa::path(
+    post,
+    path = "/api/keys",
+    tag = "auth",
+    request_body = CreateKeyRequest,
+    responses(
+        (status = 201, description = "Created", body = CreatedKey),
+        (status = 422, description = "A field is invalid", body = ErrorBody),
+    )
+)]
+pub async fn create_key(
+    State(state): State<AppState>,
+    audit: audit::Context,
+    ApiJson(request): ApiJson<CreateKeyRequest>,
+) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
+    let name = request.name.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(ApiError::Validation {
+            field: "name".into(),
+            message: "expected 1 to 100 printable characters".into(),
+        });
+    }
+    if request.scopes.is_empty() {
+        return Err(ApiError::Validation {
+            field: "scopes".into(),
+            message: "give at least one scope: email, ai or admin".into(),
+        });
+    }
+    let scopes = request
+        .scopes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            s.parse::<Scope>().map_err(|message| ApiError::Validation {
+                field: format!("scopes[{i}]"),
+                message,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let (stored, key) = api_keys::create(&state.store, name, &scopes, &audit.actor).await?;
+    audit
+        .record(
+            &state.store,
+            "api_key.create",
+            Some(&stored.id),
+            Outcome::Success,
+            Some(format!("{name:?} with scopes {}", stored.scopes)),
+        )
+        .await;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedKey {
+            key,
+            info: ApiKeyInfo::from(&stored),
+        }),
+    ))
+}
+
+/// Every API key, revoked ones included, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/keys",
+    tag = "auth",
+    responses((status = 200, description = "The keys", body = [ApiKeyInfo]))
+)]
+pub async fn list_keys(State(state): State<AppState>) -> Result<Json<Vec<ApiKeyInfo>>, ApiError> {
+    let keys = state.store.api_keys().await?;
+    Ok(Json(keys.iter().map(ApiKeyInfo::from).collect()))
+}
+
+/// Revokes a key: refused from the next request on, on every replica.
+#[utoipa::path(
+    delete,
+    path = "/api/keys/{id}",
+    tag = "auth",
+    params(("id" = String, Path, description = "The key's id")),
+    responses(
+        (status = 200, description = "Revoked (or already was)", body = ApiKeyInfo),
+        (status = 404, description = "No such key", body = ErrorBody),
+    )
+)]
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    audit: audit::Context,
+    Path(id): Path<String>,
+) -> Result<Json<ApiKeyInfo>, ApiError> {
+    let key = state
+        .store
+        .revoke_api_key(&id, std::time::SystemTime::now())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no API key with id {id:?}")))?;
+    audit
+        .record(
+            &state.store,
+            "api_key.revoke",
+            Some(&id),
+            Outcome::Success,
+            Some(format!("{:?}", key.name)),
+        )
+        .await;
+    Ok(Json(ApiKeyInfo::from(&key)))
+}

@@ -1,0 +1,309 @@
+//! `POST /api/auth/login`, `POST /api/auth/logout`, `GET /api/auth/me`.
+
+use std::time::Duration;
+
+use axum::{
+    Extension, Json,
+    extract::State,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::{
+    app::AppState,
+    audit::{self, Outcome},
+    auth::{Credential, Principal, Scope, brute_force, sessions},
+    error::{ApiError, ErrorBody},
+    extract::ApiJson,
+    middleware::{auth::SESSION_COOKIE, client_ip::ClientIp},
+    routes::rfc3339,
+    store::unix_millis,
+};
+
+/// Longest password accepted at login: argon2 would hash a megabyte just as
+/// willingly, at a cost we should not offer to strangers.
+const MAX_PASSWORD_LEN: usize = 1024;
+
+/// A login.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LoginRequest {
+    /// The user name (case does not matter).
+    pub username: String,
+    /// The password.
+    pub password: String,
+}
+
+/// A session just opened.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LoginResponse {
+    /// The session token: also set as the `sv_session` cookie; send it as
+    /// `Authorization: Bearer <token>` from programs.
+    pub token: String,
+    /// When the session ends (RFC 3339).
+    pub expires_at: String,
+    /// Who signed in.
+    pub user: Me,
+}
+
+/// The caller.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Me {
+    /// `user:<id>` or `key:<id>`.
+    pub id: String,
+    /// The user name or key name.
+    pub name: String,
+    /// `session` or `api_key`.
+    pub authenticated_by: String,
+    /// What the caller may do.
+    pub scopes: Vec<Scope>,
+    /// When the session ends (RFC 3339); absent for API keys.
+    pub session_expires_at: Option<String>,
+}
+
+impl From<&Principal> for Me {
+    fn from(p: &Principal) -> Self {
+        let (by, expires) = match &p.via {
+            Credential::Session { expires_at, .. } => ("session", Some(rfc3339(*expires_at))),
+            Credential::ApiKey => ("api_key", None),
+        };
+        Self {
+            id: p.id.clone(),
+            name: p.name.clone(),
+            authenticated_by: by.into(),
+            scopes: p.scopes.clone(),
+            session_expires_at: expires,
+        }
+    }
+}
+
+/// Signs in with a user name and password. Five failures within five
+/// minutes from one address, or for one account, block further logins from
+/// it for five minutes (429), even with the right password.
+#[utoipa::path(
+    post,
+    path = "/api/auth/login",
+    tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Signed in; the token is also set as a cookie", body = LoginResponse),
+        (status = 401, description = "Wrong user name or password", body = ErrorBody),
+        (status = 429, description = "Too many failures: blocked until Retry-After", body = ErrorBody),
+    )
+)]
+pub async fn login(
+    State(state): State<AppState>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    audit: audit::Context,
+    ApiJson(request): ApiJson<LoginRequest>,
+) -> Result<Response, ApiError> {
+    let username = request.username.trim().to_lowercase();
+    if username.is_empty() || username.len() > 64 {
+        return Err(ApiError::Validation {
+            field: "username".into(),
+            message: "expected a user name of 1 to 64 characters".into(),
+        });
+    }
+    if request.password.len() > MAX_PASSWORD_LEN {
+        return Err(ApiError::Validation {
+            field: "password".into(),
+            message: format!("a password is at most {MAX_PASSWORD_LEN} bytes"),
+        });
+    }
+    let auth = &state.auth;
+    let metrics = &state.metrics.auth_logins_total;
+
+    if let Some(wait) = brute_force::blocked(&auth.limiter, ip, &username).await? {
+        metrics.with_label_values(&["blocked"]).inc();
+        audit
+            .record(
+                &state.store,
+                "login",
+                Some(&username),
+                Outcome::Denied,
+                Some("blocked after repeated failures".into()),
+            )
+            .await;
+        return Err(blocked(wait));
+    }
+
+    let user = state.store.user_by_name(&username).await?;
+    let matches = auth
+        .passwords
+        .verify(
+            &request.password,
+            user.as_ref().map(|u| u.password_hash.as_str()),
+        )
+        .await?;
+    let Some(user) = user.filter(|_| matches) else {
+        metrics.with_label_values(&["failure"]).inc();
+        audit
+            .record(
+                &state.store,
+                "login",
+                Some(&username),
+                Outcome::Failure,
+                Some("wrong user name or password".into()),
+            )
+            .await;
+        if let Some(block) = brute_force::failed(&auth.limiter, &auth.config, ip, &username).await?
+        {
+            tracing::warn!(
+                block_seconds = block.as_secs(),
+                "login blocked after repeated failures"
+            );
+            audit
+                .record(
+                    &state.store,
+                    "login.block",
+                    Some(&username),
+                    Outcome::Success,
+                    Some(format!(
+                        "{} failures within {} s: blocked for {} s",
+                        auth.config.login_max_failures,
+                        auth.config.login_window.as_secs(),
+                        block.as_secs()
+                    )),
+                )
+                .await;
+        }
+        return Err(ApiError::Unauthorized("wrong user name or password".into()));
+    };
+
+    brute_force::succeeded(&auth.limiter, &username).await?;
+    let session = sessions::open(&state.store, &user, auth.config.session_ttl).await?;
+    let principal = sessions::principal(
+        &user,
+        Credential::Session {
+            token_hash: String::new(),
+            expires_at: unix_millis(session.expires_at),
+        },
+    );
+    tracing::Span::current().record("user_id", principal.id.as_str());
+    metrics.with_label_values(&["success"]).inc();
+    audit
+        .as_principal(&principal)
+        .record(
+            &state.store,
+            "login",
+            Some(&username),
+            Outcome::Success,
+            None,
+        )
+        .await;
+    tracing::info!("signed in");
+
+    let cookie = session_cookie(
+        &session.token,
+        auth.config.session_ttl,
+        auth.config.cookie_secure,
+    );
+    let body = LoginResponse {
+        token: session.token,
+        expires_at: rfc3339(unix_millis(session.expires_at)),
+        user: Me::from(&principal),
+    };
+    let mut response = (StatusCode::OK, Json(body)).into_response();
+    response.headers_mut().insert(header::SET_COOKIE, cookie);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// Ends the caller's session and clears the cookie.
+#[utoipa::path(
+    post,
+    path = "/api/auth/logout",
+    tag = "auth",
+    responses(
+        (status = 204, description = "Signed out"),
+        (status = 400, description = "The caller uses an API key, not a session", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+    )
+)]
+pub async fn logout(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+    audit: audit::Context,
+) -> Result<Response, ApiError> {
+    let Credential::Session { token_hash, .. } = &caller.via else {
+        return Err(ApiError::BadRequest {
+            message: "an API key has no session to end; an administrator revokes keys with DELETE /api/keys/{id}".into(),
+            field: None,
+        });
+    };
+    sessions::close(&state.store, token_hash).await?;
+    audit
+        .record(&state.store, "logout", None, Outcome::Success, None)
+        .await;
+    let cookie = session_cookie("", Duration::ZERO, state.auth.config.cookie_secure);
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response.headers_mut().insert(header::SET_COOKIE, cookie);
+    Ok(response)
+}
+
+/// Who the caller is and what it may do.
+#[utoipa::path(
+    get,
+    path = "/api/auth/me",
+    tag = "auth",
+    responses(
+        (status = 200, description = "The caller", body = Me),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+    )
+)]
+pub async fn me(Extension(caller): Extension<Principal>) -> Json<Me> {
+    Json(Me::from(&caller))
+}
+
+/// The 429 of a blocked login.
+fn blocked(wait: Duration) -> ApiError {
+    let secs = wait.as_secs_f64().ceil() as u64;
+    ApiError::TooManyRequests {
+        message: format!(
+            "too many failed logins from this address or for this account; retry in {secs} s"
+        ),
+        retry_after_secs: secs,
+    }
+}
+
+/// The session cookie: script-proof (`HttpOnly`), never sent cross-site
+/// (`SameSite=Strict`, which also stops CSRF), HTTPS-only unless
+/// `SESSION_COOKIE_SECURE=false`. An empty token with no lifetime clears it.
+fn session_cookie(token: &str, ttl: Duration, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    let cookie = format!(
+        "{SESSION_COOKIE}={token}; Path=/; Max-Age={}; HttpOnly; SameSite=Strict{secure}",
+        ttl.as_secs()
+    );
+    HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cookie_is_http_only_strict_and_secure_when_asked() {
+        let c = session_cookie("svs_x", Duration::from_secs(3600), true);
+        assert_eq!(
+            c,
+            "sv_session=svs_x; Path=/; Max-Age=3600; HttpOnly; SameSite=Strict; Secure"
+        );
+        let local = session_cookie("svs_x", Duration::from_secs(60), false);
+        assert!(!local.to_str().unwrap().contains("Secure"));
+    }
+
+    #[test]
+    fn a_block_rounds_its_wait_up() {
+        let ApiError::TooManyRequests {
+            retry_after_secs, ..
+        } = blocked(Duration::from_millis(1500))
+        else {
+            panic!("not a 429");
+        };
+        assert_eq!(retry_after_secs, 2);
+    }
+}

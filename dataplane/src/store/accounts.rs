@@ -1,0 +1,272 @@
+//! Users, sessions and API keys. Only digests of tokens and keys are stored
+//! (see the migration); this module never sees a token in clear.
+
+use std::time::SystemTime;
+
+use sqlx::{Row, any::AnyRow};
+
+use super::{Store, StoreError, unix_millis};
+
+/// A user account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Its id.
+    pub id: String,
+    /// Its (lower-cased) name.
+    pub username: String,
+    /// Its argon2id PHC string.
+    pub password_hash: String,
+    /// `admin` or `member`.
+    pub role: String,
+    /// When it was created (Unix ms).
+    pub created_at: i64,
+}
+
+/// An API key as stored (without the key itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredApiKey {
+    /// Its id.
+    pub id: String,
+    /// What its creator called it.
+    pub name: String,
+    /// The first characters of the key.
+    pub prefix: String,
+    /// Comma-separated scopes.
+    pub scopes: String,
+    /// The principal that created it (`user:<id>` or `key:<id>`).
+    pub created_by: String,
+    /// When it was created (Unix ms).
+    pub created_at: i64,
+    /// When it was revoked (Unix ms), if it was.
+    pub revoked_at: Option<i64>,
+}
+
+fn user(row: &AnyRow) -> Result<User, StoreError> {
+    Ok(User {
+        id: row.try_get("id")?,
+        username: row.try_get("username")?,
+        password_hash: row.try_get("password_hash")?,
+        role: row.try_get("role")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn api_key(row: &AnyRow) -> Result<StoredApiKey, StoreError> {
+    Ok(StoredApiKey {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        prefix: row.try_get("prefix")?,
+        scopes: row.try_get("scopes")?,
+        created_by: row.try_get("created_by")?,
+        created_at: row.try_get("created_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+impl Store {
+    /// Creates a user; `None` when the name is taken.
+    pub async fn insert_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        role: &str,
+        now: SystemTime,
+    ) -> Result<Option<User>, StoreError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let at = unix_millis(now);
+        let inserted = sqlx::query(
+            "INSERT INTO users (id, username, password_hash, role, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (username) DO NOTHING",
+        )
+        .bind(&id)
+        .bind(username)
+        .bind(password_hash)
+        .bind(role)
+        .bind(at)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        Ok((inserted == 1).then(|| User {
+            id,
+            username: username.to_owned(),
+            password_hash: password_hash.to_owned(),
+            role: role.to_owned(),
+            created_at: at,
+        }))
+    }
+
+    /// The user called `username` (already lower-cased), if any.
+    pub async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, username, password_hash, role, created_at FROM users WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(user).transpose()
+    }
+
+    /// Every user, oldest first.
+    pub async fn users(&self) -> Result<Vec<User>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, username, password_hash, role, created_at FROM users ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(user).collect()
+    }
+
+    /// Whether any administrator exists.
+    pub async fn admin_exists(&self) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Replaces a user's password and ends its sessions: whoever knew the
+    /// old password must not stay signed in.
+    pub async fn set_password(
+        &self,
+        user_id: &str,
+        password_hash: &str,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+            .bind(password_hash)
+            .bind(unix_millis(now))
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Stores a new session and, in the same write, drops expired ones so
+    /// the table does not grow without bound.
+    pub async fn insert_session(
+        &self,
+        token_hash: &str,
+        user_id: &str,
+        now: SystemTime,
+        expires: SystemTime,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+            .bind(unix_millis(now))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, user_id, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(unix_millis(now))
+        .bind(unix_millis(expires))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The user of the live session with this token digest, and when the
+    /// session ends (Unix ms).
+    pub async fn session_user(
+        &self,
+        token_hash: &str,
+        now: SystemTime,
+    ) -> Result<Option<(User, i64)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT u.id, u.username, u.password_hash, u.role, u.created_at, s.expires_at \
+             FROM sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.token_hash = $1 AND s.expires_at > $2",
+        )
+        .bind(token_hash)
+        .bind(unix_millis(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| Ok((user(&row)?, row.try_get("expires_at")?)))
+            .transpose()
+    }
+
+    /// Ends a session; `false` if there was none.
+    pub async fn delete_session(&self, token_hash: &str) -> Result<bool, StoreError> {
+        let n = sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
+    /// Stores a new API key.
+    pub async fn insert_api_key(
+        &self,
+        key: &StoredApiKey,
+        token_hash: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, token_hash, prefix, scopes, created_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&key.id)
+        .bind(&key.name)
+        .bind(token_hash)
+        .bind(&key.prefix)
+        .bind(&key.scopes)
+        .bind(&key.created_by)
+        .bind(key.created_at)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// The unrevoked key with this digest.
+    pub async fn live_api_key(&self, token_hash: &str) -> Result<Option<StoredApiKey>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, name, prefix, scopes, created_by, created_at, revoked_at FROM api_keys \
+             WHERE token_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(api_key).transpose()
+    }
+
+    /// Every key, revoked ones included, newest first.
+    pub async fn api_keys(&self) -> Result<Vec<StoredApiKey>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, name, prefix, scopes, created_by, created_at, revoked_at FROM api_keys ORDER BY created_at DESC, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(api_key).collect()
+    }
+
+    /// Revokes key `id`; the key as it now stands, or `None` if there is no
+    /// such key. Revoking twice keeps the first time.
+    pub async fn revoke_api_key(
+        &self,
+        id: &str,
+        now: SystemTime,
+    ) -> Result<Option<StoredApiKey>, StoreError> {
+        sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(unix_millis(now))
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        let row = sqlx::query(
+            "SELECT id, name, prefix, scopes, created_by, created_at, revoked_at FROM api_keys WHERE id = $1",
+        )
+            .bind(id)
+            .fetch_optional(&self.writer)
+            .await?;
+        row.as_ref().map(api_key).transpose()
+    }
+}

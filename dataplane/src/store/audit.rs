@@ -1,0 +1,122 @@
+//! The audit trail: appended to, read page by page, never changed.
+
+use sqlx::{Row, any::AnyRow};
+
+use super::{Store, StoreError};
+
+/// One entry of the trail.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuditEntry {
+    /// UUIDv7: sorts by time; the pagination cursor.
+    pub id: String,
+    /// When (Unix ms).
+    pub at: i64,
+    /// `user:<id>`, `key:<id>`, `anonymous` or `system`.
+    pub actor: String,
+    /// The user or key name, when known.
+    pub actor_name: Option<String>,
+    /// What was done, e.g. `login`, `api_key.create`, `email.send`.
+    pub action: String,
+    /// What it was done to (an email id, a key id, a user name…).
+    pub target: Option<String>,
+    /// `success`, `failure` or `denied`.
+    pub outcome: String,
+    /// The client's address.
+    pub ip: Option<String>,
+    /// The request that did it.
+    pub request_id: Option<String>,
+    /// A short, secret-free explanation.
+    pub detail: Option<String>,
+}
+
+/// Which entries to read, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Only this actor.
+    pub actor: Option<String>,
+    /// Only this action.
+    pub action: Option<String>,
+    /// Only entries at or after this time (Unix ms).
+    pub since: Option<i64>,
+    /// Only entries before this time (Unix ms).
+    pub until: Option<i64>,
+    /// Only entries older than this id (the previous page's cursor).
+    pub before: Option<String>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+fn entry(row: &AnyRow) -> Result<AuditEntry, StoreError> {
+    Ok(AuditEntry {
+        id: row.try_get("id")?,
+        at: row.try_get("at")?,
+        actor: row.try_get("actor")?,
+        actor_name: row.try_get("actor_name")?,
+        action: row.try_get("action")?,
+        target: row.try_get("target")?,
+        outcome: row.try_get("outcome")?,
+        ip: row.try_get("ip")?,
+        request_id: row.try_get("request_id")?,
+        detail: row.try_get("detail")?,
+    })
+}
+
+impl Store {
+    /// Appends `e` to the trail.
+    pub async fn append_audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO audit_log (id, at, actor, actor_name, action, target, outcome, ip, \
+             request_id, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&e.id)
+        .bind(e.at)
+        .bind(&e.actor)
+        .bind(&e.actor_name)
+        .bind(&e.action)
+        .bind(&e.target)
+        .bind(&e.outcome)
+        .bind(&e.ip)
+        .bind(&e.request_id)
+        .bind(&e.detail)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// The entries `q` selects, newest first.
+    pub async fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        // Each filter is always bound; a NULL parameter switches it off. The
+        // casts give PostgreSQL the parameter types it cannot infer from NULL.
+        let rows = sqlx::query(
+            "SELECT id, at, actor, actor_name, action, target, outcome, ip, request_id, detail \
+             FROM audit_log \
+             WHERE (CAST($1 AS TEXT) IS NULL OR actor = CAST($1 AS TEXT)) \
+               AND (CAST($2 AS TEXT) IS NULL OR action = CAST($2 AS TEXT)) \
+               AND (CAST($3 AS BIGINT) IS NULL OR at >= CAST($3 AS BIGINT)) \
+               AND (CAST($4 AS BIGINT) IS NULL OR at < CAST($4 AS BIGINT)) \
+               AND (CAST($5 AS TEXT) IS NULL OR id < CAST($5 AS TEXT)) \
+             ORDER BY id DESC LIMIT $6",
+        )
+        .bind(&q.actor)
+        .bind(&q.action)
+        .bind(q.since)
+        .bind(q.until)
+        .bind(&q.before)
+        .bind(i64::from(q.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(entry).collect()
+    }
+
+    /// The most recent entry of `action`, if any.
+    pub async fn last_audit(&self, action: &str) -> Result<Option<AuditEntry>, StoreError> {
+        Ok(self
+            .audit(&AuditQuery {
+                action: Some(action.to_owned()),
+                limit: 1,
+                ..AuditQuery::default()
+            })
+            .await?
+            .pop())
+    }
+}
