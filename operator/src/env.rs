@@ -16,6 +16,8 @@ pub const DATABASE_URL: &str = "DATABASE_URL";
 pub const REDIS_URL: &str = "REDIS_URL";
 /// Signing key (secret).
 pub const SECRET_KEY: &str = "SECRET_KEY";
+/// The first administrator's password.
+pub const ADMIN_PASSWORD: &str = "ADMIN_PASSWORD";
 /// Model server API key (secret).
 pub const OPENAI_API_KEY: &str = "OPENAI_API_KEY";
 /// Model server base URL.

@@ -24,6 +24,9 @@ pub const CONFIG_CHECKSUM_ANNOTATION: &str = "securevault.io/config-checksum";
 /// Key of the generated `SECRET_KEY` in its Secret.
 pub const SECRET_KEY_KEY: &str = "secret-key";
 
+/// The key of the generated administrator password in that Secret.
+pub const ADMIN_PASSWORD_KEY: &str = "admin-password";
+
 /// The Deployment, Service, ServiceAccount and PodDisruptionBudget share the
 /// SecureVault's name.
 pub fn workload(name: &str) -> String {

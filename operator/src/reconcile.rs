@@ -31,7 +31,10 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
     api::SecureVault,
-    build::{self, Resources, secret::generate_key},
+    build::{
+        self, Resources,
+        secret::{Generated, generate_key},
+    },
     controller::Context,
     names,
     status::{self, Problem},
@@ -133,40 +136,54 @@ pub async fn reconcile(sv: Arc<SecureVault>, ctx: Arc<Context>) -> Result<Action
 
 /// The steps after validation; any error ends the reconcile and is retried.
 async fn pipeline(ctx: &Context, sv: &SecureVault, v: &ValidatedVault) -> Result<(), Error> {
-    let (secret_key, problems) = dereference(ctx, v).await?;
-    let resources = build::build(v, secret_key.as_deref());
+    let (generated, problems) = dereference(ctx, v).await?;
+    let resources = build::build(v, &generated);
     let deployment = apply(ctx, sv, v, resources).await?;
     update_status(ctx, sv, v, &deployment, &problems).await
 }
 
-/// Reads what the builders need from the cluster: the generated key (made
-/// once, then always read back) and whether each referenced Secret and key
-/// exists.
+/// Reads what the builders need from the cluster: the generated values
+/// (each made once, then always read back) and whether each referenced
+/// Secret and key exists.
 async fn dereference(
     ctx: &Context,
     v: &ValidatedVault,
-) -> Result<(Option<String>, Vec<Problem>), Error> {
+) -> Result<(Generated, Vec<Problem>), Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &v.namespace);
-    let secret_key = if v.generates_secret_key {
+    let mut existing = if v.generates_secrets() {
         let name = names::generated_secret(&v.name);
-        let existing = secrets
+        secrets
             .get_opt(&name)
             .await
             .map_err(kube_error::<Secret>("get", &name))?
-            .and_then(|s| s.data?.remove(names::SECRET_KEY_KEY))
-            .and_then(|b| String::from_utf8(b.0).ok());
-        Some(match existing {
-            Some(key) => key,
-            None => generate_key()?,
-        })
+            .and_then(|s| s.data)
+            .unwrap_or_default()
     } else {
-        None
+        BTreeMap::new()
+    };
+    // A Secret made by an older operator lacks the newer keys: those are
+    // generated now, the existing ones kept.
+    let mut keep_or_generate = |wanted: bool, key: &str| -> Result<Option<String>, Error> {
+        if !wanted {
+            return Ok(None);
+        }
+        match existing
+            .remove(key)
+            .and_then(|b| String::from_utf8(b.0).ok())
+        {
+            Some(value) => Ok(Some(value)),
+            None => Ok(Some(generate_key()?)),
+        }
+    };
+    let generated = Generated {
+        secret_key: keep_or_generate(v.generates_secret_key, names::SECRET_KEY_KEY)?,
+        admin_password: keep_or_generate(v.generates_admin_password, names::ADMIN_PASSWORD_KEY)?,
     };
 
     let mut problems = Vec::new();
     let mut fetched: BTreeMap<String, Option<Secret>> = BTreeMap::new();
     for reference in &v.secret_env {
-        if v.generates_secret_key && reference.secret == names::generated_secret(&v.name) {
+        if v.generates_secrets() && reference.secret == names::generated_secret(&v.name) {
             continue;
         }
         if !fetched.contains_key(&reference.secret) {
@@ -205,7 +222,7 @@ async fn dereference(
             }
         }
     }
-    Ok((secret_key, problems))
+    Ok((generated, problems))
 }
 
 /// Applies every child; returns the Deployment as the API server has it.

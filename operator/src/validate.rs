@@ -63,8 +63,10 @@ pub struct ValidatedVault {
     pub settings: BTreeMap<String, String>,
     /// Secret settings, as references.
     pub secret_env: Vec<SecretEnv>,
-    /// Whether the operator generates the `SECRET_KEY` Secret.
+    /// Whether the operator generates `SECRET_KEY` (in its own Secret).
     pub generates_secret_key: bool,
+    /// Whether the operator generates `ADMIN_PASSWORD` (in the same Secret).
+    pub generates_admin_password: bool,
     /// Pod placement.
     pub placement: Placement,
     /// Labels for every child (user's plus the operator's).
@@ -124,6 +126,14 @@ pub fn validate(sv: &SecureVault) -> Result<ValidatedVault, ValidationError> {
             env::SECRET_KEY,
             &names::generated_secret(&name),
             names::SECRET_KEY_KEY,
+        ),
+    }
+    match &spec.admin_password_secret_ref {
+        Some(r) => reference(env::ADMIN_PASSWORD, &r.name, &r.key),
+        None => reference(
+            env::ADMIN_PASSWORD,
+            &names::generated_secret(&name),
+            names::ADMIN_PASSWORD_KEY,
         ),
     }
     if let Some(db) = &spec.database {
@@ -191,6 +201,7 @@ pub fn validate(sv: &SecureVault) -> Result<ValidatedVault, ValidationError> {
         settings,
         secret_env,
         generates_secret_key: spec.secret_key_ref.is_none(),
+        generates_admin_password: spec.admin_password_secret_ref.is_none(),
         placement: spec.placement.clone().unwrap_or_default(),
         labels,
         annotations: spec.annotations.clone(),
@@ -202,13 +213,18 @@ pub fn validate(sv: &SecureVault) -> Result<ValidatedVault, ValidationError> {
 }
 
 impl ValidatedVault {
+    /// Whether the operator keeps a Secret of generated values.
+    pub fn generates_secrets(&self) -> bool {
+        self.generates_secret_key || self.generates_admin_password
+    }
+
     /// Names of the Secrets the pods read, each once, sorted.
     pub fn referenced_secrets(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .secret_env
             .iter()
             .map(|s| s.secret.clone())
-            .filter(|s| !(self.generates_secret_key && *s == names::generated_secret(&self.name)))
+            .filter(|s| !(self.generates_secrets() && *s == names::generated_secret(&self.name)))
             .collect();
         names.sort();
         names.dedup();
@@ -282,6 +298,7 @@ spec:
     requests: {cpu: 100m, memory: 64Mi}
     limits: {memory: 256Mi}
   secretKeyRef: {name: mail-keys, key: secret-key}
+  adminPasswordSecretRef: {name: mail-keys, key: admin-password}
   database:
     urlSecretRef: {name: mail-db, key: url}
   redis:
@@ -317,14 +334,21 @@ mod tests {
         assert_eq!(v.image, "securevault/dataplane:0.1.0");
         assert_eq!(v.settings["SECUREVAULT_ENV"], "production");
         assert_eq!(v.settings["LISTEN_ADDR"], "0.0.0.0:8080");
-        assert!(v.generates_secret_key);
+        assert!(v.generates_secret_key && v.generates_admin_password);
         assert_eq!(
             v.secret_env,
-            [SecretEnv {
-                var: "SECRET_KEY",
-                secret: "mail-secret-key".into(),
-                key: "secret-key".into()
-            }]
+            [
+                SecretEnv {
+                    var: "SECRET_KEY",
+                    secret: "mail-secret-key".into(),
+                    key: "secret-key".into()
+                },
+                SecretEnv {
+                    var: "ADMIN_PASSWORD",
+                    secret: "mail-secret-key".into(),
+                    key: "admin-password".into()
+                }
+            ]
         );
         assert!(v.referenced_secrets().is_empty());
         assert_eq!(v.owner.kind, "SecureVault");
@@ -339,6 +363,7 @@ mod tests {
             vars,
             [
                 "SECRET_KEY",
+                "ADMIN_PASSWORD",
                 "DATABASE_URL",
                 "REDIS_URL",
                 "SMTP_USERNAME",

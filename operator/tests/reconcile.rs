@@ -67,7 +67,9 @@ async fn the_minimal_sample_becomes_ready_with_owned_children() {
     ));
     let key = w.api::<Secret>().get("mail-secret-key").await.unwrap();
     assert!(controlled_by(&key, &uid));
-    assert_eq!(key.data.unwrap()["secret-key"].0.len(), 64);
+    let generated = key.data.unwrap();
+    assert_eq!(generated["secret-key"].0.len(), 64);
+    assert_eq!(generated["admin-password"].0.len(), 64);
 
     let pods = w
         .api::<Pod>()

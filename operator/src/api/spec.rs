@@ -90,6 +90,13 @@ pub struct SecureVaultSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_key_ref: Option<SecretKeyRef>,
 
+    /// Password of the data plane's first administrator (`admin`). When
+    /// absent, the operator generates one once, in the same Secret as the
+    /// generated key (`<name>-secret-key`, key `admin-password`). Changing
+    /// the referenced value changes the password when the pods next start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_password_secret_ref: Option<SecretKeyRef>,
+
     /// The SQL store. Absent: SQLite in the pod (one replica only; the data
     /// lives as long as the pod).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -30,7 +30,8 @@ pub struct Resources {
     pub service_account: ServiceAccount,
     /// Non-secret settings.
     pub config_map: ConfigMap,
-    /// The generated `SECRET_KEY`, when the spec references none.
+    /// The generated `SECRET_KEY` and administrator password, when the spec
+    /// references its own.
     pub secret: Option<Secret>,
     /// The data plane.
     pub deployment: Deployment,
@@ -40,15 +41,13 @@ pub struct Resources {
     pub pdb: Option<PodDisruptionBudget>,
 }
 
-/// Builds every child. `secret_key` is the generated key to use (the
-/// existing one, or a new one if none exists yet).
-pub fn build(v: &ValidatedVault, secret_key: Option<&str>) -> Resources {
+/// Builds every child. `generated` holds the generated values to use (the
+/// existing ones, or new ones where none exist yet).
+pub fn build(v: &ValidatedVault, generated: &secret::Generated) -> Resources {
     let config_map = config_map::build(v);
     Resources {
         service_account: service_account::build(v),
-        secret: secret_key
-            .filter(|_| v.generates_secret_key)
-            .map(|k| secret::build(v, k)),
+        secret: secret::build(v, generated),
         deployment: deployment::build(v, &config_map),
         service: service::build(v),
         pdb: pdb::build(v),
@@ -77,7 +76,11 @@ mod tests {
 
     #[test]
     fn every_child_is_owned_by_the_secure_vault() {
-        let r = build(&minimal(), Some("k".repeat(64).as_str()));
+        let generated = secret::Generated {
+            secret_key: Some("k".repeat(64)),
+            admin_password: Some("p".repeat(64)),
+        };
+        let r = build(&minimal(), &generated);
         let metas = [
             &r.service_account.metadata,
             &r.config_map.metadata,
