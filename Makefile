@@ -20,7 +20,7 @@ URL ?= http://127.0.0.1:8080
 
 # Debian packages: what the tests start for real, and the tools around them.
 TEST_PACKAGES  := redis-server postgresql curl
-BENCH_PACKAGES := wrk curl
+BENCH_PACKAGES := wrk curl redis-server
 COVER_PACKAGES := llvm-22 redis-server postgresql
 
 .PHONY: help
@@ -59,11 +59,12 @@ coverage: ## Line coverage of the whole workspace's tests; updates the figure in
 	tests/coverage/coverage.sh
 
 .PHONY: benchmark
-benchmark: ## Load-test the data plane with wrk, email into mailpit end to end, AI beside LiteLLM, then the operator with 500 SecureVaults on the kwok cluster; each adds a dated row to docs/benchmarks.md
+benchmark: ## Load-test the data plane with wrk, email into mailpit end to end, AI beside LiteLLM, an authenticated route with Redis and without, then the operator with 500 SecureVaults on the kwok cluster; each adds a dated row to docs/benchmarks.md
 	@tests/setup/debian-packages.sh $(BENCH_PACKAGES)
 	tests/bench/benchmark.sh
 	tests/bench/email-benchmark.sh
 	tests/bench/ai-benchmark.sh
+	tests/bench/auth-benchmark.sh
 	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/bench/operator-benchmark.sh
 
 .PHONY: clean

@@ -103,6 +103,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         config: Arc::new(config.auth.clone()),
         limiter: limiter.clone(),
         passwords,
+        cache: Default::default(),
     };
 
     let (trigger, shutdown) = Shutdown::new();

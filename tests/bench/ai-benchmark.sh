@@ -60,10 +60,12 @@ mkdir -p "$TMP/data"
 # half of 32 simultaneous requests 503, by design.
 env -i PATH="$PATH" HOME="$HOME" LISTEN_ADDR="$SV_ADDR" DATA_DIR="$TMP/data" LOG_LEVEL=warn \
   OPENAI_BASE_URL="http://127.0.0.1:$LLAMA_PORT/v1" OPENAI_MODEL=smollm2 \
-  AI_MAX_CONCURRENCY="$BENCH_AI_CONCURRENCY" \
+  AI_MAX_CONCURRENCY="$BENCH_AI_CONCURRENCY" "${BENCH_AUTH_ENV[@]}" \
   "$BIN" serve >"$TMP/dataplane.log" 2>&1 &
 PIDS+=($!)
 wait_until "the data plane answering http://$SV_ADDR/api/health/ready" 30 curl -sf "http://$SV_ADDR/api/health/ready"
+BENCH_SV_KEY=$(bench_api_key "http://$SV_ADDR") || die "could not create an API key"
+export BENCH_SV_KEY
 
 LITELLM_PORT=$(free_port)
 cat >"$TMP/litellm.yaml" <<YAML

@@ -23,8 +23,13 @@ import httpx
 # prompt, so varying it would favour whichever path happens to come second.
 PROMPTS = ["Say hello in one word."]
 MAX_TOKENS = 1  # the model's time is what all three share; keep it small
-# LiteLLM's proxy wants its master key; the others ignore the header.
-AUTH = {"Authorization": "Bearer " + os.environ["BENCH_API_KEY"]}
+# LiteLLM's proxy wants its master key, SecureVault an API key of its own;
+# llama.cpp's server ignores the header.
+AUTH = {
+    "direct": {},
+    "securevault": {"Authorization": "Bearer " + os.environ["BENCH_SV_KEY"]},
+    "litellm": {"Authorization": "Bearer " + os.environ["BENCH_API_KEY"]},
+}
 
 
 def body(kind, prompt):
@@ -40,7 +45,7 @@ def body(kind, prompt):
 
 async def one(client, kind, url, prompt):
     start = time.perf_counter()
-    r = await client.post(url, json=body(kind, prompt), headers=AUTH)
+    r = await client.post(url, json=body(kind, prompt), headers=AUTH[kind])
     elapsed = (time.perf_counter() - start) * 1000
     return elapsed, r.status_code == 200
 

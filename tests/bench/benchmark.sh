@@ -84,7 +84,7 @@ mkdir -p "$TMP/data"
 # embedded defaults (SQLite, in-process cache, log level info).
 env -i PATH="$PATH" HOME="$HOME" \
   LISTEN_ADDR="$ADDR" DATA_DIR="$TMP/data" LOG_LEVEL=info STATS_CACHE_TTL_SECS=60 \
-  "$BIN" serve >"$LOG" 2>&1 &
+  "${BENCH_AUTH_ENV[@]}" "$BIN" serve >"$LOG" 2>&1 &
 SERVER_PID=$!
 
 # Wait for the server's own "listening on" line rather than polling the port:
@@ -114,9 +114,13 @@ status_kb() {
 # first /api/stats fills the cache, so the load test measures the steady,
 # cached path and not the one-off cold start.
 echo "==> warming up"
+# /api/stats needs credentials since accounts arrived: an API key, as a
+# machine client would use.
+API_KEY=$(bench_api_key "$URL") || die "could not create an API key"
+AUTH_HEADER="Authorization: Bearer $API_KEY"
 for _ in 1 2 3 4 5; do
   curl -sS --fail -o /dev/null "$URL/api/health"
-  curl -sS --fail -o /dev/null "$URL/api/stats"
+  curl -sS --fail -o /dev/null -H "$AUTH_HEADER" "$URL/api/stats"
 done
 # Let background start-up work (pool connections, the metrics sampler's
 # first tick) settle before taking the idle figure.
@@ -140,24 +144,13 @@ echo "$RSS_IDLE_KB" >"$PEAK_FILE"
 ) &
 SAMPLER_PID=$!
 
-# wrk prints times as e.g. 512.00us, 1.23ms, 1.05s, 2.00m; convert to ms.
-to_ms() {
-  awk -v v="$1" 'BEGIN {
-    n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
-    if (u == "us") n /= 1000; else if (u == "s") n *= 1000
-    else if (u == "m") n *= 60000; else if (u == "h") n *= 3600000
-    else if (u != "ms") { print "?"; exit }
-    printf "%.2f", n
-  }'
-}
-
 # Runs wrk against one path; sets <NAME>_RPS, <NAME>_P50, <NAME>_P99 and
 # counts non-2xx/3xx responses into NON_2XX.
 NON_2XX=0
 run_wrk() {
   local name=$1 path=$2 out="$TMP/wrk-$1.txt"
   echo "==> wrk -t$BENCH_THREADS -c$BENCH_CONNECTIONS -d$BENCH_DURATION --latency $URL$path"
-  wrk -t"$BENCH_THREADS" -c"$BENCH_CONNECTIONS" -d"$BENCH_DURATION" --latency "$URL$path" | tee "$out" ||
+  wrk -t"$BENCH_THREADS" -c"$BENCH_CONNECTIONS" -d"$BENCH_DURATION" --latency -H "$AUTH_HEADER" "$URL$path" | tee "$out" ||
     die "wrk failed on $path"
 
   local rps p50 p99 errors bad

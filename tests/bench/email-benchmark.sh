@@ -74,7 +74,7 @@ mkdir -p "$TMP/data"
 # A clean environment, as in benchmark.sh, so rows stay comparable.
 env -i PATH="$PATH" HOME="$HOME" LISTEN_ADDR="$ADDR" DATA_DIR="$TMP/data" LOG_LEVEL=warn \
   SMTP_HOST=127.0.0.1 SMTP_PORT="$SMTP_PORT" SMTP_TLS=none \
-  SMTP_FROM="SecureVault <noreply@securevault.test>" \
+  SMTP_FROM="SecureVault <noreply@securevault.test>" "${BENCH_AUTH_ENV[@]}" \
   "$BIN" serve >"$TMP/dataplane.log" 2>&1 &
 SERVER_PID=$!
 PIDS+=("$SERVER_PID")
@@ -82,7 +82,9 @@ wait_until "the data plane's start" 30 curl -sf "$URL/api/health/ready"
 
 # Warm-up: one email through the whole path (the SMTP pool's first
 # connection), so the load measures the steady state.
-curl -sf -o /dev/null -H 'Content-Type: application/json' \
+API_KEY=$(bench_api_key "$URL") || die "could not create an API key"
+AUTH_HEADER="Authorization: Bearer $API_KEY"
+curl -sf -o /dev/null -H 'Content-Type: application/json' -H "$AUTH_HEADER" \
   -d '{"to":"bench@example.com","subject":"warm-up","text":"t"}' "$URL/api/send-email?wait=10"
 [ "$(arrived)" = 1 ] || die "the warm-up email did not arrive"
 
@@ -103,7 +105,7 @@ PIDS+=($!)
 echo "==> wrk -t$BENCH_THREADS -c$BENCH_EMAIL_CONNECTIONS -d$BENCH_EMAIL_DURATION --latency -s tests/bench/send-email.lua $URL/api/send-email"
 START=$(now)
 wrk -t"$BENCH_THREADS" -c"$BENCH_EMAIL_CONNECTIONS" -d"$BENCH_EMAIL_DURATION" --latency \
-  -s tests/bench/send-email.lua "$URL/api/send-email" | tee "$TMP/wrk.txt" || die "wrk failed"
+  -H "$AUTH_HEADER" -s tests/bench/send-email.lua "$URL/api/send-email" | tee "$TMP/wrk.txt" || die "wrk failed"
 LOAD_END=$(now)
 AT_LOAD_END=$(arrived)
 
@@ -116,14 +118,6 @@ outbox_rows() {
     "$TMP/data/securevault.db"
 }
 ACCEPT_RPS=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$TMP/wrk.txt")
-to_ms() {
-  awk -v v="$1" 'BEGIN {
-    n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
-    if (u == "us") n /= 1000; else if (u == "s") n *= 1000
-    else if (u != "ms") { print "?"; exit }
-    printf "%.2f", n
-  }'
-}
 ACCEPT_P50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$TMP/wrk.txt")")
 ACCEPT_P99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$TMP/wrk.txt")")
 [ -n "$ACCEPT_RPS" ] || die "could not parse wrk's output"

@@ -1,6 +1,7 @@
 //! API keys for machines: created by an administrator with a name and
 //! scopes, shown once, revoked at any time. A revoked key is refused from
-//! the next request on, by every replica (the store is the only truth).
+//! the next request on: at once on the replica that revoked it, within a
+//! second on the others (see [`super::cache`]).
 
 use std::time::SystemTime;
 
@@ -42,9 +43,9 @@ pub fn scopes(key: &StoredApiKey) -> Vec<Scope> {
         .collect()
 }
 
-/// The principal of an unrevoked key.
-pub async fn resolve(store: &Store, key: &str) -> Result<Option<Principal>, AuthError> {
-    let Some(stored) = store.live_api_key(&tokens::digest(key)).await? else {
+/// The principal of the unrevoked key whose digest is `token_hash`.
+pub async fn resolve(store: &Store, token_hash: &str) -> Result<Option<Principal>, AuthError> {
+    let Some(stored) = store.live_api_key(token_hash).await? else {
         return Ok(None);
     };
     Ok(Some(Principal {

@@ -10,6 +10,7 @@
 pub mod api_keys;
 pub mod bootstrap;
 pub mod brute_force;
+pub mod cache;
 pub mod client_ip;
 pub mod passwords;
 pub mod sessions;
@@ -163,6 +164,8 @@ pub struct Auth {
     pub limiter: Limiter,
     /// Hashing and verification, bounded.
     pub passwords: passwords::Passwords,
+    /// Credentials checked in the last second.
+    pub cache: cache::CredentialCache,
 }
 
 impl fmt::Debug for Auth {
@@ -175,11 +178,21 @@ impl Auth {
     /// The principal a bearer token or session cookie stands for; `None`
     /// when it is unknown, expired or revoked.
     pub async fn authenticate(&self, token: &str) -> Result<Option<Principal>, AuthError> {
-        match tokens::kind(token) {
-            Some(tokens::Kind::Session) => sessions::resolve(&self.store, token).await,
-            Some(tokens::Kind::ApiKey) => api_keys::resolve(&self.store, token).await,
-            None => Ok(None),
+        let Some(kind) = tokens::kind(token) else {
+            return Ok(None);
+        };
+        let token_hash = tokens::digest(token);
+        if let Some(principal) = self.cache.get(&token_hash) {
+            return Ok(Some(principal));
         }
+        let principal = match kind {
+            tokens::Kind::Session => sessions::resolve(&self.store, &token_hash).await?,
+            tokens::Kind::ApiKey => api_keys::resolve(&self.store, &token_hash).await?,
+        };
+        if let Some(p) = &principal {
+            self.cache.put(&token_hash, p);
+        }
+        Ok(principal)
     }
 }
 

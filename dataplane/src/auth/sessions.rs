@@ -27,9 +27,9 @@ pub async fn open(store: &Store, user: &User, ttl: Duration) -> Result<NewSessio
     Ok(NewSession { token, expires_at })
 }
 
-/// The principal of a live session token.
-pub async fn resolve(store: &Store, token: &str) -> Result<Option<Principal>, AuthError> {
-    let token_hash = tokens::digest(token);
+/// The principal of the live session whose token digest is `token_hash`.
+pub async fn resolve(store: &Store, token_hash: &str) -> Result<Option<Principal>, AuthError> {
+    let token_hash = token_hash.to_owned();
     let Some((user, expires_at)) = store.session_user(&token_hash, SystemTime::now()).await? else {
         return Ok(None);
     };

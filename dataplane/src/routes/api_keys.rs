@@ -164,6 +164,7 @@ pub async fn revoke_key(
         .revoke_api_key(&id, std::time::SystemTime::now())
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no API key with id {id:?}")))?;
+    state.auth.cache.forget_principal(&format!("key:{id}"));
     audit
         .record(
             &state.store,

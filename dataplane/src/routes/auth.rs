@@ -235,6 +235,7 @@ pub async fn logout(
         });
     };
     sessions::close(&state.store, token_hash).await?;
+    state.auth.cache.forget_token(token_hash);
     audit
         .record(&state.store, "logout", None, Outcome::Success, None)
         .await;
