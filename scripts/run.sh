@@ -16,6 +16,11 @@
 # server with SmolLM2-135M (tests/setup/llama-server.sh; the first run
 # compiles llama.cpp, a few minutes) on 127.0.0.1:8090, unless
 # OPENAI_BASE_URL or OPENAI_API_KEY is set. LLAMA_ADDR moves it.
+#
+# Every API route but health, metrics and OpenAPI needs a sign-in. Without
+# ADMIN_PASSWORD, the first start creates the administrator `admin` with a
+# random password in ./data/admin-password (mode 0600). The session cookie is
+# not marked Secure here, since this is plain HTTP on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -85,5 +90,9 @@ if [ -z "${OPENAI_BASE_URL:-}" ] && [ -z "${OPENAI_API_KEY:-}" ]; then
 fi
 
 export DATA_DIR
+export SESSION_COOKIE_SECURE=${SESSION_COOKIE_SECURE:-false}
+if [ -z "${ADMIN_PASSWORD:-}" ]; then
+  echo "sign in as admin with the password in $DATA_DIR/admin-password (made on the first start)" >&2
+fi
 # Not exec: the trap above stops the servers once the data plane exits.
 "$dataplane" serve
