@@ -190,7 +190,8 @@ pub struct Settings {
     #[arg(long, env = "TRUSTED_PROXIES", global = true)]
     pub trusted_proxies: Option<String>,
 
-    /// Requests per principal to any API route, as COUNT/PERIOD [default: 60/1m].
+    /// Requests per principal to any API route, as COUNT/PERIOD (period 1s
+    /// to 7d) [default: 60/1m].
     #[arg(long, env = "RATE_LIMIT_API", global = true)]
     pub rate_limit_api: Option<String>,
 

@@ -552,8 +552,8 @@ fn policy(name: &'static str, v: &str) -> Result<Policy, String> {
         .filter(|n| *n > 0)
         .ok_or_else(expected)?;
     let period = humantime::parse_duration(period.trim()).map_err(|_| expected())?;
-    if period < Duration::from_secs(1) || period > Duration::from_secs(86400) {
-        return Err("the period must be from 1s to 24h".to_owned());
+    if period < Duration::from_secs(1) || period > Duration::from_secs(7 * 86400) {
+        return Err("the period must be from 1s to 7 days".to_owned());
     }
     Ok(Policy {
         name,

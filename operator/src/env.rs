@@ -18,6 +18,24 @@ pub const REDIS_URL: &str = "REDIS_URL";
 pub const SECRET_KEY: &str = "SECRET_KEY";
 /// The first administrator's password.
 pub const ADMIN_PASSWORD: &str = "ADMIN_PASSWORD";
+/// How long a session lasts.
+pub const SESSION_TTL_SECS: &str = "SESSION_TTL_SECS";
+/// Proxies whose `X-Forwarded-For` is believed.
+pub const TRUSTED_PROXIES: &str = "TRUSTED_PROXIES";
+/// Failed logins that block.
+pub const LOGIN_MAX_FAILURES: &str = "LOGIN_MAX_FAILURES";
+/// The window failed logins are counted in.
+pub const LOGIN_WINDOW_SECS: &str = "LOGIN_WINDOW_SECS";
+/// How long a block lasts.
+pub const LOGIN_BLOCK_SECS: &str = "LOGIN_BLOCK_SECS";
+/// The API budget.
+pub const RATE_LIMIT_API: &str = "RATE_LIMIT_API";
+/// The email budget.
+pub const RATE_LIMIT_EMAIL: &str = "RATE_LIMIT_EMAIL";
+/// The AI budget.
+pub const RATE_LIMIT_AI: &str = "RATE_LIMIT_AI";
+/// Rate limiting while Redis is away.
+pub const RATE_LIMIT_ON_REDIS_FAILURE: &str = "RATE_LIMIT_ON_REDIS_FAILURE";
 /// Model server API key (secret).
 pub const OPENAI_API_KEY: &str = "OPENAI_API_KEY";
 /// Model server base URL.

@@ -13,7 +13,7 @@ use k8s_openapi::{
 use kube::{Resource, ResourceExt};
 
 use crate::{
-    api::{LogLevel, Placement, SecureVault, SmtpTls, WebhookFormat},
+    api::{LogLevel, OnRedisFailure, Placement, SecureVault, SmtpTls, WebhookFormat},
     env, names,
 };
 
@@ -190,6 +190,54 @@ pub fn validate(sv: &SecureVault) -> Result<ValidatedVault, ValidationError> {
         settings.insert(env::WEBHOOK_FORMAT.into(), format.into());
     }
 
+    if let Some(auth) = &spec.auth {
+        let mut set = |var: &str, value: Option<String>| {
+            if let Some(v) = value {
+                settings.insert(var.to_owned(), v);
+            }
+        };
+        set(
+            env::SESSION_TTL_SECS,
+            auth.session_ttl_seconds.map(|s| s.to_string()),
+        );
+        set(
+            env::TRUSTED_PROXIES,
+            (!auth.trusted_proxies.is_empty()).then(|| auth.trusted_proxies.join(",")),
+        );
+        if let Some(login) = &auth.login {
+            set(
+                env::LOGIN_MAX_FAILURES,
+                login.max_failures.map(|n| n.to_string()),
+            );
+            set(
+                env::LOGIN_WINDOW_SECS,
+                login.window_seconds.map(|n| n.to_string()),
+            );
+            set(
+                env::LOGIN_BLOCK_SECS,
+                login.block_seconds.map(|n| n.to_string()),
+            );
+        }
+    }
+    if let Some(limits) = &spec.rate_limits {
+        for (var, value) in [
+            (env::RATE_LIMIT_API, &limits.api),
+            (env::RATE_LIMIT_EMAIL, &limits.email),
+            (env::RATE_LIMIT_AI, &limits.ai),
+        ] {
+            if let Some(v) = value {
+                settings.insert(var.to_owned(), v.clone());
+            }
+        }
+        if let Some(policy) = limits.on_redis_failure {
+            let policy = match policy {
+                OnRedisFailure::Local => "local",
+                OnRedisFailure::Deny => "deny",
+            };
+            settings.insert(env::RATE_LIMIT_ON_REDIS_FAILURE.into(), policy.into());
+        }
+    }
+
     Ok(ValidatedVault {
         image: spec
             .image
@@ -299,6 +347,11 @@ spec:
     limits: {memory: 256Mi}
   secretKeyRef: {name: mail-keys, key: secret-key}
   adminPasswordSecretRef: {name: mail-keys, key: admin-password}
+  auth:
+    sessionTtlSeconds: 1800
+    trustedProxies: [10.0.0.0/8, 192.168.1.7]
+    login: {maxFailures: 10, windowSeconds: 600, blockSeconds: 900}
+  rateLimits: {api: 120/1m, email: 100/1h, ai: 10/30s, onRedisFailure: deny}
   database:
     urlSecretRef: {name: mail-db, key: url}
   redis:
@@ -386,6 +439,19 @@ mod tests {
             ]
         );
         assert_eq!(v.settings["SMTP_HOST"], "smtp.example.com");
+        for (var, value) in [
+            ("SESSION_TTL_SECS", "1800"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8,192.168.1.7"),
+            ("LOGIN_MAX_FAILURES", "10"),
+            ("LOGIN_WINDOW_SECS", "600"),
+            ("LOGIN_BLOCK_SECS", "900"),
+            ("RATE_LIMIT_API", "120/1m"),
+            ("RATE_LIMIT_EMAIL", "100/1h"),
+            ("RATE_LIMIT_AI", "10/30s"),
+            ("RATE_LIMIT_ON_REDIS_FAILURE", "deny"),
+        ] {
+            assert_eq!(v.settings[var], value, "{var}");
+        }
         assert_eq!(v.settings["LOG_LEVEL"], "debug");
         assert!(!v.settings.values().any(|s| s.contains("mail-db")));
         assert_eq!(v.image_pull_policy.as_deref(), Some("IfNotPresent"));

@@ -60,6 +60,11 @@ async fn the_rendered_environment_starts_a_ready_data_plane() {
   webhook:
     urlSecretRef: {{name: mail-credentials, key: webhook-url}}
     signingSecretRef: {{name: mail-credentials, key: webhook-secret}}
+  auth:
+    sessionTtlSeconds: 1800
+    trustedProxies: [10.0.0.0/8, 192.168.1.7]
+    login: {{maxFailures: 10, windowSeconds: 600, blockSeconds: 900}}
+  rateLimits: {{api: 120/99h, email: 99999/99999s, ai: 5/9999m, onRedisFailure: deny}}
 ",
             smtp_port = mailpit.smtp_port(),
             ai_url = llama.base_url(),

@@ -286,6 +286,14 @@ async fn invalid_secure_vaults_are_refused_by_the_api_server_with_what_to_fix() 
             "  version: 0.1.0\n  replicas: 1\n  webhook: {urlSecretRef: {name: hooks, key: url}}\n",
             "spec.webhook.signingSecretRef is required unless spec.webhook.format is slack",
         ),
+        (
+            "  version: 0.1.0\n  replicas: 1\n  rateLimits: {email: 10/minute}\n",
+            "spec.rateLimits.email must be COUNT/PERIOD",
+        ),
+        (
+            "  version: 0.1.0\n  replicas: 1\n  auth: {trustedProxies: [10.0.0.0/33]}\n",
+            "spec.auth.trustedProxies must hold IP addresses or CIDR ranges",
+        ),
         ("  replicas: 1\n", "spec.version: Required value"),
     ];
     for (spec, message) in cases {

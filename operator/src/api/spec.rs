@@ -118,6 +118,15 @@ pub struct SecureVaultSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookSpec>,
 
+    /// Sessions and login protection of the data plane's API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+
+    /// Per-caller request budgets, shared by every replica through
+    /// `spec.redis` (per pod without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<RateLimitsSpec>,
+
     /// Where the pods run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<Placement>,
@@ -241,6 +250,85 @@ pub struct WebhookSpec {
     /// which receivers verify signatures with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_secret_ref: Option<SecretKeyRef>,
+}
+
+/// Sessions and login protection.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// How long a session lasts after login, in seconds [default: 3600].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 60, max = 2_592_000))]
+    pub session_ttl_seconds: Option<u32>,
+    /// IPs or CIDR ranges of the reverse proxies in front of the pods (the
+    /// ingress controller), whose `X-Forwarded-For` is believed. Without
+    /// them every client behind an ingress looks like the ingress, and one
+    /// client's failed logins block them all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    // Bounded in count and length so the CEL rule's cost is too.
+    #[schemars(length(max = 64), inner(length(max = 49)))]
+    #[x_kube(validation = Rule::new("self.all(p, isCIDR(p) || isIP(p))").message("spec.auth.trustedProxies must hold IP addresses or CIDR ranges, such as 10.0.0.0/8"))]
+    pub trusted_proxies: Vec<String>,
+    /// When failed logins block an address or an account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<LoginProtection>,
+}
+
+/// Failed logins from one address, or for one account, that reach
+/// `maxFailures` within `windowSeconds` block it for `blockSeconds`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginProtection {
+    /// [default: 5]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_failures: Option<u32>,
+    /// [default: 300]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub window_seconds: Option<u32>,
+    /// [default: 300]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub block_seconds: Option<u32>,
+}
+
+/// Budgets per caller (user or API key), as `COUNT/PERIOD` with a period
+/// in s, m or h: `60/1m`, `10/30s`, `1000/1h`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitsSpec {
+    /// Every API request [default: `60/1m`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(RATE_RULE).message("spec.rateLimits.api must be COUNT/PERIOD such as 60/1m, 10/30s or 1000/1h (up to 99999s, 9999m or 99h)"))]
+    pub api: Option<String>,
+    /// Emails sent [default: `10/1m`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(RATE_RULE).message("spec.rateLimits.email must be COUNT/PERIOD such as 10/1m (up to 99999s, 9999m or 99h)"))]
+    pub email: Option<String>,
+    /// Generations [default: `5/1m`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(RATE_RULE).message("spec.rateLimits.ai must be COUNT/PERIOD such as 5/1m (up to 99999s, 9999m or 99h)"))]
+    pub ai: Option<String>,
+    /// While Redis does not answer: `local` (each pod enforces the budgets
+    /// itself) or `deny` (limited routes answer 503) [default: `local`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_redis_failure: Option<OnRedisFailure>,
+}
+
+/// The CEL rule of a `COUNT/PERIOD` budget; every value it admits is one the
+/// data plane accepts (periods up to 7 days).
+const RATE_RULE: &str =
+    "self.matches('^[1-9][0-9]{0,8}/([1-9][0-9]{0,4}s|[1-9][0-9]{0,3}m|[1-9][0-9]?h)$')";
+
+/// What rate limiting does while Redis does not answer.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRedisFailure {
+    /// Each pod enforces the budgets on its own.
+    Local,
+    /// Limited routes answer 503 until Redis is back.
+    Deny,
 }
 
 /// Pod placement.
