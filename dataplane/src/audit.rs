@@ -75,7 +75,22 @@ impl Context {
         outcome: Outcome,
         detail: Option<String>,
     ) {
-        let entry = AuditEntry {
+        let entry = self.entry(action, target, outcome, detail);
+        if let Err(error) = store.append_audit(&entry).await {
+            tracing::error!(%error, action, "could not write the audit entry");
+        }
+    }
+
+    /// The entry for an action, for a store operation that writes it in
+    /// the same transaction as the action itself.
+    pub fn entry(
+        &self,
+        action: &str,
+        target: Option<&str>,
+        outcome: Outcome,
+        detail: Option<String>,
+    ) -> AuditEntry {
+        AuditEntry {
             id: uuid::Uuid::now_v7().to_string(),
             at: unix_millis(SystemTime::now()),
             actor: self.actor.clone(),
@@ -86,9 +101,6 @@ impl Context {
             ip: self.ip.map(|ip| ip.to_string()),
             request_id: self.request_id.clone(),
             detail,
-        };
-        if let Err(error) = store.append_audit(&entry).await {
-            tracing::error!(%error, action, "could not write the audit entry");
         }
     }
 }

@@ -247,26 +247,17 @@ async fn keep(
     audit: &audit::Context,
     rec: &NewGeneration,
 ) -> Result<String, StoreError> {
-    let id = state
-        .store
-        .insert_generation(rec, SystemTime::now())
-        .await?;
     let outcome = if rec.error.is_some() {
         audit::Outcome::Failure
     } else {
         audit::Outcome::Success
     };
     let detail = format!("model {}, {} ms", rec.model, rec.duration_ms);
-    audit
-        .record(
-            &state.store,
-            "ai.generate",
-            Some(&id),
-            outcome,
-            Some(detail),
-        )
-        .await;
-    Ok(id)
+    let entry = audit.entry("ai.generate", None, outcome, Some(detail));
+    state
+        .store
+        .insert_generation(rec, SystemTime::now(), Some(entry))
+        .await
 }
 
 fn observe(metrics: &Metrics, outcome: &Result<(), AiError>, elapsed: Duration) {

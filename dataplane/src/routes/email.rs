@@ -126,7 +126,19 @@ pub async fn send_email(
     email.idempotency_key = email
         .idempotency_key
         .map(|key| format!("{}:{key}", caller.id));
-    let (stored, replayed) = match state.store.enqueue_email(&email, SystemTime::now()).await? {
+    let recipients =
+        email.recipients.to.len() + email.recipients.cc.len() + email.recipients.bcc.len();
+    let entry = audit.entry(
+        "email.send",
+        None,
+        audit::Outcome::Success,
+        Some(format!("{recipients} recipient(s)")),
+    );
+    let enqueued = state
+        .store
+        .enqueue_email(&email, SystemTime::now(), Some(entry))
+        .await?;
+    let (stored, replayed) = match enqueued {
         Enqueued::New(stored) => (stored, false),
         Enqueued::Existing(stored)
             if stored.request_hash.as_deref() == Some(email.request_hash.as_str()) =>
@@ -140,24 +152,8 @@ pub async fn send_email(
             });
         }
     };
-    if !replayed {
-        if let Some(wake) = &state.email_wake {
-            wake.notify_one();
-        }
-        audit
-            .record(
-                &state.store,
-                "email.send",
-                Some(&stored.id),
-                audit::Outcome::Success,
-                Some(format!(
-                    "{} recipient(s)",
-                    stored.recipients.to.len()
-                        + stored.recipients.cc.len()
-                        + stored.recipients.bcc.len()
-                )),
-            )
-            .await;
+    if !replayed && let Some(wake) = &state.email_wake {
+        wake.notify_one();
     }
     let (code, stored) = match options.wait {
         Some(wait) if wait > 0 => {

@@ -61,25 +61,29 @@ fn entry(row: &AnyRow) -> Result<AuditEntry, StoreError> {
     })
 }
 
+/// The statement appending `e`: run alone, or inside the transaction of
+/// the action it records (one commit instead of two on the single writer).
+pub(super) fn insert(e: &AuditEntry) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
+    sqlx::query(
+        "INSERT INTO audit_log (id, at, actor, actor_name, action, target, outcome, ip, \
+         request_id, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(&e.id)
+    .bind(e.at)
+    .bind(&e.actor)
+    .bind(&e.actor_name)
+    .bind(&e.action)
+    .bind(&e.target)
+    .bind(&e.outcome)
+    .bind(&e.ip)
+    .bind(&e.request_id)
+    .bind(&e.detail)
+}
+
 impl Store {
     /// Appends `e` to the trail.
     pub async fn append_audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO audit_log (id, at, actor, actor_name, action, target, outcome, ip, \
-             request_id, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(&e.id)
-        .bind(e.at)
-        .bind(&e.actor)
-        .bind(&e.actor_name)
-        .bind(&e.action)
-        .bind(&e.target)
-        .bind(&e.outcome)
-        .bind(&e.ip)
-        .bind(&e.request_id)
-        .bind(&e.detail)
-        .execute(&self.writer)
-        .await?;
+        insert(e).execute(&self.writer).await?;
         Ok(())
     }
 

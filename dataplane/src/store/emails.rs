@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use super::{
-    Store, StoreError,
+    AuditEntry, Store, StoreError,
     queue::{ClaimSql, claim_sql, int_column},
     stats::unix_millis,
     webhooks::insert_event,
@@ -139,6 +139,7 @@ impl Store {
         &self,
         email: &NewEmail,
         now: SystemTime,
+        audit: Option<AuditEntry>,
     ) -> Result<Enqueued, StoreError> {
         if let Some(key) = &email.idempotency_key
             && let Some(existing) = self.email_by_idempotency_key(key).await?
@@ -147,6 +148,7 @@ impl Store {
         }
         let id = uuid::Uuid::new_v4().to_string();
         let now = unix_millis(now);
+        let mut tx = self.writer.begin().await?;
         let result = sqlx::query(
             "INSERT INTO emails (id, status, recipients, subject, body_text, body_html, reply_to, headers, \
              idempotency_key, request_hash, attempts, next_attempt_at, created_at, updated_at) \
@@ -162,12 +164,21 @@ impl Store {
         .bind(&email.idempotency_key)
         .bind(&email.request_hash)
         .bind(now)
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await;
         match result {
-            Ok(_) => {}
+            Ok(_) => {
+                // The audit entry commits with the email: one write, and
+                // never an accepted email without its entry.
+                if let Some(mut entry) = audit {
+                    entry.target = Some(id.clone());
+                    super::audit::insert(&entry).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            }
             // Two requests with one key at once: the loser returns the winner's email.
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                drop(tx);
                 if let Some(key) = &email.idempotency_key
                     && let Some(existing) = self.email_by_idempotency_key(key).await?
                 {

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use sqlx::Row;
 
-use super::{Store, StoreError, unix_millis};
+use super::{AuditEntry, Store, StoreError, unix_millis};
 
 /// A generation to record, finished or failed.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,11 +42,13 @@ pub struct StoredGeneration {
 }
 
 impl Store {
-    /// Records `g` and returns its id.
+    /// Records `g` and returns its id; `audit`, when given, is appended in
+    /// the same transaction with the generation as its target.
     pub async fn insert_generation(
         &self,
         g: &NewGeneration,
         now: SystemTime,
+        audit: Option<AuditEntry>,
     ) -> Result<String, StoreError> {
         let id = uuid::Uuid::new_v4().to_string();
         let status = if g.error.is_some() {
@@ -54,6 +56,7 @@ impl Store {
         } else {
             "succeeded"
         };
+        let mut tx = self.writer.begin().await?;
         sqlx::query(
             "INSERT INTO generations (id, status, created_at, model, messages, output, \
              finish_reason, prompt_tokens, completion_tokens, duration_ms, error) \
@@ -70,8 +73,13 @@ impl Store {
         .bind(g.completion_tokens.map(i64::from))
         .bind(i64::try_from(g.duration_ms).unwrap_or(i64::MAX))
         .bind(&g.error)
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await?;
+        if let Some(mut entry) = audit {
+            entry.target = Some(id.clone());
+            super::audit::insert(&entry).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
         Ok(id)
     }
 
