@@ -112,6 +112,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         metrics.clone(),
         system::SAMPLE_INTERVAL,
         shutdown.clone(),
+        config.data_dir.clone(),
     ));
 
     let listener = TcpListener::bind(config.listen_addr)

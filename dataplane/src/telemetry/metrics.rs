@@ -53,6 +53,8 @@ pub struct Metrics {
     pub system_cpu_percent: Gauge,
     /// Host (or cgroup) memory use, sampled in the background.
     pub system_memory_percent: Gauge,
+    /// Use of the volume holding `DATA_DIR`, sampled in the background.
+    pub disk_usage_percent: Gauge,
     /// Cache look-ups by result (`hit`, `miss`).
     pub cache_requests_total: IntCounterVec,
     /// hits / (hits + misses) since start; 0 before the first look-up.
@@ -162,6 +164,10 @@ impl Metrics {
             "system_memory_percent",
             "Memory use of the host or container, in percent",
         )?;
+        let disk_usage_percent = Gauge::new(
+            "disk_usage_percent",
+            "Use of the file system holding DATA_DIR (the data volume), in percent",
+        )?;
         let cache_requests_total = IntCounterVec::new(
             Opts::new("cache_requests_total", "Cache look-ups by result"),
             &["result"],
@@ -203,6 +209,7 @@ impl Metrics {
         registry.register(Box::new(ai_timeouts_total.clone()))?;
         registry.register(Box::new(system_cpu_percent.clone()))?;
         registry.register(Box::new(system_memory_percent.clone()))?;
+        registry.register(Box::new(disk_usage_percent.clone()))?;
         registry.register(Box::new(cache_requests_total.clone()))?;
         registry.register(Box::new(cache_hit_rate.clone()))?;
         registry.register(Box::new(auth_logins_total.clone()))?;
@@ -239,6 +246,7 @@ impl Metrics {
             ai_timeouts_total,
             system_cpu_percent,
             system_memory_percent,
+            disk_usage_percent,
             cache_requests_total,
             cache_hit_rate,
             auth_logins_total,
