@@ -19,9 +19,9 @@ export PATH      := $(HOME)/.cargo/bin:$(PATH)
 URL ?= http://127.0.0.1:8080
 
 # Debian packages: what the tests start for real, and the tools around them.
-TEST_PACKAGES  := redis-server postgresql curl
+TEST_PACKAGES  := redis-server postgresql curl prometheus
 BENCH_PACKAGES := wrk curl redis-server
-COVER_PACKAGES := llvm-22 redis-server postgresql
+COVER_PACKAGES := llvm-22 redis-server postgresql prometheus
 
 .PHONY: help
 help: ## List the targets

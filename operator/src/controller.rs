@@ -29,7 +29,10 @@ use kube::{
 };
 
 use crate::{
-    api::SecureVault,
+    api::{
+        SecureVault,
+        monitoring::{PrometheusRule, ServiceMonitor},
+    },
     names,
     reconcile::{error_policy, reconcile},
     telemetry::Metrics,
@@ -96,6 +99,21 @@ pub async fn run(
     .default_backoff()
     .touched_objects();
     let lookup = reader.clone();
+    // The Prometheus Operator's kinds may not be installed: their watches
+    // fail and retry with backoff (plain `owns` would retry at once, in a
+    // loop), and start delivering once the CRDs appear.
+    let service_monitors = watcher(
+        api::<PartialObjectMeta<ServiceMonitor>>(&client, namespace),
+        ours.clone(),
+    )
+    .default_backoff()
+    .touched_objects();
+    let prometheus_rules = watcher(
+        api::<PartialObjectMeta<PrometheusRule>>(&client, namespace),
+        ours.clone(),
+    )
+    .default_backoff()
+    .touched_objects();
 
     Controller::for_stream(vaults, reader)
         .owns(api::<Deployment>(&client, namespace), ours.clone())
@@ -104,6 +122,8 @@ pub async fn run(
         .owns(api::<ServiceAccount>(&client, namespace), ours.clone())
         .owns(api::<Secret>(&client, namespace), ours.clone())
         .owns(api::<PodDisruptionBudget>(&client, namespace), ours)
+        .owns_stream(service_monitors)
+        .owns_stream(prometheus_rules)
         .watches_stream(secrets, move |secret| {
             let namespace = secret.namespace();
             let name = secret.name_any();

@@ -15,6 +15,7 @@
 //! - [`telemetry`]: logs, metrics, health endpoints;
 //! - [`crd`]: the CRD YAML that `operator crd` prints.
 
+pub mod alerts;
 pub mod api;
 pub mod build;
 pub mod controller;

@@ -23,6 +23,13 @@ enum Command {
     Crd,
     /// Reconcile SecureVaults in every namespace (uses KUBECONFIG or the in-cluster account).
     Run(RunArgs),
+    /// Print, as a Prometheus rule file, the alerts the operator writes for
+    /// the SecureVault in a manifest (for promtool, or a Prometheus without
+    /// the Prometheus Operator).
+    Rules {
+        /// A YAML manifest holding a SecureVault.
+        manifest: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -68,6 +75,27 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Rules { manifest } => {
+            let rendered = std::fs::read_to_string(&manifest)
+                .map_err(|e| format!("reading {}: {e}", manifest.display()))
+                .and_then(|yaml| {
+                    operator::build::prometheus_rule::rule_file_from_manifest(&yaml)
+                        .map_err(|e| e.to_string())
+                });
+            match rendered {
+                Ok(file) => {
+                    #[allow(clippy::print_stdout)] // printing the rules is this command's job
+                    {
+                        println!("{file}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("operator: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run(args) => {
             if let Err(e) = telemetry::init_logging(&args.log_level) {
                 eprintln!("operator: {e}");

@@ -14,7 +14,7 @@ use k8s_openapi::{
     NamespaceResourceScope,
     api::{
         apps::v1::Deployment,
-        core::v1::{ObjectReference, Secret},
+        core::v1::{ConfigMap, ObjectReference, Secret},
         policy::v1::PodDisruptionBudget,
     },
     jiff::Timestamp,
@@ -31,19 +31,25 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
     api::SecureVault,
+    api::monitoring::{PrometheusRule, ServiceMonitor},
     build::{
-        self, Resources,
+        self, Resources, dashboard, prometheus_rule,
         secret::{Generated, generate_key},
     },
     controller::Context,
     names,
-    status::{self, Problem},
+    status::{self, MonitoringState, Problem},
     validate::{ValidatedVault, validate},
 };
 
 /// How often an unchanged SecureVault is looked at again, as a safety net:
 /// changes to the children already trigger a reconcile through watches.
 const RESYNC: Duration = Duration::from_secs(600);
+
+/// How often a SecureVault whose monitoring waits for the Prometheus
+/// Operator's CRDs is looked at again: they get applied this long after the
+/// CRDs appear, without a restart.
+const MONITORING_CRDS_RETRY: Duration = Duration::from_secs(20);
 
 /// What can fail while reconciling; the `metric_label` is bounded.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +108,8 @@ fn kind_of<K: Resource<DynamicType = ()>>() -> &'static str {
         "Secret" => "Secret",
         "ServiceAccount" => "ServiceAccount",
         "PodDisruptionBudget" => "PodDisruptionBudget",
+        "ServiceMonitor" => "ServiceMonitor",
+        "PrometheusRule" => "PrometheusRule",
         "SecureVault" => "SecureVault",
         _ => "object",
     }
@@ -121,7 +129,8 @@ pub async fn reconcile(sv: Arc<SecureVault>, ctx: Arc<Context>) -> Result<Action
         }
     };
     match pipeline(&ctx, &sv, &v).await {
-        Ok(()) => Ok(Action::requeue(RESYNC)),
+        Ok(MonitoringState::CrdsMissing) => Ok(Action::requeue(MONITORING_CRDS_RETRY)),
+        Ok(_) => Ok(Action::requeue(RESYNC)),
         Err(e) => {
             ctx.publish(&sv, EventType::Warning, "ReconcileFailed", &e.to_string())
                 .await;
@@ -135,11 +144,16 @@ pub async fn reconcile(sv: Arc<SecureVault>, ctx: Arc<Context>) -> Result<Action
 }
 
 /// The steps after validation; any error ends the reconcile and is retried.
-async fn pipeline(ctx: &Context, sv: &SecureVault, v: &ValidatedVault) -> Result<(), Error> {
+async fn pipeline(
+    ctx: &Context,
+    sv: &SecureVault,
+    v: &ValidatedVault,
+) -> Result<MonitoringState, Error> {
     let (generated, problems) = dereference(ctx, v).await?;
     let resources = build::build(v, &generated);
-    let deployment = apply(ctx, sv, v, resources).await?;
-    update_status(ctx, sv, v, &deployment, &problems).await
+    let (deployment, monitoring) = apply(ctx, sv, v, resources).await?;
+    update_status(ctx, sv, v, &deployment, &problems, monitoring).await?;
+    Ok(monitoring)
 }
 
 /// Reads what the builders need from the cluster: the generated values
@@ -225,13 +239,14 @@ async fn dereference(
     Ok((generated, problems))
 }
 
-/// Applies every child; returns the Deployment as the API server has it.
+/// Applies every child; returns the Deployment as the API server has it and
+/// what became of monitoring.
 async fn apply(
     ctx: &Context,
     sv: &SecureVault,
     v: &ValidatedVault,
     r: Resources,
-) -> Result<Deployment, Error> {
+) -> Result<(Deployment, MonitoringState), Error> {
     // Destructured without `..`: a new child does not compile until applied.
     let Resources {
         service_account,
@@ -240,6 +255,7 @@ async fn apply(
         deployment,
         service,
         pdb,
+        monitoring,
     } = r;
     apply_one(ctx, sv, &v.namespace, &service_account).await?;
     apply_one(ctx, sv, &v.namespace, &config_map).await?;
@@ -262,7 +278,40 @@ async fn apply(
             .await?
         }
     }
-    Ok(deployment)
+    let monitoring = apply_monitoring(ctx, sv, v, monitoring).await?;
+    Ok((deployment, monitoring))
+}
+
+/// Applies the dashboard, then the Prometheus Operator objects unless their
+/// CRDs are missing; deletes all three when monitoring is disabled.
+async fn apply_monitoring(
+    ctx: &Context,
+    sv: &SecureVault,
+    v: &ValidatedVault,
+    monitoring: Option<build::Monitoring>,
+) -> Result<MonitoringState, Error> {
+    let Some(m) = monitoring else {
+        delete_if_present::<ConfigMap>(ctx, sv, &v.namespace, &dashboard::name(v)).await?;
+        // Without the CRDs these find nothing to delete (a 404 is "absent").
+        delete_if_present::<ServiceMonitor>(ctx, sv, &v.namespace, &names::workload(&v.name))
+            .await?;
+        delete_if_present::<PrometheusRule>(ctx, sv, &v.namespace, &prometheus_rule::name(v))
+            .await?;
+        return Ok(MonitoringState::Disabled);
+    };
+    apply_one(ctx, sv, &v.namespace, &m.dashboard).await?;
+    let applied = async {
+        apply_one(ctx, sv, &v.namespace, &m.service_monitor).await?;
+        apply_one(ctx, sv, &v.namespace, &m.prometheus_rule).await
+    };
+    match applied.await {
+        Ok(_) => Ok(MonitoringState::Applied),
+        Err(Error::Kube {
+            source: kube::Error::Api(status),
+            ..
+        }) if status.code == 404 => Ok(MonitoringState::CrdsMissing),
+        Err(e) => Err(e),
+    }
 }
 
 /// Server-side applies `obj`, forcing ownership of the fields we set (and
@@ -357,8 +406,9 @@ async fn update_status(
     v: &ValidatedVault,
     deployment: &Deployment,
     problems: &[Problem],
+    monitoring: MonitoringState,
 ) -> Result<(), Error> {
-    let status = status::compute(sv, v, deployment, problems, Timestamp::now());
+    let status = status::compute(sv, v, deployment, problems, monitoring, Timestamp::now());
     if sv.status.as_ref() == Some(&status) {
         return Ok(());
     }

@@ -9,7 +9,7 @@ use k8s_openapi::{
 };
 
 use crate::{
-    api::{DEGRADED, PROGRESSING, READY, SecureVault, SecureVaultStatus},
+    api::{DEGRADED, MONITORING_READY, PROGRESSING, READY, SecureVault, SecureVaultStatus},
     build::service,
     names,
     validate::ValidatedVault,
@@ -24,12 +24,26 @@ pub struct Problem {
     pub message: String,
 }
 
-/// The status describing `sv` given its applied `deployment` and `problems`.
+/// What became of the monitoring objects in this reconcile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MonitoringState {
+    /// `spec.monitoring.enabled` is false.
+    Disabled,
+    /// ServiceMonitor, PrometheusRule and dashboard applied.
+    Applied,
+    /// The Prometheus Operator's CRDs are not installed: only the dashboard
+    /// was applied.
+    CrdsMissing,
+}
+
+/// The status describing `sv` given its applied `deployment`, `problems`
+/// and what became of monitoring.
 pub fn compute(
     sv: &SecureVault,
     v: &ValidatedVault,
     deployment: &Deployment,
     problems: &[Problem],
+    monitoring: MonitoringState,
     now: Timestamp,
 ) -> SecureVaultStatus {
     let previous = sv.status.clone().unwrap_or_default();
@@ -94,6 +108,26 @@ pub fn compute(
                         .join("; "),
                 ),
                 None => ("AsExpected", "no problem found".to_owned()),
+            },
+            generation,
+            now,
+        ),
+        condition(
+            &previous,
+            MONITORING_READY,
+            monitoring == MonitoringState::Applied,
+            match monitoring {
+                MonitoringState::Applied => (
+                    "Applied",
+                    "ServiceMonitor, PrometheusRule and Grafana dashboard applied".to_owned(),
+                ),
+                MonitoringState::CrdsMissing => (
+                    "PrometheusOperatorMissing",
+                    "the Prometheus Operator's CRDs (monitoring.coreos.com/v1 ServiceMonitor and PrometheusRule) are not installed: only the Grafana dashboard is applied; the rest follows once they are".to_owned(),
+                ),
+                MonitoringState::Disabled => {
+                    ("Disabled", "spec.monitoring.enabled is false".to_owned())
+                }
             },
             generation,
             now,
@@ -198,12 +232,26 @@ mod tests {
         let v = validate(&sv).unwrap();
         let now = Timestamp::now();
 
-        let rolling = compute(&sv, &v, &deployment(1, 1, 1, 1, 0), &[], now);
+        let rolling = compute(
+            &sv,
+            &v,
+            &deployment(1, 1, 1, 1, 0),
+            &[],
+            MonitoringState::Applied,
+            now,
+        );
         assert_eq!(cond(&rolling, READY).status, "False");
         assert_eq!(cond(&rolling, PROGRESSING).status, "True");
         assert_eq!(rolling.version, None);
 
-        let done = compute(&sv, &v, &deployment(1, 1, 1, 1, 1), &[], now);
+        let done = compute(
+            &sv,
+            &v,
+            &deployment(1, 1, 1, 1, 1),
+            &[],
+            MonitoringState::Applied,
+            now,
+        );
         assert_eq!(cond(&done, READY).status, "True");
         assert_eq!(cond(&done, PROGRESSING).reason, "RolloutComplete");
         assert_eq!(cond(&done, DEGRADED).status, "False");
@@ -218,7 +266,14 @@ mod tests {
         let mut sv = vault(MINIMAL);
         sv.metadata.generation = Some(2);
         let v = validate(&sv).unwrap();
-        let s = compute(&sv, &v, &deployment(3, 2, 1, 1, 1), &[], Timestamp::now());
+        let s = compute(
+            &sv,
+            &v,
+            &deployment(3, 2, 1, 1, 1),
+            &[],
+            MonitoringState::Applied,
+            Timestamp::now(),
+        );
         assert_eq!(cond(&s, READY).status, "False");
     }
 
@@ -235,6 +290,7 @@ mod tests {
             &v,
             &deployment(1, 1, 1, 1, 1),
             &[problem],
+            MonitoringState::Applied,
             Timestamp::now(),
         );
         assert_eq!(cond(&s, DEGRADED).status, "True");
@@ -252,6 +308,7 @@ mod tests {
             &v,
             &deployment(1, 1, 1, 1, 1),
             &[],
+            MonitoringState::CrdsMissing,
             Timestamp::now(),
         ));
         let s = failed(&sv, "apply Deployment mail: forbidden", Timestamp::now());
@@ -261,7 +318,10 @@ mod tests {
             "apply Deployment mail: forbidden"
         );
         assert_eq!(cond(&s, READY).status, "True");
-        assert_eq!(s.conditions.len(), 3);
+        assert_eq!(s.conditions.len(), 4);
+        let monitoring = cond(&s, MONITORING_READY);
+        assert_eq!(monitoring.status, "False");
+        assert_eq!(monitoring.reason, "PrometheusOperatorMissing");
     }
 
     #[test]
@@ -269,9 +329,12 @@ mod tests {
         let mut sv = vault(MINIMAL);
         let v = validate(&sv).unwrap();
         let d = deployment(1, 1, 1, 1, 1);
-        let first = compute(&sv, &v, &d, &[], Timestamp::now());
+        let first = compute(&sv, &v, &d, &[], MonitoringState::Applied, Timestamp::now());
         sv.status = Some(first.clone());
         let later = Timestamp::now() + std::time::Duration::from_secs(60);
-        assert_eq!(compute(&sv, &v, &d, &[], later), first);
+        assert_eq!(
+            compute(&sv, &v, &d, &[], MonitoringState::Applied, later),
+            first
+        );
     }
 }

@@ -39,6 +39,19 @@ pub struct SecretEnv {
     pub key: String,
 }
 
+/// Monitoring as the spec asks for it, defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Monitoring {
+    /// Whether the monitoring objects exist.
+    pub enabled: bool,
+    /// Labels for the ServiceMonitor and PrometheusRule.
+    pub labels: BTreeMap<String, String>,
+    /// Scrape interval.
+    pub interval: String,
+    /// Alert tuning, if any.
+    pub alerts: Option<crate::api::AlertsSpec>,
+}
+
 /// Everything the builders need, checked.
 #[derive(Debug, Clone)]
 pub struct ValidatedVault {
@@ -67,6 +80,8 @@ pub struct ValidatedVault {
     pub generates_secret_key: bool,
     /// Whether the operator generates `ADMIN_PASSWORD` (in the same Secret).
     pub generates_admin_password: bool,
+    /// Monitoring objects.
+    pub monitoring: Monitoring,
     /// Pod placement.
     pub placement: Placement,
     /// Labels for every child (user's plus the operator's).
@@ -250,6 +265,15 @@ pub fn validate(sv: &SecureVault) -> Result<ValidatedVault, ValidationError> {
         secret_env,
         generates_secret_key: spec.secret_key_ref.is_none(),
         generates_admin_password: spec.admin_password_secret_ref.is_none(),
+        monitoring: {
+            let m = spec.monitoring.clone().unwrap_or_default();
+            Monitoring {
+                enabled: m.enabled.unwrap_or(true),
+                labels: m.labels,
+                interval: m.interval.unwrap_or_else(|| "30s".to_owned()),
+                alerts: m.alerts,
+            }
+        },
         placement: spec.placement.clone().unwrap_or_default(),
         labels,
         annotations: spec.annotations.clone(),

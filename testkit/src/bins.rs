@@ -36,6 +36,14 @@ pub fn redis_server() -> Result<PathBuf> {
     search(name, &[PathBuf::from("/usr/bin/redis-server")])
 }
 
+/// Finds a system binary `name`: `$<var>`, then `/usr/bin`, then `PATH`.
+pub fn system_binary(name: &str, var: &str) -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(var).filter(|p| !p.is_empty()) {
+        return explicit(name, PathBuf::from(path));
+    }
+    search(name, &[PathBuf::from("/usr/bin").join(name)])
+}
+
 /// Finds a binary of this workspace built by cargo, for the tests of another
 /// crate (e.g. the operator's tests need the `dataplane` binary).
 ///

@@ -69,6 +69,7 @@ pub mod llama;
 pub mod mailpit;
 pub mod postgres;
 pub mod process;
+pub mod prometheus;
 pub mod redis;
 pub mod webhook_receiver;
 
@@ -83,6 +84,7 @@ pub use llama::LlamaServer;
 pub use mailpit::Mailpit;
 pub use postgres::Postgres;
 pub use process::Process;
+pub use prometheus::Prometheus;
 pub use redis::Redis;
 pub use webhook_receiver::WebhookReceiver;
 

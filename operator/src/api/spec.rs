@@ -127,6 +127,11 @@ pub struct SecureVaultSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limits: Option<RateLimitsSpec>,
 
+    /// Prometheus Operator objects (ServiceMonitor, PrometheusRule) and a
+    /// Grafana dashboard for this instance [default: enabled].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<MonitoringSpec>,
+
     /// Where the pods run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<Placement>,
@@ -329,6 +334,76 @@ pub enum OnRedisFailure {
     Local,
     /// Limited routes answer 503 until Redis is back.
     Deny,
+}
+
+/// Monitoring of one SecureVault.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoringSpec {
+    /// Whether to create the ServiceMonitor, PrometheusRule and dashboard
+    /// [default: true].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Labels for the ServiceMonitor and PrometheusRule, so a Prometheus's
+    /// selectors find them, e.g. `release: kube-prometheus-stack`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Scrape interval [default: `30s`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("spec.monitoring.interval must be a duration such as 30s, 1m or 1h"))]
+    pub interval: Option<String>,
+    /// Thresholds and durations of the alerts; each omitted value keeps its
+    /// default (docs/runbooks.md lists them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<AlertsSpec>,
+}
+
+/// A Prometheus duration: a number and a unit.
+const DURATION_RULE: &str = "self.matches('^[0-9]+(ms|s|m|h)$')";
+
+/// The seed's eight alerts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertsSpec {
+    /// The pods cannot be scraped (default: for 2m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_failing: Option<AlertTuning>,
+    /// Share of 5xx answers, percent (default: 5, for 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub high_error_rate: Option<AlertTuning>,
+    /// 95th percentile latency, seconds (default: 10, for 2m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub high_response_time: Option<AlertTuning>,
+    /// Memory use, percent (default: 90, for 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub high_memory_usage: Option<AlertTuning>,
+    /// Emails given up on in 15 minutes (default: more than 0, for 0m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_delivery_failed: Option<AlertTuning>,
+    /// Generations cut off by their deadline in 15 minutes (default: more
+    /// than 0, for 0m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ai_generation_timeout: Option<AlertTuning>,
+    /// Share of cache look-ups that miss, percent (default: 50, for 10m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub high_cache_miss_rate: Option<AlertTuning>,
+    /// Use of the data volume, percent (default: 80, for 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub high_disk_usage: Option<AlertTuning>,
+}
+
+/// One alert's threshold and duration.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertTuning {
+    /// The threshold, in the alert's unit (see its description).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1_000_000.0))]
+    pub threshold: Option<f64>,
+    /// How long the condition must hold before the alert fires, e.g. `5m`.
+    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("an alert's `for` must be a duration such as 30s, 5m or 1h"))]
+    pub for_: Option<String>,
 }
 
 /// Pod placement.

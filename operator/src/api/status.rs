@@ -12,6 +12,8 @@ pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 /// Condition type: something needs the user's attention (see its message).
 pub const DEGRADED: &str = "Degraded";
+/// Condition type: the monitoring objects are in place.
+pub const MONITORING_READY: &str = "MonitoringReady";
 
 /// The observed state of a SecureVault.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

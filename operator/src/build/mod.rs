@@ -2,15 +2,15 @@
 //! (plus values read earlier, such as an existing generated key) to the
 //! object. Nothing here talks to the API server; `reconcile` applies.
 //!
-//! The monitoring objects (ServiceMonitor, PrometheusRule, dashboard) get
-//! their own files here when they arrive.
-
 pub mod config_map;
+pub mod dashboard;
 pub mod deployment;
 pub mod pdb;
+pub mod prometheus_rule;
 pub mod secret;
 pub mod service;
 pub mod service_account;
+pub mod service_monitor;
 
 use k8s_openapi::{
     api::{
@@ -39,6 +39,19 @@ pub struct Resources {
     pub service: Service,
     /// Keeps one pod serving through node drains; only with 2+ replicas.
     pub pdb: Option<PodDisruptionBudget>,
+    /// Monitoring objects, unless `spec.monitoring.enabled` is false.
+    pub monitoring: Option<Monitoring>,
+}
+
+/// What Prometheus and Grafana need to watch one SecureVault.
+#[derive(Debug, Clone)]
+pub struct Monitoring {
+    /// Scrape configuration (Prometheus Operator).
+    pub service_monitor: crate::api::monitoring::ServiceMonitor,
+    /// The alerts (Prometheus Operator).
+    pub prometheus_rule: crate::api::monitoring::PrometheusRule,
+    /// The Grafana dashboard.
+    pub dashboard: ConfigMap,
 }
 
 /// Builds every child. `generated` holds the generated values to use (the
@@ -51,6 +64,11 @@ pub fn build(v: &ValidatedVault, generated: &secret::Generated) -> Resources {
         deployment: deployment::build(v, &config_map),
         service: service::build(v),
         pdb: pdb::build(v),
+        monitoring: v.monitoring.enabled.then(|| Monitoring {
+            service_monitor: service_monitor::build(v),
+            prometheus_rule: prometheus_rule::build(v),
+            dashboard: dashboard::build(v),
+        }),
         config_map,
     }
 }
@@ -81,12 +99,16 @@ mod tests {
             admin_password: Some("p".repeat(64)),
         };
         let r = build(&minimal(), &generated);
+        let m = r.monitoring.as_ref().unwrap();
         let metas = [
             &r.service_account.metadata,
             &r.config_map.metadata,
             &r.secret.as_ref().unwrap().metadata,
             &r.deployment.metadata,
             &r.service.metadata,
+            &m.service_monitor.metadata,
+            &m.prometheus_rule.metadata,
+            &m.dashboard.metadata,
         ];
         for m in metas {
             let owners = m.owner_references.as_ref().unwrap();

@@ -1,0 +1,268 @@
+//! The seed's eight alerts as data: name, severity, default threshold and
+//! duration, the PromQL condition, and what to tell the person paged.
+//!
+//! Every expression selects the instance's series by the labels Prometheus
+//! gives a ServiceMonitor's targets (`namespace`, and `service` = the
+//! SecureVault's Service), and uses only metrics the data plane exports
+//! (`up` excepted, which Prometheus records for each scrape). The tests in
+//! `operator/tests/alert_rules.rs` run each through promtool, and the
+//! monitoring test through a real Prometheus scraping a real data plane.
+
+use std::collections::BTreeMap;
+
+use crate::{
+    api::{
+        AlertTuning, AlertsSpec,
+        monitoring::{AlertRule, RuleGroup},
+    },
+    validate::ValidatedVault,
+};
+
+/// Where the runbook of each alert lives; `#<alert name, lower case>` picks
+/// its section.
+pub const RUNBOOK_URL: &str =
+    "https://github.com/securevault/securevault/blob/main/docs/runbooks.md";
+
+/// One alert's definition.
+#[derive(Debug, Clone, Copy)]
+pub struct Alert {
+    /// Its name, e.g. `HighErrorRate`.
+    pub name: &'static str,
+    /// `critical` (page someone) or `warning` (look soon).
+    pub severity: &'static str,
+    /// The default threshold, in the alert's unit; `None` when the alert
+    /// has none (HealthCheckFailing).
+    pub threshold: Option<f64>,
+    /// The default `for`.
+    pub for_: &'static str,
+    /// One line for the page.
+    pub summary: &'static str,
+    /// The condition, from the series selector and the threshold.
+    expr: fn(&str, f64) -> String,
+    /// What the value means, for the description.
+    description: &'static str,
+    /// Which field of `spec.monitoring.alerts` tunes it.
+    tuning: fn(&AlertsSpec) -> Option<&AlertTuning>,
+}
+
+/// The eight alerts, in the seed's order.
+pub const ALERTS: [Alert; 8] = [
+    Alert {
+        name: "HealthCheckFailing",
+        severity: "critical",
+        threshold: None,
+        for_: "2m",
+        summary: "SecureVault {instance}: a data-plane pod does not answer",
+        expr: |sel, _| format!("up{{{sel}}} == 0"),
+        description: "Prometheus cannot scrape pod {{ $labels.pod }} of SecureVault {instance} (its health and metrics endpoint).",
+        tuning: |a| a.health_check_failing.as_ref(),
+    },
+    Alert {
+        name: "HighErrorRate",
+        severity: "critical",
+        threshold: Some(5.0),
+        for_: "5m",
+        summary: "SecureVault {instance}: more than {threshold}% of requests fail",
+        expr: |sel, t| {
+            format!(
+                "100 * sum(rate(http_requests_total{{{sel},status=~\"5..\"}}[5m])) / sum(rate(http_requests_total{{{sel}}}[5m])) > {t}"
+            )
+        },
+        description: "{{ $value | printf \"%.1f\" }}% of the requests to SecureVault {instance} were answered with a server error over the last 5 minutes (threshold {threshold}%).",
+        tuning: |a| a.high_error_rate.as_ref(),
+    },
+    Alert {
+        name: "HighResponseTime",
+        severity: "critical",
+        threshold: Some(10.0),
+        for_: "2m",
+        summary: "SecureVault {instance}: requests take more than {threshold} s",
+        expr: |sel, t| {
+            format!(
+                "histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{{{sel}}}[5m]))) > {t}"
+            )
+        },
+        description: "The 95th percentile of request latency of SecureVault {instance} is {{ $value | printf \"%.2f\" }} s (threshold {threshold} s).",
+        tuning: |a| a.high_response_time.as_ref(),
+    },
+    Alert {
+        name: "HighMemoryUsage",
+        severity: "critical",
+        threshold: Some(90.0),
+        for_: "5m",
+        summary: "SecureVault {instance}: memory above {threshold}%",
+        expr: |sel, t| format!("system_memory_percent{{{sel}}} > {t}"),
+        description: "Pod {{ $labels.pod }} of SecureVault {instance} uses {{ $value | printf \"%.1f\" }}% of its memory (threshold {threshold}%).",
+        tuning: |a| a.high_memory_usage.as_ref(),
+    },
+    Alert {
+        name: "EmailDeliveryFailed",
+        severity: "warning",
+        threshold: Some(0.0),
+        for_: "0m",
+        summary: "SecureVault {instance}: emails could not be delivered",
+        expr: |sel, t| format!("sum(increase(emails_failed_total{{{sel}}}[15m])) > {t}"),
+        description: "SecureVault {instance} gave up on {{ $value | printf \"%.0f\" }} email(s) in the last 15 minutes (permanent SMTP errors or too many attempts; threshold {threshold}).",
+        tuning: |a| a.email_delivery_failed.as_ref(),
+    },
+    Alert {
+        name: "AIGenerationTimeout",
+        severity: "warning",
+        threshold: Some(0.0),
+        for_: "0m",
+        summary: "SecureVault {instance}: generations time out",
+        expr: |sel, t| format!("sum(increase(ai_timeouts_total{{{sel}}}[15m])) > {t}"),
+        description: "{{ $value | printf \"%.0f\" }} generation(s) of SecureVault {instance} hit their deadline (AI_TIMEOUT_SECS) in the last 15 minutes (threshold {threshold}).",
+        tuning: |a| a.ai_generation_timeout.as_ref(),
+    },
+    Alert {
+        name: "HighCacheMissRate",
+        severity: "warning",
+        threshold: Some(50.0),
+        for_: "10m",
+        summary: "SecureVault {instance}: most cache look-ups miss",
+        expr: |sel, t| {
+            format!(
+                "100 * sum(rate(cache_requests_total{{{sel},result=\"miss\"}}[5m])) / sum(rate(cache_requests_total{{{sel}}}[5m])) > {t}"
+            )
+        },
+        description: "{{ $value | printf \"%.1f\" }}% of the cache look-ups of SecureVault {instance} missed over the last 5 minutes (threshold {threshold}%).",
+        tuning: |a| a.high_cache_miss_rate.as_ref(),
+    },
+    Alert {
+        name: "HighDiskUsage",
+        severity: "warning",
+        threshold: Some(80.0),
+        for_: "5m",
+        summary: "SecureVault {instance}: data volume above {threshold}%",
+        expr: |sel, t| format!("disk_usage_percent{{{sel}}} > {t}"),
+        description: "The data volume of pod {{ $labels.pod }} of SecureVault {instance} is {{ $value | printf \"%.1f\" }}% full (threshold {threshold}%).",
+        tuning: |a| a.high_disk_usage.as_ref(),
+    },
+];
+
+/// The rule group of `v`: each alert with the spec's tuning applied.
+pub fn rule_group(v: &ValidatedVault) -> RuleGroup {
+    let selector = format!("namespace=\"{}\",service=\"{}\"", v.namespace, v.name);
+    let instance = format!("{}/{}", v.namespace, v.name);
+    let tunings = v.monitoring.alerts.clone().unwrap_or_default();
+    let rules = ALERTS
+        .iter()
+        .map(|a| {
+            let tuning = (a.tuning)(&tunings);
+            let threshold = tuning.and_then(|t| t.threshold).or(a.threshold);
+            let for_ = tuning
+                .and_then(|t| t.for_.clone())
+                .unwrap_or_else(|| a.for_.to_owned());
+            let fill = |text: &str| {
+                text.replace("{instance}", &instance)
+                    .replace("{threshold}", &threshold.map(number).unwrap_or_default())
+            };
+            AlertRule {
+                alert: a.name.to_owned(),
+                expr: (a.expr)(&selector, threshold.unwrap_or(0.0)),
+                for_,
+                labels: BTreeMap::from([
+                    ("severity".to_owned(), a.severity.to_owned()),
+                    ("namespace".to_owned(), v.namespace.clone()),
+                    ("securevault".to_owned(), v.name.clone()),
+                ]),
+                annotations: BTreeMap::from([
+                    ("summary".to_owned(), fill(a.summary)),
+                    ("description".to_owned(), fill(a.description)),
+                    (
+                        "runbook_url".to_owned(),
+                        format!("{RUNBOOK_URL}#{}", a.name.to_lowercase()),
+                    ),
+                ]),
+            }
+        })
+        .collect();
+    RuleGroup {
+        name: format!("securevault-{}-{}", v.namespace, v.name),
+        rules,
+    }
+}
+
+/// `5` rather than `5.0`, `0.5` as is: thresholds read as people write them.
+fn number(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        format!("{}", n as i64)
+    } else {
+        format!("{n}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::{test_support::minimal, validate};
+
+    #[test]
+    fn every_seed_alert_is_there_with_its_severity_and_runbook() {
+        let group = rule_group(&minimal());
+        let names: Vec<_> = group.rules.iter().map(|r| r.alert.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "HealthCheckFailing",
+                "HighErrorRate",
+                "HighResponseTime",
+                "HighMemoryUsage",
+                "EmailDeliveryFailed",
+                "AIGenerationTimeout",
+                "HighCacheMissRate",
+                "HighDiskUsage"
+            ]
+        );
+        for r in &group.rules {
+            assert!(["critical", "warning"].contains(&r.labels["severity"].as_str()));
+            assert_eq!(r.labels["securevault"], "mail");
+            assert!(r.annotations["summary"].contains("team-a/mail"), "{r:?}");
+            assert!(
+                r.annotations["description"].contains("team-a/mail"),
+                "{r:?}"
+            );
+            assert!(
+                r.annotations["runbook_url"].ends_with(&format!("#{}", r.alert.to_lowercase()))
+            );
+            assert!(
+                r.expr.contains("namespace=\"team-a\",service=\"mail\""),
+                "{}",
+                r.expr
+            );
+            assert!(!r.annotations["summary"].contains('{'), "unfilled: {r:?}");
+        }
+        let error_rate = &group.rules[1];
+        assert!(error_rate.expr.ends_with("> 5"), "{}", error_rate.expr);
+        assert_eq!(error_rate.for_, "5m");
+        assert_eq!(group.rules[0].for_, "2m");
+    }
+
+    #[test]
+    fn the_spec_tunes_thresholds_and_durations() {
+        let mut sv = crate::validate::test_support::vault(
+            "apiVersion: securevault.io/v1alpha1
+kind: SecureVault
+metadata: {name: mail, namespace: default, uid: u1, generation: 1}
+spec:
+  version: 0.1.0
+  replicas: 1
+  monitoring:
+    alerts:
+      highErrorRate: {threshold: 2.5, for: 10m}
+      healthCheckFailing: {for: 5s}
+",
+        );
+        sv.metadata.namespace = Some("shop".into());
+        let group = rule_group(&validate(&sv).unwrap());
+        let error_rate = &group.rules[1];
+        assert!(error_rate.expr.ends_with("> 2.5"), "{}", error_rate.expr);
+        assert_eq!(error_rate.for_, "10m");
+        assert!(error_rate.annotations["summary"].contains("2.5%"));
+        assert_eq!(group.rules[0].for_, "5s");
+        assert!(group.rules[0].expr.contains("namespace=\"shop\""));
+        // Untouched alerts keep their defaults.
+        assert!(group.rules[3].expr.ends_with("> 90"));
+    }
+}

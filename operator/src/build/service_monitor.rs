@@ -1,0 +1,78 @@
+//! The ServiceMonitor: tells a Prometheus Operator's Prometheus to scrape
+//! the data plane's `/api/metrics` on the Service's `http` port.
+
+use kube::api::ObjectMeta;
+
+use crate::{
+    api::monitoring::{Endpoint, LabelSelector, ServiceMonitor, ServiceMonitorSpec},
+    names,
+    validate::ValidatedVault,
+};
+
+/// The data plane's metrics path.
+pub const METRICS_PATH: &str = "/api/metrics";
+
+/// The ServiceMonitor of `v`, carrying `spec.monitoring.labels` (so that,
+/// e.g., kube-prometheus-stack's `release` selector matches it).
+pub fn build(v: &ValidatedVault) -> ServiceMonitor {
+    ServiceMonitor {
+        metadata: monitoring_metadata(v, names::workload(&v.name)),
+        spec: ServiceMonitorSpec {
+            selector: LabelSelector {
+                match_labels: names::selector_labels(&v.name),
+            },
+            endpoints: vec![Endpoint {
+                port: names::HTTP_PORT_NAME.to_owned(),
+                path: METRICS_PATH.to_owned(),
+                interval: v.monitoring.interval.clone(),
+            }],
+        },
+    }
+}
+
+/// The usual metadata plus the monitoring labels of the spec.
+pub(super) fn monitoring_metadata(v: &ValidatedVault, name: String) -> ObjectMeta {
+    let mut meta = super::metadata(v, name);
+    if let Some(labels) = meta.labels.as_mut() {
+        for (k, value) in &v.monitoring.labels {
+            labels.entry(k.clone()).or_insert_with(|| value.clone());
+        }
+    }
+    meta
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::{test_support::vault, validate};
+
+    #[test]
+    fn scrapes_the_service_port_and_carries_the_release_label() {
+        let v = validate(&vault(
+            "apiVersion: securevault.io/v1alpha1
+kind: SecureVault
+metadata: {name: mail}
+spec:
+  version: 0.1.0
+  replicas: 1
+  monitoring: {labels: {release: kube-prometheus-stack}, interval: 15s}
+",
+        ))
+        .unwrap();
+        let sm = build(&v);
+        assert_eq!(sm.metadata.name.as_deref(), Some("mail"));
+        let labels = sm.metadata.labels.unwrap();
+        assert_eq!(labels["release"], "kube-prometheus-stack");
+        assert_eq!(labels["app.kubernetes.io/managed-by"], names::MANAGER);
+        assert_eq!(
+            sm.spec.selector.match_labels,
+            names::selector_labels("mail")
+        );
+        let e = &sm.spec.endpoints[0];
+        assert_eq!(
+            (e.port.as_str(), e.path.as_str(), e.interval.as_str()),
+            ("http", "/api/metrics", "15s")
+        );
+        assert!(sm.metadata.owner_references.is_some());
+    }
+}
