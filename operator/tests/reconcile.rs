@@ -482,3 +482,116 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
         .unwrap();
     assert_eq!(lease.trim(), "second");
 }
+
+#[tokio::test]
+async fn monitoring_objects_are_accepted_follow_the_spec_and_come_back_when_deleted() {
+    use operator::api::monitoring::{PrometheusRule, ServiceMonitor};
+    let w = World::new("monitoring").await;
+    let op = w.operator("solo");
+    op.wait_leader();
+    let spec = |threshold: &str| {
+        vault(
+            "mail",
+            &format!(
+                "  version: 0.1.0\n  replicas: 1\n  monitoring:\n    labels: {{release: kube-prometheus-stack}}\n    alerts:\n      highErrorRate: {{threshold: {threshold}, for: 10m}}\n"
+            ),
+        )
+    };
+    w.apply(&spec("2")).unwrap();
+    let sv = wait_ready(&w, "mail").await;
+    let monitoring = sv
+        .status
+        .as_ref()
+        .unwrap()
+        .condition("MonitoringReady")
+        .unwrap();
+    assert_eq!(
+        (monitoring.status.as_str(), monitoring.reason.as_str()),
+        ("True", "Applied")
+    );
+
+    // Accepted by the real Prometheus Operator CRD schemas, labelled for
+    // kube-prometheus-stack's selector, owned by the SecureVault.
+    let uid = sv.uid().unwrap();
+    let sm = w.api::<ServiceMonitor>().get("mail").await.unwrap();
+    assert_eq!(
+        sm.metadata.labels.as_ref().unwrap()["release"],
+        "kube-prometheus-stack"
+    );
+    assert_eq!(sm.spec.endpoints[0].path, "/api/metrics");
+    assert!(controlled_by(&sm, &uid));
+    let rule = w.api::<PrometheusRule>().get("mail-alerts").await.unwrap();
+    assert!(controlled_by(&rule, &uid));
+    let rules = &rule.spec.groups[0].rules;
+    assert_eq!(rules.len(), 8);
+    let error_rate = rules.iter().find(|r| r.alert == "HighErrorRate").unwrap();
+    assert!(error_rate.expr.ends_with("> 2"), "{}", error_rate.expr);
+    assert_eq!(error_rate.for_, "10m");
+    let dashboard = w.api::<ConfigMap>().get("mail-dashboard").await.unwrap();
+    assert_eq!(
+        dashboard.metadata.labels.as_ref().unwrap()["grafana_dashboard"],
+        "1"
+    );
+
+    // A threshold change in the SecureVault reaches the PrometheusRule.
+    w.apply(&spec("7.5")).unwrap();
+    let rules = w.api::<PrometheusRule>();
+    eventually(
+        Duration::from_secs(30),
+        "the new threshold in the PrometheusRule",
+        || async { rules.get_opt("mail-alerts").await.ok().flatten() },
+        |r: &PrometheusRule| {
+            r.spec.groups[0]
+                .rules
+                .iter()
+                .any(|r| r.alert == "HighErrorRate" && r.expr.ends_with("> 7.5"))
+        },
+    )
+    .await;
+
+    // Deleted by hand, both come back.
+    w.api::<ServiceMonitor>()
+        .delete("mail", &DeleteParams::default())
+        .await
+        .unwrap();
+    w.api::<PrometheusRule>()
+        .delete("mail-alerts", &DeleteParams::default())
+        .await
+        .unwrap();
+    let monitors = w.api::<ServiceMonitor>();
+    eventually(
+        Duration::from_secs(30),
+        "the ServiceMonitor restored",
+        || async { monitors.get_opt("mail").await.ok() },
+        |sm| sm.is_some(),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "the PrometheusRule restored",
+        || async { rules.get_opt("mail-alerts").await.ok() },
+        |r| r.is_some(),
+    )
+    .await;
+
+    // Disabled: all three go.
+    w.apply(&vault(
+        "mail",
+        "  version: 0.1.0\n  replicas: 1\n  monitoring: {enabled: false}\n",
+    ))
+    .unwrap();
+    let dashboards = w.api::<ConfigMap>();
+    eventually(
+        Duration::from_secs(30),
+        "the monitoring objects deleted",
+        || async {
+            Some((
+                monitors.get_opt("mail").await.ok()?.is_none(),
+                rules.get_opt("mail-alerts").await.ok()?.is_none(),
+                dashboards.get_opt("mail-dashboard").await.ok()?.is_none(),
+            ))
+        },
+        |gone| *gone == (true, true, true),
+    )
+    .await;
+}
