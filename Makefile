@@ -31,6 +31,10 @@ help: ## List the targets
 run: ## Run the data plane on embedded defaults (127.0.0.1:8080; ./data holds the SQLite file) with mailpit to send mail to (web page on 127.0.0.1:8025)
 	scripts/run.sh
 
+.PHONY: backup
+backup: ## Back up the local data plane's store (./data, or DATABASE_URL) into ./data/backups, keeping the 24 newest
+	cargo run --quiet -p dataplane -- backup
+
 .PHONY: monitoring-up
 monitoring-up: ## Run a real Prometheus scraping the data plane (127.0.0.1:8080, started if absent) with the operator's alert rules; alerts at http://127.0.0.1:9090/alerts
 	scripts/monitoring-up.sh

@@ -26,6 +26,23 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations and exit. Safe to run more than once.
     Migrate,
+    /// Write a consistent snapshot of the store (SQLite: `VACUUM INTO`;
+    /// PostgreSQL: one transaction's export), then delete the oldest beyond
+    /// `--retain`. Safe while the data plane serves.
+    Backup {
+        /// Directory of the backups [default: DATA_DIR/backups].
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+        /// How many backups to keep in that directory.
+        #[arg(long, default_value_t = 24)]
+        retain: usize,
+    },
+    /// Replace every table's rows with those of a backup, in one transaction
+    /// (migrating the schema first). Stop the data plane first.
+    Restore {
+        /// The backup file (`securevault-<time>.sqlite` or `.pgjson`).
+        file: std::path::PathBuf,
+    },
 }
 
 /// Every setting, from a flag or its environment variable (the flag wins).

@@ -49,6 +49,8 @@ fn run(command: Command, config: Config) -> anyhow::Result<()> {
         match command {
             Command::Serve => server::run(config).await?,
             Command::Migrate => server::migrate(config).await?,
+            Command::Backup { output, retain } => server::backup(config, output, retain).await?,
+            Command::Restore { file } => server::restore(config, &file).await?,
         }
         Ok(())
     })

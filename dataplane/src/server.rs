@@ -51,6 +51,9 @@ pub enum ServeError {
     /// The first administrator could not be set up.
     #[error(transparent)]
     Bootstrap(#[from] auth::bootstrap::BootstrapError),
+    /// A backup or restore failed.
+    #[error(transparent)]
+    Backup(#[from] crate::store::backup::BackupError),
     /// The listen address is taken or not ours.
     #[error("cannot listen on {addr} (LISTEN_ADDR): {source}")]
     Bind {
@@ -256,6 +259,33 @@ pub async fn migrate(config: Config) -> Result<(), ServeError> {
     store.migrate().await?;
     store.close().await;
     tracing::info!("migrations applied");
+    Ok(())
+}
+
+/// Writes a backup and prunes old ones (`dataplane backup`).
+pub async fn backup(
+    config: Config,
+    output: Option<std::path::PathBuf>,
+    retain: usize,
+) -> Result<(), ServeError> {
+    let dir = output.unwrap_or_else(|| config.data_dir.join("backups"));
+    let store = Store::connect(&config.database).await?;
+    let written = store.backup(&dir, std::time::SystemTime::now()).await;
+    store.close().await;
+    let path = written?;
+    let pruned = crate::store::backup::prune(&dir, retain.max(1))?;
+    tracing::info!(path = %path.display(), pruned, "backup written");
+    Ok(())
+}
+
+/// Restores a backup (`dataplane restore`).
+pub async fn restore(config: Config, file: &std::path::Path) -> Result<(), ServeError> {
+    let store = Store::connect(&config.database).await?;
+    let restored = store.restore(file).await;
+    store.close().await;
+    let restored = restored?;
+    let rows: u64 = restored.rows.iter().map(|(_, n)| n).sum();
+    tracing::info!(file = %file.display(), rows, tables = ?restored.rows, "backup restored");
     Ok(())
 }
 
