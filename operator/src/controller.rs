@@ -13,6 +13,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::{
     apps::v1::Deployment,
+    batch::v1::CronJob,
     core::v1::{ConfigMap, Secret, Service, ServiceAccount},
     policy::v1::PodDisruptionBudget,
 };
@@ -121,6 +122,7 @@ pub async fn run(
         .owns(api::<ConfigMap>(&client, namespace), ours.clone())
         .owns(api::<ServiceAccount>(&client, namespace), ours.clone())
         .owns(api::<Secret>(&client, namespace), ours.clone())
+        .owns(api::<CronJob>(&client, namespace), ours.clone())
         .owns(api::<PodDisruptionBudget>(&client, namespace), ours)
         .owns_stream(service_monitors)
         .owns_stream(prometheus_rules)

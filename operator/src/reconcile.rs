@@ -14,6 +14,7 @@ use k8s_openapi::{
     NamespaceResourceScope,
     api::{
         apps::v1::Deployment,
+        batch::v1::CronJob,
         core::v1::{ConfigMap, ObjectReference, Secret},
         policy::v1::PodDisruptionBudget,
     },
@@ -33,12 +34,12 @@ use crate::{
     api::SecureVault,
     api::monitoring::{PrometheusRule, ServiceMonitor},
     build::{
-        self, Resources, dashboard, prometheus_rule,
+        self, Resources, backup_cron_job, dashboard, prometheus_rule,
         secret::{Generated, generate_key},
     },
     controller::Context,
     names,
-    status::{self, MonitoringState, Problem},
+    status::{self, BackupState, MonitoringState, Problem},
     validate::{ValidatedVault, validate},
 };
 
@@ -109,6 +110,7 @@ fn kind_of<K: Resource<DynamicType = ()>>() -> &'static str {
         "ServiceAccount" => "ServiceAccount",
         "PodDisruptionBudget" => "PodDisruptionBudget",
         "ServiceMonitor" => "ServiceMonitor",
+        "CronJob" => "CronJob",
         "PrometheusRule" => "PrometheusRule",
         "SecureVault" => "SecureVault",
         _ => "object",
@@ -151,8 +153,17 @@ async fn pipeline(
 ) -> Result<MonitoringState, Error> {
     let (generated, problems) = dereference(ctx, v).await?;
     let resources = build::build(v, &generated);
-    let (deployment, monitoring) = apply(ctx, sv, v, resources).await?;
-    update_status(ctx, sv, v, &deployment, &problems, monitoring).await?;
+    let (deployment, monitoring, backup) = apply(ctx, sv, v, resources).await?;
+    update_status(
+        ctx,
+        sv,
+        v,
+        &deployment,
+        &problems,
+        monitoring,
+        backup.as_ref(),
+    )
+    .await?;
     Ok(monitoring)
 }
 
@@ -239,14 +250,14 @@ async fn dereference(
     Ok((generated, problems))
 }
 
-/// Applies every child; returns the Deployment as the API server has it and
-/// what became of monitoring.
+/// Applies every child; returns the Deployment as the API server has it,
+/// what became of monitoring, and what the backup CronJob shows.
 async fn apply(
     ctx: &Context,
     sv: &SecureVault,
     v: &ValidatedVault,
     r: Resources,
-) -> Result<(Deployment, MonitoringState), Error> {
+) -> Result<(Deployment, MonitoringState, Option<BackupState>), Error> {
     // Destructured without `..`: a new child does not compile until applied.
     let Resources {
         service_account,
@@ -256,6 +267,7 @@ async fn apply(
         service,
         pdb,
         monitoring,
+        backup,
     } = r;
     apply_one(ctx, sv, &v.namespace, &service_account).await?;
     apply_one(ctx, sv, &v.namespace, &config_map).await?;
@@ -279,7 +291,23 @@ async fn apply(
         }
     }
     let monitoring = apply_monitoring(ctx, sv, v, monitoring).await?;
-    Ok((deployment, monitoring))
+    let backup = match &backup {
+        Some(cron_job) => {
+            let applied = apply_one(ctx, sv, &v.namespace, cron_job).await?;
+            Some(BackupState {
+                created: applied.metadata.creation_timestamp.map(|t| t.0),
+                last_success: applied
+                    .status
+                    .and_then(|s| s.last_successful_time)
+                    .map(|t| t.0),
+            })
+        }
+        None => {
+            delete_if_present::<CronJob>(ctx, sv, &v.namespace, &backup_cron_job::name(v)).await?;
+            None
+        }
+    };
+    Ok((deployment, monitoring, backup))
 }
 
 /// Applies the dashboard, then the Prometheus Operator objects unless their
@@ -407,8 +435,17 @@ async fn update_status(
     deployment: &Deployment,
     problems: &[Problem],
     monitoring: MonitoringState,
+    backup: Option<&BackupState>,
 ) -> Result<(), Error> {
-    let status = status::compute(sv, v, deployment, problems, monitoring, Timestamp::now());
+    let status = status::compute(
+        sv,
+        v,
+        deployment,
+        problems,
+        monitoring,
+        backup,
+        Timestamp::now(),
+    );
     if sv.status.as_ref() == Some(&status) {
         return Ok(());
     }

@@ -9,7 +9,10 @@ use k8s_openapi::{
 };
 
 use crate::{
-    api::{DEGRADED, MONITORING_READY, PROGRESSING, READY, SecureVault, SecureVaultStatus},
+    api::{
+        BACKUP_READY, DEGRADED, MONITORING_READY, PROGRESSING, READY, SecureVault,
+        SecureVaultStatus,
+    },
     build::service,
     names,
     validate::ValidatedVault,
@@ -36,14 +39,24 @@ pub enum MonitoringState {
     CrdsMissing,
 }
 
-/// The status describing `sv` given its applied `deployment`, `problems`
-/// and what became of monitoring.
+/// What the backup CronJob shows, with `spec.backup`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupState {
+    /// When the CronJob was created.
+    pub created: Option<Timestamp>,
+    /// When a backup Job last succeeded.
+    pub last_success: Option<Timestamp>,
+}
+
+/// The status describing `sv` given its applied `deployment`, `problems`,
+/// what became of monitoring and, with `spec.backup`, of backups.
 pub fn compute(
     sv: &SecureVault,
     v: &ValidatedVault,
     deployment: &Deployment,
     problems: &[Problem],
     monitoring: MonitoringState,
+    backup: Option<&BackupState>,
     now: Timestamp,
 ) -> SecureVaultStatus {
     let previous = sv.status.clone().unwrap_or_default();
@@ -133,6 +146,45 @@ pub fn compute(
             now,
         ),
     ];
+    let mut conditions = conditions;
+    if let (Some(b), Some(wanted)) = (backup, v.backup.as_ref()) {
+        let max_age = wanted.max_age.as_secs();
+        let age = |t: Timestamp| (now - t).get_seconds().max(0).unsigned_abs();
+        let (ok, reason, message) = match b.last_success {
+            Some(t) if age(t) <= max_age => {
+                (true, "Recent", format!("the last backup succeeded at {t}"))
+            }
+            Some(t) => (
+                false,
+                "BackupTooOld",
+                format!(
+                    "the last successful backup ({t}) is older than {max_age} s (spec.backup.maxAgeSeconds): see the Jobs of CronJob {}",
+                    crate::build::backup_cron_job::name(v)
+                ),
+            ),
+            None if b.created.is_some_and(|c| age(c) > max_age) => (
+                false,
+                "BackupTooOld",
+                format!(
+                    "no backup has succeeded in the {max_age} s since the CronJob {} was created",
+                    crate::build::backup_cron_job::name(v)
+                ),
+            ),
+            None => (
+                true,
+                "Scheduled",
+                format!("the first backup runs on schedule `{}`", wanted.schedule),
+            ),
+        };
+        conditions.push(condition(
+            &previous,
+            BACKUP_READY,
+            ok,
+            (reason, message),
+            generation,
+            now,
+        ));
+    }
 
     SecureVaultStatus {
         observed_generation: generation,
@@ -147,6 +199,10 @@ pub fn compute(
             previous.version.clone()
         },
         selector: Some(names::selector_string(&v.name)),
+        last_backup_time: backup
+            .and_then(|b| b.last_success)
+            .map(|t| t.to_string())
+            .or(previous.last_backup_time.clone()),
         service: Some(service::address(v)),
     }
 }
@@ -238,6 +294,7 @@ mod tests {
             &deployment(1, 1, 1, 1, 0),
             &[],
             MonitoringState::Applied,
+            None,
             now,
         );
         assert_eq!(cond(&rolling, READY).status, "False");
@@ -250,6 +307,7 @@ mod tests {
             &deployment(1, 1, 1, 1, 1),
             &[],
             MonitoringState::Applied,
+            None,
             now,
         );
         assert_eq!(cond(&done, READY).status, "True");
@@ -272,6 +330,7 @@ mod tests {
             &deployment(3, 2, 1, 1, 1),
             &[],
             MonitoringState::Applied,
+            None,
             Timestamp::now(),
         );
         assert_eq!(cond(&s, READY).status, "False");
@@ -291,6 +350,7 @@ mod tests {
             &deployment(1, 1, 1, 1, 1),
             &[problem],
             MonitoringState::Applied,
+            None,
             Timestamp::now(),
         );
         assert_eq!(cond(&s, DEGRADED).status, "True");
@@ -309,6 +369,7 @@ mod tests {
             &deployment(1, 1, 1, 1, 1),
             &[],
             MonitoringState::CrdsMissing,
+            None,
             Timestamp::now(),
         ));
         let s = failed(&sv, "apply Deployment mail: forbidden", Timestamp::now());
@@ -329,12 +390,76 @@ mod tests {
         let mut sv = vault(MINIMAL);
         let v = validate(&sv).unwrap();
         let d = deployment(1, 1, 1, 1, 1);
-        let first = compute(&sv, &v, &d, &[], MonitoringState::Applied, Timestamp::now());
+        let first = compute(
+            &sv,
+            &v,
+            &d,
+            &[],
+            MonitoringState::Applied,
+            None,
+            Timestamp::now(),
+        );
         sv.status = Some(first.clone());
         let later = Timestamp::now() + std::time::Duration::from_secs(60);
         assert_eq!(
-            compute(&sv, &v, &d, &[], MonitoringState::Applied, later),
+            compute(&sv, &v, &d, &[], MonitoringState::Applied, None, later),
             first
         );
+    }
+
+    #[test]
+    fn backup_ready_follows_the_age_of_the_last_success() {
+        let sv = vault(
+            "apiVersion: securevault.io/v1alpha1
+kind: SecureVault
+metadata: {name: mail, generation: 1}
+spec:
+  version: 0.1.0
+  replicas: 1
+  database: {urlSecretRef: {name: db, key: url}}
+  backup: {volumeClaimName: backups, maxAgeSeconds: 3600}
+",
+        );
+        let v = validate(&sv).unwrap();
+        let now = Timestamp::now();
+        let d = deployment(1, 1, 1, 1, 1);
+        let status = |created: i64, success: Option<i64>| {
+            let state = BackupState {
+                created: Some(now - k8s_openapi::jiff::SignedDuration::from_secs(created)),
+                last_success: success
+                    .map(|s| now - k8s_openapi::jiff::SignedDuration::from_secs(s)),
+            };
+            compute(
+                &sv,
+                &v,
+                &d,
+                &[],
+                MonitoringState::Applied,
+                Some(&state),
+                now,
+            )
+        };
+        let fresh = status(10, None);
+        assert_eq!(cond(&fresh, BACKUP_READY).reason, "Scheduled");
+        assert_eq!(cond(&fresh, BACKUP_READY).status, "True");
+        let recent = status(7200, Some(600));
+        assert_eq!(cond(&recent, BACKUP_READY).reason, "Recent");
+        assert!(recent.last_backup_time.is_some());
+        let old = status(90_000, Some(7200));
+        assert_eq!(cond(&old, BACKUP_READY).status, "False");
+        assert_eq!(cond(&old, BACKUP_READY).reason, "BackupTooOld");
+        let never = status(7200, None);
+        assert_eq!(cond(&never, BACKUP_READY).status, "False");
+        // Without spec.backup there is no such condition.
+        let plain = compute(
+            &sv,
+            &minimal(),
+            &d,
+            &[],
+            MonitoringState::Applied,
+            None,
+            now,
+        );
+        assert!(plain.condition(BACKUP_READY).is_none());
     }
 }

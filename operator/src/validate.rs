@@ -39,6 +39,19 @@ pub struct SecretEnv {
     pub key: String,
 }
 
+/// Backups as the spec asks for them, defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backup {
+    /// Cron schedule.
+    pub schedule: String,
+    /// Backups kept.
+    pub retain: u32,
+    /// The claim written to.
+    pub volume_claim_name: String,
+    /// Oldest acceptable last success.
+    pub max_age: std::time::Duration,
+}
+
 /// Monitoring as the spec asks for it, defaults filled in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Monitoring {
@@ -82,6 +95,8 @@ pub struct ValidatedVault {
     pub generates_admin_password: bool,
     /// Monitoring objects.
     pub monitoring: Monitoring,
+    /// Scheduled backups, when asked for.
+    pub backup: Option<Backup>,
     /// Pod placement.
     pub placement: Placement,
     /// Labels for every child (user's plus the operator's).
@@ -265,6 +280,12 @@ pub fn validate(sv: &SecureVault) -> Result<ValidatedVault, ValidationError> {
         secret_env,
         generates_secret_key: spec.secret_key_ref.is_none(),
         generates_admin_password: spec.admin_password_secret_ref.is_none(),
+        backup: spec.backup.as_ref().map(|b| Backup {
+            schedule: b.schedule.clone().unwrap_or_else(|| "0 * * * *".to_owned()),
+            retain: b.retain.unwrap_or(24),
+            volume_claim_name: b.volume_claim_name.clone(),
+            max_age: std::time::Duration::from_secs(u64::from(b.max_age_seconds.unwrap_or(3600))),
+        }),
         monitoring: {
             let m = spec.monitoring.clone().unwrap_or_default();
             Monitoring {

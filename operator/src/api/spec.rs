@@ -56,6 +56,7 @@ use super::SecureVaultStatus;
     )
 )]
 #[x_kube(validation = Rule::new("self.replicas <= 1 || has(self.database)").message("spec.replicas above 1 needs spec.database.urlSecretRef (PostgreSQL): the default SQLite store serves a single replica"))]
+#[x_kube(validation = Rule::new("!has(self.backup) || has(self.database)").message("spec.backup needs spec.database (PostgreSQL): the default SQLite store lives inside the pod, where a backup Job cannot reach it"))]
 #[serde(rename_all = "camelCase")]
 pub struct SecureVaultSpec {
     /// Version of the data plane to run, e.g. `0.1.0`; the image tag unless
@@ -131,6 +132,10 @@ pub struct SecureVaultSpec {
     /// Grafana dashboard for this instance [default: enabled].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitoring: Option<MonitoringSpec>,
+
+    /// Scheduled backups of the store (`dataplane backup`) to a volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
 
     /// Where the pods run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -334,6 +339,31 @@ pub enum OnRedisFailure {
     Local,
     /// Limited routes answer 503 until Redis is back.
     Deny,
+}
+
+/// Scheduled backups.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    /// When, in cron syntax [default: `0 * * * *`, hourly, for a one-hour
+    /// recovery point objective].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.split(' ').size() == 5").message("spec.backup.schedule must be a cron schedule of five fields, such as `0 * * * *`"))]
+    #[schemars(length(min = 9, max = 100))]
+    pub schedule: Option<String>,
+    /// How many backups the volume keeps [default: 24].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub retain: Option<u32>,
+    /// The PersistentVolumeClaim (in the SecureVault's namespace) the
+    /// backups are written to.
+    #[schemars(length(min = 1, max = 253))]
+    pub volume_claim_name: String,
+    /// Age of the last successful backup, in seconds, beyond which the
+    /// `BackupReady` condition turns False [default: 3600].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 60, max = 31_536_000))]
+    pub max_age_seconds: Option<u32>,
 }
 
 /// Monitoring of one SecureVault.

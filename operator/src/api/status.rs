@@ -14,6 +14,9 @@ pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 /// Condition type: the monitoring objects are in place.
 pub const MONITORING_READY: &str = "MonitoringReady";
+/// Condition type: the last successful backup is recent enough (only with
+/// `spec.backup`).
+pub const BACKUP_READY: &str = "BackupReady";
 
 /// The observed state of a SecureVault.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -47,6 +50,9 @@ pub struct SecureVaultStatus {
     /// `http://name.namespace.svc:8080`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
+    /// When the last backup succeeded (RFC 3339), with `spec.backup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup_time: Option<String>,
 }
 
 impl SecureVaultStatus {

@@ -79,17 +79,7 @@ fn pod_spec(v: &ValidatedVault) -> PodSpec {
     PodSpec {
         service_account_name: Some(names::workload(&v.name)),
         automount_service_account_token: Some(false),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(RUN_AS),
-            run_as_group: Some(RUN_AS),
-            fs_group: Some(RUN_AS),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                ..SeccompProfile::default()
-            }),
-            ..PodSecurityContext::default()
-        }),
+        security_context: Some(pod_security_context()),
         containers: vec![container(v)],
         volumes: Some(vec![empty_dir("data"), empty_dir("tmp")]),
         // The data plane drains for up to 25 s after SIGTERM; leave it 30.
@@ -108,9 +98,49 @@ fn pod_spec(v: &ValidatedVault) -> PodSpec {
     }
 }
 
-fn container(v: &ValidatedVault) -> Container {
-    let env = v
-        .secret_env
+/// Non-root, RuntimeDefault seccomp: the "restricted" profile's pod part.
+pub(super) fn pod_security_context() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS),
+        run_as_group: Some(RUN_AS),
+        fs_group: Some(RUN_AS),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// No privilege escalation, read-only root, no capabilities.
+pub(super) fn container_security_context() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+/// The settings: the ConfigMap as the environment.
+pub(super) fn settings_env(v: &ValidatedVault) -> Vec<EnvFromSource> {
+    vec![EnvFromSource {
+        config_map_ref: Some(ConfigMapEnvSource {
+            name: names::config_map(&v.name),
+            optional: Some(false),
+        }),
+        ..EnvFromSource::default()
+    }]
+}
+
+/// The credentials: one variable per Secret key reference.
+pub(super) fn secret_env(v: &ValidatedVault) -> Vec<EnvVar> {
+    v.secret_env
         .iter()
         .map(|s| EnvVar {
             name: s.var.to_owned(),
@@ -124,7 +154,10 @@ fn container(v: &ValidatedVault) -> Container {
             }),
             ..EnvVar::default()
         })
-        .collect();
+        .collect()
+}
+
+fn container(v: &ValidatedVault) -> Container {
     Container {
         name: "dataplane".into(),
         image: Some(v.image.clone()),
@@ -136,30 +169,15 @@ fn container(v: &ValidatedVault) -> Container {
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
         }]),
-        env_from: Some(vec![EnvFromSource {
-            config_map_ref: Some(ConfigMapEnvSource {
-                name: names::config_map(&v.name),
-                optional: Some(false),
-            }),
-            ..EnvFromSource::default()
-        }]),
-        env: Some(env),
+        env_from: Some(settings_env(v)),
+        env: Some(secret_env(v)),
         // Liveness touches no dependency: a database outage must not restart
         // healthy pods. Readiness checks the store and its migrations.
         liveness_probe: Some(http_probe("/api/health", 10, 3)),
         readiness_probe: Some(http_probe("/api/health/ready", 5, 3)),
         startup_probe: Some(http_probe("/api/health", 2, 30)),
         resources: v.resources.clone(),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(container_security_context()),
         volume_mounts: Some(vec![
             VolumeMount {
                 name: "data".into(),
@@ -191,7 +209,7 @@ fn http_probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe 
     }
 }
 
-fn empty_dir(name: &str) -> Volume {
+pub(super) fn empty_dir(name: &str) -> Volume {
     Volume {
         name: name.into(),
         empty_dir: Some(EmptyDirVolumeSource::default()),

@@ -2,6 +2,7 @@
 //! (plus values read earlier, such as an existing generated key) to the
 //! object. Nothing here talks to the API server; `reconcile` applies.
 //!
+pub mod backup_cron_job;
 pub mod config_map;
 pub mod dashboard;
 pub mod deployment;
@@ -41,6 +42,8 @@ pub struct Resources {
     pub pdb: Option<PodDisruptionBudget>,
     /// Monitoring objects, unless `spec.monitoring.enabled` is false.
     pub monitoring: Option<Monitoring>,
+    /// Scheduled backups, with `spec.backup`.
+    pub backup: Option<k8s_openapi::api::batch::v1::CronJob>,
 }
 
 /// What Prometheus and Grafana need to watch one SecureVault.
@@ -64,6 +67,7 @@ pub fn build(v: &ValidatedVault, generated: &secret::Generated) -> Resources {
         deployment: deployment::build(v, &config_map),
         service: service::build(v),
         pdb: pdb::build(v),
+        backup: backup_cron_job::build(v),
         monitoring: v.monitoring.enabled.then(|| Monitoring {
             service_monitor: service_monitor::build(v),
             prometheus_rule: prometheus_rule::build(v),
