@@ -13,8 +13,10 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::{
     apps::v1::Deployment,
+    autoscaling::v2::HorizontalPodAutoscaler,
     batch::v1::CronJob,
     core::v1::{ConfigMap, Secret, Service, ServiceAccount},
+    networking::v1::NetworkPolicy,
     policy::v1::PodDisruptionBudget,
 };
 use kube::{
@@ -123,6 +125,11 @@ pub async fn run(
         .owns(api::<ServiceAccount>(&client, namespace), ours.clone())
         .owns(api::<Secret>(&client, namespace), ours.clone())
         .owns(api::<CronJob>(&client, namespace), ours.clone())
+        .owns(
+            api::<HorizontalPodAutoscaler>(&client, namespace),
+            ours.clone(),
+        )
+        .owns(api::<NetworkPolicy>(&client, namespace), ours.clone())
         .owns(api::<PodDisruptionBudget>(&client, namespace), ours)
         .owns_stream(service_monitors)
         .owns_stream(prometheus_rules)

@@ -14,8 +14,10 @@ use k8s_openapi::{
     NamespaceResourceScope,
     api::{
         apps::v1::Deployment,
+        autoscaling::v2::HorizontalPodAutoscaler,
         batch::v1::CronJob,
         core::v1::{ConfigMap, ObjectReference, Secret},
+        networking::v1::NetworkPolicy,
         policy::v1::PodDisruptionBudget,
     },
     jiff::Timestamp,
@@ -111,6 +113,8 @@ fn kind_of<K: Resource<DynamicType = ()>>() -> &'static str {
         "PodDisruptionBudget" => "PodDisruptionBudget",
         "ServiceMonitor" => "ServiceMonitor",
         "CronJob" => "CronJob",
+        "HorizontalPodAutoscaler" => "HorizontalPodAutoscaler",
+        "NetworkPolicy" => "NetworkPolicy",
         "PrometheusRule" => "PrometheusRule",
         "SecureVault" => "SecureVault",
         _ => "object",
@@ -268,6 +272,8 @@ async fn apply(
         pdb,
         monitoring,
         backup,
+        hpa,
+        network_policy,
     } = r;
     apply_one(ctx, sv, &v.namespace, &service_account).await?;
     apply_one(ctx, sv, &v.namespace, &config_map).await?;
@@ -288,6 +294,29 @@ async fn apply(
                 &names::workload(&v.name),
             )
             .await?
+        }
+    }
+    match &hpa {
+        Some(hpa) => {
+            apply_one(ctx, sv, &v.namespace, hpa).await?;
+        }
+        None => {
+            delete_if_present::<HorizontalPodAutoscaler>(
+                ctx,
+                sv,
+                &v.namespace,
+                &names::workload(&v.name),
+            )
+            .await?
+        }
+    }
+    match &network_policy {
+        Some(np) => {
+            apply_one(ctx, sv, &v.namespace, np).await?;
+        }
+        None => {
+            delete_if_present::<NetworkPolicy>(ctx, sv, &v.namespace, &names::workload(&v.name))
+                .await?
         }
     }
     let monitoring = apply_monitoring(ctx, sv, v, monitoring).await?;

@@ -62,7 +62,11 @@ pub fn compute(
     let previous = sv.status.clone().unwrap_or_default();
     let generation = sv.metadata.generation;
     let observed = deployment.status.clone().unwrap_or_default();
-    let desired = v.replicas;
+    // With autoscaling the wanted count is the autoscaler's, on the Deployment.
+    let desired = match &v.autoscaling {
+        Some(_) => deployment.spec.replicas.unwrap_or(1),
+        None => v.replicas,
+    };
     let ready = observed.ready_replicas.unwrap_or(0);
     let updated = observed.updated_replicas.unwrap_or(0);
     let existing = observed.replicas.unwrap_or(0);

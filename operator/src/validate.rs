@@ -97,6 +97,14 @@ pub struct ValidatedVault {
     pub monitoring: Monitoring,
     /// Scheduled backups, when asked for.
     pub backup: Option<Backup>,
+    /// Autoscaling, when asked for: the Deployment then leaves its replica
+    /// count to the HorizontalPodAutoscaler.
+    pub autoscaling: Option<crate::api::AutoscalingSpec>,
+    /// The NetworkPolicy, when asked for.
+    pub network_policy: Option<crate::api::NetworkPolicySpec>,
+    /// Egress ports the dependencies need (database, Redis, SMTP, model
+    /// server, webhooks), sorted.
+    pub egress_ports: Vec<i32>,
     /// Pod placement.
     pub placement: Placement,
     /// Labels for every child (user's plus the operator's).
@@ -280,6 +288,9 @@ pub fn validate(sv: &SecureVault) -> Result<ValidatedVault, ValidationError> {
         secret_env,
         generates_secret_key: spec.secret_key_ref.is_none(),
         generates_admin_password: spec.admin_password_secret_ref.is_none(),
+        autoscaling: spec.autoscaling.clone(),
+        network_policy: spec.network_policy.clone(),
+        egress_ports: egress_ports(spec),
         backup: spec.backup.as_ref().map(|b| Backup {
             schedule: b.schedule.clone().unwrap_or_else(|| "0 * * * *".to_owned()),
             retain: b.retain.unwrap_or(24),
@@ -322,6 +333,48 @@ impl ValidatedVault {
         names.sort();
         names.dedup();
         names
+    }
+}
+
+/// The ports the pods connect to, from what the spec configures.
+fn egress_ports(spec: &crate::api::SecureVaultSpec) -> Vec<i32> {
+    let np = spec.network_policy.clone().unwrap_or_default();
+    let mut ports = Vec::new();
+    if spec.database.is_some() {
+        ports.push(np.database_port.unwrap_or(5432));
+    }
+    if spec.redis.is_some() {
+        ports.push(np.redis_port.unwrap_or(6379));
+    }
+    if let Some(smtp) = &spec.smtp {
+        ports.push(smtp.port);
+    }
+    if let Some(ai) = &spec.ai {
+        ports.push(url_port(&ai.base_url));
+    }
+    if spec.webhook.is_some() {
+        // The URL is in a Secret the operator does not read: HTTPS's port.
+        ports.push(443);
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// The port of an `http(s)://host[:port]/…` URL (CEL checked the scheme).
+fn url_port(url: &str) -> i32 {
+    let (default, rest) = match url.strip_prefix("https://") {
+        Some(rest) => (443, rest),
+        None => (80, url.strip_prefix("http://").unwrap_or(url)),
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    // The port follows the last colon, unless that colon is inside an
+    // IPv6 address's brackets.
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') && !host.is_empty() => {
+            port.parse().unwrap_or(default)
+        }
+        _ => default,
     }
 }
 
@@ -425,6 +478,14 @@ spec:
 #[cfg(test)]
 mod tests {
     use super::{test_support::*, *};
+
+    #[test]
+    fn url_ports_come_from_the_url_or_its_scheme() {
+        assert_eq!(url_port("https://api.openai.com/v1"), 443);
+        assert_eq!(url_port("http://llama.ai.svc:8090/v1"), 8090);
+        assert_eq!(url_port("http://[::1]/v1"), 80);
+        assert_eq!(url_port("http://[::1]:8000/v1"), 8000);
+    }
 
     #[test]
     fn a_minimal_vault_runs_production_mode_with_a_generated_key() {

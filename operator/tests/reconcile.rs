@@ -298,6 +298,10 @@ async fn invalid_secure_vaults_are_refused_by_the_api_server_with_what_to_fix() 
             "  version: 0.1.0\n  replicas: 1\n  backup: {volumeClaimName: backups}\n",
             "spec.backup needs spec.database (PostgreSQL)",
         ),
+        (
+            "  version: 0.1.0\n  replicas: 1\n  networkPolicy: {egressCidrs: [db.example]}\n",
+            "spec.networkPolicy.egressCidrs must hold CIDR ranges",
+        ),
         ("  replicas: 1\n", "spec.version: Required value"),
     ];
     for (spec, message) in cases {
@@ -686,4 +690,127 @@ stringData: {{url: 'postgres://securevault@db.example:5432/securevault'}}
     w.cluster
         .kubectl(&["delete", "pv", &pv, "--wait=false"])
         .unwrap();
+}
+
+#[tokio::test]
+async fn with_autoscaling_the_replicas_are_the_autoscalers_and_without_kubectl_scale_works() {
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    let w = World::new("scaling").await;
+    w.apply(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: mail-db}\nstringData: {url: 'postgres://securevault@db.example:5432/securevault'}\n",
+    )
+    .unwrap();
+    let op = w.operator("solo");
+    op.wait_leader();
+    let spec = "  version: 0.1.0\n  replicas: 1\n  database: {urlSecretRef: {name: mail-db, key: url}}\n  resources: {requests: {cpu: 100m}}\n";
+    // Off: `kubectl scale sv` goes through the scale subresource to the pods.
+    w.apply(&vault("mail", spec)).unwrap();
+    wait_ready(&w, "mail").await;
+    w.kubectl(&["scale", "sv", "mail", "--replicas=2"]).unwrap();
+    let deployments = w.api::<Deployment>();
+    eventually(
+        Duration::from_secs(30),
+        "the Deployment at 2 replicas",
+        || async { deployments.get_opt("mail").await.ok().flatten() },
+        |d: &Deployment| d.spec.replicas == Some(2),
+    )
+    .await;
+
+    // On: an HPA, and the operator stops writing the replica count.
+    w.apply(&vault(
+        "mail",
+        &format!("{spec}  autoscaling: {{minReplicas: 2, maxReplicas: 5, targetCpuUtilizationPercent: 60}}\n"),
+    ))
+    .unwrap();
+    let hpas = w.api::<HorizontalPodAutoscaler>();
+    let hpa = eventually(
+        Duration::from_secs(30),
+        "the HorizontalPodAutoscaler",
+        || async { hpas.get_opt("mail").await.ok().flatten() },
+        |_| true,
+    )
+    .await;
+    assert_eq!((hpa.spec.min_replicas, hpa.spec.max_replicas), (Some(2), 5));
+    // What the autoscaler would do; the operator must leave it be, even
+    // when it reconciles again (the spec change below triggers one).
+    w.kubectl(&["scale", "deployment", "mail", "--replicas=4"])
+        .unwrap();
+    w.apply(&vault(
+        "mail",
+        &format!("{spec}  logLevel: debug\n  autoscaling: {{minReplicas: 2, maxReplicas: 5, targetCpuUtilizationPercent: 60}}\n"),
+    ))
+    .unwrap();
+    let sv = wait_ready(&w, "mail").await;
+    assert_eq!(
+        deployments.get("mail").await.unwrap().spec.replicas,
+        Some(4)
+    );
+    assert_eq!(sv.status.unwrap().desired_replicas, 4);
+    let d = deployments.get("mail").await.unwrap();
+    let owners: Vec<_> = d
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|f| f.manager.as_deref() == Some("securevault-operator"))
+        .filter(|f| {
+            f.fields_v1
+                .as_ref()
+                .is_some_and(|v| v.0.to_string().contains("\"f:replicas\""))
+        })
+        .collect();
+    assert!(owners.is_empty(), "the operator still owns spec.replicas");
+}
+
+#[tokio::test]
+async fn the_network_policy_is_accepted_and_matches_the_spec() {
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    let w = World::new("netpol").await;
+    let op = w.operator("solo");
+    op.wait_leader();
+    w.apply(&vault(
+        "mail",
+        "  version: 0.1.0\n  replicas: 1\n  smtp: {host: smtp.example.com, port: 587, tls: starttls, from: a@example.com}\n  networkPolicy: {allowFromNamespaces: [ingress-nginx], monitoringNamespace: observability}\n",
+    ))
+    .unwrap();
+    let sv = wait_ready(&w, "mail").await;
+    let np = w.api::<NetworkPolicy>().get("mail").await.unwrap();
+    assert!(controlled_by(&np, &sv.uid().unwrap()));
+    let spec = np.spec.clone().unwrap();
+    assert_eq!(
+        spec.pod_selector.unwrap().match_labels.unwrap()["app.kubernetes.io/instance"],
+        "mail"
+    );
+    let namespaces = spec.ingress.unwrap()[0].from.clone().unwrap()[0]
+        .namespace_selector
+        .clone()
+        .unwrap()
+        .match_expressions
+        .unwrap()[0]
+        .values
+        .clone()
+        .unwrap();
+    let mut wanted = vec![
+        "ingress-nginx".to_owned(),
+        "observability".into(),
+        w.ns().to_owned(),
+    ];
+    wanted.sort();
+    assert_eq!(namespaces, wanted);
+    let ports: Vec<i32> = operator::build::network_policy::egress_ports(&np)
+        .into_keys()
+        .collect();
+    assert_eq!(ports, [53, 587]);
+
+    // Removed from the spec, the policy goes.
+    w.apply(&vault("mail", "  version: 0.1.0\n  replicas: 1\n"))
+        .unwrap();
+    let policies = w.api::<NetworkPolicy>();
+    eventually(
+        Duration::from_secs(30),
+        "the NetworkPolicy deleted",
+        || async { policies.get_opt("mail").await.ok() },
+        |np| np.is_none(),
+    )
+    .await;
 }

@@ -56,6 +56,7 @@ use super::SecureVaultStatus;
     )
 )]
 #[x_kube(validation = Rule::new("self.replicas <= 1 || has(self.database)").message("spec.replicas above 1 needs spec.database.urlSecretRef (PostgreSQL): the default SQLite store serves a single replica"))]
+#[x_kube(validation = Rule::new("!has(self.autoscaling) || self.autoscaling.maxReplicas <= 1 || has(self.database)").message("spec.autoscaling.maxReplicas above 1 needs spec.database.urlSecretRef (PostgreSQL): the default SQLite store serves a single replica"))]
 #[x_kube(validation = Rule::new("!has(self.backup) || has(self.database)").message("spec.backup needs spec.database (PostgreSQL): the default SQLite store lives inside the pod, where a backup Job cannot reach it"))]
 #[serde(rename_all = "camelCase")]
 pub struct SecureVaultSpec {
@@ -132,6 +133,17 @@ pub struct SecureVaultSpec {
     /// Grafana dashboard for this instance [default: enabled].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitoring: Option<MonitoringSpec>,
+
+    /// A HorizontalPodAutoscaler for the data plane; while it is set the
+    /// operator leaves the replica count to it (and ignores `replicas`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+
+    /// A NetworkPolicy around the pods: ingress to the HTTP port only from
+    /// the namespaces named here and the monitoring namespace; egress only
+    /// to DNS and the ports of the dependencies the spec configures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<NetworkPolicySpec>,
 
     /// Scheduled backups of the store (`dataplane backup`) to a volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -339,6 +351,55 @@ pub enum OnRedisFailure {
     Local,
     /// Limited routes answer 503 until Redis is back.
     Deny,
+}
+
+/// Who may talk to the pods, and whom they may talk to.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Namespaces whose pods may call the API (e.g. the ingress
+    /// controller's and the applications'); the SecureVault's own is always
+    /// allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 63)))]
+    pub allow_from_namespaces: Vec<String>,
+    /// The namespace Prometheus scrapes from [default: `monitoring`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub monitoring_namespace: Option<String>,
+    /// Destination ranges for the dependencies' traffic [default: any
+    /// address, on their ports only].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 49)))]
+    #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))").message("spec.networkPolicy.egressCidrs must hold CIDR ranges, such as 10.0.0.0/8"))]
+    pub egress_cidrs: Vec<String>,
+    /// PostgreSQL's port, with `spec.database` [default: 5432].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub database_port: Option<i32>,
+    /// Redis's port, with `spec.redis` [default: 6379].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub redis_port: Option<i32>,
+}
+
+/// Autoscaling on CPU.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("spec.autoscaling.minReplicas must not exceed maxReplicas"))]
+pub struct AutoscalingSpec {
+    /// Fewest pods.
+    #[schemars(range(min = 1, max = 100))]
+    pub min_replicas: i32,
+    /// Most pods.
+    #[schemars(range(min = 1, max = 100))]
+    pub max_replicas: i32,
+    /// Average CPU use, in percent of the pods' CPU request, that the
+    /// autoscaler aims at [default: 70]. The pods need a CPU request
+    /// (`spec.resources.requests.cpu`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 10, max = 100))]
+    pub target_cpu_utilization_percent: Option<i32>,
 }
 
 /// Scheduled backups.

@@ -45,7 +45,9 @@ pub fn build(v: &ValidatedVault, config_map: &ConfigMap) -> Deployment {
     Deployment {
         metadata: super::metadata(v, names::workload(&v.name)),
         spec: DeploymentSpec {
-            replicas: Some(v.replicas),
+            // With autoscaling the count is the autoscaler's: applying
+            // without the field leaves it to the HPA's writes.
+            replicas: v.autoscaling.is_none().then_some(v.replicas),
             selector: LabelSelector {
                 match_labels: Some(names::selector_labels(&v.name)),
                 ..LabelSelector::default()

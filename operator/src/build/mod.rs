@@ -6,6 +6,8 @@ pub mod backup_cron_job;
 pub mod config_map;
 pub mod dashboard;
 pub mod deployment;
+pub mod hpa;
+pub mod network_policy;
 pub mod pdb;
 pub mod prometheus_rule;
 pub mod secret;
@@ -42,6 +44,10 @@ pub struct Resources {
     pub pdb: Option<PodDisruptionBudget>,
     /// Monitoring objects, unless `spec.monitoring.enabled` is false.
     pub monitoring: Option<Monitoring>,
+    /// The NetworkPolicy, with `spec.networkPolicy`.
+    pub network_policy: Option<k8s_openapi::api::networking::v1::NetworkPolicy>,
+    /// The autoscaler, with `spec.autoscaling`.
+    pub hpa: Option<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>,
     /// Scheduled backups, with `spec.backup`.
     pub backup: Option<k8s_openapi::api::batch::v1::CronJob>,
 }
@@ -68,6 +74,8 @@ pub fn build(v: &ValidatedVault, generated: &secret::Generated) -> Resources {
         service: service::build(v),
         pdb: pdb::build(v),
         backup: backup_cron_job::build(v),
+        hpa: hpa::build(v),
+        network_policy: network_policy::build(v),
         monitoring: v.monitoring.enabled.then(|| Monitoring {
             service_monitor: service_monitor::build(v),
             prometheus_rule: prometheus_rule::build(v),

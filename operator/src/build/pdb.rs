@@ -9,9 +9,14 @@ use k8s_openapi::{
 
 use crate::{names, validate::ValidatedVault};
 
-/// The PDB, when there are at least two replicas.
+/// The PDB, when there are at least two replicas (or the autoscaler keeps
+/// at least two).
 pub fn build(v: &ValidatedVault) -> Option<PodDisruptionBudget> {
-    (v.replicas >= 2).then(|| PodDisruptionBudget {
+    let fewest = v
+        .autoscaling
+        .as_ref()
+        .map_or(v.replicas, |a| a.min_replicas);
+    (fewest >= 2).then(|| PodDisruptionBudget {
         metadata: super::metadata(v, names::workload(&v.name)),
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(1)),
