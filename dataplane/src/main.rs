@@ -27,8 +27,8 @@ fn main() -> ExitCode {
     }
     if config.secret_key_generated {
         tracing::warn!(
-            "SECRET_KEY is not set: using a generated development key, so sessions and signatures \
-             will not survive a restart; set SECRET_KEY (required when SECUREVAULT_ENV=production)"
+            "SECRET_KEY is not set: using a generated development key; set SECRET_KEY \
+             (required when SECUREVAULT_ENV=production)"
         );
     }
 
