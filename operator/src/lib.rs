@@ -27,3 +27,4 @@ pub mod reconcile;
 pub mod status;
 pub mod telemetry;
 pub mod validate;
+pub mod version;

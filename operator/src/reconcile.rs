@@ -155,7 +155,16 @@ async fn pipeline(
     sv: &SecureVault,
     v: &ValidatedVault,
 ) -> Result<MonitoringState, Error> {
-    let (generated, problems) = dereference(ctx, v).await?;
+    let (generated, mut problems) = dereference(ctx, v).await?;
+    let kept;
+    let v = match refused_downgrade(ctx, sv, v).await? {
+        Some((running, problem)) => {
+            problems.push(problem);
+            kept = running;
+            &kept
+        }
+        None => v,
+    };
     let resources = build::build(v, &generated);
     let (deployment, monitoring, backup) = apply(ctx, sv, v, resources).await?;
     update_status(
@@ -169,6 +178,45 @@ async fn pipeline(
     )
     .await?;
     Ok(monitoring)
+}
+
+/// A `spec.version` below the running one, without `allowDowngrade`: the
+/// vault as it runs now (its version and the Deployment's image), and the
+/// problem to report. `None` when the change is allowed.
+async fn refused_downgrade(
+    ctx: &Context,
+    sv: &SecureVault,
+    v: &ValidatedVault,
+) -> Result<Option<(ValidatedVault, Problem)>, Error> {
+    let Some(running) = sv.status.as_ref().and_then(|s| s.version.clone()) else {
+        return Ok(None);
+    };
+    if sv.spec.allow_downgrade == Some(true) || !crate::version::is_downgrade(&running, &v.version)
+    {
+        return Ok(None);
+    }
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &v.namespace);
+    let name = names::workload(&v.name);
+    let image = deployments
+        .get_opt(&name)
+        .await
+        .map_err(kube_error::<Deployment>("get", &name))?
+        .and_then(|d| d.spec.template.spec?.containers.into_iter().next()?.image);
+    let Some(image) = image else {
+        // Nothing runs to keep: the change is not a downgrade of anything.
+        return Ok(None);
+    };
+    let mut kept = v.clone();
+    kept.version = running.clone();
+    kept.image = image;
+    let problem = Problem {
+        reason: "DowngradeRefused",
+        message: format!(
+            "spec.version {} is below the running version {running}: the store may already be migrated past what {} knows, so {running} keeps running; set spec.allowDowngrade: true to roll back anyway",
+            v.version, v.version
+        ),
+    };
+    Ok(Some((kept, problem)))
 }
 
 /// Reads what the builders need from the cluster: the generated values

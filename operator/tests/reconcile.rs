@@ -814,3 +814,81 @@ async fn the_network_policy_is_accepted_and_matches_the_spec() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_downgrade_is_refused_unless_allowed_and_the_spec_is_never_rewritten() {
+    let w = World::new("downgrade").await;
+    let op = w.operator("solo");
+    op.wait_leader();
+    let image = |d: &Deployment| {
+        d.spec.template.spec.as_ref().unwrap().containers[0]
+            .image
+            .clone()
+            .unwrap()
+    };
+    w.apply(&vault("mail", "  version: 0.2.0\n  replicas: 1\n"))
+        .unwrap();
+    let sv = wait_ready(&w, "mail").await;
+    assert_eq!(sv.status.unwrap().version.as_deref(), Some("0.2.0"));
+
+    w.apply(&vault("mail", "  version: 0.1.0\n  replicas: 1\n"))
+        .unwrap();
+    let api = w.api::<SecureVault>();
+    let sv = eventually(
+        Duration::from_secs(30),
+        "the downgrade refused in Degraded",
+        || async { api.get_opt("mail").await.ok().flatten() },
+        |sv: &SecureVault| {
+            sv.status.as_ref().is_some_and(|s| {
+                s.observed_generation == sv.metadata.generation
+                    && s.condition("Degraded")
+                        .is_some_and(|c| c.reason == "DowngradeRefused")
+            })
+        },
+    )
+    .await;
+    let message = sv
+        .status
+        .as_ref()
+        .unwrap()
+        .condition("Degraded")
+        .unwrap()
+        .message
+        .clone();
+    assert!(message.contains("spec.allowDowngrade"), "{message}");
+    assert_eq!(
+        sv.spec.version, "0.1.0",
+        "the user's spec is left as written"
+    );
+    assert_eq!(sv.status.unwrap().version.as_deref(), Some("0.2.0"));
+    let d = w.api::<Deployment>().get("mail").await.unwrap();
+    assert!(image(&d).ends_with(":0.2.0"), "{}", image(&d));
+    let events = w
+        .kubectl(&[
+            "get",
+            "events",
+            "-o",
+            "name",
+            "--field-selector",
+            "reason=DowngradeRefused",
+        ])
+        .unwrap();
+    assert!(!events.trim().is_empty(), "no DowngradeRefused event");
+
+    // Explicitly allowed: the older version rolls out.
+    w.apply(&vault(
+        "mail",
+        "  version: 0.1.0\n  replicas: 1\n  allowDowngrade: true\n",
+    ))
+    .unwrap();
+    let deployments = w.api::<Deployment>();
+    eventually(
+        Duration::from_secs(30),
+        "the Deployment on 0.1.0",
+        || async { deployments.get_opt("mail").await.ok().flatten() },
+        |d: &Deployment| image(d).ends_with(":0.1.0"),
+    )
+    .await;
+    let sv = wait_ready(&w, "mail").await;
+    assert_eq!(sv.status.unwrap().version.as_deref(), Some("0.1.0"));
+}

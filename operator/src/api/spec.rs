@@ -65,6 +65,13 @@ pub struct SecureVaultSpec {
     #[x_kube(validation = Rule::new("self.matches('^v?[0-9]+\\\\.[0-9]+\\\\.[0-9]+(-[0-9A-Za-z.-]+)?$')").message("spec.version must be a release such as 0.1.0 or 0.2.0-rc.1"))]
     pub version: String,
 
+    /// Allows `version` to go below the version running now. Without it
+    /// such a change is refused (the running version stays, `Degraded`
+    /// says why): the store may already be migrated past what the older
+    /// version knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_downgrade: Option<bool>,
+
     /// Full image reference overriding the default
     /// `securevault/dataplane:<version>`, e.g. for a private registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
