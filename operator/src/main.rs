@@ -60,16 +60,25 @@ struct RunArgs {
     lease_renew_secs: u64,
 }
 
+/// Writes a command's output to stdout. A reader that stops early (`| head`)
+/// is not an error worth a panic: the exit is quiet.
+fn print_document(text: &str) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("operator: writing to stdout: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Crd => match operator::crd::yaml() {
-            Ok(yaml) => {
-                #[allow(clippy::print_stdout)] // printing the CRD is this command's job
-                {
-                    print!("{yaml}");
-                }
-                ExitCode::SUCCESS
-            }
+            Ok(yaml) => print_document(&yaml),
             Err(e) => {
                 eprintln!("operator: {e}");
                 ExitCode::FAILURE
@@ -83,13 +92,7 @@ fn main() -> ExitCode {
                         .map_err(|e| e.to_string())
                 });
             match rendered {
-                Ok(file) => {
-                    #[allow(clippy::print_stdout)] // printing the rules is this command's job
-                    {
-                        println!("{file}");
-                    }
-                    ExitCode::SUCCESS
-                }
+                Ok(file) => print_document(&format!("{file}\n")),
                 Err(e) => {
                     eprintln!("operator: {e}");
                     ExitCode::FAILURE
