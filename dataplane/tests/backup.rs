@@ -135,64 +135,59 @@ async fn still_signed_in(dp: &DataPlane, session: &str) {
     assert_eq!(json(me).await["name"], "ops");
 }
 
-#[tokio::test]
-async fn a_sqlite_backup_restores_every_row() {
+/// Writes data into the store at `url` through a serving data plane, backs
+/// it up while it serves, has `wipe` empty the store, restores, and checks
+/// every row came back and the old session still works.
+async fn round_trip(url: &str, extension: &str, wipe: impl FnOnce()) {
     let backups = TempDir::new("backups").unwrap();
-    let store_dir = TempDir::new("store").unwrap();
-    let db = store_dir.path().join("securevault.db");
-    let url = format!("sqlite://{}", db.display());
-    let dp = start(&[("DATABASE_URL", &url)]);
-    let session = write_data(&dp, &url).await;
-    let before = dump(&url).await;
+    let dp = start(&[("DATABASE_URL", url)]);
+    let session = write_data(&dp, url).await;
+    let before = dump(url).await;
     assert!(before.values().all(|rows| !rows.is_empty()), "{before:#?}");
 
     // While the data plane serves.
     cli(
-        &url,
+        url,
         &["backup", "--output", &backups.path().display().to_string()],
     );
     drop(dp);
-    let file = the_backup_in(backups.path(), ".sqlite");
+    let file = the_backup_in(backups.path(), extension);
 
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-    }
-    cli(&url, &["migrate"]);
+    wipe();
+    cli(url, &["migrate"]);
     assert!(
-        dump(&url).await.values().all(Vec::is_empty),
+        dump(url).await.values().all(Vec::is_empty),
         "the wipe left rows"
     );
-    cli(&url, &["restore", &file.display().to_string()]);
-    assert_eq!(dump(&url).await, before);
+    cli(url, &["restore", &file.display().to_string()]);
+    assert_eq!(dump(url).await, before);
 
-    let dp = start(&[("DATABASE_URL", &url)]);
+    let dp = start(&[("DATABASE_URL", url)]);
     still_signed_in(&dp, &session).await;
+}
+
+#[tokio::test]
+async fn a_sqlite_backup_restores_every_row() {
+    let store_dir = TempDir::new("store").unwrap();
+    let db = store_dir.path().join("securevault.db");
+    let url = format!("sqlite://{}", db.display());
+    round_trip(&url, ".sqlite", || {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_postgres_backup_restores_every_row() {
     let pg = Postgres::start().unwrap();
     let url = pg.create_database("backed").unwrap();
-    let backups = TempDir::new("backups").unwrap();
-    let dp = start(&[("DATABASE_URL", &url)]);
-    let session = write_data(&dp, &url).await;
-    let before = dump(&url).await;
-    assert!(before.values().all(|rows| !rows.is_empty()), "{before:#?}");
-
-    cli(
-        &url,
-        &["backup", "--output", &backups.path().display().to_string()],
-    );
-    drop(dp);
-    let file = the_backup_in(backups.path(), ".pgjson");
-
-    pg.psql("postgres", "DROP DATABASE backed").unwrap();
-    let url = pg.create_database("backed").unwrap();
-    cli(&url, &["restore", &file.display().to_string()]);
-    assert_eq!(dump(&url).await, before);
-
-    let dp = start(&[("DATABASE_URL", &url)]);
-    still_signed_in(&dp, &session).await;
+    round_trip(&url, ".pgjson", || {
+        pg.psql("postgres", "DROP DATABASE backed").unwrap();
+        assert_eq!(pg.create_database("backed").unwrap(), url);
+    })
+    .await;
 }
 
 #[tokio::test]

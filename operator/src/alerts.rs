@@ -241,14 +241,8 @@ mod tests {
 
     #[test]
     fn the_spec_tunes_thresholds_and_durations() {
-        let mut sv = crate::validate::test_support::vault(
-            "apiVersion: securevault.io/v1alpha1
-kind: SecureVault
-metadata: {name: mail, namespace: default, uid: u1, generation: 1}
-spec:
-  version: 0.1.0
-  replicas: 1
-  monitoring:
+        let mut sv = crate::validate::test_support::with_spec(
+            "  monitoring:
     alerts:
       highErrorRate: {threshold: 2.5, for: 10m}
       healthCheckFailing: {for: 5s}

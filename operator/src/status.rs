@@ -413,14 +413,8 @@ mod tests {
 
     #[test]
     fn backup_ready_follows_the_age_of_the_last_success() {
-        let sv = vault(
-            "apiVersion: securevault.io/v1alpha1
-kind: SecureVault
-metadata: {name: mail, generation: 1}
-spec:
-  version: 0.1.0
-  replicas: 1
-  database: {urlSecretRef: {name: db, key: url}}
+        let sv = with_spec(
+            "  database: {urlSecretRef: {name: db, key: url}}
   backup: {volumeClaimName: backups, maxAgeSeconds: 3600}
 ",
         );

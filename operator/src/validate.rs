@@ -416,6 +416,19 @@ pub mod test_support {
         validate(&vault(MINIMAL)).unwrap()
     }
 
+    /// The minimal sample (generation 1) with more `spec` lines, as the
+    /// user writes them (`  database: {…}`, one per line).
+    pub fn with_spec(lines: &str) -> SecureVault {
+        let mut sv = vault(&format!("{MINIMAL}{lines}"));
+        sv.metadata.generation = Some(1);
+        sv
+    }
+
+    /// [`with_spec`], validated.
+    pub fn validated(lines: &str) -> ValidatedVault {
+        validate(&with_spec(lines)).unwrap()
+    }
+
     /// The smallest valid SecureVault.
     pub const MINIMAL: &str = "
 apiVersion: securevault.io/v1alpha1

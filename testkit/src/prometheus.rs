@@ -17,10 +17,11 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// A running Prometheus, killed on drop.
 #[derive(Debug)]
 pub struct Prometheus {
-    // Before `dir`: the server stops before its directory goes.
-    process: Process,
+    // Held for their Drop; the process first, so the server stops before
+    // its directory goes.
+    _process: Process,
     port: u16,
-    dir: TempDir,
+    _dir: TempDir,
 }
 
 impl Prometheus {
@@ -61,7 +62,11 @@ impl Prometheus {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Ok(Prometheus { process, port, dir })
+        Ok(Prometheus {
+            _process: process,
+            port,
+            _dir: dir,
+        })
     }
 
     /// `http://127.0.0.1:P`.
@@ -80,16 +85,6 @@ impl Prometheus {
             }),
             Err(e) => Err(Error::io(format!("GET {}{path}", self.url()), e)),
         }
-    }
-
-    /// Its working directory (config, rules, TSDB).
-    pub fn dir(&self) -> PathBuf {
-        self.dir.path().to_path_buf()
-    }
-
-    /// The server process, e.g. for its log.
-    pub fn process(&self) -> &Process {
-        &self.process
     }
 }
 

@@ -24,11 +24,17 @@ pub fn start(env: &[(&str, &str)]) -> DataPlane {
 
 /// A client that never reuses a connection across tests' server restarts.
 pub fn client() -> reqwest::Client {
+    client_with(HeaderMap::new())
+}
+
+/// A client sending `headers` with every request.
+fn client_with(headers: HeaderMap) -> reqwest::Client {
     // reqwest is built without a default TLS provider (the data plane picks
     // ring); every process that makes a client installs it.
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
+        .default_headers(headers)
         .build()
         .unwrap()
 }
@@ -67,17 +73,12 @@ pub async fn login(dp: &DataPlane, username: &str, password: &str) -> String {
 
 /// A client that sends `token` as its bearer credentials.
 pub fn bearer(token: &str) -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut headers = HeaderMap::new();
     headers.insert(
         reqwest::header::AUTHORIZATION,
         format!("Bearer {token}").parse().unwrap(),
     );
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .default_headers(headers)
-        .build()
-        .unwrap()
+    client_with(headers)
 }
 
 /// A client signed in as the test administrator of `dp`.

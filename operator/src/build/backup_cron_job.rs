@@ -118,25 +118,15 @@ pub fn build(v: &ValidatedVault) -> Option<CronJob> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validate::{
-        test_support::{MINIMAL, vault},
-        validate,
-    };
+    use crate::validate::test_support::{minimal, validated};
 
     #[test]
     fn runs_dataplane_backup_on_the_schedule_into_the_claim() {
-        let v = validate(&vault(
-            "apiVersion: securevault.io/v1alpha1
-kind: SecureVault
-metadata: {name: mail}
-spec:
-  version: 0.1.0
-  replicas: 1
-  database: {urlSecretRef: {name: db, key: url}}
+        let v = validated(
+            "  database: {urlSecretRef: {name: db, key: url}}
   backup: {volumeClaimName: mail-backups, retain: 48}
 ",
-        ))
-        .unwrap();
+        );
         let cj = build(&v).unwrap();
         assert_eq!(cj.metadata.name.as_deref(), Some("mail-backup"));
         let spec = cj.spec;
@@ -174,6 +164,6 @@ spec:
 
     #[test]
     fn none_without_spec_backup() {
-        assert!(build(&validate(&vault(MINIMAL)).unwrap()).is_none());
+        assert!(build(&minimal()).is_none());
     }
 }

@@ -42,25 +42,15 @@ pub fn build(v: &ValidatedVault) -> Option<HorizontalPodAutoscaler> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validate::{
-        test_support::{MINIMAL, vault},
-        validate,
-    };
+    use crate::validate::test_support::{minimal, validated};
 
     #[test]
     fn scales_the_deployment_on_cpu_and_takes_its_replicas() {
-        let v = validate(&vault(
-            "apiVersion: securevault.io/v1alpha1
-kind: SecureVault
-metadata: {name: mail}
-spec:
-  version: 0.1.0
-  replicas: 1
-  database: {urlSecretRef: {name: db, key: url}}
+        let v = validated(
+            "  database: {urlSecretRef: {name: db, key: url}}
   autoscaling: {minReplicas: 2, maxReplicas: 6}
 ",
-        ))
-        .unwrap();
+        );
         let hpa = build(&v).unwrap().spec;
         assert_eq!(hpa.scale_target_ref.name, "mail");
         assert_eq!((hpa.min_replicas, hpa.max_replicas), (Some(2), 6));
@@ -73,7 +63,7 @@ spec:
 
     #[test]
     fn none_without_autoscaling() {
-        let v = validate(&vault(MINIMAL)).unwrap();
+        let v = minimal();
         assert!(build(&v).is_none());
         let config_map = crate::build::config_map::build(&v);
         assert_eq!(

@@ -111,27 +111,17 @@ pub fn egress_ports(np: &NetworkPolicy) -> BTreeMap<i32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validate::{
-        test_support::{MINIMAL, vault},
-        validate,
-    };
+    use crate::validate::test_support::{minimal, validated};
 
     #[test]
     fn ingress_from_named_namespaces_egress_to_configured_ports() {
-        let v = validate(&vault(
-            "apiVersion: securevault.io/v1alpha1
-kind: SecureVault
-metadata: {name: mail}
-spec:
-  version: 0.1.0
-  replicas: 1
-  database: {urlSecretRef: {name: db, key: url}}
+        let v = validated(
+            "  database: {urlSecretRef: {name: db, key: url}}
   smtp: {host: smtp.example.com, port: 2525, tls: starttls, from: a@example.com}
   ai: {baseUrl: 'http://llama.ai.svc:8090/v1'}
   networkPolicy: {allowFromNamespaces: [ingress-nginx, shop], egressCidrs: [10.0.0.0/8]}
 ",
-        ))
-        .unwrap();
+        );
         let np = build(&v).unwrap();
         let spec = np.spec.clone().unwrap();
         let from = &spec.ingress.unwrap()[0];
@@ -158,6 +148,6 @@ spec:
 
     #[test]
     fn none_unless_asked_for() {
-        assert!(build(&validate(&vault(MINIMAL)).unwrap()).is_none());
+        assert!(build(&minimal()).is_none());
     }
 }

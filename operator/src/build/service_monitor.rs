@@ -44,21 +44,14 @@ pub(super) fn monitoring_metadata(v: &ValidatedVault, name: String) -> ObjectMet
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validate::{test_support::vault, validate};
+    use crate::validate::test_support::validated;
 
     #[test]
     fn scrapes_the_service_port_and_carries_the_release_label() {
-        let v = validate(&vault(
-            "apiVersion: securevault.io/v1alpha1
-kind: SecureVault
-metadata: {name: mail}
-spec:
-  version: 0.1.0
-  replicas: 1
-  monitoring: {labels: {release: kube-prometheus-stack}, interval: 15s}
+        let v = validated(
+            "  monitoring: {labels: {release: kube-prometheus-stack}, interval: 15s}
 ",
-        ))
-        .unwrap();
+        );
         let sm = build(&v);
         assert_eq!(sm.metadata.name.as_deref(), Some("mail"));
         let labels = sm.metadata.labels.unwrap();
