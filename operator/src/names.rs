@@ -6,6 +6,10 @@ use std::collections::BTreeMap;
 /// The field manager of every server-side apply; also the Event reporter.
 pub const MANAGER: &str = "securevault-operator";
 
+/// The field manager that holds a Deployment's replica count for the moment
+/// autoscaling is switched on, until the autoscaler's first write takes it.
+pub const REPLICAS_HANDOVER_MANAGER: &str = "securevault-operator-handover";
+
 /// The port the data plane listens on inside the pod.
 pub const HTTP_PORT: i32 = 8080;
 /// The name of that port, used by the Service and the probes.

@@ -328,6 +328,9 @@ async fn apply(
     if let Some(secret) = &secret {
         apply_one(ctx, sv, &v.namespace, secret).await?;
     }
+    if deployment.spec.replicas.is_none() {
+        hand_replicas_over(ctx, &v.namespace, &names::workload(&v.name)).await?;
+    }
     let deployment = apply_one(ctx, sv, &v.namespace, &deployment).await?;
     apply_one(ctx, sv, &v.namespace, &service).await?;
     match &pdb {
@@ -385,6 +388,47 @@ async fn apply(
         }
     };
     Ok((deployment, monitoring, backup))
+}
+
+/// Before the operator stops applying the Deployment's `spec.replicas` (when
+/// autoscaling is switched on), another field manager takes the field at its
+/// current value. Otherwise server-side apply would remove a field its only
+/// manager dropped, the API server would default it to 1, and a 5-replica
+/// vault would shrink to one pod until the autoscaler's next sync.
+async fn hand_replicas_over(ctx: &Context, namespace: &str, name: &str) -> Result<(), Error> {
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
+    let Some(existing) = api
+        .get_opt(name)
+        .await
+        .map_err(kube_error::<Deployment>("get", name))?
+    else {
+        return Ok(());
+    };
+    let ours = existing
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|f| f.manager.as_deref() == Some(names::MANAGER))
+        .filter_map(|f| f.fields_v1.as_ref())
+        .any(|f| f.0.pointer("/f:spec/f:replicas").is_some());
+    let Some(replicas) = existing.spec.replicas.filter(|_| ours) else {
+        return Ok(());
+    };
+    let patch = serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {"replicas": replicas},
+    });
+    api.patch(
+        name,
+        &PatchParams::apply(names::REPLICAS_HANDOVER_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(kube_error::<Deployment>("apply", name))?;
+    Ok(())
 }
 
 /// Applies the dashboard, then the Prometheus Operator objects unless their

@@ -716,12 +716,14 @@ async fn with_autoscaling_the_replicas_are_the_autoscalers_and_without_kubectl_s
     )
     .await;
 
-    // On: an HPA, and the operator stops writing the replica count.
-    w.apply(&vault(
-        "mail",
-        &format!("{spec}  autoscaling: {{minReplicas: 2, maxReplicas: 5, targetCpuUtilizationPercent: 60}}\n"),
-    ))
-    .unwrap();
+    // On: an HPA, and the operator stops writing the replica count. The
+    // minimum is 1 so that the real autoscaler (kube-controller-manager
+    // runs it; without a metrics API it only enforces the bounds) would not
+    // hide a drop to the API server's default of 1 replica.
+    let autoscaling =
+        "  autoscaling: {minReplicas: 1, maxReplicas: 5, targetCpuUtilizationPercent: 60}\n";
+    w.apply(&vault("mail", &format!("{spec}{autoscaling}")))
+        .unwrap();
     let hpas = w.api::<HorizontalPodAutoscaler>();
     let hpa = eventually(
         Duration::from_secs(30),
@@ -730,14 +732,20 @@ async fn with_autoscaling_the_replicas_are_the_autoscalers_and_without_kubectl_s
         |_| true,
     )
     .await;
-    assert_eq!((hpa.spec.min_replicas, hpa.spec.max_replicas), (Some(2), 5));
+    assert_eq!((hpa.spec.min_replicas, hpa.spec.max_replicas), (Some(1), 5));
+    // The Deployment is applied before the HPA: the count it had is kept.
+    assert_eq!(
+        deployments.get("mail").await.unwrap().spec.replicas,
+        Some(2),
+        "switching autoscaling on changed the replica count"
+    );
     // What the autoscaler would do; the operator must leave it be, even
     // when it reconciles again (the spec change below triggers one).
     w.kubectl(&["scale", "deployment", "mail", "--replicas=4"])
         .unwrap();
     w.apply(&vault(
         "mail",
-        &format!("{spec}  logLevel: debug\n  autoscaling: {{minReplicas: 2, maxReplicas: 5, targetCpuUtilizationPercent: 60}}\n"),
+        &format!("{spec}  logLevel: debug\n{autoscaling}"),
     ))
     .unwrap();
     let sv = wait_ready(&w, "mail").await;
