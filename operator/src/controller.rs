@@ -14,7 +14,7 @@ use futures::StreamExt;
 use k8s_openapi::api::{
     apps::v1::Deployment,
     autoscaling::v2::HorizontalPodAutoscaler,
-    batch::v1::CronJob,
+    batch::v1::{CronJob, Job},
     core::v1::{ConfigMap, Secret, Service, ServiceAccount},
     networking::v1::NetworkPolicy,
     policy::v1::PodDisruptionBudget,
@@ -125,6 +125,8 @@ pub async fn run(
         .owns(api::<ServiceAccount>(&client, namespace), ours.clone())
         .owns(api::<Secret>(&client, namespace), ours.clone())
         .owns(api::<CronJob>(&client, namespace), ours.clone())
+        // The upgrade's backup and migration Jobs: their end moves it on.
+        .owns(api::<Job>(&client, namespace), ours.clone())
         .owns(
             api::<HorizontalPodAutoscaler>(&client, namespace),
             ours.clone(),

@@ -8,8 +8,10 @@
 //! - [`names`]: object names and labels shared by builders and reconciler;
 //! - [`build`]: one pure function per child object, from the validated
 //!   SecureVault to the object; no client, unit-tested beside each;
-//! - [`reconcile`]: the pipeline `validate -> dereference -> build -> apply ->
-//!   update_status`, the only place that writes;
+//! - [`upgrade`]: the managed-upgrade state machine (pure), deciding which
+//!   release the Deployment runs and which Job comes next;
+//! - [`reconcile`]: the pipeline `validate -> observe -> decide -> build ->
+//!   apply -> update_status`, the only place that writes;
 //! - [`status`]: the status computed from what was observed;
 //! - [`controller`]: watches and wiring; [`leader`]: Lease-based election;
 //! - [`telemetry`]: logs, metrics, health endpoints;
@@ -26,5 +28,6 @@ pub mod names;
 pub mod reconcile;
 pub mod status;
 pub mod telemetry;
+pub mod upgrade;
 pub mod validate;
 pub mod version;

@@ -15,7 +15,7 @@ use k8s_openapi::{
     api::{
         apps::v1::Deployment,
         autoscaling::v2::HorizontalPodAutoscaler,
-        batch::v1::CronJob,
+        batch::v1::{CronJob, Job},
         core::v1::{ConfigMap, ObjectReference, Secret},
         networking::v1::NetworkPolicy,
         policy::v1::PodDisruptionBudget,
@@ -33,7 +33,7 @@ use kube::{
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
-    api::SecureVault,
+    api::{SecureVault, UpgradePhase},
     api::monitoring::{PrometheusRule, ServiceMonitor},
     build::{
         self, Resources, backup_cron_job, dashboard, prometheus_rule,
@@ -42,6 +42,7 @@ use crate::{
     controller::Context,
     names,
     status::{self, BackupState, MonitoringState, Problem},
+    upgrade::{self, JobState, Release},
     validate::{ValidatedVault, validate},
 };
 
@@ -116,6 +117,7 @@ fn kind_of<K: Resource<DynamicType = ()>>() -> &'static str {
         "HorizontalPodAutoscaler" => "HorizontalPodAutoscaler",
         "NetworkPolicy" => "NetworkPolicy",
         "PrometheusRule" => "PrometheusRule",
+        "Job" => "Job",
         "SecureVault" => "SecureVault",
         _ => "object",
     }
@@ -135,8 +137,7 @@ pub async fn reconcile(sv: Arc<SecureVault>, ctx: Arc<Context>) -> Result<Action
         }
     };
     match pipeline(&ctx, &sv, &v).await {
-        Ok(MonitoringState::CrdsMissing) => Ok(Action::requeue(MONITORING_CRDS_RETRY)),
-        Ok(_) => Ok(Action::requeue(RESYNC)),
+        Ok(next) => Ok(Action::requeue(next)),
         Err(e) => {
             ctx.publish(&sv, EventType::Warning, "ReconcileFailed", &e.to_string())
                 .await;
@@ -150,73 +151,205 @@ pub async fn reconcile(sv: Arc<SecureVault>, ctx: Arc<Context>) -> Result<Action
 }
 
 /// The steps after validation; any error ends the reconcile and is retried.
-async fn pipeline(
+/// Returns when to look again without news.
+async fn pipeline(ctx: &Context, sv: &SecureVault, v: &ValidatedVault) -> Result<Duration, Error> {
+    let (generated, mut problems) = dereference(ctx, v).await?;
+    let observed = observe(ctx, sv, v).await?;
+    let mut target = Release {
+        version: v.version.clone(),
+        image: v.image.clone(),
+    };
+    if let Some((running, problem)) = refused_downgrade(sv, &target, observed.running.as_ref()) {
+        problems.push(problem);
+        target = running;
+    }
+    let previous = sv.status.as_ref().and_then(|s| s.upgrade.as_ref());
+    let now = Timestamp::now();
+    let decision = upgrade::decide(
+        &v.name,
+        &target,
+        previous,
+        &observed,
+        &upgrade::Settings::of(v),
+        now,
+    );
+    problems.extend(decision.problem.clone());
+    for note in &decision.notes {
+        let type_ = if note.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        ctx.publish(sv, type_, note.reason, &note.message).await;
+    }
+    let deployed = with_release(v, &decision.deploy);
+    if let Some(step) = &decision.step {
+        run_step(ctx, sv, v, &deployed, step).await?;
+    }
+    let resources = build::build(&deployed, &generated);
+    let (deployment, monitoring, backup) = apply(ctx, sv, &deployed, resources).await?;
+    let history = sv
+        .status
+        .as_ref()
+        .map(|s| s.upgrade_history.as_slice())
+        .unwrap_or_default();
+    let observed_status = status::Observed {
+        deployment: &deployment,
+        problems: &problems,
+        monitoring,
+        backup: backup.as_ref(),
+        upgrade: decision.upgrade.clone(),
+        upgrade_history: upgrade::record(history, &decision.finished),
+    };
+    update_status(ctx, sv, &deployed, observed_status).await?;
+    let next = match monitoring {
+        MonitoringState::CrdsMissing => MONITORING_CRDS_RETRY,
+        _ => RESYNC,
+    };
+    // A deadline is checked a second after it passes.
+    Ok(decision
+        .wake
+        .map_or(next, |wake| next.min(wake + Duration::from_secs(1))))
+}
+
+/// `v` running `release` instead of the spec's.
+fn with_release(v: &ValidatedVault, release: &Release) -> ValidatedVault {
+    let mut v = v.clone();
+    v.version = release.version.clone();
+    v.image = release.image.clone();
+    v
+}
+
+/// Reads what the upgrade machine needs: from the Deployment and the status,
+/// the running release and the rollout; the current step's Job.
+async fn observe(
     ctx: &Context,
     sv: &SecureVault,
     v: &ValidatedVault,
-) -> Result<MonitoringState, Error> {
-    let (generated, mut problems) = dereference(ctx, v).await?;
-    let kept;
-    let v = match refused_downgrade(ctx, sv, v).await? {
-        Some((running, problem)) => {
-            problems.push(problem);
-            kept = running;
-            &kept
-        }
-        None => v,
+) -> Result<upgrade::Observed, Error> {
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &v.namespace);
+    let name = names::workload(&v.name);
+    let deployment = deployments
+        .get_opt(&name)
+        .await
+        .map_err(kube_error::<Deployment>("get", &name))?;
+    let status = sv.status.clone().unwrap_or_default();
+    let active = status.upgrade.as_ref().filter(|u| !u.phase.is_finished());
+    let rollout = deployment.as_ref().and_then(status::rollout);
+    // The image of the version that last rolled out: the Deployment's,
+    // unless an upgrade has changed it since.
+    let running = match (&status.version, &rollout) {
+        (Some(version), Some(r)) => Some(Release {
+            version: version.clone(),
+            image: match active {
+                Some(u) if &u.from_version == version => u.from_image.clone(),
+                Some(u) if &u.to_version == version => u.to_image.clone(),
+                _ => r.image.clone(),
+            },
+        }),
+        _ => None,
     };
-    let resources = build::build(v, &generated);
-    let (deployment, monitoring, backup) = apply(ctx, sv, v, resources).await?;
-    update_status(
-        ctx,
-        sv,
-        v,
-        &deployment,
-        &problems,
-        monitoring,
-        backup.as_ref(),
-    )
-    .await?;
-    Ok(monitoring)
+    let job = match active.map(|u| (u.phase, u)) {
+        Some((UpgradePhase::BackingUp, u)) => {
+            job_state(ctx, v, &upgrade::job_name(&v.name, &u.id, "backup")).await?
+        }
+        Some((UpgradePhase::Migrating, u)) => {
+            job_state(ctx, v, &upgrade::job_name(&v.name, &u.id, "migrate")).await?
+        }
+        _ => JobState::Missing,
+    };
+    Ok(upgrade::Observed {
+        running,
+        rollout,
+        job,
+    })
+}
+
+/// Where the Job `name` stands, from its final conditions.
+async fn job_state(ctx: &Context, v: &ValidatedVault, name: &str) -> Result<JobState, Error> {
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &v.namespace);
+    let Some(job) = jobs
+        .get_opt(name)
+        .await
+        .map_err(kube_error::<Job>("get", name))?
+    else {
+        return Ok(JobState::Missing);
+    };
+    let conditions = job.status.and_then(|s| s.conditions).unwrap_or_default();
+    let holds = |type_: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == "True")
+    };
+    Ok(if holds("Complete").is_some() {
+        JobState::Succeeded
+    } else if let Some(c) = holds("Failed") {
+        JobState::Failed(format!(
+            "{}: {}",
+            c.reason.as_deref().unwrap_or("Failed"),
+            c.message.as_deref().unwrap_or("no message")
+        ))
+    } else {
+        JobState::Running
+    })
+}
+
+/// Creates the Job of the current upgrade step unless it exists: a Job's pod
+/// template cannot change, and one that ran must not run again.
+async fn run_step(
+    ctx: &Context,
+    sv: &SecureVault,
+    v: &ValidatedVault,
+    deployed: &ValidatedVault,
+    step: &upgrade::Step,
+) -> Result<(), Error> {
+    let deadline = v.upgrade.job_deadline;
+    let job = match step {
+        // The backup runs the release that runs now, which knows the store.
+        upgrade::Step::Backup { job } => backup_cron_job::one_off(deployed, job.clone(), deadline),
+        // The migration runs the release to come: the spec's.
+        upgrade::Step::Migrate { job } => {
+            Some(build::migration_job::build(v, job.clone(), deadline))
+        }
+    };
+    let Some(job) = job else {
+        return Ok(());
+    };
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &v.namespace);
+    let name = job.metadata.name.clone().unwrap_or_default();
+    if jobs
+        .get_metadata_opt(&name)
+        .await
+        .map_err(kube_error::<Job>("get", &name))?
+        .is_none()
+    {
+        apply_one(ctx, sv, &v.namespace, &job).await?;
+    }
+    Ok(())
 }
 
 /// A `spec.version` below the running one, without `allowDowngrade`: the
-/// vault as it runs now (its version and the Deployment's image), and the
-/// problem to report. `None` when the change is allowed.
-async fn refused_downgrade(
-    ctx: &Context,
+/// running release, and the problem to report. `None` when the change is
+/// allowed.
+fn refused_downgrade(
     sv: &SecureVault,
-    v: &ValidatedVault,
-) -> Result<Option<(ValidatedVault, Problem)>, Error> {
-    let Some(running) = sv.status.as_ref().and_then(|s| s.version.clone()) else {
-        return Ok(None);
-    };
-    if sv.spec.allow_downgrade == Some(true) || !crate::version::is_downgrade(&running, &v.version)
+    target: &Release,
+    running: Option<&Release>,
+) -> Option<(Release, Problem)> {
+    let running = running?;
+    if sv.spec.allow_downgrade == Some(true)
+        || !crate::version::is_downgrade(&running.version, &target.version)
     {
-        return Ok(None);
+        return None;
     }
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &v.namespace);
-    let name = names::workload(&v.name);
-    let image = deployments
-        .get_opt(&name)
-        .await
-        .map_err(kube_error::<Deployment>("get", &name))?
-        .and_then(|d| d.spec.template.spec?.containers.into_iter().next()?.image);
-    let Some(image) = image else {
-        // Nothing runs to keep: the change is not a downgrade of anything.
-        return Ok(None);
-    };
-    let mut kept = v.clone();
-    kept.version = running.clone();
-    kept.image = image;
     let problem = Problem {
         reason: "DowngradeRefused",
         message: format!(
-            "spec.version {} is below the running version {running}: the store may already be migrated past what {} knows, so {running} keeps running; set spec.allowDowngrade: true to roll back anyway",
-            v.version, v.version
+            "spec.version {} is below the running version {}: the store may already be migrated past what {} knows, so {} keeps running; set spec.allowDowngrade: true to roll back anyway",
+            target.version, running.version, target.version, running.version
         ),
     };
-    Ok(Some((kept, problem)))
+    Some((running.clone(), problem))
 }
 
 /// Reads what the builders need from the cluster: the generated values
@@ -548,29 +681,18 @@ where
     Ok(())
 }
 
-/// Writes the status computed from what was applied, only if it changed.
+/// Writes the status computed from what was observed, only if it changed.
 async fn update_status(
     ctx: &Context,
     sv: &SecureVault,
     v: &ValidatedVault,
-    deployment: &Deployment,
-    problems: &[Problem],
-    monitoring: MonitoringState,
-    backup: Option<&BackupState>,
+    observed: status::Observed<'_>,
 ) -> Result<(), Error> {
-    let status = status::compute(
-        sv,
-        v,
-        deployment,
-        problems,
-        monitoring,
-        backup,
-        Timestamp::now(),
-    );
+    let status = status::compute(sv, v, &observed, Timestamp::now());
     if sv.status.as_ref() == Some(&status) {
         return Ok(());
     }
-    if let Some(p) = problems.first()
+    if let Some(p) = observed.problems.first()
         && sv
             .status
             .as_ref()

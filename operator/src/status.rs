@@ -11,7 +11,7 @@ use k8s_openapi::{
 use crate::{
     api::{
         BACKUP_READY, DEGRADED, MONITORING_READY, PROGRESSING, READY, SecureVault,
-        SecureVaultStatus,
+        SecureVaultStatus, Upgrade,
     },
     build::service,
     names,
@@ -48,31 +48,84 @@ pub struct BackupState {
     pub last_success: Option<Timestamp>,
 }
 
-/// The status describing `sv` given its applied `deployment`, `problems`,
-/// what became of monitoring and, with `spec.backup`, of backups.
+/// What a reconcile observed and decided, from which the status follows.
+#[derive(Debug, Clone)]
+pub struct Observed<'a> {
+    /// The Deployment as the API server returned it after the apply.
+    pub deployment: &'a Deployment,
+    /// What needs the user's attention, most important first.
+    pub problems: &'a [Problem],
+    /// What became of monitoring.
+    pub monitoring: MonitoringState,
+    /// What the backup CronJob shows, with `spec.backup`.
+    pub backup: Option<&'a BackupState>,
+    /// The upgrade under way, or the last one.
+    pub upgrade: Option<Upgrade>,
+    /// Finished upgrades, newest first.
+    pub upgrade_history: Vec<Upgrade>,
+}
+
+/// How far `deployment` has rolled out its current pod template.
+pub fn rollout(deployment: &Deployment) -> Option<crate::upgrade::Rollout> {
+    let image = deployment
+        .spec
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .first()?
+        .image
+        .clone()?;
+    let observed = deployment.status.clone().unwrap_or_default();
+    let desired = deployment.spec.replicas.unwrap_or(1);
+    let ready = observed.ready_replicas.unwrap_or(0);
+    // A status older than the spec describes the previous template.
+    let caught_up = observed.observed_generation >= deployment.metadata.generation;
+    Some(crate::upgrade::Rollout {
+        image,
+        complete: caught_up
+            && observed.updated_replicas.unwrap_or(0) >= desired
+            && observed.replicas.unwrap_or(0) == desired
+            && ready >= desired
+            && observed.available_replicas.unwrap_or(0) >= desired,
+        ready,
+        desired,
+    })
+}
+
+/// The status describing `sv` given what was `observed`.
 pub fn compute(
     sv: &SecureVault,
     v: &ValidatedVault,
-    deployment: &Deployment,
-    problems: &[Problem],
-    monitoring: MonitoringState,
-    backup: Option<&BackupState>,
+    observed: &Observed<'_>,
     now: Timestamp,
 ) -> SecureVaultStatus {
+    let Observed {
+        deployment,
+        problems,
+        monitoring,
+        backup,
+        ..
+    } = *observed;
     let previous = sv.status.clone().unwrap_or_default();
     let generation = sv.metadata.generation;
-    let observed = deployment.status.clone().unwrap_or_default();
+    let deployment_status = deployment.status.clone().unwrap_or_default();
     // With autoscaling the wanted count is the autoscaler's, on the Deployment.
     let desired = match &v.autoscaling {
         Some(_) => deployment.spec.replicas.unwrap_or(1),
         None => v.replicas,
     };
-    let ready = observed.ready_replicas.unwrap_or(0);
-    let updated = observed.updated_replicas.unwrap_or(0);
-    let existing = observed.replicas.unwrap_or(0);
-    let deployment_caught_up = observed.observed_generation >= deployment.metadata.generation;
+    let ready = deployment_status.ready_replicas.unwrap_or(0);
+    let updated = deployment_status.updated_replicas.unwrap_or(0);
+    let existing = deployment_status.replicas.unwrap_or(0);
+    let deployment_caught_up =
+        deployment_status.observed_generation >= deployment.metadata.generation;
     let rolled_out =
         deployment_caught_up && updated >= desired && existing == desired && ready >= desired;
+    let upgrading = observed
+        .upgrade
+        .as_ref()
+        .filter(|u| !u.phase.is_finished());
 
     let degraded = problems.first();
     let conditions = vec![
@@ -96,8 +149,16 @@ pub fn compute(
         condition(
             &previous,
             PROGRESSING,
-            !rolled_out,
-            if rolled_out {
+            !rolled_out || upgrading.is_some(),
+            if let Some(u) = upgrading {
+                (
+                    "Upgrading",
+                    format!(
+                        "upgrade {} -> {}, phase {:?}: {}",
+                        u.from_version, u.to_version, u.phase, u.message
+                    ),
+                )
+            } else if rolled_out {
                 (
                     "RolloutComplete",
                     format!("every pod runs version {}", v.version),
@@ -208,6 +269,8 @@ pub fn compute(
             .map(|t| t.to_string())
             .or(previous.last_backup_time.clone()),
         service: Some(service::address(v)),
+        upgrade: observed.upgrade.clone(),
+        upgrade_history: observed.upgrade_history.clone(),
     }
 }
 
@@ -281,6 +344,83 @@ mod tests {
         d
     }
 
+    /// [`compute`] without an upgrade.
+    fn compute_for(
+        sv: &SecureVault,
+        v: &ValidatedVault,
+        deployment: &Deployment,
+        problems: &[Problem],
+        monitoring: MonitoringState,
+        backup: Option<&BackupState>,
+        now: Timestamp,
+    ) -> SecureVaultStatus {
+        let observed = Observed {
+            deployment,
+            problems,
+            monitoring,
+            backup,
+            upgrade: None,
+            upgrade_history: Vec::new(),
+        };
+        compute(sv, v, &observed, now)
+    }
+
+    #[test]
+    fn an_upgrade_under_way_is_progressing_even_when_the_pods_are_ready() {
+        let sv = vault(MINIMAL);
+        let v = validate(&sv).unwrap();
+        let upgrade = Upgrade {
+            id: "a1b2c3".into(),
+            from_version: "0.1.0".into(),
+            from_image: "securevault/dataplane:0.1.0".into(),
+            to_version: "0.2.0".into(),
+            to_image: "securevault/dataplane:0.2.0".into(),
+            phase: crate::api::UpgradePhase::Migrating,
+            start_time: "2026-11-30T12:00:00Z".into(),
+            phase_time: "2026-11-30T12:00:00Z".into(),
+            completion_time: None,
+            message: "pre-upgrade backup Job mail-upgrade-a1b2c3-backup succeeded".into(),
+        };
+        let d = deployment(1, 1, 1, 1, 1);
+        let observed = Observed {
+            deployment: &d,
+            problems: &[],
+            monitoring: MonitoringState::Applied,
+            backup: None,
+            upgrade: Some(upgrade.clone()),
+            upgrade_history: Vec::new(),
+        };
+        let s = compute(&sv, &v, &observed, Timestamp::now());
+        assert_eq!(cond(&s, READY).status, "True", "the old version serves");
+        let progressing = cond(&s, PROGRESSING);
+        assert_eq!((progressing.status.as_str(), progressing.reason.as_str()), ("True", "Upgrading"));
+        assert!(progressing.message.contains("0.1.0 -> 0.2.0, phase Migrating"));
+        assert_eq!(s.upgrade, Some(upgrade));
+    }
+
+    #[test]
+    fn the_rollout_of_a_deployment_counts_only_its_current_template() {
+        let mut d = deployment(2, 2, 2, 2, 2);
+        d.spec.replicas = Some(2);
+        d.spec.template.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+            containers: vec![k8s_openapi::api::core::v1::Container {
+                image: Some("securevault/dataplane:0.2.0".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let complete = |d: &Deployment| rollout(d).unwrap().complete;
+        assert!(!complete(&d), "nothing available yet");
+        d.status.as_mut().unwrap().available_replicas = Some(2);
+        assert!(complete(&d));
+        assert_eq!(rollout(&d).unwrap().image, "securevault/dataplane:0.2.0");
+        d.metadata.generation = Some(3);
+        assert!(!complete(&d), "the status describes the previous template");
+        d.metadata.generation = Some(2);
+        d.status.as_mut().unwrap().replicas = Some(3);
+        assert!(!complete(&d), "an old pod is still there");
+    }
+
     fn cond<'a>(s: &'a SecureVaultStatus, t: &str) -> &'a Condition {
         s.condition(t).unwrap()
     }
@@ -292,7 +432,7 @@ mod tests {
         let v = validate(&sv).unwrap();
         let now = Timestamp::now();
 
-        let rolling = compute(
+        let rolling = compute_for(
             &sv,
             &v,
             &deployment(1, 1, 1, 1, 0),
@@ -305,7 +445,7 @@ mod tests {
         assert_eq!(cond(&rolling, PROGRESSING).status, "True");
         assert_eq!(rolling.version, None);
 
-        let done = compute(
+        let done = compute_for(
             &sv,
             &v,
             &deployment(1, 1, 1, 1, 1),
@@ -328,7 +468,7 @@ mod tests {
         let mut sv = vault(MINIMAL);
         sv.metadata.generation = Some(2);
         let v = validate(&sv).unwrap();
-        let s = compute(
+        let s = compute_for(
             &sv,
             &v,
             &deployment(3, 2, 1, 1, 1),
@@ -348,7 +488,7 @@ mod tests {
             reason: "SecretMissing",
             message: "Secret team-a/mail-db (spec.database.urlSecretRef) does not exist".into(),
         };
-        let s = compute(
+        let s = compute_for(
             &sv,
             &v,
             &deployment(1, 1, 1, 1, 1),
@@ -367,7 +507,7 @@ mod tests {
     fn a_failed_reconcile_sets_degraded_and_keeps_the_rest() {
         let mut sv = vault(MINIMAL);
         let v = validate(&sv).unwrap();
-        sv.status = Some(compute(
+        sv.status = Some(compute_for(
             &sv,
             &v,
             &deployment(1, 1, 1, 1, 1),
@@ -394,7 +534,7 @@ mod tests {
         let mut sv = vault(MINIMAL);
         let v = validate(&sv).unwrap();
         let d = deployment(1, 1, 1, 1, 1);
-        let first = compute(
+        let first = compute_for(
             &sv,
             &v,
             &d,
@@ -406,7 +546,7 @@ mod tests {
         sv.status = Some(first.clone());
         let later = Timestamp::now() + std::time::Duration::from_secs(60);
         assert_eq!(
-            compute(&sv, &v, &d, &[], MonitoringState::Applied, None, later),
+            compute_for(&sv, &v, &d, &[], MonitoringState::Applied, None, later),
             first
         );
     }
@@ -427,7 +567,7 @@ mod tests {
                 last_success: success
                     .map(|s| now - k8s_openapi::jiff::SignedDuration::from_secs(s)),
             };
-            compute(
+            compute_for(
                 &sv,
                 &v,
                 &d,
@@ -449,7 +589,7 @@ mod tests {
         let never = status(7200, None);
         assert_eq!(cond(&never, BACKUP_READY).status, "False");
         // Without spec.backup there is no such condition.
-        let plain = compute(
+        let plain = compute_for(
             &sv,
             &minimal(),
             &d,

@@ -52,6 +52,17 @@ pub struct Backup {
     pub max_age: std::time::Duration,
 }
 
+/// Managed upgrades as the spec asks for them, defaults filled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Upgrade {
+    /// How long the new pods have to become ready before a rollback.
+    pub progress_deadline: std::time::Duration,
+    /// How long they must then stay ready.
+    pub verify: std::time::Duration,
+    /// How long the backup and migration Jobs may run.
+    pub job_deadline: std::time::Duration,
+}
+
 /// Monitoring as the spec asks for it, defaults filled in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Monitoring {
@@ -97,6 +108,11 @@ pub struct ValidatedVault {
     pub monitoring: Monitoring,
     /// Scheduled backups, when asked for.
     pub backup: Option<Backup>,
+    /// Whether the store is an external PostgreSQL (`spec.database`), which
+    /// a Job can reach; otherwise SQLite inside the pod.
+    pub external_database: bool,
+    /// How version changes roll out.
+    pub upgrade: Upgrade,
     /// Autoscaling, when asked for: the Deployment then leaves its replica
     /// count to the HorizontalPodAutoscaler.
     pub autoscaling: Option<crate::api::AutoscalingSpec>,
@@ -297,6 +313,18 @@ pub fn validate(sv: &SecureVault) -> Result<ValidatedVault, ValidationError> {
             volume_claim_name: b.volume_claim_name.clone(),
             max_age: std::time::Duration::from_secs(u64::from(b.max_age_seconds.unwrap_or(3600))),
         }),
+        external_database: spec.database.is_some(),
+        upgrade: {
+            let u = spec.upgrade.clone();
+            let seconds = |f: fn(&crate::api::UpgradeSpec) -> Option<u32>, default: u32| {
+                std::time::Duration::from_secs(u64::from(u.as_ref().and_then(f).unwrap_or(default)))
+            };
+            Upgrade {
+                progress_deadline: seconds(|u| u.progress_deadline_seconds, 300),
+                verify: seconds(|u| u.verify_seconds, 30),
+                job_deadline: seconds(|u| u.job_deadline_seconds, 600),
+            }
+        },
         monitoring: {
             let m = spec.monitoring.clone().unwrap_or_default();
             Monitoring {

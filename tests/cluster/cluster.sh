@@ -302,8 +302,28 @@ cluster_exists() {
 # a /16 keeps 10.0.0.1 as the `kubernetes` Service's address. (No
 # `override: true`: kwokctl only overrides flags it already sets, and it sets
 # none for the range.)
-write_config() {
-  cat >"$CLUSTER_DIR/kwokctl.yaml" <<'EOF'
+#
+# Then kwok's stages: how its fake kubelet moves pods along. kwokctl uses
+# kwok's defaults only when the configuration names no stage, so all of them
+# are here: the node stages and pod-delete as kwok ships them (read from the
+# Go module the kwok binaries were built from), and pod-ready and
+# pod-complete with conditions a test steers through what it deploys:
+#
+#   image tag ending in -unready     a Deployment's pods never become Ready
+#                                    (a release that does not start); Job
+#                                    pods run as usual
+#   image tag ending in -job-fails   Job pods fail with exit code 1 (a
+#                                    migration that cannot complete)
+#   pod annotation pod-ready.stage.kwok.x-k8s.io/delay: 3s
+#   pod annotation pod-complete.stage.kwok.x-k8s.io/delay: 3s
+#                                    the step waits that long (so that a
+#                                    test can act while a pod starts or a
+#                                    Job runs)
+write_config() { # FILE
+  local stages
+  stages=$(kwok_stage_dir)
+  {
+    cat <<'EOF'
 # Written by tests/cluster/cluster.sh; passed as `kwokctl -c`.
 apiVersion: config.kwok.x-k8s.io/v1alpha1
 kind: KwokctlConfiguration
@@ -315,6 +335,63 @@ componentsPatches:
   - key: service-cluster-ip-range
     value: 10.0.0.0/16
 EOF
+    printf -- '---\n'
+    cat "$stages/node/fast/node-initialize.yaml"
+    printf -- '---\n'
+    cat "$stages/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml"
+    printf -- '---\n'
+    cat "$stages/pod/fast/pod-delete.yaml"
+    printf -- '---\n'
+    steer "$stages/pod/fast/pod-ready.yaml" pod-ready \
+      '(.metadata.ownerReferences // [] | any(.kind == "Job")) or (.spec.containers | all(.image | endswith("-unready") | not))'
+    printf -- '---\n'
+    steer "$stages/pod/fast/pod-complete.yaml" pod-complete \
+      '.spec.containers | all(.image | endswith("-job-fails") | not)'
+    printf -- '---\n'
+    # pod-fail: pod-complete's transition, with a failed container.
+    steer "$stages/pod/fast/pod-complete.yaml" pod-complete \
+      '.spec.containers | any(.image | endswith("-job-fails"))' |
+      sed -e 's/^  name: pod-complete$/  name: pod-fail/' \
+        -e 's/exitCode: 0/exitCode: 1/' -e 's/reason: Completed/reason: Error/' \
+        -e 's/phase: Succeeded/phase: Failed/'
+  } >"$1"
+}
+
+# kwok's stage definitions, in the module source `go install` fetched.
+kwok_stage_dir() {
+  local dir
+  dir="$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage"
+  if [ ! -d "$dir" ]; then
+    # Binaries cached from an earlier build, module cache cleaned since.
+    (cd "$(mktemp -d)" && GOFLAGS=-mod=mod go mod download "sigs.k8s.io/kwok@$KWOK_VERSION") >&2 ||
+      die "could not fetch sigs.k8s.io/kwok@$KWOK_VERSION for its stage definitions"
+  fi
+  [ -f "$dir/pod/fast/pod-ready.yaml" ] || die "kwok's stages are not in $dir"
+  echo "$dir"
+}
+
+# steer STAGE_FILE NAME JQ: the stage with one more selector (JQ must be
+# true of the pod) and a delay read from the pod annotation
+# NAME.stage.kwok.x-k8s.io/delay (none without it).
+steer() {
+  local file=$1 name=$2 jq=$3
+  { grep -q '^    matchExpressions:$' "$file" && grep -q '^  next:$' "$file"; } ||
+    die "$file no longer has the shape cluster.sh edits"
+  awk -v jq="$jq" -v name="$name" '
+    /^  next:$/ {
+      print "  delay:"
+      print "    durationMilliseconds: 0"
+      print "    durationFrom:"
+      print "      jq:"
+      print "        expression: '\''.metadata.annotations[\"" name ".stage.kwok.x-k8s.io/delay\"]'\''"
+    }
+    { print }
+    /^    matchExpressions:$/ {
+      print "    - key: '\''" jq "'\''"
+      print "      operator: In"
+      print "      values: [\"true\"]"
+    }
+  ' "$file"
 }
 
 create_cluster() {
@@ -380,11 +457,19 @@ cmd_up() {
   t0=$(now)
   lock
   cmd_build
-  if answers; then
+  write_config "$CLUSTER_DIR/kwokctl.yaml.new"
+  if answers && cmp -s "$CLUSTER_DIR/kwokctl.yaml.new" "$CLUSTER_DIR/kwokctl.yaml"; then
+    rm -f "$CLUSTER_DIR/kwokctl.yaml.new"
     log "cluster $CLUSTER_NAME already runs and answers; nothing to do"
     log "kubeconfig: $KUBECONFIG_FILE"
     echo "$KUBECONFIG_FILE"
     return 0
+  fi
+  rm -f "$CLUSTER_DIR/kwokctl.yaml.new"
+  if answers; then
+    # Made by an older cluster.sh: its nodes would not behave as tests expect.
+    log "cluster $CLUSTER_NAME runs with another configuration; recreating it"
+    stop_cluster
   fi
   if cluster_exists; then
     # State left by a cluster that no longer answers (its processes died,
@@ -392,7 +477,7 @@ cmd_up() {
     log "cluster $CLUSTER_NAME exists but does not answer; recreating it"
     stop_cluster
   fi
-  write_config
+  write_config "$CLUSTER_DIR/kwokctl.yaml"
   step "creating cluster $CLUSTER_NAME (kwokctl, binary runtime)" create_cluster
   step "adding 2 kwok nodes" scale_nodes
   step "installing the Prometheus Operator CRDs" install_crds

@@ -44,6 +44,7 @@ use super::SecureVaultStatus;
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
     printcolumn(name = "Version", type_ = "string", json_path = ".status.version"),
+    printcolumn(name = "Upgrade", type_ = "string", json_path = ".status.upgrade.phase"),
     printcolumn(
         name = "Replicas",
         type_ = "string",
@@ -155,6 +156,13 @@ pub struct SecureVaultSpec {
     /// Scheduled backups of the store (`dataplane backup`) to a volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupSpec>,
+
+    /// How a change of `version` (or `image`) is rolled out: a backup
+    /// first (with `backup`), the migration Job (with `database`), the
+    /// rolling update, a verification period, and an automatic rollback if
+    /// the new version fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeSpec>,
 
     /// Where the pods run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -432,6 +440,27 @@ pub struct BackupSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 60, max = 31_536_000))]
     pub max_age_seconds: Option<u32>,
+}
+
+/// Managed upgrades.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeSpec {
+    /// How long the new version's pods have to become ready, in seconds,
+    /// before the operator rolls back to the running version [default: 300].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 10, max = 86_400))]
+    pub progress_deadline_seconds: Option<u32>,
+    /// How long every new pod must stay ready and available, in seconds,
+    /// before the upgrade counts as succeeded [default: 30].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3_600))]
+    pub verify_seconds: Option<u32>,
+    /// How long the pre-upgrade backup and the migration Job may each run,
+    /// in seconds, before they count as failed [default: 600].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30, max = 86_400))]
+    pub job_deadline_seconds: Option<u32>,
 }
 
 /// Monitoring of one SecureVault.

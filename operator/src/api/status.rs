@@ -53,6 +53,73 @@ pub struct SecureVaultStatus {
     /// When the last backup succeeded (RFC 3339), with `spec.backup`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup_time: Option<String>,
+    /// The upgrade under way, or the last one. The operator resumes it from
+    /// here after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<Upgrade>,
+    /// Finished upgrades, newest first (at most five).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upgrade_history: Vec<Upgrade>,
+}
+
+/// Where an upgrade stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum UpgradePhase {
+    /// The pre-upgrade backup Job runs (with `spec.backup`).
+    BackingUp,
+    /// The migration Job runs the new version's `dataplane migrate` (with
+    /// `spec.database`).
+    Migrating,
+    /// The Deployment rolls to the new version.
+    RollingOut,
+    /// Every new pod is ready; they must stay so for `verifySeconds`.
+    Verifying,
+    /// The new version failed; the Deployment rolls back to the old one.
+    RollingBack,
+    /// The new version runs.
+    Succeeded,
+    /// The old version runs again after the new one failed.
+    RolledBack,
+    /// A step before the rollout failed; the old version never stopped.
+    Failed,
+}
+
+impl UpgradePhase {
+    /// Whether the upgrade is over (whatever the outcome).
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            UpgradePhase::Succeeded | UpgradePhase::RolledBack | UpgradePhase::Failed
+        )
+    }
+}
+
+/// One upgrade from a running version to the spec's.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Upgrade {
+    /// Names this attempt's Jobs (`<name>-upgrade-<id>-backup`, `-migrate`).
+    pub id: String,
+    /// The version that ran when the upgrade started.
+    pub from_version: String,
+    /// Its image: what a rollback puts back.
+    pub from_image: String,
+    /// The spec's version.
+    pub to_version: String,
+    /// The spec's image.
+    pub to_image: String,
+    /// Where it stands.
+    pub phase: UpgradePhase,
+    /// When it started (RFC 3339).
+    pub start_time: String,
+    /// When the current phase started (RFC 3339): deadlines count from it.
+    pub phase_time: String,
+    /// When it finished (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<String>,
+    /// What happened last, in words.
+    #[serde(default)]
+    pub message: String,
 }
 
 impl SecureVaultStatus {

@@ -1,22 +1,14 @@
 //! The CronJob running `dataplane backup` on the spec's schedule, writing to
-//! the spec's PersistentVolumeClaim. Its pods run the data-plane image with
-//! the same settings and credentials as the Deployment's (the store's URL
-//! among them), under the same "restricted" security settings, and carry a
-//! `backup` component label so the Service never routes to them.
-
-use std::collections::BTreeMap;
+//! the spec's PersistentVolumeClaim, and the one-off backup Job a managed
+//! upgrade runs first. Their pods are [`job_pod`](super::job_pod)s of
+//! component `backup`.
 
 use k8s_openapi::api::{
-    batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec},
-    core::v1::{
-        Container, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Volume, VolumeMount,
-    },
+    batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec},
+    core::v1::{PersistentVolumeClaimVolumeSource, Volume},
 };
-use kube::api::ObjectMeta;
 
-use super::deployment::{
-    container_security_context, empty_dir, pod_security_context, secret_env, settings_env,
-};
+use super::job_pod;
 use crate::validate::ValidatedVault;
 
 /// Where the claim is mounted in the backup pod.
@@ -29,89 +21,62 @@ pub fn name(v: &ValidatedVault) -> String {
 
 /// The backup CronJob of `v`, when `spec.backup` asks for one.
 pub fn build(v: &ValidatedVault) -> Option<CronJob> {
-    let backup = v.backup.as_ref()?;
-    // Not the Deployment's selector labels: the Service must not pick these pods.
-    let mut labels: BTreeMap<String, String> = v
-        .labels
-        .iter()
-        .filter(|(k, _)| k.as_str() != "app.kubernetes.io/component")
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    labels.insert("app.kubernetes.io/component".into(), "backup".into());
-    let container = Container {
-        name: "backup".into(),
-        image: Some(v.image.clone()),
-        image_pull_policy: v.image_pull_policy.clone(),
-        args: Some(vec![
-            "backup".into(),
-            "--output".into(),
-            BACKUP_DIR.into(),
-            "--retain".into(),
-            backup.retain.to_string(),
-        ]),
-        env_from: Some(settings_env(v)),
-        env: Some(secret_env(v)),
-        security_context: Some(container_security_context()),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "backups".into(),
-                mount_path: BACKUP_DIR.into(),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: "tmp".into(),
-                mount_path: "/tmp".into(),
-                ..VolumeMount::default()
-            },
-        ]),
-        ..Container::default()
-    };
     Some(CronJob {
         metadata: super::metadata(v, name(v)),
         spec: CronJobSpec {
-            schedule: backup.schedule.clone(),
+            schedule: v.backup.as_ref()?.schedule.clone(),
             // A slow backup must not pile up behind itself.
             concurrency_policy: Some("Forbid".into()),
             successful_jobs_history_limit: Some(3),
             failed_jobs_history_limit: Some(3),
             job_template: JobTemplateSpec {
                 metadata: None,
-                spec: Some(JobSpec {
-                    backoff_limit: Some(2),
-                    template: PodTemplateSpec {
-                        metadata: Some(ObjectMeta {
-                            labels: Some(labels),
-                            annotations: (!v.annotations.is_empty()).then(|| v.annotations.clone()),
-                            ..ObjectMeta::default()
-                        }),
-                        spec: Some(PodSpec {
-                            restart_policy: Some("OnFailure".into()),
-                            service_account_name: Some(crate::names::workload(&v.name)),
-                            automount_service_account_token: Some(false),
-                            security_context: Some(pod_security_context()),
-                            containers: vec![container],
-                            volumes: Some(vec![
-                                Volume {
-                                    name: "backups".into(),
-                                    persistent_volume_claim: Some(
-                                        PersistentVolumeClaimVolumeSource {
-                                            claim_name: backup.volume_claim_name.clone(),
-                                            read_only: Some(false),
-                                        },
-                                    ),
-                                    ..Volume::default()
-                                },
-                                empty_dir("tmp"),
-                            ]),
-                            ..PodSpec::default()
-                        }),
-                    },
-                    ..JobSpec::default()
-                }),
+                spec: Some(job_spec(v)?),
             },
             ..CronJobSpec::default()
         },
         ..CronJob::default()
+    })
+}
+
+/// A backup Job of `v` outside the schedule, named `name`, that fails once
+/// it has run for `deadline` (a managed upgrade waits for it).
+pub fn one_off(v: &ValidatedVault, name: String, deadline: std::time::Duration) -> Option<Job> {
+    let mut spec = job_spec(v)?;
+    spec.active_deadline_seconds = Some(i64::try_from(deadline.as_secs()).unwrap_or(i64::MAX));
+    Some(Job {
+        metadata: super::metadata(v, name),
+        spec: Some(spec),
+        ..Job::default()
+    })
+}
+
+fn job_spec(v: &ValidatedVault) -> Option<JobSpec> {
+    let backup = v.backup.as_ref()?;
+    let claim = Volume {
+        name: "backups".into(),
+        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+            claim_name: backup.volume_claim_name.clone(),
+            read_only: Some(false),
+        }),
+        ..Volume::default()
+    };
+    Some(JobSpec {
+        backoff_limit: Some(2),
+        template: job_pod::template(
+            v,
+            "backup",
+            vec![
+                "backup".into(),
+                "--output".into(),
+                BACKUP_DIR.into(),
+                "--retain".into(),
+                backup.retain.to_string(),
+            ],
+            vec![(claim, BACKUP_DIR)],
+            "OnFailure",
+        ),
+        ..JobSpec::default()
     })
 }
 
@@ -160,6 +125,23 @@ mod tests {
             .clone()
             .unwrap();
         assert_eq!(claim.claim_name, "mail-backups");
+    }
+
+    #[test]
+    fn the_one_off_job_is_the_cron_jobs_with_a_deadline() {
+        let v = validated(
+            "  database: {urlSecretRef: {name: db, key: url}}
+  backup: {volumeClaimName: mail-backups}
+",
+        );
+        let job = one_off(&v, "mail-upgrade-x-backup".into(), std::time::Duration::from_secs(90))
+            .unwrap();
+        assert_eq!(job.metadata.name.as_deref(), Some("mail-upgrade-x-backup"));
+        assert_eq!(job.metadata.owner_references.unwrap()[0].name, "mail");
+        let mut spec = job.spec.unwrap();
+        assert_eq!(spec.active_deadline_seconds, Some(90));
+        spec.active_deadline_seconds = None;
+        assert_eq!(Some(spec), build(&v).unwrap().spec.job_template.spec);
     }
 
     #[test]

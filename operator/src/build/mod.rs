@@ -7,6 +7,8 @@ pub mod config_map;
 pub mod dashboard;
 pub mod deployment;
 pub mod hpa;
+pub mod job_pod;
+pub mod migration_job;
 pub mod network_policy;
 pub mod pdb;
 pub mod prometheus_rule;

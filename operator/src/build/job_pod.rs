@@ -1,0 +1,74 @@
+//! The pod template shared by the operator's Jobs (scheduled backups, the
+//! pre-upgrade backup, the migration): the data-plane image with the same
+//! settings and credentials as the Deployment's pods, the same "restricted"
+//! security settings, and a `component` label other than the Deployment's,
+//! so the Service never routes to them.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, Volume, VolumeMount};
+use kube::api::ObjectMeta;
+
+use super::deployment::{
+    container_security_context, empty_dir, pod_security_context, secret_env, settings_env,
+};
+use crate::validate::ValidatedVault;
+
+/// A pod running `dataplane ARGS…` with `v`'s image, as `component`, with
+/// `volumes` mounted (name, path) besides a writable `/tmp`.
+pub fn template(
+    v: &ValidatedVault,
+    component: &str,
+    args: Vec<String>,
+    volumes: Vec<(Volume, &str)>,
+    restart_policy: &str,
+) -> PodTemplateSpec {
+    let mut labels: BTreeMap<String, String> = v
+        .labels
+        .iter()
+        .filter(|(k, _)| k.as_str() != "app.kubernetes.io/component")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    labels.insert("app.kubernetes.io/component".into(), component.into());
+    let mut mounts: Vec<VolumeMount> = volumes
+        .iter()
+        .map(|(volume, path)| VolumeMount {
+            name: volume.name.clone(),
+            mount_path: (*path).to_owned(),
+            ..VolumeMount::default()
+        })
+        .collect();
+    mounts.push(VolumeMount {
+        name: "tmp".into(),
+        mount_path: "/tmp".into(),
+        ..VolumeMount::default()
+    });
+    let mut volumes: Vec<Volume> = volumes.into_iter().map(|(v, _)| v).collect();
+    volumes.push(empty_dir("tmp"));
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels),
+            annotations: (!v.annotations.is_empty()).then(|| v.annotations.clone()),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(PodSpec {
+            restart_policy: Some(restart_policy.into()),
+            service_account_name: Some(crate::names::workload(&v.name)),
+            automount_service_account_token: Some(false),
+            security_context: Some(pod_security_context()),
+            containers: vec![Container {
+                name: component.into(),
+                image: Some(v.image.clone()),
+                image_pull_policy: v.image_pull_policy.clone(),
+                args: Some(args),
+                env_from: Some(settings_env(v)),
+                env: Some(secret_env(v)),
+                security_context: Some(container_security_context()),
+                volume_mounts: Some(mounts),
+                ..Container::default()
+            }],
+            volumes: Some(volumes),
+            ..PodSpec::default()
+        }),
+    }
+}
