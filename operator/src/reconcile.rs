@@ -33,8 +33,8 @@ use kube::{
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
-    api::{SecureVault, UpgradePhase},
     api::monitoring::{PrometheusRule, ServiceMonitor},
+    api::{SecureVault, UpgradePhase},
     build::{
         self, Resources, backup_cron_job, dashboard, prometheus_rule,
         secret::{Generated, generate_key},
@@ -127,6 +127,20 @@ fn kind_of<K: Resource<DynamicType = ()>>() -> &'static str {
 #[tracing::instrument(skip_all, fields(securevault = %sv.name_any(), namespace = sv.namespace().unwrap_or_default()))]
 pub async fn reconcile(sv: Arc<SecureVault>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_timer();
+    // The watch cache may not show the status this operator wrote a moment
+    // ago (a child's event can trigger the next reconcile first), and the
+    // upgrade machine continues from that status: read it from the API
+    // server. One GET per reconcile; no write depends on the cache.
+    let name = sv.name_any();
+    let api: Api<SecureVault> =
+        Api::namespaced(ctx.client.clone(), &sv.namespace().unwrap_or_default());
+    let Some(sv) = api
+        .get_opt(&name)
+        .await
+        .map_err(kube_error::<SecureVault>("get", &name))?
+    else {
+        return Ok(Action::await_change());
+    };
     let v = match validate(&sv) {
         Ok(v) => v,
         Err(e) => {

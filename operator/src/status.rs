@@ -79,16 +79,24 @@ pub fn rollout(deployment: &Deployment) -> Option<crate::upgrade::Rollout> {
     let observed = deployment.status.clone().unwrap_or_default();
     let desired = deployment.spec.replicas.unwrap_or(1);
     let ready = observed.ready_replicas.unwrap_or(0);
+    let updated = observed.updated_replicas.unwrap_or(0);
+    let replicas = observed.replicas.unwrap_or(0);
     // A status older than the spec describes the previous template.
     let caught_up = observed.observed_generation >= deployment.metadata.generation;
     Some(crate::upgrade::Rollout {
         image,
         complete: caught_up
-            && observed.updated_replicas.unwrap_or(0) >= desired
-            && observed.replicas.unwrap_or(0) == desired
+            && updated >= desired
+            && replicas == desired
             && ready >= desired
             && observed.available_replicas.unwrap_or(0) >= desired,
-        ready,
+        // The Deployment counts ready pods of every template; the older
+        // ones stay ready through a rollout with maxUnavailable 0.
+        ready: if caught_up {
+            (ready - (replicas - updated)).clamp(0, updated)
+        } else {
+            0
+        },
         desired,
     })
 }
@@ -122,10 +130,7 @@ pub fn compute(
         deployment_status.observed_generation >= deployment.metadata.generation;
     let rolled_out =
         deployment_caught_up && updated >= desired && existing == desired && ready >= desired;
-    let upgrading = observed
-        .upgrade
-        .as_ref()
-        .filter(|u| !u.phase.is_finished());
+    let upgrading = observed.upgrade.as_ref().filter(|u| !u.phase.is_finished());
 
     let degraded = problems.first();
     let conditions = vec![
@@ -393,8 +398,15 @@ mod tests {
         let s = compute(&sv, &v, &observed, Timestamp::now());
         assert_eq!(cond(&s, READY).status, "True", "the old version serves");
         let progressing = cond(&s, PROGRESSING);
-        assert_eq!((progressing.status.as_str(), progressing.reason.as_str()), ("True", "Upgrading"));
-        assert!(progressing.message.contains("0.1.0 -> 0.2.0, phase Migrating"));
+        assert_eq!(
+            (progressing.status.as_str(), progressing.reason.as_str()),
+            ("True", "Upgrading")
+        );
+        assert!(
+            progressing
+                .message
+                .contains("0.1.0 -> 0.2.0, phase Migrating")
+        );
         assert_eq!(s.upgrade, Some(upgrade));
     }
 
@@ -419,6 +431,9 @@ mod tests {
         d.metadata.generation = Some(2);
         d.status.as_mut().unwrap().replicas = Some(3);
         assert!(!complete(&d), "an old pod is still there");
+        // One new pod, not ready; two old ones, ready.
+        d.status.as_mut().unwrap().updated_replicas = Some(1);
+        assert_eq!(rollout(&d).unwrap().ready, 0);
     }
 
     fn cond<'a>(s: &'a SecureVaultStatus, t: &str) -> &'a Condition {

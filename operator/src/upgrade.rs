@@ -69,7 +69,8 @@ pub struct Rollout {
     pub image: String,
     /// Every pod runs that template, and all are ready and available.
     pub complete: bool,
-    /// Ready pods of that template.
+    /// Ready pods of that template (the Deployment's ready count less the
+    /// pods of older templates, which a rollout keeps ready).
     pub ready: i32,
     /// Pods wanted.
     pub desired: i32,
@@ -234,12 +235,7 @@ pub fn decide(
                     } else {
                         UpgradePhase::RollingOut
                     };
-                    enter(
-                        &mut u,
-                        next,
-                        format!("{what} Job {job} succeeded"),
-                        now,
-                    );
+                    enter(&mut u, next, format!("{what} Job {job} succeeded"), now);
                     d.notes.push(Note {
                         warning: false,
                         reason: "UpgradeProgressing",
@@ -323,7 +319,10 @@ pub fn decide(
                     d.notes.push(Note {
                         warning: false,
                         reason: "UpgradeSucceeded",
-                        message: format!("upgrade {} -> {}: {}", from.version, to_version, u.message),
+                        message: format!(
+                            "upgrade {} -> {}: {}",
+                            from.version, to_version, u.message
+                        ),
                     });
                     d.finished.push(u.clone());
                 } else {
@@ -416,7 +415,10 @@ fn idle(
     if running.image == target.image {
         // Back on the running release after a failed attempt: the user has
         // seen it; the failure stays in the history only.
-        if d.upgrade.as_ref().is_some_and(|u| u.phase != UpgradePhase::Succeeded) {
+        if d.upgrade
+            .as_ref()
+            .is_some_and(|u| u.phase != UpgradePhase::Succeeded)
+        {
             d.upgrade = None;
         }
         return d;
@@ -433,7 +435,10 @@ fn idle(
     let start = now.to_string();
     let id = {
         let digest = Sha256::digest(format!("{}\n{start}", target.image));
-        digest[..3].iter().map(|b| format!("{b:02x}")).collect::<String>()
+        digest[..3]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
     };
     let mut u = Upgrade {
         id,
@@ -544,7 +549,11 @@ pub fn record(history: &[Upgrade], finished: &[Upgrade]) -> Vec<Upgrade> {
     finished
         .iter()
         .rev()
-        .chain(history.iter().filter(|h| !finished.iter().any(|f| f.id == h.id)))
+        .chain(
+            history
+                .iter()
+                .filter(|h| !finished.iter().any(|f| f.id == h.id)),
+        )
         .take(HISTORY)
         .cloned()
         .collect()
@@ -611,7 +620,14 @@ mod tests {
         settings: Settings,
         seconds: i64,
     ) -> Decision {
-        decide("mail", &release("0.2.0"), previous, observed, &settings, at(seconds))
+        decide(
+            "mail",
+            &release("0.2.0"),
+            previous,
+            observed,
+            &settings,
+            at(seconds),
+        )
     }
 
     fn with(observed: Observed, job: JobState, rollout_: Option<Rollout>) -> Observed {
@@ -624,8 +640,18 @@ mod tests {
 
     #[test]
     fn nothing_happens_when_the_spec_names_the_running_release_or_nothing_ran_yet() {
-        let d = decide("mail", &release("0.1.0"), None, &running_old(), &full(), at(0));
-        assert_eq!((d.deploy, d.upgrade, d.step), (release("0.1.0"), None, None));
+        let d = decide(
+            "mail",
+            &release("0.1.0"),
+            None,
+            &running_old(),
+            &full(),
+            at(0),
+        );
+        assert_eq!(
+            (d.deploy, d.upgrade, d.step),
+            (release("0.1.0"), None, None)
+        );
         // The first install rolls straight to the spec's release.
         let fresh = Observed {
             running: None,
@@ -645,41 +671,85 @@ mod tests {
         assert_eq!((u.from_image.as_str(), u.to_image.as_str()), (OLD, NEW));
         let backup = job_name("mail", &u.id, "backup");
         assert_eq!(d.step, Some(Step::Backup { job: backup }));
-        assert_eq!(d.deploy, release("0.1.0"), "the old release serves meanwhile");
+        assert_eq!(
+            d.deploy,
+            release("0.1.0"),
+            "the old release serves meanwhile"
+        );
         assert_eq!(d.notes[0].reason, "UpgradeStarted");
         assert!(d.problem.is_none());
 
-        let d = step(Some(&u), &with(running_old(), JobState::Running, rollout(OLD, true)), full(), 5);
+        let d = step(
+            Some(&u),
+            &with(running_old(), JobState::Running, rollout(OLD, true)),
+            full(),
+            5,
+        );
         assert_eq!(d.upgrade.as_ref().unwrap().phase, UpgradePhase::BackingUp);
         assert!(d.step.is_some(), "a Job still running is left to run");
 
-        let d = step(Some(&u), &with(running_old(), JobState::Succeeded, rollout(OLD, true)), full(), 10);
+        let d = step(
+            Some(&u),
+            &with(running_old(), JobState::Succeeded, rollout(OLD, true)),
+            full(),
+            10,
+        );
         let u = d.upgrade.unwrap();
         assert_eq!(u.phase, UpgradePhase::Migrating);
-        assert_eq!(d.step, Some(Step::Migrate { job: job_name("mail", &u.id, "migrate") }));
+        assert_eq!(
+            d.step,
+            Some(Step::Migrate {
+                job: job_name("mail", &u.id, "migrate")
+            })
+        );
         assert_eq!(d.deploy, release("0.1.0"));
 
-        let d = step(Some(&u), &with(running_old(), JobState::Succeeded, rollout(OLD, true)), full(), 20);
+        let d = step(
+            Some(&u),
+            &with(running_old(), JobState::Succeeded, rollout(OLD, true)),
+            full(),
+            20,
+        );
         let u = d.upgrade.unwrap();
         assert_eq!(u.phase, UpgradePhase::RollingOut);
         assert_eq!(d.deploy, release("0.2.0"));
         assert_eq!(d.wake, Some(Duration::from_secs(300)));
 
         // Half-way: still rolling, woken at the deadline.
-        let d = step(Some(&u), &with(running_old(), JobState::Missing, rollout(NEW, false)), full(), 120);
+        let d = step(
+            Some(&u),
+            &with(running_old(), JobState::Missing, rollout(NEW, false)),
+            full(),
+            120,
+        );
         assert_eq!(d.upgrade.as_ref().unwrap().phase, UpgradePhase::RollingOut);
         assert_eq!(d.wake, Some(Duration::from_secs(200)));
 
-        let d = step(Some(&u), &with(running_old(), JobState::Missing, rollout(NEW, true)), full(), 140);
+        let d = step(
+            Some(&u),
+            &with(running_old(), JobState::Missing, rollout(NEW, true)),
+            full(),
+            140,
+        );
         let u = d.upgrade.unwrap();
         assert_eq!(u.phase, UpgradePhase::Verifying);
         assert_eq!(d.deploy, release("0.2.0"));
 
-        let d = step(Some(&u), &with(running_old(), JobState::Missing, rollout(NEW, true)), full(), 160);
+        let d = step(
+            Some(&u),
+            &with(running_old(), JobState::Missing, rollout(NEW, true)),
+            full(),
+            160,
+        );
         assert_eq!(d.upgrade.as_ref().unwrap().phase, UpgradePhase::Verifying);
         assert_eq!(d.wake, Some(Duration::from_secs(10)));
 
-        let d = step(Some(&u), &with(running_old(), JobState::Missing, rollout(NEW, true)), full(), 170);
+        let d = step(
+            Some(&u),
+            &with(running_old(), JobState::Missing, rollout(NEW, true)),
+            full(),
+            170,
+        );
         let u = d.upgrade.unwrap();
         assert_eq!(u.phase, UpgradePhase::Succeeded);
         assert_eq!(u.completion_time, Some(at(170).to_string()));
@@ -699,12 +769,23 @@ mod tests {
     #[test]
     fn a_failed_migration_never_rolls_out_and_degrades() {
         let u = step(None, &running_old(), full(), 0).upgrade.unwrap();
-        let u = step(Some(&u), &with(running_old(), JobState::Succeeded, rollout(OLD, true)), full(), 5)
-            .upgrade
-            .unwrap();
+        let u = step(
+            Some(&u),
+            &with(running_old(), JobState::Succeeded, rollout(OLD, true)),
+            full(),
+            5,
+        )
+        .upgrade
+        .unwrap();
         let d = step(
             Some(&u),
-            &with(running_old(), JobState::Failed("BackoffLimitExceeded: Job has reached the specified backoff limit".into()), rollout(OLD, true)),
+            &with(
+                running_old(),
+                JobState::Failed(
+                    "BackoffLimitExceeded: Job has reached the specified backoff limit".into(),
+                ),
+                rollout(OLD, true),
+            ),
             full(),
             30,
         );
@@ -713,7 +794,11 @@ mod tests {
         assert_eq!(d.deploy, release("0.1.0"));
         let problem = d.problem.unwrap();
         assert_eq!(problem.reason, "UpgradeFailed");
-        assert!(problem.message.contains("migration Job mail-upgrade-"), "{}", problem.message);
+        assert!(
+            problem.message.contains("migration Job mail-upgrade-"),
+            "{}",
+            problem.message
+        );
         assert!(problem.message.contains("BackoffLimitExceeded"));
         assert!(problem.message.contains("0.2.0 was never rolled out"));
         assert_eq!(d.finished, vec![u.clone()]);
@@ -728,14 +813,22 @@ mod tests {
     #[test]
     fn a_rollout_past_its_deadline_rolls_back_without_touching_the_spec() {
         let u = step(None, &running_old(), sqlite(), 0).upgrade.unwrap();
-        assert_eq!(u.phase, UpgradePhase::RollingOut, "SQLite: no backup, no migration Job");
+        assert_eq!(
+            u.phase,
+            UpgradePhase::RollingOut,
+            "SQLite: no backup, no migration Job"
+        );
         let stuck = with(running_old(), JobState::Missing, rollout(NEW, false));
         let d = step(Some(&u), &stuck, sqlite(), 300);
         let u = d.upgrade.unwrap();
         assert_eq!(u.phase, UpgradePhase::RollingBack);
         assert_eq!(d.deploy, release("0.1.0"));
         assert_eq!(d.problem.unwrap().reason, "UpgradeRollingBack");
-        assert!(u.message.contains("0/2 pods of 0.2.0 ready 300 s after"), "{}", u.message);
+        assert!(
+            u.message.contains("0/2 pods of 0.2.0 ready 300 s after"),
+            "{}",
+            u.message
+        );
 
         // Still the new pods' template: not rolled back yet.
         let d = step(Some(&u), &stuck, sqlite(), 305);
@@ -752,21 +845,45 @@ mod tests {
         let d = step(Some(&u), &running_old(), sqlite(), 900);
         assert_eq!((d.deploy, d.upgrade.as_ref()), (release("0.1.0"), Some(&u)));
         // ...but 0.2.1 is,
-        let d = decide("mail", &release("0.2.1"), Some(&u), &running_old(), &sqlite(), at(901));
+        let d = decide(
+            "mail",
+            &release("0.2.1"),
+            Some(&u),
+            &running_old(),
+            &sqlite(),
+            at(901),
+        );
         assert_eq!(d.upgrade.unwrap().to_version, "0.2.1");
         // and naming 0.1.0 again clears the failure.
-        let d = decide("mail", &release("0.1.0"), Some(&u), &running_old(), &sqlite(), at(902));
+        let d = decide(
+            "mail",
+            &release("0.1.0"),
+            Some(&u),
+            &running_old(),
+            &sqlite(),
+            at(902),
+        );
         assert_eq!((d.upgrade, d.problem), (None, None));
     }
 
     #[test]
     fn pods_that_stop_being_ready_during_verification_roll_back() {
         let u = step(None, &running_old(), sqlite(), 0).upgrade.unwrap();
-        let u = step(Some(&u), &with(running_old(), JobState::Missing, rollout(NEW, true)), sqlite(), 10)
-            .upgrade
-            .unwrap();
+        let u = step(
+            Some(&u),
+            &with(running_old(), JobState::Missing, rollout(NEW, true)),
+            sqlite(),
+            10,
+        )
+        .upgrade
+        .unwrap();
         assert_eq!(u.phase, UpgradePhase::Verifying);
-        let d = step(Some(&u), &with(running_old(), JobState::Missing, rollout(NEW, false)), sqlite(), 15);
+        let d = step(
+            Some(&u),
+            &with(running_old(), JobState::Missing, rollout(NEW, false)),
+            sqlite(),
+            15,
+        );
         let u = d.upgrade.unwrap();
         assert_eq!(u.phase, UpgradePhase::RollingBack);
         assert!(u.message.contains("during verification"));
@@ -776,23 +893,49 @@ mod tests {
     #[test]
     fn a_new_version_during_an_upgrade_abandons_it_and_starts_from_the_old_release() {
         let u = step(None, &running_old(), full(), 0).upgrade.unwrap();
-        let u = step(Some(&u), &with(running_old(), JobState::Succeeded, rollout(OLD, true)), full(), 5)
-            .upgrade
-            .unwrap();
+        let u = step(
+            Some(&u),
+            &with(running_old(), JobState::Succeeded, rollout(OLD, true)),
+            full(),
+            5,
+        )
+        .upgrade
+        .unwrap();
         assert_eq!(u.phase, UpgradePhase::Migrating);
-        let d = decide("mail", &release("0.3.0"), Some(&u), &running_old(), &full(), at(10));
+        let d = decide(
+            "mail",
+            &release("0.3.0"),
+            Some(&u),
+            &running_old(),
+            &full(),
+            at(10),
+        );
         assert_eq!(d.finished.len(), 1);
         assert_eq!(d.finished[0].phase, UpgradePhase::Failed);
-        assert!(d.finished[0].message.contains("abandoned in phase Migrating"));
+        assert!(
+            d.finished[0]
+                .message
+                .contains("abandoned in phase Migrating")
+        );
         let next = d.upgrade.unwrap();
-        assert_eq!((next.from_version.as_str(), next.to_version.as_str()), ("0.1.0", "0.3.0"));
+        assert_eq!(
+            (next.from_version.as_str(), next.to_version.as_str()),
+            ("0.1.0", "0.3.0")
+        );
         assert_eq!(next.phase, UpgradePhase::BackingUp);
         assert_ne!(next.id, u.id, "new Jobs, not the abandoned ones");
         let reasons: Vec<_> = d.notes.iter().map(|n| n.reason).collect();
         assert_eq!(reasons, ["UpgradeAbandoned", "UpgradeStarted"]);
 
         // Back to the running release: the attempt ends, nothing starts.
-        let d = decide("mail", &release("0.1.0"), Some(&u), &running_old(), &full(), at(10));
+        let d = decide(
+            "mail",
+            &release("0.1.0"),
+            Some(&u),
+            &running_old(),
+            &full(),
+            at(10),
+        );
         assert_eq!((d.upgrade, d.finished.len()), (None, 1));
         assert_eq!(d.deploy, release("0.1.0"));
     }
@@ -811,13 +954,21 @@ mod tests {
         let d = step(None, &running, no_backup, 0);
         assert_eq!(d.upgrade.unwrap().phase, UpgradePhase::RollingOut);
         let u = step(None, &running, full(), 0).upgrade.unwrap();
-        let d = step(Some(&u), &with(running, JobState::Succeeded, None), full(), 5);
+        let d = step(
+            Some(&u),
+            &with(running, JobState::Succeeded, None),
+            full(),
+            5,
+        );
         assert_eq!(d.upgrade.unwrap().phase, UpgradePhase::RollingOut);
     }
 
     #[test]
     fn job_names_fit_in_a_label_value() {
-        assert_eq!(job_name("mail", "a1b2c3", "migrate"), "mail-upgrade-a1b2c3-migrate");
+        assert_eq!(
+            job_name("mail", "a1b2c3", "migrate"),
+            "mail-upgrade-a1b2c3-migrate"
+        );
         let long = job_name(&"x".repeat(63), "a1b2c3", "migrate");
         assert_eq!(long.len(), 63);
         assert!(long.ends_with("-upgrade-a1b2c3-migrate"));

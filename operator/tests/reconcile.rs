@@ -608,43 +608,8 @@ async fn monitoring_objects_are_accepted_follow_the_spec_and_come_back_when_dele
 async fn a_backup_cron_job_runs_on_schedule_and_its_success_reaches_the_status() {
     use k8s_openapi::api::batch::v1::CronJob;
     let w = World::new("backup").await;
-    // A volume for the backups: a PersistentVolume bound to the claim by name.
-    let pv = format!("{}-backups", w.ns());
-    w.cluster
-        .kubectl_stdin(
-            &["apply", "-f", "-"],
-            &format!(
-                "apiVersion: v1
-kind: PersistentVolume
-metadata: {{name: {pv}}}
-spec:
-  capacity: {{storage: 1Gi}}
-  accessModes: [ReadWriteOnce]
-  storageClassName: ''
-  hostPath: {{path: /tmp/{pv}, type: DirectoryOrCreate}}
-  claimRef: {{namespace: {ns}, name: backups}}
-",
-                ns = w.ns()
-            ),
-        )
-        .unwrap();
-    w.apply(&format!(
-        "apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {{name: backups}}
-spec:
-  accessModes: [ReadWriteOnce]
-  storageClassName: ''
-  volumeName: {pv}
-  resources: {{requests: {{storage: 1Gi}}}}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: mail-db}}
-stringData: {{url: 'postgres://securevault@db.example:5432/securevault'}}
-"
-    ))
-    .unwrap();
+    let _volume = w.backup_volume();
+    w.apply(DATABASE_SECRET).unwrap();
     let op = w.operator("solo");
     op.wait_leader();
     w.apply(&vault(
@@ -687,19 +652,13 @@ stringData: {{url: 'postgres://securevault@db.example:5432/securevault'}}
         sv.status.unwrap().condition("BackupReady").unwrap().status,
         "True"
     );
-    w.cluster
-        .kubectl(&["delete", "pv", &pv, "--wait=false"])
-        .unwrap();
 }
 
 #[tokio::test]
 async fn with_autoscaling_the_replicas_are_the_autoscalers_and_without_kubectl_scale_works() {
     use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
     let w = World::new("scaling").await;
-    w.apply(
-        "apiVersion: v1\nkind: Secret\nmetadata: {name: mail-db}\nstringData: {url: 'postgres://securevault@db.example:5432/securevault'}\n",
-    )
-    .unwrap();
+    w.apply(DATABASE_SECRET).unwrap();
     let op = w.operator("solo");
     op.wait_leader();
     let spec = "  version: 0.1.0\n  replicas: 1\n  database: {urlSecretRef: {name: mail-db, key: url}}\n  resources: {requests: {cpu: 100m}}\n";

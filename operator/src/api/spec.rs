@@ -44,7 +44,11 @@ use super::SecureVaultStatus;
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
     printcolumn(name = "Version", type_ = "string", json_path = ".status.version"),
-    printcolumn(name = "Upgrade", type_ = "string", json_path = ".status.upgrade.phase"),
+    printcolumn(
+        name = "Upgrade",
+        type_ = "string",
+        json_path = ".status.upgrade.phase"
+    ),
     printcolumn(
         name = "Replicas",
         type_ = "string",

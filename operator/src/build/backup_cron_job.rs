@@ -134,8 +134,12 @@ mod tests {
   backup: {volumeClaimName: mail-backups}
 ",
         );
-        let job = one_off(&v, "mail-upgrade-x-backup".into(), std::time::Duration::from_secs(90))
-            .unwrap();
+        let job = one_off(
+            &v,
+            "mail-upgrade-x-backup".into(),
+            std::time::Duration::from_secs(90),
+        )
+        .unwrap();
         assert_eq!(job.metadata.name.as_deref(), Some("mail-upgrade-x-backup"));
         assert_eq!(job.metadata.owner_references.unwrap()[0].name, "mail");
         let mut spec = job.spec.unwrap();

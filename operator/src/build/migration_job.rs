@@ -47,7 +47,11 @@ mod tests {
     fn runs_the_given_version_s_migrate_with_the_pods_credentials() {
         let mut v = validated("  database: {urlSecretRef: {name: db, key: url}}\n");
         v.image = "securevault/dataplane:0.3.0".into();
-        let job = build(&v, "mail-upgrade-a1-migrate".into(), Duration::from_secs(600));
+        let job = build(
+            &v,
+            "mail-upgrade-a1-migrate".into(),
+            Duration::from_secs(600),
+        );
         assert_eq!(job.metadata.owner_references.unwrap()[0].name, "mail");
         let spec = job.spec.unwrap();
         assert_eq!(spec.active_deadline_seconds, Some(600));
@@ -61,7 +65,13 @@ mod tests {
         let c = &pod.containers[0];
         assert_eq!(c.image.as_deref(), Some("securevault/dataplane:0.3.0"));
         assert_eq!(c.args.as_deref().unwrap(), ["migrate"]);
-        assert!(c.env.as_ref().unwrap().iter().any(|e| e.name == "DATABASE_URL"));
+        assert!(
+            c.env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|e| e.name == "DATABASE_URL")
+        );
         let mounts: Vec<_> = c
             .volume_mounts
             .iter()

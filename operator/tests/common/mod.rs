@@ -231,3 +231,65 @@ pub fn vault(name: &str, spec: &str) -> String {
         "apiVersion: securevault.io/v1alpha1\nkind: SecureVault\nmetadata:\n  name: {name}\nspec:\n{spec}"
     )
 }
+
+/// A Secret `mail-db` with a PostgreSQL URL (nothing listens there: on kwok
+/// no pod runs, and the operator only passes the reference on).
+pub const DATABASE_SECRET: &str = "apiVersion: v1\nkind: Secret\nmetadata: {name: mail-db}\nstringData: {url: 'postgres://securevault@db.example:5432/securevault'}\n";
+
+/// The spec line pointing at [`DATABASE_SECRET`].
+pub const DATABASE_SPEC: &str = "  database: {urlSecretRef: {name: mail-db, key: url}}\n";
+
+/// A PersistentVolumeClaim `backups` bound to a PersistentVolume made for
+/// it; the volume (cluster-scoped, so not removed with the namespace) is
+/// deleted when this is dropped.
+pub struct BackupVolume<'a> {
+    world: &'a World,
+    pv: String,
+}
+
+impl World {
+    /// Creates the claim `backups` and its volume.
+    pub fn backup_volume(&self) -> BackupVolume<'_> {
+        let pv = format!("{}-backups", self.ns());
+        self.cluster
+            .kubectl_stdin(
+                &["apply", "-f", "-"],
+                &format!(
+                    "apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: {pv}}}
+spec:
+  capacity: {{storage: 1Gi}}
+  accessModes: [ReadWriteOnce]
+  storageClassName: ''
+  hostPath: {{path: /tmp/{pv}, type: DirectoryOrCreate}}
+  claimRef: {{namespace: {ns}, name: backups}}
+",
+                    ns = self.ns()
+                ),
+            )
+            .unwrap();
+        self.apply(&format!(
+            "apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: backups}}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: ''
+  volumeName: {pv}
+  resources: {{requests: {{storage: 1Gi}}}}
+"
+        ))
+        .unwrap();
+        BackupVolume { world: self, pv }
+    }
+}
+
+impl Drop for BackupVolume<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .world
+            .cluster
+            .kubectl(&["delete", "pv", &self.pv, "--wait=false"]);
+    }
+}
