@@ -67,13 +67,14 @@ coverage: ## Line coverage of the whole workspace's tests; updates the figure in
 	tests/coverage/coverage.sh
 
 .PHONY: benchmark
-benchmark: ## Load-test the data plane with wrk, email into mailpit end to end, AI beside LiteLLM, an authenticated route with Redis and without, then the operator with 500 SecureVaults on the kwok cluster; each adds a dated row to docs/benchmarks.md
+benchmark: ## Load-test the data plane with wrk, email into mailpit end to end, AI beside LiteLLM, an authenticated route with Redis and without, then the operator with 500 SecureVaults and managed upgrades on the kwok cluster; each adds a dated row to docs/benchmarks.md
 	@tests/setup/debian-packages.sh $(BENCH_PACKAGES)
 	tests/bench/benchmark.sh
 	tests/bench/email-benchmark.sh
 	tests/bench/ai-benchmark.sh
 	tests/bench/auth-benchmark.sh
 	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/bench/operator-benchmark.sh
+	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/bench/upgrade-benchmark.sh
 
 .PHONY: clean
 clean: ## Remove the build cache
