@@ -19,7 +19,7 @@ export PATH      := $(HOME)/.cargo/bin:$(PATH)
 URL ?= http://127.0.0.1:8080
 
 # Debian packages: what the tests start for real, and the tools around them.
-TEST_PACKAGES  := redis-server postgresql curl prometheus
+TEST_PACKAGES  := redis-server postgresql curl prometheus lua5.1
 BENCH_PACKAGES := wrk curl redis-server
 COVER_PACKAGES := llvm-22 redis-server postgresql prometheus
 
@@ -98,5 +98,6 @@ cluster-build: ## Build and cache the control-plane binaries
 	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/cluster/cluster.sh build
 
 .PHONY: crds
-crds: ## Regenerate crds/securevault.yaml from the operator's Rust types
+crds: ## Regenerate crds/securevault.yaml (and the Helm chart's copy) from the operator's Rust types
 	cargo run --quiet -p operator -- crd > crds/securevault.yaml
+	cp crds/securevault.yaml charts/securevault-operator/crds/securevault.yaml

@@ -149,9 +149,24 @@ pub async fn run(
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "reconcile did not complete");
+            use kube::runtime::controller::Error as ControllerError;
+            match result {
+                // Reconcile failures are logged by `error_policy`.
+                Ok(_) | Err(ControllerError::ReconcilerFailed(..)) => {}
+                // A watch the API server refuses (RBAC, most often) leaves
+                // the operator blind to a kind: say so. A missing kind (the
+                // Prometheus Operator's CRDs) is expected and retried.
+                Err(ControllerError::QueueError(e)) if !is_not_found(&e) => {
+                    tracing::warn!(error = %e, "a watch failed; retrying with backoff");
+                }
+                Err(e) => tracing::debug!(error = %e, "reconcile did not complete"),
             }
         })
         .await;
+}
+
+fn is_not_found(e: &watcher::Error) -> bool {
+    matches!(e, watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) if s.code == 404)
 }

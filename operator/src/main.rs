@@ -40,9 +40,11 @@ struct RunArgs {
     /// Log level or tracing filter directive.
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     log_level: String,
-    /// Watch only this namespace [default: every namespace].
-    #[arg(long, env = "WATCH_NAMESPACE")]
-    watch_namespace: Option<String>,
+    /// Watch only these namespaces, comma-separated [default: every
+    /// namespace]. With a list, the operator needs only Roles in those
+    /// namespaces, no ClusterRole.
+    #[arg(long, env = "WATCH_NAMESPACE", value_delimiter = ',')]
+    watch_namespace: Vec<String>,
     /// Namespace of the leader-election Lease (the operator's own).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
@@ -181,22 +183,33 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         lost.clone(),
         Duration::from_secs(args.lease_duration_secs),
     ));
-    let either = {
-        let (stop, lost) = (stop.clone(), lost.clone());
-        async move {
+    // Either ends every controller: a shutdown, or the lease lost.
+    let done = CancellationToken::new();
+    {
+        let (stop, lost, done) = (stop.clone(), lost.clone(), done.clone());
+        tokio::spawn(async move {
             tokio::select! {
                 () = stop.cancelled() => {},
                 () = lost.cancelled() => {},
             }
-        }
+            done.cancel();
+        });
+    }
+    // One controller per watched namespace (or one for all): a namespaced
+    // watch needs only a Role there.
+    let namespaces: Vec<Option<&str>> = match args.watch_namespace.as_slice() {
+        [] => vec![None],
+        list => list.iter().map(|ns| Some(ns.trim())).collect(),
     };
-    controller::run(
-        client,
-        metrics.clone(),
-        &identity,
-        args.watch_namespace.as_deref(),
-        either,
-    )
+    futures::future::join_all(namespaces.into_iter().map(|namespace| {
+        controller::run(
+            client.clone(),
+            metrics.clone(),
+            &identity,
+            namespace,
+            done.clone().cancelled_owned(),
+        )
+    }))
     .await;
     renewing.abort();
     metrics.leader.set(0);
