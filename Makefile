@@ -97,6 +97,10 @@ cluster-down: ## Stop it
 cluster-build: ## Build and cache the control-plane binaries
 	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/cluster/cluster.sh build
 
+.PHONY: manifests
+manifests: ## Render the Helm chart into config/rbac, config/manager and config/monitoring (kustomize bases)
+	tests/setup/render-manifests.sh
+
 .PHONY: crds
 crds: ## Regenerate crds/securevault.yaml (and the Helm chart's copy) from the operator's Rust types
 	cargo run --quiet -p operator -- crd > crds/securevault.yaml
