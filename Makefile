@@ -19,7 +19,7 @@ export PATH      := $(HOME)/.cargo/bin:$(PATH)
 URL ?= http://127.0.0.1:8080
 
 # Debian packages: what the tests start for real, and the tools around them.
-TEST_PACKAGES  := redis-server postgresql curl prometheus lua5.1
+TEST_PACKAGES  := redis-server postgresql curl prometheus lua5.1 docker.io
 BENCH_PACKAGES := wrk curl redis-server
 COVER_PACKAGES := llvm-22 redis-server postgresql prometheus
 
@@ -96,6 +96,10 @@ cluster-down: ## Stop it
 .PHONY: cluster-build
 cluster-build: ## Build and cache the control-plane binaries
 	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/cluster/cluster.sh build
+
+.PHONY: docker-prod
+docker-prod: ## Build the production images securevault/dataplane:VERSION and securevault/operator:VERSION (FROM scratch; starts a private dockerd if none answers)
+	SECUREVAULT_CACHE="$(CACHE_DIR)" docker/build.sh
 
 .PHONY: manifests
 manifests: ## Render the Helm chart into config/rbac, config/manager and config/monitoring (kustomize bases)
