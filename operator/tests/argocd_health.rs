@@ -203,3 +203,21 @@ io.write(v.s)"#,
     );
     assert_eq!(run_lua(&chunk), tricky);
 }
+
+#[test]
+fn the_argocd_cm_snippet_holds_health_lua_verbatim() {
+    let script = std::fs::read_to_string(Path::new(CHECK_DIR).join("health.lua")).unwrap();
+    let cm = std::fs::read_to_string(Path::new(CHECK_DIR).join("../../../argocd-cm.yaml")).unwrap();
+    let (_, embedded) = cm
+        .split_once("resource.customizations.health.securevault.io_SecureVault: |\n")
+        .expect("argocd-cm.yaml names the SecureVault health key");
+    let embedded: String = embedded
+        .lines()
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        embedded == script,
+        "config/argocd/argocd-cm.yaml differs from health.lua: re-embed it (indent by four spaces)"
+    );
+}
