@@ -43,7 +43,9 @@ debug) cargo_profile=() ;;
 *) die "PROFILE must be release or debug, not '$PROFILE'" ;;
 esac
 log "building the $PROFILE binaries"
-cargo build "${cargo_profile[@]}" --locked -p dataplane -p operator --bins >&2
+# The whole workspace, as `make test` builds it: `-p` would unify features
+# differently and rebuild every dependency in the shared target directory.
+cargo build "${cargo_profile[@]}" --locked --workspace --bins >&2
 
 # ------------------------------------------------------------- engine --
 DOCKER_DIR=$CACHE/docker
