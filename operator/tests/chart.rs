@@ -261,3 +261,65 @@ current-context: c
         &format!("app.kubernetes.io/instance={}", home.name()),
     ]);
 }
+
+#[tokio::test]
+async fn helm_installs_and_uninstalls_the_operator_and_the_crd_stays() {
+    let w = World::new("chart-install").await;
+    let kubeconfig = w.cluster.kubeconfig().to_str().unwrap().to_owned();
+    let release = w.ns().to_owned();
+    helm(&[
+        "install",
+        &release,
+        chart().to_str().unwrap(),
+        "--namespace",
+        w.ns(),
+        "--kubeconfig",
+        &kubeconfig,
+        "--set",
+        &format!("watchNamespaces={{{}}}", w.ns()),
+        "--wait",
+        "--timeout",
+        "120s",
+    ]);
+    let status = helm(&[
+        "status",
+        &release,
+        "-n",
+        w.ns(),
+        "--kubeconfig",
+        &kubeconfig,
+    ]);
+    assert!(status.contains("STATUS: deployed"), "{status}");
+    // kwok runs the pods as Ready: both replicas are there.
+    let ready = w
+        .kubectl(&[
+            "get",
+            "deployment",
+            &format!("{release}-securevault-operator"),
+            "-o",
+            "jsonpath={.status.readyReplicas}",
+        ])
+        .unwrap();
+    assert_eq!(ready, "2");
+
+    helm(&[
+        "uninstall",
+        &release,
+        "-n",
+        w.ns(),
+        "--kubeconfig",
+        &kubeconfig,
+        "--wait",
+    ]);
+    let left = w
+        .kubectl(&["get", "deployment,serviceaccount,role", "-o", "name"])
+        .unwrap();
+    assert!(
+        !left.contains("securevault-operator"),
+        "left after uninstall: {left}"
+    );
+    // Helm never deletes a CRD from crds/: the SecureVaults stay.
+    w.cluster
+        .kubectl(&["get", "crd", "securevaults.securevault.io"])
+        .unwrap();
+}
