@@ -168,7 +168,7 @@ pub async fn reconcile(sv: Arc<SecureVault>, ctx: Arc<Context>) -> Result<Action
 /// Returns when to look again without news.
 async fn pipeline(ctx: &Context, sv: &SecureVault, v: &ValidatedVault) -> Result<Duration, Error> {
     let (generated, mut problems) = dereference(ctx, v).await?;
-    let observed = observe(ctx, sv, v).await?;
+    let (existing, observed) = observe(ctx, sv, v).await?;
     let mut target = Release {
         version: v.version.clone(),
         image: v.image.clone(),
@@ -201,7 +201,8 @@ async fn pipeline(ctx: &Context, sv: &SecureVault, v: &ValidatedVault) -> Result
         run_step(ctx, sv, v, &deployed, step).await?;
     }
     let resources = build::build(&deployed, &generated);
-    let (deployment, monitoring, backup) = apply(ctx, sv, &deployed, resources).await?;
+    let (deployment, monitoring, backup) =
+        apply(ctx, sv, &deployed, existing.as_ref(), resources).await?;
     let history = sv
         .status
         .as_ref()
@@ -234,13 +235,14 @@ fn with_release(v: &ValidatedVault, release: &Release) -> ValidatedVault {
     v
 }
 
-/// Reads what the upgrade machine needs: from the Deployment and the status,
-/// the running release and the rollout; the current step's Job.
+/// Reads the Deployment as it is, and what the upgrade machine needs: from
+/// the Deployment and the status, the running release and the rollout; the
+/// current step's Job.
 async fn observe(
     ctx: &Context,
     sv: &SecureVault,
     v: &ValidatedVault,
-) -> Result<upgrade::Observed, Error> {
+) -> Result<(Option<Deployment>, upgrade::Observed), Error> {
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &v.namespace);
     let name = names::workload(&v.name);
     let deployment = deployments
@@ -272,11 +274,14 @@ async fn observe(
         }
         _ => JobState::Missing,
     };
-    Ok(upgrade::Observed {
-        running,
-        rollout,
-        job,
-    })
+    Ok((
+        deployment,
+        upgrade::Observed {
+            running,
+            rollout,
+            job,
+        },
+    ))
 }
 
 /// Where the Job `name` stands, from its final conditions.
@@ -449,12 +454,14 @@ async fn dereference(
     Ok((generated, problems))
 }
 
-/// Applies every child; returns the Deployment as the API server has it,
-/// what became of monitoring, and what the backup CronJob shows.
+/// Applies every child; `existing` is the Deployment as read before. Returns
+/// the Deployment as the API server has it, what became of monitoring, and
+/// what the backup CronJob shows.
 async fn apply(
     ctx: &Context,
     sv: &SecureVault,
     v: &ValidatedVault,
+    existing: Option<&Deployment>,
     r: Resources,
 ) -> Result<(Deployment, MonitoringState, Option<BackupState>), Error> {
     // Destructured without `..`: a new child does not compile until applied.
@@ -475,8 +482,8 @@ async fn apply(
     if let Some(secret) = &secret {
         apply_one(ctx, sv, &v.namespace, secret).await?;
     }
-    if deployment.spec.replicas.is_none() {
-        hand_replicas_over(ctx, &v.namespace, &names::workload(&v.name)).await?;
+    if let (None, Some(existing)) = (deployment.spec.replicas, existing) {
+        hand_replicas_over(ctx, &v.namespace, existing).await?;
     }
     let deployment = apply_one(ctx, sv, &v.namespace, &deployment).await?;
     apply_one(ctx, sv, &v.namespace, &service).await?;
@@ -542,15 +549,13 @@ async fn apply(
 /// current value. Otherwise server-side apply would remove a field its only
 /// manager dropped, the API server would default it to 1, and a 5-replica
 /// vault would shrink to one pod until the autoscaler's next sync.
-async fn hand_replicas_over(ctx: &Context, namespace: &str, name: &str) -> Result<(), Error> {
+async fn hand_replicas_over(
+    ctx: &Context,
+    namespace: &str,
+    existing: &Deployment,
+) -> Result<(), Error> {
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
-    let Some(existing) = api
-        .get_opt(name)
-        .await
-        .map_err(kube_error::<Deployment>("get", name))?
-    else {
-        return Ok(());
-    };
+    let name = existing.metadata.name.as_deref().unwrap_or_default();
     let ours = existing
         .metadata
         .managed_fields

@@ -630,11 +630,12 @@ mod tests {
         )
     }
 
-    fn with(observed: Observed, job: JobState, rollout_: Option<Rollout>) -> Observed {
+    /// 0.1.0 still the running release, with this Job and rollout.
+    fn seen(job: JobState, rollout_: Option<Rollout>) -> Observed {
         Observed {
             job,
             rollout: rollout_,
-            ..observed
+            ..running_old()
         }
     }
 
@@ -681,7 +682,7 @@ mod tests {
 
         let d = step(
             Some(&u),
-            &with(running_old(), JobState::Running, rollout(OLD, true)),
+            &seen(JobState::Running, rollout(OLD, true)),
             full(),
             5,
         );
@@ -690,7 +691,7 @@ mod tests {
 
         let d = step(
             Some(&u),
-            &with(running_old(), JobState::Succeeded, rollout(OLD, true)),
+            &seen(JobState::Succeeded, rollout(OLD, true)),
             full(),
             10,
         );
@@ -706,7 +707,7 @@ mod tests {
 
         let d = step(
             Some(&u),
-            &with(running_old(), JobState::Succeeded, rollout(OLD, true)),
+            &seen(JobState::Succeeded, rollout(OLD, true)),
             full(),
             20,
         );
@@ -718,7 +719,7 @@ mod tests {
         // Half-way: still rolling, woken at the deadline.
         let d = step(
             Some(&u),
-            &with(running_old(), JobState::Missing, rollout(NEW, false)),
+            &seen(JobState::Missing, rollout(NEW, false)),
             full(),
             120,
         );
@@ -727,7 +728,7 @@ mod tests {
 
         let d = step(
             Some(&u),
-            &with(running_old(), JobState::Missing, rollout(NEW, true)),
+            &seen(JobState::Missing, rollout(NEW, true)),
             full(),
             140,
         );
@@ -737,7 +738,7 @@ mod tests {
 
         let d = step(
             Some(&u),
-            &with(running_old(), JobState::Missing, rollout(NEW, true)),
+            &seen(JobState::Missing, rollout(NEW, true)),
             full(),
             160,
         );
@@ -746,7 +747,7 @@ mod tests {
 
         let d = step(
             Some(&u),
-            &with(running_old(), JobState::Missing, rollout(NEW, true)),
+            &seen(JobState::Missing, rollout(NEW, true)),
             full(),
             170,
         );
@@ -771,7 +772,7 @@ mod tests {
         let u = step(None, &running_old(), full(), 0).upgrade.unwrap();
         let u = step(
             Some(&u),
-            &with(running_old(), JobState::Succeeded, rollout(OLD, true)),
+            &seen(JobState::Succeeded, rollout(OLD, true)),
             full(),
             5,
         )
@@ -779,8 +780,7 @@ mod tests {
         .unwrap();
         let d = step(
             Some(&u),
-            &with(
-                running_old(),
+            &seen(
                 JobState::Failed(
                     "BackoffLimitExceeded: Job has reached the specified backoff limit".into(),
                 ),
@@ -818,7 +818,7 @@ mod tests {
             UpgradePhase::RollingOut,
             "SQLite: no backup, no migration Job"
         );
-        let stuck = with(running_old(), JobState::Missing, rollout(NEW, false));
+        let stuck = seen(JobState::Missing, rollout(NEW, false));
         let d = step(Some(&u), &stuck, sqlite(), 300);
         let u = d.upgrade.unwrap();
         assert_eq!(u.phase, UpgradePhase::RollingBack);
@@ -871,7 +871,7 @@ mod tests {
         let u = step(None, &running_old(), sqlite(), 0).upgrade.unwrap();
         let u = step(
             Some(&u),
-            &with(running_old(), JobState::Missing, rollout(NEW, true)),
+            &seen(JobState::Missing, rollout(NEW, true)),
             sqlite(),
             10,
         )
@@ -880,7 +880,7 @@ mod tests {
         assert_eq!(u.phase, UpgradePhase::Verifying);
         let d = step(
             Some(&u),
-            &with(running_old(), JobState::Missing, rollout(NEW, false)),
+            &seen(JobState::Missing, rollout(NEW, false)),
             sqlite(),
             15,
         );
@@ -895,7 +895,7 @@ mod tests {
         let u = step(None, &running_old(), full(), 0).upgrade.unwrap();
         let u = step(
             Some(&u),
-            &with(running_old(), JobState::Succeeded, rollout(OLD, true)),
+            &seen(JobState::Succeeded, rollout(OLD, true)),
             full(),
             5,
         )
@@ -956,7 +956,11 @@ mod tests {
         let u = step(None, &running, full(), 0).upgrade.unwrap();
         let d = step(
             Some(&u),
-            &with(running, JobState::Succeeded, None),
+            &Observed {
+                job: JobState::Succeeded,
+                rollout: None,
+                ..running
+            },
             full(),
             5,
         );

@@ -17,17 +17,13 @@ use std::{path::PathBuf, process::Command, time::Duration};
 use common::*;
 use operator::api::{SecureVault, UpgradePhase};
 
-fn root() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
-
 fn chart() -> PathBuf {
-    root().join("charts/securevault-operator")
+    repo_root().join("charts/securevault-operator")
 }
 
 /// The cached helm binary (built on first use).
 fn helm_binary() -> PathBuf {
-    let out = Command::new(root().join("tests/setup/helm.sh"))
+    let out = Command::new(repo_root().join("tests/setup/helm.sh"))
         .output()
         .expect("tests/setup/helm.sh runs");
     assert!(
@@ -71,7 +67,7 @@ fn template(release: &str, namespace: &str, sets: &[&str]) -> String {
 
 #[test]
 fn the_chart_s_crd_is_the_repository_s() {
-    let ours = std::fs::read_to_string(root().join("crds/securevault.yaml")).unwrap();
+    let ours = std::fs::read_to_string(repo_root().join("crds/securevault.yaml")).unwrap();
     let chart_s = std::fs::read_to_string(chart().join("crds/securevault.yaml")).unwrap();
     assert!(
         ours == chart_s,
@@ -204,7 +200,7 @@ current-context: c
         .wait_for_line(|l| l.contains("became the leader"), Duration::from_secs(30))
         .unwrap();
 
-    let sample = std::fs::read_to_string(root().join("config/samples/complete.yaml")).unwrap();
+    let sample = std::fs::read_to_string(repo_root().join("config/samples/complete.yaml")).unwrap();
     w.apply(&sample).unwrap();
     wait_ready(&w, "mail").await;
     // Then what needs the rest of the rules: an upgrade (its migration Job)

@@ -7,17 +7,13 @@
 
 mod common;
 
-use std::{path::PathBuf, process::Command};
+use std::process::Command;
 
 use common::*;
 
-fn root() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
-
 #[test]
 fn the_bases_rendered_from_the_chart_are_current() {
-    let out = Command::new(root().join("tests/setup/render-manifests.sh"))
+    let out = Command::new(repo_root().join("tests/setup/render-manifests.sh"))
         .arg("--check")
         .output()
         .unwrap();
@@ -31,7 +27,7 @@ fn the_bases_rendered_from_the_chart_are_current() {
 #[tokio::test]
 async fn every_entry_point_renders_and_the_api_server_applies_it() {
     let w = World::new("kustomize").await;
-    let config = root().join("config");
+    let config = repo_root().join("config");
     for base in ["crd", "rbac", "manager", "default", "monitoring"] {
         let dir = config.join(base);
         let rendered = w

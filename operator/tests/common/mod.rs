@@ -28,6 +28,11 @@ use kube::{
 use operator::api::SecureVault;
 pub use testkit::{Cluster, Process, cluster::Namespace};
 
+/// The repository's root (charts, config, scripts live there).
+pub fn repo_root() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
 /// One test's world: the cluster, its own namespace, a client.
 pub struct World {
     pub cluster: &'static Cluster,
