@@ -44,10 +44,31 @@ test: test-deps ## Run every test (fmt, clippy, unit tests, integration tests ag
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	cargo build --workspace --locked --bins
+	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/setup/argocd.sh >/dev/null
 	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/cluster/cluster.sh up
 	@# The cluster goes down whatever the tests' outcome; their status is kept.
 	status=0; SECUREVAULT_KUBECONFIG="$(KUBECONFIG_PATH)" cargo test --workspace --locked --no-fail-fast || status=$$?; \
 	  SECUREVAULT_CACHE="$(CACHE_DIR)" tests/cluster/cluster.sh down; exit $$status
+
+# The tests that install SecureVault as users do, on the real control plane:
+# GitOps through a real Argo CD, the Helm chart, kustomize, the images.
+E2E_TESTS := --test gitops --test chart --test kustomize --test image
+
+.PHONY: test-e2e
+test-e2e: test-deps ## Run the full-cluster subset: a real Argo CD syncing SecureVaults from git, helm install, kubectl apply -k, the production images run read-only (make test runs these too)
+	cargo build --workspace --locked --bins
+	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/setup/argocd.sh >/dev/null
+	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/cluster/cluster.sh up
+	status=0; SECUREVAULT_KUBECONFIG="$(KUBECONFIG_PATH)" cargo test --workspace --locked --no-fail-fast $(E2E_TESTS) || status=$$?; \
+	  SECUREVAULT_CACHE="$(CACHE_DIR)" tests/cluster/cluster.sh down; exit $$status
+
+.PHONY: k8s-deploy
+k8s-deploy: ## Install the operator's Helm chart into KUBECONFIG's cluster (default: the local one of make cluster-up) and apply the minimal SecureVault; on kwok-only nodes the operator runs on this host as the chart's ServiceAccount
+	SECUREVAULT_CACHE="$(CACHE_DIR)" scripts/k8s-deploy.sh
+
+.PHONY: k8s-undeploy
+k8s-undeploy: ## Stop the operator make k8s-deploy runs on this host (the chart stays; helm uninstall removes it)
+	SECUREVAULT_CACHE="$(CACHE_DIR)" scripts/k8s-deploy.sh undeploy
 
 .PHONY: test-deps
 test-deps:

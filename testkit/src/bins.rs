@@ -62,10 +62,7 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf> {
         return Err(Error::InvalidArgument(format!("binary name {name:?}")));
     }
     let file = format!("{name}{}", std::env::consts::EXE_SUFFIX);
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap_or(Path::new(env!("CARGO_MANIFEST_DIR")))
-        .to_path_buf();
+    let workspace = workspace_root();
 
     let mut candidates = Vec::new();
     if let Some(path) = std::env::var_os(format!("CARGO_BIN_EXE_{name}")) {
@@ -190,8 +187,8 @@ fn search(name: &str, defaults: &[PathBuf]) -> Result<PathBuf> {
 /// A script of this repository, by its path from the workspace root (e.g.
 /// `tests/cluster/cluster.sh`), found by walking up from this crate.
 pub fn workspace_script(relative: &str) -> Result<PathBuf> {
-    let start = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let tried: Vec<PathBuf> = start.ancestors().map(|dir| dir.join(relative)).collect();
+    let root = workspace_root();
+    let tried: Vec<PathBuf> = root.ancestors().map(|dir| dir.join(relative)).collect();
     tried
         .iter()
         .find(|p| is_executable(p))
@@ -200,6 +197,25 @@ pub fn workspace_script(relative: &str) -> Result<PathBuf> {
             name: relative.to_owned(),
             tried: tried.clone(),
         })
+}
+
+/// The root of the workspace the running test belongs to.
+///
+/// Cargo runs a test in its package's directory, so the nearest ancestor of
+/// the current directory holding `testkit/Cargo.toml` is it. The path this
+/// crate was compiled at is only the fallback: a build cache shared between
+/// clones (CI's fresh clone and a working copy) keeps testkit compiled at
+/// whichever path built it first, which may no longer exist.
+pub fn workspace_root() -> PathBuf {
+    let compiled = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| {
+            cwd.ancestors()
+                .find(|dir| dir.join("testkit/Cargo.toml").is_file())
+                .map(Path::to_path_buf)
+        })
+        .unwrap_or_else(|| compiled.parent().unwrap_or(compiled).to_path_buf())
 }
 
 /// Runs the setup script `relative` (from the workspace root) with `args`;
