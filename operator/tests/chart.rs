@@ -319,3 +319,90 @@ async fn helm_installs_and_uninstalls_the_operator_and_the_crd_stays() {
         .kubectl(&["get", "crd", "securevaults.securevault.io"])
         .unwrap();
 }
+
+/// `make k8s-deploy` as the quick start runs it, in namespaces of its own:
+/// the chart installed, the minimal sample Ready, reconciled (kwok runs no
+/// container) by the operator the script starts on this host with the
+/// chart's ServiceAccount; `k8s-undeploy` stops that process.
+#[tokio::test]
+async fn make_k8s_deploy_installs_the_chart_and_the_minimal_sample_becomes_ready() {
+    let w = World::new("deploy-vaults").await;
+    let home = w.cluster.create_namespace("deploy-operator").unwrap();
+    let state = testkit::TempDir::new("k8s-deploy").unwrap();
+    let script = repo_root().join("scripts/k8s-deploy.sh");
+    let run = |args: &[&str]| {
+        let out = Command::new(&script)
+            .args(args)
+            .env("KUBECONFIG", w.cluster.kubeconfig())
+            .env("RELEASE", home.name())
+            .env("NAMESPACE", home.name())
+            .env("SAMPLE_NAMESPACE", w.ns())
+            .env("HELM_ARGS", format!("--set watchNamespaces={{{}}}", w.ns()))
+            .env("LOCAL_OPERATOR_DIR", state.path())
+            .env("LOCAL_METRICS_ADDR", "127.0.0.1:0")
+            .env("OPERATOR_BIN", env!("CARGO_BIN_EXE_operator"))
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "k8s-deploy.sh {args:?} failed:\n{text}"
+        );
+        text
+    };
+
+    let output = run(&[]);
+    assert!(
+        output.contains("running the operator on this host"),
+        "{output}"
+    );
+    let sv = wait_ready(&w, "mail").await;
+    assert_eq!(sv.spec.version, "0.1.0");
+    let log = std::fs::read_to_string(state.path().join("operator.log")).unwrap();
+    assert!(log.contains("became the leader"), "{log}");
+    assert!(
+        !log.to_lowercase().contains("forbidden"),
+        "the chart's ServiceAccount lacked a right:\n{log}"
+    );
+    let pid: i32 = std::fs::read_to_string(state.path().join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Run twice, as users do: an upgrade of the release, one operator.
+    run(&[]);
+    assert!(
+        !process_alive(pid),
+        "the first operator should have been replaced"
+    );
+
+    let pid: i32 = std::fs::read_to_string(state.path().join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(process_alive(pid));
+    run(&["undeploy"]);
+    assert!(
+        !process_alive(pid),
+        "k8s-undeploy left the operator running"
+    );
+    helm(&[
+        "uninstall",
+        home.name(),
+        "-n",
+        home.name(),
+        "--kubeconfig",
+        w.cluster.kubeconfig().to_str().unwrap(),
+    ]);
+}
+
+/// Whether a process with this pid exists (and is not a zombie).
+fn process_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| !stat.split_whitespace().nth(2).is_some_and(|s| s == "Z"))
+}

@@ -551,6 +551,8 @@ cmd_down() {
   local t0
   t0=$(now)
   lock
+  # The operator `make k8s-deploy` runs on this host for a kwok-only cluster.
+  "$(dirname "$0")/../../scripts/k8s-deploy.sh" undeploy
   if ! cluster_exists && [ -z "$(cluster_pids)" ]; then
     rm -f "$KUBECONFIG_FILE"
     log "cluster $CLUSTER_NAME is not running; nothing to do"
