@@ -87,6 +87,10 @@ coverage: ## Line coverage of the whole workspace's tests; updates the figure in
 	@tests/setup/debian-packages.sh $(COVER_PACKAGES)
 	tests/coverage/coverage.sh
 
+.PHONY: security
+security: ## cargo-deny (licences, bans, sources; advisories with a local RustSec database), clippy -D warnings, kube-score over the chart and the operator's objects for the complete sample (exceptions in .kube-score.conf)
+	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/setup/security.sh
+
 .PHONY: benchmark
 benchmark: ## Load-test the data plane with wrk, email into mailpit end to end, AI beside LiteLLM, an authenticated route with Redis and without, then the operator with 500 SecureVaults and managed upgrades on the kwok cluster; each adds a dated row to docs/benchmarks.md
 	@tests/setup/debian-packages.sh $(BENCH_PACKAGES)
@@ -127,6 +131,7 @@ manifests: ## Render the Helm chart into config/rbac, config/manager and config/
 	tests/setup/render-manifests.sh
 
 .PHONY: crds
-crds: ## Regenerate crds/securevault.yaml (and the Helm chart's copy) from the operator's Rust types
+crds: ## Regenerate crds/securevault.yaml (and the Helm chart's copy) and README.md's CRD reference from the operator's Rust types
 	cargo run --quiet -p operator -- crd > crds/securevault.yaml
 	cp crds/securevault.yaml charts/securevault-operator/crds/securevault.yaml
+	cargo run --quiet -p operator -- crd --reference | tests/setup/crd-reference.sh README.md

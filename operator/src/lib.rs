@@ -15,17 +15,22 @@
 //! - [`status`]: the status computed from what was observed;
 //! - [`controller`]: watches and wiring; [`leader`]: Lease-based election;
 //! - [`telemetry`]: logs, metrics, health endpoints;
-//! - [`crd`]: the CRD YAML that `operator crd` prints.
+//! - [`crd`]: the CRD YAML that `operator crd` prints; [`render`]: the
+//!   children, as YAML, that `operator render` prints (no cluster).
+//! - [`crd_reference`]: the Markdown reference of the CRD's fields that
+//!   `operator crd --reference` prints (README.md's "CRD reference").
 
 pub mod alerts;
 pub mod api;
 pub mod build;
 pub mod controller;
 pub mod crd;
+pub mod crd_reference;
 pub mod env;
 pub mod leader;
 pub mod names;
 pub mod reconcile;
+pub mod render;
 pub mod status;
 pub mod telemetry;
 pub mod upgrade;

@@ -1,5 +1,6 @@
-//! `operator crd | run`: prints the CRD, or runs the controller with leader
-//! election, JSON logs and a metrics endpoint.
+//! `operator crd | rules | render | run`: prints the CRD, the alerts as a
+//! rule file or the children of a SecureVault, or runs the controller with
+//! leader election, JSON logs and a metrics endpoint.
 
 use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
@@ -20,7 +21,12 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print the SecureVault CustomResourceDefinition as YAML.
-    Crd,
+    Crd {
+        /// Print instead the Markdown reference of its fields (README.md's
+        /// "CRD reference"), from the same doc comments.
+        #[arg(long)]
+        reference: bool,
+    },
     /// Reconcile SecureVaults in every namespace (uses KUBECONFIG or the in-cluster account).
     Run(RunArgs),
     /// Print, as a Prometheus rule file, the alerts the operator writes for
@@ -29,6 +35,18 @@ enum Command {
     Rules {
         /// A YAML manifest holding a SecureVault.
         manifest: std::path::PathBuf,
+    },
+    /// Print, as a multi-document YAML stream, every object the operator
+    /// writes for the SecureVault in a manifest, without a cluster (for
+    /// review and manifest linters). Values the operator generates are
+    /// generated afresh.
+    Render {
+        /// A YAML manifest holding a SecureVault.
+        manifest: std::path::PathBuf,
+        /// Also print the Jobs a managed upgrade runs (backup, migration),
+        /// named with the upgrade id 000000.
+        #[arg(long)]
+        upgrade_jobs: bool,
     },
 }
 
@@ -79,13 +97,20 @@ fn print_document(text: &str) -> ExitCode {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Crd => match operator::crd::yaml() {
-            Ok(yaml) => print_document(&yaml),
-            Err(e) => {
-                eprintln!("operator: {e}");
-                ExitCode::FAILURE
+        Command::Crd { reference } => {
+            let document = if reference {
+                operator::crd_reference::markdown().map_err(|e| e.to_string())
+            } else {
+                operator::crd::yaml().map_err(|e| e.to_string())
+            };
+            match document {
+                Ok(text) => print_document(&text),
+                Err(e) => {
+                    eprintln!("operator: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Command::Rules { manifest } => {
             let rendered = std::fs::read_to_string(&manifest)
                 .map_err(|e| format!("reading {}: {e}", manifest.display()))
@@ -95,6 +120,24 @@ fn main() -> ExitCode {
                 });
             match rendered {
                 Ok(file) => print_document(&format!("{file}\n")),
+                Err(e) => {
+                    eprintln!("operator: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Render {
+            manifest,
+            upgrade_jobs,
+        } => {
+            let rendered = std::fs::read_to_string(&manifest)
+                .map_err(|e| format!("reading {}: {e}", manifest.display()))
+                .and_then(|yaml| {
+                    operator::render::render_manifest(&yaml, upgrade_jobs)
+                        .map_err(|e| e.to_string())
+                });
+            match rendered {
+                Ok(stream) => print_document(&stream),
                 Err(e) => {
                     eprintln!("operator: {e}");
                     ExitCode::FAILURE

@@ -428,7 +428,7 @@ async fn argo_cd_syncs_a_secure_vault_from_git_and_reports_its_health() {
     .await;
     let changed = wait_ready(&world, "mail").await;
     assert_eq!(
-        serde_json::to_value(&changed.spec.log_level).unwrap(),
+        serde_json::to_value(changed.spec.log_level).unwrap(),
         "debug"
     );
     assert!(changed.metadata.generation > sv.metadata.generation);

@@ -11,6 +11,9 @@ use k8s_openapi::api::{
 use super::job_pod;
 use crate::validate::ValidatedVault;
 
+/// How late after its scheduled time a backup may still start.
+const STARTING_DEADLINE_SECONDS: i64 = 600;
+
 /// Where the claim is mounted in the backup pod.
 const BACKUP_DIR: &str = "/backups";
 
@@ -27,6 +30,11 @@ pub fn build(v: &ValidatedVault) -> Option<CronJob> {
             schedule: v.backup.as_ref()?.schedule.clone(),
             // A slow backup must not pile up behind itself.
             concurrency_policy: Some("Forbid".into()),
+            // A run that cannot start within this of its time (controller
+            // down, quota exhausted) is skipped rather than started late,
+            // and the controller looks back no further for missed runs
+            // (without a deadline it stops scheduling after 100 misses).
+            starting_deadline_seconds: Some(STARTING_DEADLINE_SECONDS),
             successful_jobs_history_limit: Some(3),
             failed_jobs_history_limit: Some(3),
             job_template: JobTemplateSpec {
@@ -97,6 +105,7 @@ mod tests {
         let spec = cj.spec;
         assert_eq!(spec.schedule, "0 * * * *");
         assert_eq!(spec.concurrency_policy.as_deref(), Some("Forbid"));
+        assert_eq!(spec.starting_deadline_seconds, Some(600));
         let pod = spec.job_template.spec.unwrap().template;
         let labels = pod.metadata.unwrap().labels.unwrap();
         assert_eq!(labels["app.kubernetes.io/component"], "backup");

@@ -1,8 +1,9 @@
 //! The pod template shared by the operator's Jobs (scheduled backups, the
 //! pre-upgrade backup, the migration): the data-plane image with the same
-//! settings and credentials as the Deployment's pods, the same "restricted"
-//! security settings, and a `component` label other than the Deployment's,
-//! so the Service never routes to them.
+//! settings, credentials and resources (`spec.resources`) as the
+//! Deployment's pods, the same "restricted" security settings, and a
+//! `component` label other than the Deployment's, so the Service never
+//! routes to them.
 
 use std::collections::BTreeMap;
 
@@ -64,6 +65,10 @@ pub fn template(
                 env_from: Some(settings_env(v)),
                 env: Some(secret_env(v)),
                 security_context: Some(container_security_context()),
+                // The same binary as the serving pods, bounded alike: a
+                // Job's pod without requests or limits could take a node's
+                // memory.
+                resources: v.resources.clone(),
                 volume_mounts: Some(mounts),
                 ..Container::default()
             }],

@@ -44,8 +44,12 @@ mod tests {
     use crate::validate::test_support::validated;
 
     #[test]
-    fn runs_the_given_version_s_migrate_with_the_pods_credentials() {
-        let mut v = validated("  database: {urlSecretRef: {name: db, key: url}}\n");
+    fn runs_the_given_version_s_migrate_with_the_pods_credentials_and_resources() {
+        let mut v = validated(
+            "  database: {urlSecretRef: {name: db, key: url}}
+  resources: {requests: {cpu: 100m, memory: 64Mi}, limits: {memory: 256Mi}}
+",
+        );
         v.image = "securevault/dataplane:0.3.0".into();
         let job = build(
             &v,
@@ -65,6 +69,9 @@ mod tests {
         let c = &pod.containers[0];
         assert_eq!(c.image.as_deref(), Some("securevault/dataplane:0.3.0"));
         assert_eq!(c.args.as_deref().unwrap(), ["migrate"]);
+        let resources = c.resources.clone().unwrap();
+        assert_eq!(resources.requests.unwrap()["cpu"].0, "100m");
+        assert_eq!(resources.limits.unwrap()["memory"].0, "256Mi");
         assert!(
             c.env
                 .as_ref()

@@ -1,4 +1,5 @@
-//! The NetworkPolicy, with `spec.networkPolicy`: the pods accept traffic on
+//! The NetworkPolicy, with `spec.networkPolicy`: the pods (the data plane's
+//! and those of its backup and migration Jobs) accept traffic on
 //! their HTTP port only from their own namespace, the namespaces the spec
 //! names and the monitoring namespace, and open connections only for DNS and
 //! to the ports of the dependencies the spec configures (database, Redis,
@@ -31,6 +32,15 @@ fn port(protocol: &str, number: i32) -> NetworkPolicyPort {
         port: Some(IntOrString::Int(number)),
         ..NetworkPolicyPort::default()
     }
+}
+
+/// The labels of every pod of `v`: the data plane's and its Jobs' (backups,
+/// migrations), which hold the same credentials and differ only in
+/// `app.kubernetes.io/component`.
+fn every_pod(v: &ValidatedVault) -> BTreeMap<String, String> {
+    let mut labels = names::selector_labels(&v.name);
+    labels.remove("app.kubernetes.io/component");
+    labels
 }
 
 /// The NetworkPolicy of `v`, when asked for.
@@ -85,7 +95,7 @@ pub fn build(v: &ValidatedVault) -> Option<NetworkPolicy> {
         metadata: super::metadata(v, names::workload(&v.name)),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(LabelSelector {
-                match_labels: Some(names::selector_labels(&v.name)),
+                match_labels: Some(every_pod(v)),
                 ..LabelSelector::default()
             }),
             policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
@@ -144,6 +154,35 @@ mod tests {
         assert_eq!(ports, [53, 2525, 5432, 8090]);
         let to = spec.egress.unwrap()[1].to.clone().unwrap();
         assert_eq!(to[0].ip_block.as_ref().unwrap().cidr, "10.0.0.0/8");
+    }
+
+    #[test]
+    fn selects_the_jobs_pods_as_well_as_the_data_planes() {
+        let v = validated(
+            "  database: {urlSecretRef: {name: db, key: url}}
+  backup: {volumeClaimName: mail-backups}
+  networkPolicy: {}
+",
+        );
+        let selector = build(&v)
+            .unwrap()
+            .spec
+            .unwrap()
+            .pod_selector
+            .unwrap()
+            .match_labels
+            .unwrap();
+        let backup = crate::build::backup_cron_job::build(&v).unwrap();
+        let job_pod = backup.spec.job_template.spec.unwrap().template;
+        let deployment = crate::build::deployment::build(&v, &crate::build::config_map::build(&v));
+        let serving_pod = deployment.spec.template;
+        for pod in [job_pod, serving_pod] {
+            let labels = pod.metadata.unwrap().labels.unwrap();
+            for (key, value) in &selector {
+                assert_eq!(labels.get(key), Some(value), "{key}");
+            }
+        }
+        assert_eq!(selector["app.kubernetes.io/instance"], "mail");
     }
 
     #[test]

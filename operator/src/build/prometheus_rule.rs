@@ -31,15 +31,9 @@ pub fn rule_file(v: &ValidatedVault) -> Result<String, serde_json::Error> {
 /// Why `operator rules` could not render a manifest's rules.
 #[derive(Debug, thiserror::Error)]
 pub enum RulesError {
-    /// No document of the manifest is a SecureVault.
-    #[error("no SecureVault in the manifest")]
-    NoSecureVault,
-    /// The SecureVault does not parse.
-    #[error("the SecureVault does not parse: {0}")]
-    Parse(#[from] serde_saphyr::Error),
-    /// The SecureVault is invalid.
+    /// The manifest holds no valid SecureVault.
     #[error(transparent)]
-    Invalid(#[from] crate::validate::ValidationError),
+    Manifest(#[from] crate::render::ManifestError),
     /// Rendering failed (a bug).
     #[error("rendering the rules: {0}")]
     Render(#[from] serde_json::Error),
@@ -49,18 +43,7 @@ pub enum RulesError {
 /// `config/samples/complete.yaml`, in the namespace it names (`default`
 /// when none), as the operator would write it.
 pub fn rule_file_from_manifest(manifest: &str) -> Result<String, RulesError> {
-    let document = manifest
-        .split("\n---")
-        .find(|d| d.lines().any(|l| l.trim() == "kind: SecureVault"))
-        .ok_or(RulesError::NoSecureVault)?;
-    let mut sv: crate::api::SecureVault = serde_saphyr::from_str(document)?;
-    sv.metadata
-        .namespace
-        .get_or_insert_with(|| "default".into());
-    // Not read from the API server, so it has no uid; the owner reference
-    // built from it is not part of the rules.
-    sv.metadata.uid.get_or_insert_with(|| "local".into());
-    Ok(rule_file(&crate::validate::validate(&sv)?)?)
+    Ok(rule_file(&crate::render::vault_from_manifest(manifest)?)?)
 }
 
 #[cfg(test)]
@@ -89,7 +72,9 @@ mod tests {
         );
         assert!(matches!(
             rule_file_from_manifest("kind: Secret"),
-            Err(RulesError::NoSecureVault)
+            Err(RulesError::Manifest(
+                crate::render::ManifestError::NoSecureVault
+            ))
         ));
     }
 }
