@@ -410,6 +410,25 @@ async fn argo_cd_syncs_a_secure_vault_from_git_and_reports_its_health() {
     assert_eq!(app.tracked, ["SecureVault"], "{app:#?}");
     let sv = wait_ready(&world, "mail").await;
     let deployment = world.api::<Deployment>().get("mail").await.unwrap();
+    // Argo CD marks what it applies with its tracking annotation; the
+    // operator must not pass it on to the children, or Argo CD would take
+    // them for its own and prune them as absent from git.
+    assert!(
+        sv.annotations()
+            .keys()
+            .any(|k| k.starts_with("argocd.argoproj.io/")),
+        "Argo CD tracks the SecureVault: {:?}",
+        sv.annotations()
+    );
+    assert!(
+        !deployment
+            .annotations()
+            .keys()
+            .chain(deployment.labels().keys())
+            .any(|k| k.starts_with("argocd.argoproj.io/")),
+        "the operator copied Argo CD's marks onto its Deployment: {:?}",
+        deployment.metadata
+    );
 
     // 2. A commit that changes the SecureVault: synced, Healthy again once
     //    the operator has rolled it out; the operator's children stay.
