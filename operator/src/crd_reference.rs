@@ -580,6 +580,30 @@ mod tests {
     }
 
     #[test]
+    fn an_optional_enum_field_is_described_by_its_own_doc_comment() {
+        // Not by its enum's, which kube would copy over it (see
+        // `crate::api::described_by_its_field`).
+        let real = markdown().unwrap();
+        assert!(
+            row_of(&real, "spec.webhook.format")
+                .contains("| `standard` | no | Body format: `standard` (Standard Webhooks JSON"),
+            "{}",
+            row_of(&real, "spec.webhook.format")
+        );
+        assert!(
+            row_of(&real, "spec.rateLimits.onRedisFailure")
+                .contains("| `local` | no | While Redis does not answer: "),
+            "{}",
+            row_of(&real, "spec.rateLimits.onRedisFailure")
+        );
+        assert!(
+            row_of(&real, "spec.logLevel").contains("| no | Log level of the data plane"),
+            "{}",
+            row_of(&real, "spec.logLevel")
+        );
+    }
+
+    #[test]
     fn a_pipe_in_a_description_is_escaped_and_newlines_collapse() {
         let markdown = rendered(serde_json::json!({
             "type": "object",

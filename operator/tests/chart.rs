@@ -404,5 +404,5 @@ async fn make_k8s_deploy_installs_the_chart_and_the_minimal_sample_becomes_ready
 /// Whether a process with this pid exists (and is not a zombie).
 fn process_alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|stat| !stat.split_whitespace().nth(2).is_some_and(|s| s == "Z"))
+        .is_ok_and(|stat| stat.split_whitespace().nth(2).is_none_or(|s| s != "Z"))
 }

@@ -11,3 +11,14 @@ mod status;
 
 pub use spec::*;
 pub use status::*;
+
+/// Drops an enum's own doc comment from its schema, so that the doc comment
+/// of the field using it (with its `[default: …]`) is the description in
+/// the CRD. Without it an `Option<Enum>` field shows the enum's doc instead:
+/// kube flattens the field's `anyOf: [enum, null]` by copying the enum's
+/// schema over the field's, description included. Every enum of the API
+/// uses it (`#[schemars(transform = described_by_its_field)]`); the enum's
+/// doc stays for Rust readers.
+fn described_by_its_field(schema: &mut schemars::Schema) {
+    schema.remove("description");
+}

@@ -211,6 +211,7 @@ pub struct RedisSpec {
 /// SMTP transport security.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[schemars(transform = super::described_by_its_field)]
 pub enum SmtpTls {
     /// Plain connection upgraded with STARTTLS (required).
     Starttls,
@@ -270,6 +271,7 @@ pub struct AiSpec {
 /// The body of a notification.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[schemars(transform = super::described_by_its_field)]
 pub enum WebhookFormat {
     /// Standard Webhooks JSON, signed with `signingSecretRef`.
     Standard,
@@ -284,7 +286,9 @@ pub enum WebhookFormat {
 pub struct WebhookSpec {
     /// Secret key holding the webhook URL (it often embeds a token, as Slack's do).
     pub url_secret_ref: SecretKeyRef,
-    /// Body format [default: `standard`].
+    /// Body format: `standard` (Standard Webhooks JSON, signed with
+    /// `signingSecretRef`) or `slack` (a Slack incoming-webhook message)
+    /// [default: `standard`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<WebhookFormat>,
     /// Secret key holding the Standard Webhooks signing secret (`whsec_…`),
@@ -365,6 +369,7 @@ const RATE_RULE: &str =
 /// What rate limiting does while Redis does not answer.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[schemars(transform = super::described_by_its_field)]
 pub enum OnRedisFailure {
     /// Each pod enforces the budgets on its own.
     Local,
@@ -557,6 +562,7 @@ pub struct Placement {
 
 /// Image pull policy.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[schemars(transform = super::described_by_its_field)]
 pub enum ImagePullPolicy {
     /// Pull every time a pod starts.
     Always,
@@ -569,6 +575,7 @@ pub enum ImagePullPolicy {
 /// Data-plane log level.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[schemars(transform = super::described_by_its_field)]
 pub enum LogLevel {
     /// Errors only.
     Error,

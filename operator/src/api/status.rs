@@ -25,7 +25,12 @@ pub struct SecureVaultStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `Progressing` and `Degraded`, in the standard shape.
+    /// In the standard shape: `Ready` (the data plane serves at the desired
+    /// scale and version), `Progressing` (a change is being rolled out),
+    /// `Degraded` (something needs the user's attention; its message says
+    /// what), `MonitoringReady` (the ServiceMonitor, PrometheusRule and
+    /// Grafana dashboard are applied) and `BackupReady` (the last successful
+    /// backup is recent enough; only with `spec.backup`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Data-plane pods that exist (the scale subresource reads this).
@@ -64,6 +69,7 @@ pub struct SecureVaultStatus {
 
 /// Where an upgrade stands.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[schemars(transform = super::described_by_its_field)]
 pub enum UpgradePhase {
     /// The pre-upgrade backup Job runs (with `spec.backup`).
     BackingUp,
