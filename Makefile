@@ -17,6 +17,8 @@ export PATH      := $(HOME)/.cargo/bin:$(PATH)
 
 # Where `make health` and `make metrics` look for a running data plane.
 URL ?= http://127.0.0.1:8080
+# `make cluster-up NODE=real`: a real node (kubelet, containerd) beside the kwok ones.
+NODE ?= kwok
 
 # Debian packages: what the tests start for real, and the tools around them.
 TEST_PACKAGES  := redis-server postgresql curl prometheus lua5.1 docker.io
@@ -111,8 +113,8 @@ clean: ## Remove the build cache
 KUBECONFIG_PATH := $(CACHE_DIR)/cluster/kubeconfig
 
 .PHONY: cluster-up
-cluster-up: ## Start a real Kubernetes control plane (kwok nodes); kubeconfig at ~/.cache/securevault/cluster/kubeconfig
-	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/cluster/cluster.sh up
+cluster-up: ## Start a real Kubernetes control plane (kwok nodes; NODE=real adds a real node, as root); kubeconfig at ~/.cache/securevault/cluster/kubeconfig
+	SECUREVAULT_CACHE="$(CACHE_DIR)" NODE="$(NODE)" tests/cluster/cluster.sh up
 
 .PHONY: cluster-down
 cluster-down: ## Stop it

@@ -13,96 +13,24 @@
 // Test code: a failure is a panic with a message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::{process::Command, time::Duration};
 
-use testkit::{Process, TempDir, free_port};
-
-fn root() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
-
-/// A private dockerd, stopped with the test.
-struct Engine {
-    _process: Process,
-    host: String,
-    _dir: TempDir,
-}
-
-impl Engine {
-    fn start() -> Engine {
-        let dockerd = testkit::bins::system_binary("dockerd", "TESTKIT_DOCKERD")
-            .expect("dockerd (Debian's docker.io; make test-deps installs it)");
-        let dir = TempDir::new("dockerd").unwrap();
-        let host = format!("unix://{}", dir.path().join("docker.sock").display());
-        let mut cmd = Command::new(dockerd);
-        cmd.arg("--storage-driver=vfs")
-            .arg(format!("--data-root={}", dir.path().join("data").display()))
-            .arg(format!("--exec-root={}", dir.path().join("exec").display()))
-            .arg(format!(
-                "--pidfile={}",
-                dir.path().join("dockerd.pid").display()
-            ))
-            .arg(format!("--host={host}"))
-            .args(["--iptables=false", "--bridge=none"]);
-        let process = Process::spawn("dockerd", cmd).unwrap();
-        let engine = Engine {
-            _process: process,
-            host,
-            _dir: dir,
-        };
-        for _ in 0..150 {
-            if engine.docker(&["info"]).status.success() {
-                return engine;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        panic!("dockerd did not answer within 30 s");
-    }
-
-    fn docker(&self, args: &[&str]) -> std::process::Output {
-        Command::new("docker")
-            .env("DOCKER_HOST", &self.host)
-            .args(args)
-            .output()
-            .expect("the docker client runs")
-    }
-
-    /// `docker ARGS…`'s standard output; fails the test on an error.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.docker(args);
-        assert!(
-            out.status.success(),
-            "docker {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
+use testkit::{DockerEngine, TempDir, free_port};
 
 #[test]
 fn the_image_runs_read_only_as_nobody_without_capabilities_and_is_healthy() {
-    let engine = Engine::start();
-    let out = Command::new(root().join("docker/build.sh"))
-        .env("DOCKER_HOST", &engine.host)
-        .env("PROFILE", "debug")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "docker/build.sh: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let built = String::from_utf8(out.stdout).unwrap();
+    let engine = DockerEngine::start().unwrap();
+    let built = engine.build_images().unwrap();
     assert!(built.contains("securevault/dataplane:0.1.0 "), "{built}");
     assert!(built.contains("securevault/operator:0.1.0 "), "{built}");
 
-    let config = engine.ok(&[
+    let config = engine.docker(&[
         "image",
         "inspect",
         "-f",
         "{{.Config.User}} {{index .Config.Labels \"org.opencontainers.image.version\"}} {{len .RootFS.Layers}}",
         "securevault/dataplane:0.1.0",
-    ]);
+    ]).unwrap();
     assert_eq!(
         config.trim(),
         "65534:65534 0.1.0 2",
@@ -118,7 +46,7 @@ fn the_image_runs_read_only_as_nobody_without_capabilities_and_is_healthy() {
         .unwrap();
     let port = free_port();
     let name = format!("securevault-image-test-{port}");
-    engine.ok(&[
+    engine.docker(&[
         "run",
         "-d",
         "--name",
@@ -141,7 +69,7 @@ fn the_image_runs_read_only_as_nobody_without_capabilities_and_is_healthy() {
         "-e",
         &format!("LISTEN_ADDR=127.0.0.1:{port}"),
         "securevault/dataplane:0.1.0",
-    ]);
+    ]).unwrap();
     let mut health = None;
     for _ in 0..100 {
         let out = Command::new("curl")
@@ -155,8 +83,8 @@ fn the_image_runs_read_only_as_nobody_without_capabilities_and_is_healthy() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let logs = engine.docker(&["logs", &name]);
-    engine.ok(&["rm", "-f", &name]);
+    let logs = engine.output(&["logs", &name]).unwrap();
+    engine.docker(&["rm", "-f", &name]).unwrap();
     assert!(
         health.is_some(),
         "the container never answered /api/health: {}",
@@ -167,7 +95,7 @@ fn the_image_runs_read_only_as_nobody_without_capabilities_and_is_healthy() {
         "the image runs in production mode by default"
     );
 
-    let crd = engine.ok(&[
+    let crd = engine.docker(&[
         "run",
         "--rm",
         "--read-only",
@@ -177,6 +105,6 @@ fn the_image_runs_read_only_as_nobody_without_capabilities_and_is_healthy() {
         "none",
         "securevault/operator:0.1.0",
         "crd",
-    ]);
+    ]).unwrap();
     assert!(crd.contains("kind: CustomResourceDefinition"));
 }

@@ -45,6 +45,16 @@ ETCD_VERSION=v3.7.3
 KWOK_VERSION=v0.8.0
 PROMETHEUS_OPERATOR_VERSION=v0.85.0
 CLUSTER_NAME=securevault
+# NODE=real adds a real node (kubelet, kube-proxy, containerd) beside the
+# kwok nodes: tests/cluster/node.sh. Needs root.
+case "${NODE:-kwok}" in
+kwok) REAL_NODE=0 ;;
+real) REAL_NODE=1 ;;
+*)
+  echo "cluster: NODE must be kwok or real, not '$NODE'" >&2
+  exit 2
+  ;;
+esac
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${SECUREVAULT_CACHE:-$HOME/.cache/securevault}
@@ -322,6 +332,7 @@ cluster_exists() {
 write_config() { # FILE
   local stages
   stages=$(kwok_stage_dir)
+  [ "$REAL_NODE" = 0 ] || HOST_IP=$("$HERE/node.sh" ip)
   {
     cat <<'EOF'
 # Written by tests/cluster/cluster.sh; passed as `kwokctl -c`.
@@ -329,12 +340,43 @@ apiVersion: config.kwok.x-k8s.io/v1alpha1
 kind: KwokctlConfiguration
 options:
   bindAddress: 127.0.0.1
+EOF
+    if [ "$REAL_NODE" = 1 ]; then
+      # Pods reach the API server through the `kubernetes` Service
+      # (10.0.0.1), which kube-proxy sends to the advertised address: the
+      # certificate names both.
+      echo "  kubeApiserverCertSANs: [\"10.0.0.1\", \"$HOST_IP\"]"
+    fi
+    # kwok's controller plays the kubelet only of the nodes `kwokctl scale
+    # node` makes (annotated kwok.x-k8s.io/node=fake), so that a real node
+    # (NODE=real, tests/cluster/node.sh) keeps its own kubelet.
+    cat <<'EOF'
 componentsPatches:
+- name: kwok-controller
+  extraArgs:
+  - key: manage-all-nodes
+    value: "false"
+    override: true
+  - key: manage-nodes-with-annotation-selector
+    value: kwok.x-k8s.io/node=fake
 - name: kube-apiserver
   extraArgs:
   - key: service-cluster-ip-range
     value: 10.0.0.0/16
+  # The kubelet's address, not its name (nothing resolves node names here).
+  - key: kubelet-preferred-address-types
+    value: InternalIP
 EOF
+    if [ "$REAL_NODE" = 1 ]; then
+      # ...and the API server listens on that address too.
+      cat <<EOF
+  - key: bind-address
+    value: 0.0.0.0
+    override: true
+  - key: advertise-address
+    value: $HOST_IP
+EOF
+    fi
     printf -- '---\n'
     cat "$stages/node/fast/node-initialize.yaml"
     printf -- '---\n'
@@ -460,6 +502,7 @@ cmd_up() {
   write_config "$CLUSTER_DIR/kwokctl.yaml.new"
   if answers && cmp -s "$CLUSTER_DIR/kwokctl.yaml.new" "$CLUSTER_DIR/kwokctl.yaml"; then
     rm -f "$CLUSTER_DIR/kwokctl.yaml.new"
+    [ "$REAL_NODE" = 0 ] || step "starting the real node" "$HERE/node.sh" up
     log "cluster $CLUSTER_NAME already runs and answers; nothing to do"
     log "kubeconfig: $KUBECONFIG_FILE"
     echo "$KUBECONFIG_FILE"
@@ -469,6 +512,7 @@ cmd_up() {
   if answers; then
     # Made by an older cluster.sh: its nodes would not behave as tests expect.
     log "cluster $CLUSTER_NAME runs with another configuration; recreating it"
+    "$HERE/node.sh" down
     stop_cluster
   fi
   if cluster_exists; then
@@ -482,6 +526,7 @@ cmd_up() {
   step "adding 2 kwok nodes" scale_nodes
   step "installing the Prometheus Operator CRDs" install_crds
   step "checking that both nodes are Ready" nodes_ready
+  [ "$REAL_NODE" = 0 ] || step "starting the real node" "$HERE/node.sh" up
   log "cluster $CLUSTER_NAME up in $(elapsed "$t0") s; API server $(kubectl_ config view --minify -o jsonpath='{.clusters[0].cluster.server}')"
   log "kubeconfig: $KUBECONFIG_FILE"
   echo "$KUBECONFIG_FILE"
@@ -553,6 +598,8 @@ cmd_down() {
   lock
   # The operator `make k8s-deploy` runs on this host for a kwok-only cluster.
   "$(dirname "$0")/../../scripts/k8s-deploy.sh" undeploy
+  # A real node (NODE=real) goes before the control plane it reports to.
+  "$HERE/node.sh" down
   if ! cluster_exists && [ -z "$(cluster_pids)" ]; then
     rm -f "$KUBECONFIG_FILE"
     log "cluster $CLUSTER_NAME is not running; nothing to do"

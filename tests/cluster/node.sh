@@ -1,0 +1,372 @@
+#!/usr/bin/env bash
+# A real node beside the kwok nodes of tests/cluster/cluster.sh: a kubelet
+# and kube-proxy v1.37.2 (built from the same Kubernetes module as the
+# control plane) over Debian's containerd, runc and CNI plugins, so that
+# pods really run: images start, probes really hit the process, Service
+# traffic really goes through kube-proxy.
+#
+#   node.sh up     start it and wait until the Node is Ready (idempotent)
+#   node.sh down   stop everything it started and leave nothing mounted,
+#                  running or routed (a no-op when nothing runs)
+#   node.sh load IMAGE.tar...   import docker-saved images into its containerd
+#   node.sh ip     print the node's address (pods reach the host there)
+#
+# Called by cluster.sh with NODE=real. Needs root (containers, iptables,
+# mounts). Its state lives under $SECUREVAULT_CACHE/node; a few paths are
+# fixed whatever the flags (/run/containerd/{fifo,s}, /var/lib/kubelet/
+# device-plugins, /var/lib/cni/results) and are cleaned on `down`.
+#
+# The node is named `securevault-real`, labelled securevault.io/node=real
+# and tainted securevault.io/node=real:NoSchedule: only pods that ask for it
+# (a toleration and a node selector) land here; everything else stays on
+# the kwok nodes, which run any image without pulling it.
+#
+# Traps of this sandbox, met when this recipe was worked out (see
+# ../shared/spec/test-environment.md, "A real node"): cgroup v1 only and no
+# systemd (kubelet failCgroupV1: false, cgroupfs driver, each daemon started
+# here); no CAP_SYS_RESOURCE (containerd's restrict_oom_score_adj); no
+# cluster DNS; a cluster IP kube-proxy does not know is answered by the
+# sandbox's egress proxy with a 404, so kube-proxy must run.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CACHE=${SECUREVAULT_CACHE:-$HOME/.cache/securevault}
+KUBE_VERSION=v1.37.2
+NODE_BIN=$CACHE/bin/kubernetes-node-$KUBE_VERSION
+DIR=$CACHE/node
+NODE_NAME=securevault-real
+POD_CIDR=10.244.0.0/24
+GATEWAY=10.244.0.1
+BRIDGE=sv-cni0
+KUBECONFIG_FILE=$CACHE/cluster/kubeconfig
+KUBECTL=$CACHE/bin/kubernetes-$KUBE_VERSION/kubectl
+PAUSE_IMAGE=securevault.local/pause:1
+SOCK=$DIR/containerd/containerd.sock
+PACKAGES=(containerd runc containernetworking-plugins iptables conntrack)
+
+log() { printf 'node: %s\n' "$*" >&2; }
+die() {
+  log "error: $*"
+  exit 1
+}
+kubectl_() { "$KUBECTL" --kubeconfig "$KUBECONFIG_FILE" --request-timeout=10s "$@"; }
+
+# The node's address: the host's, on the interface of its default route.
+# The API server reaches the kubelet there (logs, exec) and pods reach the
+# host's services (databases, SMTP, the model server) at $GATEWAY.
+node_ip() {
+  ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p' | head -1
+}
+
+need_root() {
+  [ "$(id -u)" -eq 0 ] || die "a real node needs root (containers, iptables, mounts); run as root or without NODE=real"
+}
+
+# ------------------------------------------------------------ build --
+
+node_bin_ok() {
+  local b out
+  for b in kubelet kube-proxy; do
+    [ -x "$NODE_BIN/$b" ] || return 1
+    out=$("$NODE_BIN/$b" --version 2>&1) || return 1
+    grep -qxF "Kubernetes $KUBE_VERSION" <<<"$out" || return 1
+  done
+}
+
+build() {
+  node_bin_ok && return 0
+  command -v go >/dev/null || die "go is needed to build the kubelet and kube-proxy"
+  local minor tmp ldflags="-s -w" pkg
+  minor=${KUBE_VERSION#v1.}
+  minor=${minor%%.*}
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+  done
+  log "building kubelet and kube-proxy $KUBE_VERSION (first run only, a few minutes)"
+  mkdir -p "$CACHE/bin"
+  tmp=$(mktemp -d "$NODE_BIN.building.XXXXXX")
+  (cd "$HERE/kube" && GOWORK=off go build -trimpath -ldflags "$ldflags" -o "$tmp/" \
+    k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy) || {
+    rm -rf "$tmp"
+    die "building the kubelet and kube-proxy failed"
+  }
+  chmod 755 "$tmp"
+  rm -rf "$NODE_BIN"
+  mv "$tmp" "$NODE_BIN"
+  node_bin_ok || die "the kubelet and kube-proxy built do not report $KUBE_VERSION"
+}
+
+# ----------------------------------------------------------- config --
+
+write_configs() {
+  local ip=$1
+  mkdir -p "$DIR"/{containerd,cni/net.d,cni/ipam,kubelet,pod-logs,proxy,images}
+  cat >"$DIR/containerd/config.toml" <<EOF
+# Written by tests/cluster/node.sh.
+version = 2
+root = "$DIR/containerd/root"
+state = "$DIR/containerd/state"
+[grpc]
+  address = "$SOCK"
+[ttrpc]
+  address = "$SOCK.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$PAUSE_IMAGE"
+  # No CAP_SYS_RESOURCE in this sandbox: a negative oom_score_adj fails
+  # every sandbox with "can't get final child's PID from pipe: EOF".
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        Root = "$DIR/containerd/runc"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$DIR/cni/net.d"
+EOF
+  cat >"$DIR/cni/net.d/10-securevault.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "securevault",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "$BRIDGE",
+      "isGateway": true,
+      "ipMasq": true,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "dataDir": "$DIR/cni/ipam",
+        "ranges": [[{"subnet": "$POD_CIDR", "gateway": "$GATEWAY"}]],
+        "routes": [{"dst": "0.0.0.0/0"}]
+      }
+    },
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+EOF
+  cat >"$DIR/kubelet/config.yaml" <<EOF
+# Written by tests/cluster/node.sh.
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+# This sandbox: cgroup v1, no systemd, swap left as it is.
+failCgroupV1: false
+cgroupDriver: cgroupfs
+failSwapOn: false
+containerRuntimeEndpoint: unix://$SOCK
+podLogsDir: $DIR/pod-logs
+address: $ip
+readOnlyPort: 0
+# kwokctl's API server presents no client certificate to kubelets; the
+# kubelet answers it (logs, exec) on the node address only.
+authentication:
+  anonymous: {enabled: true}
+  webhook: {enabled: false}
+authorization: {mode: AlwaysAllow}
+podCIDR: $POD_CIDR
+resolvConf: ""
+registerWithTaints:
+- {key: securevault.io/node, value: real, effect: NoSchedule}
+evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%"}
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+EOF
+  cat >"$DIR/proxy/config.yaml" <<EOF
+# Written by tests/cluster/node.sh.
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: iptables
+hostnameOverride: $NODE_NAME
+clusterCIDR: $POD_CIDR
+clientConnection: {kubeconfig: $KUBECONFIG_FILE}
+conntrack: {maxPerCore: 0}
+metricsBindAddress: 127.0.0.1:10249
+healthzBindAddress: 127.0.0.1:10256
+EOF
+}
+
+# ------------------------------------------------------------ daemons --
+
+running() { # NAME
+  [ -f "$DIR/$1.pid" ] && kill -0 "$(cat "$DIR/$1.pid")" 2>/dev/null
+}
+
+start() { # NAME COMMAND...
+  local name=$1
+  shift
+  running "$name" && return 0
+  setsid "$@" >"$DIR/$name.log" 2>&1 </dev/null &
+  echo $! >"$DIR/$name.pid"
+}
+
+stop() { # NAME
+  local pid i
+  [ -f "$DIR/$1.pid" ] || return 0
+  pid=$(cat "$DIR/$1.pid")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$DIR/$1.pid"
+}
+
+ctr_() { ctr --address "$SOCK" -n k8s.io "$@"; }
+
+wait_containerd() {
+  local i
+  for ((i = 0; i < 100; i++)); do
+    ctr_ version >/dev/null 2>&1 && return 0
+    running containerd || die "containerd stopped: $(tail -5 "$DIR/containerd.log")"
+    sleep 0.1
+  done
+  die "containerd does not answer on $SOCK: $(tail -5 "$DIR/containerd.log")"
+}
+
+# The pod sandbox's image: any static program that waits for a signal.
+# Built once from a few lines of Go and imported as an OCI archive written
+# here (no registry, no Docker needed).
+pause_image() {
+  ctr_ images ls -q | grep -qxF "$PAUSE_IMAGE" && return 0
+  local work=$DIR/images/pause
+  rm -rf "$work"
+  mkdir -p "$work/src"
+  cat >"$work/src/main.go" <<'EOF'
+// The pod sandbox process: holds the pod's namespaces until it is stopped.
+package main
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	<-stop
+}
+EOF
+  printf 'module pause\n\ngo 1.22\n' >"$work/src/go.mod"
+  (cd "$work/src" && CGO_ENABLED=0 GOWORK=off go build -trimpath -ldflags "-s -w" -o "$work/pause" .)
+  python3 "$HERE/oci-archive.py" "$work/pause" /pause "$PAUSE_IMAGE" "$work/pause.tar"
+  ctr_ images import "$work/pause.tar" >/dev/null
+}
+
+node_ready() {
+  [ "$(kubectl_ get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]
+}
+
+cmd_up() {
+  need_root
+  [ -s "$KUBECONFIG_FILE" ] || die "no cluster: run tests/cluster/cluster.sh up first"
+  "$HERE/../setup/debian-packages.sh" "${PACKAGES[@]}"
+  build
+  local ip i
+  ip=$(node_ip)
+  [ -n "$ip" ] || die "no address on a default route for the node"
+  if running containerd && running kubelet && running kube-proxy && node_ready; then
+    log "node $NODE_NAME already runs ($ip)"
+    return 0
+  fi
+  write_configs "$ip"
+  sysctl -qw net.ipv4.ip_forward=1 || true
+  modprobe br_netfilter 2>/dev/null || true
+  sysctl -qw net.bridge.bridge-nf-call-iptables=1 2>/dev/null || true
+  start containerd containerd --config "$DIR/containerd/config.toml"
+  wait_containerd
+  pause_image
+  start kubelet "$NODE_BIN/kubelet" \
+    --config "$DIR/kubelet/config.yaml" \
+    --kubeconfig "$KUBECONFIG_FILE" \
+    --root-dir "$DIR/kubelet/root" \
+    --cert-dir "$DIR/kubelet/pki" \
+    --hostname-override "$NODE_NAME" \
+    --node-ip "$ip" \
+    --node-labels securevault.io/node=real
+  start kube-proxy "$NODE_BIN/kube-proxy" --config "$DIR/proxy/config.yaml"
+  for ((i = 0; i < 600; i++)); do
+    node_ready && break
+    running kubelet || die "the kubelet stopped: $(tail -20 "$DIR/kubelet.log")"
+    running kube-proxy || die "kube-proxy stopped: $(tail -20 "$DIR/kube-proxy.log")"
+    sleep 0.1
+  done
+  node_ready || die "node $NODE_NAME is not Ready after 60 s: $(tail -20 "$DIR/kubelet.log")"
+  log "node $NODE_NAME Ready ($ip; pods on $POD_CIDR reach the host at $GATEWAY)"
+}
+
+cmd_down() {
+  [ -d "$DIR" ] || return 0
+  need_root
+  # Pods first, while the kubelet runs: it tears their networks down (CNI DEL).
+  if running kubelet && [ -s "$KUBECONFIG_FILE" ]; then
+    kubectl_ delete pods --all-namespaces --field-selector "spec.nodeName=$NODE_NAME" \
+      --grace-period=1 --wait=true --timeout=30s >/dev/null 2>&1 || true
+  fi
+  stop kube-proxy
+  [ -x "$NODE_BIN/kube-proxy" ] && "$NODE_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
+  stop kubelet
+  # Containers the kubelet left (it was stopped first): their shims.
+  if running containerd; then
+    local task
+    for task in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks kill -s KILL "$task" >/dev/null 2>&1 || true; done
+  fi
+  stop containerd
+  pkill -KILL -f "containerd-shim-runc-v2 -namespace k8s.io -address $SOCK" 2>/dev/null || true
+  # What is still mounted under the node's directory, deepest first.
+  awk -v d="$DIR/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r | while read -r m; do
+    umount -l "$m" 2>/dev/null || true
+  done
+  ip link delete "$BRIDGE" 2>/dev/null || true
+  local chain
+  for chain in KUBE-FIREWALL KUBE-KUBELET-CANARY; do
+    iptables -F "$chain" 2>/dev/null && iptables -X "$chain" 2>/dev/null || true
+  done
+  iptables -t nat -S 2>/dev/null | grep -q "CNI-" && {
+    iptables -t nat -S | sed -n 's/^-A POSTROUTING \(.*CNI-.*\)$/\1/p' | while read -r rule; do
+      eval "iptables -t nat -D POSTROUTING $rule" 2>/dev/null || true
+    done
+    iptables -t nat -S | sed -n 's/^-N \(CNI-.*\)$/\1/p' | while read -r c; do
+      iptables -t nat -F "$c" 2>/dev/null || true
+      iptables -t nat -X "$c" 2>/dev/null || true
+    done
+  }
+  rm -rf /run/containerd/fifo /run/containerd/s /var/lib/kubelet/device-plugins /var/lib/cni/results
+  rm -rf "$DIR"
+  [ -s "$KUBECONFIG_FILE" ] && kubectl_ delete node "$NODE_NAME" --ignore-not-found >/dev/null 2>&1 || true
+  log "node $NODE_NAME stopped"
+}
+
+cmd_load() {
+  [ $# -gt 0 ] || die "usage: node.sh load IMAGE.tar..."
+  running containerd || die "the node does not run (tests/cluster/cluster.sh up with NODE=real)"
+  local f
+  for f in "$@"; do
+    ctr_ images import "$f" >/dev/null || die "importing $f failed"
+    log "imported $f"
+  done
+}
+
+case "${1:-}" in
+up) cmd_up ;;
+down) cmd_down ;;
+load)
+  shift
+  cmd_load "$@"
+  ;;
+ip) node_ip ;;
+build) build ;;
+*)
+  echo "usage: $0 up|down|load IMAGE.tar...|ip|build" >&2
+  exit 2
+  ;;
+esac
