@@ -17,8 +17,9 @@ export PATH      := $(HOME)/.cargo/bin:$(PATH)
 
 # Where `make health` and `make metrics` look for a running data plane.
 URL ?= http://127.0.0.1:8080
-# `make cluster-up NODE=real`: a real node (kubelet, containerd) beside the kwok ones.
-NODE ?= kwok
+# `make cluster-up NODE=real`: a real node (kubelet, containerd) beside the
+# kwok ones; NODE=kwok: kwok nodes only; unset: a running cluster keeps what it has.
+NODE ?=
 
 # Debian packages: what the tests start for real, and the tools around them.
 TEST_PACKAGES  := redis-server postgresql curl prometheus lua5.1 docker.io
@@ -47,20 +48,22 @@ test: test-deps ## Run every test (fmt, clippy, unit tests, integration tests ag
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	cargo build --workspace --locked --bins
 	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/setup/argocd.sh >/dev/null
-	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/cluster/cluster.sh up
+	SECUREVAULT_CACHE="$(CACHE_DIR)" NODE=real tests/cluster/cluster.sh up
 	@# The cluster goes down whatever the tests' outcome; their status is kept.
 	status=0; SECUREVAULT_KUBECONFIG="$(KUBECONFIG_PATH)" cargo test --workspace --locked --no-fail-fast || status=$$?; \
 	  SECUREVAULT_CACHE="$(CACHE_DIR)" tests/cluster/cluster.sh down; exit $$status
 
-# The tests that install SecureVault as users do, on the real control plane:
-# GitOps through a real Argo CD, the Helm chart, kustomize, the images.
-E2E_TESTS := --test gitops --test chart --test kustomize --test image
+# The tests that install SecureVault as users do, on the real control plane
+# with a real node (NODE=real: as root): GitOps through a real Argo CD, the
+# Helm chart, kustomize, the images, and the operator and data plane as real
+# containers on the real node.
+E2E_TESTS := --test gitops --test chart --test kustomize --test image --test real_node
 
 .PHONY: test-e2e
-test-e2e: test-deps ## Run the full-cluster subset: a real Argo CD syncing SecureVaults from git, helm install, kubectl apply -k, the production images run read-only (make test runs these too)
+test-e2e: test-deps ## Run the full-cluster subset on a real node (as root): a real Argo CD syncing SecureVaults from git, helm install, kubectl apply -k, the production images as real containers behind a Service (make test runs these too)
 	cargo build --workspace --locked --bins
 	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/setup/argocd.sh >/dev/null
-	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/cluster/cluster.sh up
+	SECUREVAULT_CACHE="$(CACHE_DIR)" NODE=real tests/cluster/cluster.sh up
 	status=0; SECUREVAULT_KUBECONFIG="$(KUBECONFIG_PATH)" cargo test --workspace --locked --no-fail-fast $(E2E_TESTS) || status=$$?; \
 	  SECUREVAULT_CACHE="$(CACHE_DIR)" tests/cluster/cluster.sh down; exit $$status
 
@@ -94,7 +97,7 @@ security: ## cargo-deny (licences, bans, sources; advisories with a local RustSe
 	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/setup/security.sh
 
 .PHONY: benchmark
-benchmark: ## Load-test the data plane with wrk, email into mailpit end to end, AI beside LiteLLM, an authenticated route with Redis and without, then the operator with 500 SecureVaults and managed upgrades on the kwok cluster; each adds a dated row to docs/benchmarks.md
+benchmark: ## Load-test the data plane with wrk, email into mailpit end to end, AI beside LiteLLM, an authenticated route with Redis and without, then the operator with 500 SecureVaults and managed upgrades on the kwok cluster, then real pods on the real node (as root); each adds a dated row to docs/benchmarks.md
 	@tests/setup/debian-packages.sh $(BENCH_PACKAGES)
 	tests/bench/benchmark.sh
 	tests/bench/email-benchmark.sh
@@ -102,6 +105,7 @@ benchmark: ## Load-test the data plane with wrk, email into mailpit end to end, 
 	tests/bench/auth-benchmark.sh
 	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/bench/operator-benchmark.sh
 	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/bench/upgrade-benchmark.sh
+	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/bench/real-node-benchmark.sh
 
 .PHONY: clean
 clean: ## Remove the build cache

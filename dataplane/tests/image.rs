@@ -46,30 +46,32 @@ fn the_image_runs_read_only_as_nobody_without_capabilities_and_is_healthy() {
         .unwrap();
     let port = free_port();
     let name = format!("securevault-image-test-{port}");
-    engine.docker(&[
-        "run",
-        "-d",
-        "--name",
-        &name,
-        "--read-only",
-        "--cap-drop",
-        "ALL",
-        "--security-opt",
-        "no-new-privileges",
-        "--user",
-        "65534:65534",
-        "--network",
-        "host",
-        "-v",
-        &format!("{}:/var/lib/securevault", data.path().display()),
-        "-e",
-        "SECRET_KEY=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
-        "-e",
-        "ADMIN_PASSWORD=image-test-password",
-        "-e",
-        &format!("LISTEN_ADDR=127.0.0.1:{port}"),
-        "securevault/dataplane:0.1.0",
-    ]).unwrap();
+    engine
+        .docker(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--read-only",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "--user",
+            "65534:65534",
+            "--network",
+            "host",
+            "-v",
+            &format!("{}:/var/lib/securevault", data.path().display()),
+            "-e",
+            "SECRET_KEY=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "-e",
+            "ADMIN_PASSWORD=image-test-password",
+            "-e",
+            &format!("LISTEN_ADDR=127.0.0.1:{port}"),
+            "securevault/dataplane:0.1.0",
+        ])
+        .unwrap();
     let mut health = None;
     for _ in 0..100 {
         let out = Command::new("curl")
@@ -95,16 +97,18 @@ fn the_image_runs_read_only_as_nobody_without_capabilities_and_is_healthy() {
         "the image runs in production mode by default"
     );
 
-    let crd = engine.docker(&[
-        "run",
-        "--rm",
-        "--read-only",
-        "--cap-drop",
-        "ALL",
-        "--network",
-        "none",
-        "securevault/operator:0.1.0",
-        "crd",
-    ]).unwrap();
+    let crd = engine
+        .docker(&[
+            "run",
+            "--rm",
+            "--read-only",
+            "--cap-drop",
+            "ALL",
+            "--network",
+            "none",
+            "securevault/operator:0.1.0",
+            "crd",
+        ])
+        .unwrap();
     assert!(crd.contains("kind: CustomResourceDefinition"));
 }

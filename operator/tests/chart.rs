@@ -21,34 +21,6 @@ fn chart() -> PathBuf {
     repo_root().join("charts/securevault-operator")
 }
 
-/// The cached helm binary (built on first use).
-fn helm_binary() -> PathBuf {
-    let out = Command::new(repo_root().join("tests/setup/helm.sh"))
-        .output()
-        .expect("tests/setup/helm.sh runs");
-    assert!(
-        out.status.success(),
-        "tests/setup/helm.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
-/// `helm ARGS…`'s standard output; fails the test on an error.
-fn helm(args: &[&str]) -> String {
-    let out = Command::new(helm_binary())
-        .args(args)
-        .output()
-        .expect("helm runs");
-    assert!(
-        out.status.success(),
-        "helm {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// The chart rendered as release `release` in `namespace` with `--set`s.
 fn template(release: &str, namespace: &str, sets: &[&str]) -> String {
     let chart = chart();

@@ -1,77 +1,228 @@
-//! On the real node (`NODE=real`, tests/cluster/node.sh): a kubelet and
-//! kube-proxy over containerd, beside the kwok nodes. Here nothing is
-//! simulated: the data-plane image built by docker/build.sh starts in a
-//! container, the kubelet runs the probes the operator wrote against the
+//! On the real node (`make cluster-up NODE=real`, tests/cluster/node.sh): a
+//! kubelet and kube-proxy over containerd, beside the kwok nodes. Nothing
+//! here is simulated: the images docker/build.sh builds start as
+//! containers, the kubelet runs the probes the operator wrote against the
 //! process, the namespace enforces the "restricted" Pod Security Standard,
-//! and requests reach the pod through the Service's cluster IP (kube-proxy's
+//! and requests reach the pods through the Service's cluster IP (kube-proxy's
 //! iptables rules).
 //!
-//! Part of `make test-e2e` and of `make test` (which start the cluster with
-//! NODE=real).
+//! The data plane's dependencies run on this host, on 127.0.0.1, as in
+//! every other test: pods reach them at the node's gateway address,
+//! [`GATEWAY`] (node.sh forwards it to the host's loopback).
+//!
+//! Part of `make test-e2e` and `make test`, which start the cluster with
+//! the real node.
 
 // Test code: a failure here is a failed test, so panicking is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
-use std::{process::Command, sync::OnceLock, time::Duration};
+use std::{
+    collections::BTreeSet,
+    process::Command,
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use common::*;
-use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::ListParams;
-use testkit::{DockerEngine, TempDir};
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{Event, Pod, Service},
+};
+use kube::{ResourceExt, api::ListParams};
+use operator::api::{SecureVault, UpgradePhase};
+use serde_json::{Value, json};
+use testkit::{DockerEngine, LlamaServer, Mailpit, Postgres, Redis, TempDir};
 
-/// Where pods may go on the real node: its label and its taint.
+/// Where pods reach this host's loopback services (node.sh's bridge).
+const GATEWAY: &str = "10.244.0.1";
+
+/// The real node's name (node.sh).
+const NODE: &str = "securevault-real";
+
+/// Where a workload may go on the real node: its label and its taint.
 const ON_THE_REAL_NODE: &str = "  placement:
     nodeSelector: {securevault.io/node: real}
     tolerations: [{key: securevault.io/node, operator: Equal, value: real, effect: NoSchedule}]
 ";
 
-/// Builds the production images (the debug binaries, packed the production
-/// way) in a private engine and imports them into the real node's
-/// containerd, once per test process. No registry is involved: pods use
-/// them with `imagePullPolicy: Never`.
-fn load_images() {
-    static DONE: OnceLock<()> = OnceLock::new();
-    DONE.get_or_init(|| {
+/// The administrator's password of every data plane here.
+const ADMIN_PASSWORD: &str = "real-node-admin-password";
+
+/// The data plane's secret key (64 hex characters).
+const SECRET_KEY: &str = "5ec0e7ba5eca1ab1e5ec0e7ba5eca1ab1e5ec0e7ba5eca1ab1e5ec0e7ba5eca1";
+
+/// Builds the production images with docker/build.sh (`make docker-prod`;
+/// the debug binaries `make test` built, packed the production way) in a
+/// private engine and imports them into the real node's containerd, once
+/// per test process. No registry is involved: pods use them with
+/// `imagePullPolicy: Never`. Returns the images' names.
+fn load_images() -> &'static [String] {
+    static IMAGES: OnceLock<Vec<String>> = OnceLock::new();
+    IMAGES.get_or_init(|| {
         let engine = DockerEngine::start().unwrap();
         let built = engine.build_images().unwrap();
         let dir = TempDir::new("node-images").unwrap();
+        let mut images = Vec::new();
         let mut archives = Vec::new();
         for line in built.lines() {
-            let image = line.split_whitespace().next().unwrap();
-            let file = dir.path().join(format!("{}.tar", image.replace(['/', ':'], "_")));
-            engine.save(image, &file).unwrap();
+            let image = line.split_whitespace().next().unwrap().to_owned();
+            let file = dir
+                .path()
+                .join(format!("{}.tar", image.replace(['/', ':'], "_")));
+            engine.save(&image, &file).unwrap();
+            images.push(image);
             archives.push(file);
         }
-        assert!(archives.len() >= 2, "docker/build.sh built: {built}");
-        let out = Command::new(repo_root().join("tests/cluster/node.sh"))
-            .arg("load")
-            .args(&archives)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "node.sh load: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
+        assert_eq!(images.len(), 2, "docker/build.sh built: {built}");
+        node_sh(&["load"], &archives);
+        images
+    })
 }
 
-/// An HTTP GET from this host; returns the status code and the body.
-fn get(url: &str) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "5", "-w", "\n%{http_code}", url])
+/// The image of `binary` (`dataplane`, `operator`) that [`load_images`]
+/// loaded: (repository, tag).
+fn image(binary: &str) -> (String, String) {
+    let name = load_images()
+        .iter()
+        .find(|i| i.starts_with(&format!("securevault/{binary}:")))
+        .unwrap();
+    let (repository, tag) = name.rsplit_once(':').unwrap();
+    (repository.to_owned(), tag.to_owned())
+}
+
+/// `tests/cluster/node.sh ARGS… FILES…`; fails the test if it fails.
+fn node_sh(args: &[&str], files: &[std::path::PathBuf]) -> String {
+    let out = Command::new(repo_root().join("tests/cluster/node.sh"))
+        .args(args)
+        .args(files)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_owned())
+    assert!(
+        out.status.success(),
+        "node.sh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_data_plane_runs_for_real_passes_its_probes_and_answers_through_its_service() {
-    let world = World::new("real-node").await;
+/// A client that opens a new connection for every request, so that each
+/// one goes through kube-proxy's choice of a pod afresh.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// `http://CLUSTER-IP:PORT` of the Service `name`, once kube-proxy
+/// forwards it steadily to the data plane: 25 answers in a row, each on a
+/// new connection, that are the data plane's liveness answer and not just
+/// any answer (an address kube-proxy does not know goes out to this
+/// sandbox's egress proxy, which answers 404; kube-proxy's rules follow a
+/// new Service and its endpoints a moment after they exist).
+async fn service_url(world: &World, name: &str) -> String {
+    let spec = world
+        .api::<Service>()
+        .get(name)
+        .await
+        .unwrap()
+        .spec
+        .unwrap();
+    let port = spec.ports.unwrap()[0].port;
+    let url = format!("http://{}:{port}", spec.cluster_ip.unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (mut in_a_row, mut last) = (0, String::new());
+    while in_a_row < 25 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{url}/api/health never answered steadily through kube-proxy; last: {last}"
+        );
+        let answer = match client().get(format!("{url}/api/health")).send().await {
+            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+            Err(e) => (0, e.to_string()),
+        };
+        if answer.0 == 200 && answer.1.contains(r#""status":"ok""#) {
+            in_a_row += 1;
+        } else {
+            in_a_row = 0;
+            last = format!("{answer:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    url
+}
+
+/// The pods of SecureVault `name` (or of the operator's release).
+async fn pods(world: &World, selector: &str) -> Vec<Pod> {
+    world
+        .api::<Pod>()
+        .list(&ListParams::default().labels(selector))
+        .await
+        .unwrap()
+        .items
+}
+
+/// Whether `pod` runs on the real node in a real container, ready.
+fn really_ready(pod: &Pod) -> bool {
+    let on_node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(NODE);
+    let statuses = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.clone())
+        .unwrap_or_default();
+    on_node
+        && !statuses.is_empty()
+        && statuses.iter().all(|c| {
+            c.ready
+                && c.container_id
+                    .as_deref()
+                    .is_some_and(|id| id.starts_with("containerd://"))
+        })
+        && pod.metadata.deletion_timestamp.is_none()
+}
+
+/// Waits until `count` pods matching `selector` are really ready.
+async fn wait_pods_ready(world: &World, selector: &str, count: usize) -> Vec<Pod> {
+    eventually(
+        Duration::from_secs(120),
+        &format!("{count} ready pods {selector} on {NODE}"),
+        || async { Some(pods(world, selector).await) },
+        |pods: &Vec<Pod>| pods.iter().filter(|p| really_ready(p)).count() == count,
+    )
+    .await
+    .into_iter()
+    .filter(really_ready)
+    .collect()
+}
+
+/// The SecureVault `name`, Ready for its generation (real pods take longer
+/// than kwok's).
+async fn wait_really_ready(world: &World, name: &str) -> SecureVault {
+    let api = world.api::<SecureVault>();
+    eventually(
+        Duration::from_secs(180),
+        &format!("SecureVault {name} Ready"),
+        || async { api.get_opt(name).await.ok().flatten() },
+        |sv: &SecureVault| {
+            sv.status.as_ref().is_some_and(|s| {
+                s.observed_generation == sv.metadata.generation
+                    && s.condition("Ready").is_some_and(|c| c.status == "True")
+            })
+        },
+    )
+    .await
+}
+
+/// A namespace whose pods must meet the "restricted" Pod Security Standard.
+async fn restricted_world(prefix: &str) -> World {
+    let world = World::new(prefix).await;
     world
         .cluster
         .kubectl(&[
@@ -81,67 +232,485 @@ async fn the_data_plane_runs_for_real_passes_its_probes_and_answers_through_its_
             "pod-security.kubernetes.io/enforce=restricted",
         ])
         .unwrap();
-    load_images();
-    let operator = world.operator("real-node");
-    operator.wait_leader();
-
     world
-        .apply(&vault(
-            "mail",
-            &format!("  version: 0.1.0\n  replicas: 1\n  imagePullPolicy: Never\n{ON_THE_REAL_NODE}"),
-        ))
-        .unwrap();
-    // Ready now means what it says: the kubelet saw /api/health/ready answer.
-    let sv = wait_ready(&world, "mail").await;
-    assert_eq!(sv.status.as_ref().unwrap().ready_replicas, Some(1));
+}
 
-    let pods = world
-        .api::<Pod>()
-        .list(&ListParams::default().labels("app.kubernetes.io/instance=mail"))
+/// Installs the operator's Helm chart into the world's namespace, watching
+/// it, with the operator on the real node; returns once its pod is ready.
+async fn install_operator(world: &World) -> Pod {
+    let (repository, tag) = image("operator");
+    let values = TempDir::new("operator-values").unwrap();
+    let file = values.path().join("values.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "image: {{repository: {repository}, tag: '{tag}', pullPolicy: Never}}
+replicaCount: 1
+watchNamespaces: [{ns}]
+nodeSelector: {{securevault.io/node: real}}
+tolerations: [{{key: securevault.io/node, operator: Equal, value: real, effect: NoSchedule}}]
+",
+            ns = world.ns()
+        ),
+    )
+    .unwrap();
+    helm(&[
+        "install",
+        "operator",
+        repo_root()
+            .join("charts/securevault-operator")
+            .to_str()
+            .unwrap(),
+        "--namespace",
+        world.ns(),
+        "--kubeconfig",
+        world.cluster.kubeconfig().to_str().unwrap(),
+        "--skip-crds",
+        "-f",
+        file.to_str().unwrap(),
+    ]);
+    let selector = "app.kubernetes.io/name=securevault-operator";
+    wait_pods_ready(world, selector, 1).await.remove(0)
+}
+
+/// The host's services a SecureVault depends on.
+struct Dependencies {
+    postgres: Postgres,
+    redis: Redis,
+    mailpit: Mailpit,
+    llama: LlamaServer,
+}
+
+impl Dependencies {
+    fn start() -> Dependencies {
+        Dependencies {
+            postgres: Postgres::start().unwrap(),
+            redis: Redis::start().unwrap(),
+            mailpit: Mailpit::start().unwrap(),
+            llama: LlamaServer::start().unwrap(),
+        }
+    }
+
+    /// The Secret `mail-credentials` with their addresses as pods see them.
+    fn secret(&self) -> String {
+        self.postgres.create_database("securevault").unwrap();
+        format!(
+            "apiVersion: v1
+kind: Secret
+metadata: {{name: mail-credentials}}
+stringData:
+  secret-key: {SECRET_KEY}
+  admin-password: {ADMIN_PASSWORD}
+  database-url: postgres://postgres@{GATEWAY}:{pg}/securevault
+  redis-url: redis://{GATEWAY}:{redis}/
+",
+            pg = self.postgres.port(),
+            redis = self.redis.port(),
+        )
+    }
+
+    /// The spec of a SecureVault using all of them, on the real node.
+    fn spec(&self, replicas: u32) -> String {
+        format!(
+            "  version: 0.1.0
+  imagePullPolicy: Never
+  replicas: {replicas}
+  secretKeyRef: {{name: mail-credentials, key: secret-key}}
+  adminPasswordSecretRef: {{name: mail-credentials, key: admin-password}}
+  database: {{urlSecretRef: {{name: mail-credentials, key: database-url}}}}
+  redis: {{urlSecretRef: {{name: mail-credentials, key: redis-url}}}}
+  smtp: {{host: '{GATEWAY}', port: {smtp}, tls: none, from: noreply@example.com}}
+  ai: {{baseUrl: 'http://{GATEWAY}:{ai}/v1'}}
+  rateLimits: {{email: 1000/1m}}
+{ON_THE_REAL_NODE}",
+            smtp = self.mailpit.smtp_port(),
+            ai = self.llama.port(),
+        )
+    }
+}
+
+/// Signs in as the administrator through `url` and makes an API key for
+/// email and AI; returns (session token, key).
+async fn api_key(url: &str) -> (String, String) {
+    let http = client();
+    let login = http
+        .post(format!("{url}/api/auth/login"))
+        .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
+        .send()
         .await
         .unwrap();
-    let pod = pods
-        .items
-        .iter()
-        .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-        .unwrap_or_else(|| panic!("no running pod: {pods:#?}"));
-    let spec = pod.spec.as_ref().unwrap();
-    assert_eq!(spec.node_name.as_deref(), Some("securevault-real"));
-    let container = &pod.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0];
-    assert!(container.ready, "{container:#?}");
-    assert!(
-        container.container_id.as_deref().unwrap_or_default().starts_with("containerd://"),
-        "a real container: {container:#?}"
+    assert_eq!(
+        login.status(),
+        200,
+        "login: {}",
+        login.text().await.unwrap()
     );
-    assert_eq!(container.restart_count, 0, "the probes never failed it: {container:#?}");
+    let token = login.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let created = http
+        .post(format!("{url}/api/keys"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "real-node", "scopes": ["email", "ai"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
+    let key = created.json::<Value>().await.unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (token, key)
+}
 
-    // Through the Service's cluster IP, as another pod would reach it:
-    // kube-proxy's rules send it to the pod.
-    let service = world.api::<Service>().get("mail").await.unwrap();
-    let spec = service.spec.unwrap();
-    let ip = spec.cluster_ip.unwrap();
-    let port = spec.ports.unwrap()[0].port;
-    let mut last = (0, String::new());
-    for _ in 0..50 {
-        last = get(&format!("http://{ip}:{port}/api/health"));
-        if last.0 == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+/// `POST /api/send-email` with `key`; the email's id if it was accepted.
+async fn send(url: &str, key: &str, subject: &str) -> Result<String, String> {
+    let response = client()
+        .post(format!("{url}/api/send-email"))
+        .bearer_auth(key)
+        .json(&json!({
+            "to": "someone@example.com",
+            "subject": subject,
+            "text": "The body of a real-node email, never logged.",
+        }))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body: Value = response.json().await.map_err(|e| e.to_string())?;
+    if status != 202 && status != 200 {
+        return Err(format!("{status}: {body}"));
     }
-    assert_eq!(last.0, 200, "GET /api/health through {ip}:{port}: {}", last.1);
-    assert!(last.1.contains("healthy"), "{}", last.1);
+    Ok(body["id"].as_str().unwrap().to_owned())
+}
 
-    // The pod's log, as `kubectl logs` shows it: JSON lines with the
-    // request id of what was just asked.
-    let name = pod.metadata.name.clone().unwrap();
-    let logs = world.kubectl(&["logs", &name]).unwrap();
-    let lines: Vec<serde_json::Value> = logs
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
+/// The subjects mailpit received.
+fn subjects(mailpit: &Mailpit) -> Vec<String> {
+    mailpit
+        .messages()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.subject)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_chart_s_operator_runs_a_real_data_plane_that_serves_through_its_service() {
+    let world = restricted_world("real-node").await;
+    let deps = Dependencies::start();
+
+    // The operator: the chart's Deployment, in a pod on the real node,
+    // talking to the API server from inside (the `kubernetes` Service).
+    let operator = install_operator(&world).await;
+    let operator_log = world
+        .kubectl(&["logs", &operator.name_any()])
+        .unwrap_or_default();
     assert!(
-        lines.iter().any(|l| l.to_string().contains("request_id")),
-        "no request id in the pod's log:\n{logs}"
+        !operator_log.contains("forbidden"),
+        "the chart's RBAC let the operator do its work: {operator_log}"
+    );
+
+    world.apply(&deps.secret()).unwrap();
+    world.apply(&vault("mail", &deps.spec(2))).unwrap();
+    // Ready now means what it says: the kubelet saw /api/health/ready
+    // answer in both pods, under the restricted standard.
+    let sv = wait_really_ready(&world, "mail").await;
+    assert_eq!(sv.status.as_ref().unwrap().ready_replicas, 2);
+    let selector = "app.kubernetes.io/instance=mail,app.kubernetes.io/name=securevault";
+    let first = wait_pods_ready(&world, selector, 2).await;
+    for pod in &first {
+        let status = &pod
+            .status
+            .as_ref()
+            .unwrap()
+            .container_statuses
+            .as_ref()
+            .unwrap()[0];
+        assert_eq!(
+            status.restart_count, 0,
+            "no probe ever failed it: {status:#?}"
+        );
+    }
+
+    // Everything below goes through the Service's cluster IP, as another
+    // pod would reach it.
+    let url = service_url(&world, "mail").await;
+    let (token, key) = api_key(&url).await;
+
+    let id = send(&url, &key, "real node 0").await.unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "the email in mailpit",
+        || async { Some(subjects(&deps.mailpit)) },
+        |s: &Vec<String>| s.iter().any(|s| s == "real node 0"),
+    )
+    .await;
+    let email: Value = client()
+        .get(format!("{url}/api/emails/{id}"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(email["status"], "sent", "{email}");
+
+    let generation = client()
+        .post(format!("{url}/api/generate-content"))
+        .bearer_auth(&key)
+        .json(&json!({"prompt": "Say hello.", "max_tokens": 8}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(generation.status(), 200);
+    let generation: Value = generation.json().await.unwrap();
+    assert!(
+        !generation["text"].as_str().unwrap_or_default().is_empty(),
+        "a real generation: {generation}"
+    );
+
+    let metrics = client()
+        .get(format!("{url}/api/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "emails_sent_total",
+        "ai_generations_total",
+        "http_requests_total",
+    ] {
+        assert!(metrics.contains(name), "{name} in the scraped metrics");
+    }
+
+    // `kubectl logs`: JSON lines, with request ids, and no secret.
+    let mut request_ids = 0;
+    for pod in &first {
+        let logs = world.kubectl(&["logs", &pod.name_any()]).unwrap();
+        for line in logs.lines() {
+            let line: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+            request_ids += usize::from(line.to_string().contains("request_id"));
+        }
+        for secret in [ADMIN_PASSWORD, SECRET_KEY, &key, &token, "never logged"] {
+            assert!(
+                !logs.contains(secret),
+                "a secret in {}'s log",
+                pod.name_any()
+            );
+        }
+    }
+    assert!(request_ids > 0, "no request id in the data plane's logs");
+
+    // A pod deleted while emails are being sent: the Deployment replaces
+    // it, and every email the data plane accepted is delivered.
+    let doomed = first[0].name_any();
+    let mut accepted = BTreeSet::new();
+    let mut refused = Vec::new();
+    for i in 1..=40 {
+        if i == 10 {
+            world
+                .kubectl(&["delete", "pod", &doomed, "--wait=false"])
+                .unwrap();
+        }
+        match send(&url, &key, &format!("real node {i}")).await {
+            Ok(_) => {
+                accepted.insert(format!("real node {i}"));
+            }
+            Err(e) => refused.push(e),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let replaced = wait_pods_ready(&world, selector, 2).await;
+    assert!(replaced.iter().all(|p| p.name_any() != doomed));
+    assert!(
+        accepted.len() >= 30,
+        "accepted {accepted:?}, refused {refused:?}"
+    );
+    let delivered = eventually(
+        Duration::from_secs(90),
+        "every accepted email in mailpit",
+        || async { Some(subjects(&deps.mailpit)) },
+        |s: &Vec<String>| accepted.iter().all(|a| s.contains(a)),
+    )
+    .await;
+    for subject in &accepted {
+        assert_eq!(
+            delivered.iter().filter(|s| *s == subject).count(),
+            1,
+            "{subject} delivered once"
+        );
+    }
+}
+
+/// Release 0.2.0 of this test: an image whose process never listens, so
+/// the kubelet's readiness probe really fails (connection refused). It is
+/// the node's pause program under the data plane's name, imported as an
+/// OCI archive.
+fn load_never_ready_release() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let pause = node_sh(&["pause-binary"], &[]);
+        let dir = TempDir::new("never-ready").unwrap();
+        let archive = dir.path().join("image.tar");
+        let out = Command::new("python3")
+            .arg(repo_root().join("tests/cluster/oci-archive.py"))
+            .arg(pause.trim())
+            .arg("/usr/local/bin/securevault")
+            .arg("docker.io/securevault/dataplane:0.2.0")
+            .arg(&archive)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        node_sh(&["load"], &[archive]);
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_whose_pods_never_get_ready_rolls_back_without_a_failed_request() {
+    let world = restricted_world("real-upgrade").await;
+    load_images();
+    load_never_ready_release();
+    let operator = world.operator("real-upgrade");
+    operator.wait_leader();
+    world
+        .apply(&format!(
+            "apiVersion: v1
+kind: Secret
+metadata: {{name: credentials}}
+stringData: {{secret-key: {SECRET_KEY}, admin-password: {ADMIN_PASSWORD}}}
+"
+        ))
+        .unwrap();
+    let spec = |version: &str| {
+        format!(
+            "  version: {version}
+  imagePullPolicy: Never
+  replicas: 1
+  secretKeyRef: {{name: credentials, key: secret-key}}
+  adminPasswordSecretRef: {{name: credentials, key: admin-password}}
+  upgrade: {{progressDeadlineSeconds: 30, verifySeconds: 5}}
+{ON_THE_REAL_NODE}"
+        )
+    };
+    world.apply(&vault("quick", &spec("0.1.0"))).unwrap();
+    wait_really_ready(&world, "quick").await;
+    let url = service_url(&world, "quick").await;
+
+    // A client keeps calling through the Service during the upgrade and the
+    // rollback; each request is a new connection, so kube-proxy picks a
+    // ready endpoint each time.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let load = tokio::spawn({
+        let (stop, ok, failed, failures, url) = (
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+            failures.clone(),
+            url.clone(),
+        );
+        async move {
+            let http = client();
+            let started = std::time::Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                match http.get(format!("{url}/api/health/ready")).send().await {
+                    Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                    other => {
+                        let at = started.elapsed();
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("after {at:?}: {other:?}"));
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+
+    world.apply(&vault("quick", &spec("0.2.0"))).unwrap();
+    let api = world.api::<SecureVault>();
+    let rolled_back = eventually(
+        Duration::from_secs(180),
+        "the upgrade to 0.2.0 rolled back",
+        || async { api.get_opt("quick").await.ok().flatten() },
+        |sv: &SecureVault| {
+            sv.status
+                .as_ref()
+                .and_then(|s| s.upgrade_history.last())
+                .is_some_and(|u| u.to_version == "0.2.0" && u.phase == UpgradePhase::RolledBack)
+        },
+    )
+    .await;
+    // Back on 0.1.0: the Deployment's template, and its pods ready.
+    let deployment = world.api::<Deployment>().get("quick").await.unwrap();
+    let image = deployment.spec.template.spec.unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap();
+    assert!(image.ends_with(":0.1.0"), "{image}");
+    let selector = "app.kubernetes.io/instance=quick,app.kubernetes.io/name=securevault";
+    eventually(
+        Duration::from_secs(60),
+        "only 0.1.0 pods left",
+        || async { Some(pods(&world, selector).await) },
+        |pods: &Vec<Pod>| {
+            pods.len() == 1
+                && pods.iter().all(|p| {
+                    really_ready(p)
+                        && p.spec.as_ref().unwrap().containers[0]
+                            .image
+                            .as_deref()
+                            .is_some_and(|i| i.ends_with(":0.1.0"))
+                })
+        },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+
+    // The kubelet's probes really failed on the new pod (its startup probe
+    // comes first, so the readiness probe never even started).
+    let events = world
+        .api::<Event>()
+        .list(&ListParams::default().fields("reason=Unhealthy"))
+        .await
+        .unwrap();
+    assert!(
+        events.items.iter().any(|e| e
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("probe failed")),
+        "no failed probe: {events:#?}"
+    );
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert_eq!(
+        failed,
+        0,
+        "{failed} failed requests of {}: {:?}",
+        ok + failed,
+        failures.lock().unwrap()
+    );
+    assert!(ok > 50, "the client kept calling: {ok} requests");
+    let message = rolled_back
+        .status
+        .unwrap()
+        .condition("Degraded")
+        .map(|c| c.message.clone());
+    assert!(
+        message.as_deref().unwrap_or_default().contains("0.2.0"),
+        "Degraded says why: {message:?}"
     );
 }

@@ -62,7 +62,11 @@ impl DockerEngine {
     /// `docker ARGS…` against this engine: its stdout, or
     /// [`Error::CommandFailed`] with both streams.
     pub fn docker(&self, args: &[&str]) -> Result<String> {
-        bins::run(Command::new("docker").env("DOCKER_HOST", &self.host).args(args))
+        bins::run(
+            Command::new("docker")
+                .env("DOCKER_HOST", &self.host)
+                .args(args),
+        )
     }
 
     /// `docker ARGS…` whatever its exit status (for commands whose failure

@@ -46,12 +46,14 @@ KWOK_VERSION=v0.8.0
 PROMETHEUS_OPERATOR_VERSION=v0.85.0
 CLUSTER_NAME=securevault
 # NODE=real adds a real node (kubelet, kube-proxy, containerd) beside the
-# kwok nodes: tests/cluster/node.sh. Needs root.
-case "${NODE:-kwok}" in
+# kwok nodes: tests/cluster/node.sh. Needs root. NODE=kwok: kwok nodes only.
+# Unset: a cluster that runs keeps what it has; a new one has kwok nodes only.
+case "${NODE:-}" in
+"") REAL_NODE= ;;
 kwok) REAL_NODE=0 ;;
 real) REAL_NODE=1 ;;
 *)
-  echo "cluster: NODE must be kwok or real, not '$NODE'" >&2
+  echo "cluster: NODE must be kwok or real (or unset), not '$NODE'" >&2
   exit 2
   ;;
 esac
@@ -298,6 +300,8 @@ answers() {
 }
 
 kwokctl_() { "$KWOK_BIN/kwokctl" "$@" 9>&-; }
+# The real node's daemons must not hold this script's lock either.
+node_() { "$HERE/node.sh" "$@" 9>&-; }
 
 # kwokctl lists the clusters that have a work directory, running or not.
 cluster_exists() {
@@ -332,7 +336,7 @@ cluster_exists() {
 write_config() { # FILE
   local stages
   stages=$(kwok_stage_dir)
-  [ "$REAL_NODE" = 0 ] || HOST_IP=$("$HERE/node.sh" ip)
+  [ "$REAL_NODE" = 0 ] || HOST_IP=$(node_ ip)
   {
     cat <<'EOF'
 # Written by tests/cluster/cluster.sh; passed as `kwokctl -c`.
@@ -499,10 +503,15 @@ cmd_up() {
   t0=$(now)
   lock
   cmd_build
+  if [ -z "$REAL_NODE" ]; then
+    REAL_NODE=0
+    # The running cluster's configuration says whether it has the real node.
+    answers && grep -q kubeApiserverCertSANs "$CLUSTER_DIR/kwokctl.yaml" 2>/dev/null && REAL_NODE=1
+  fi
   write_config "$CLUSTER_DIR/kwokctl.yaml.new"
   if answers && cmp -s "$CLUSTER_DIR/kwokctl.yaml.new" "$CLUSTER_DIR/kwokctl.yaml"; then
     rm -f "$CLUSTER_DIR/kwokctl.yaml.new"
-    [ "$REAL_NODE" = 0 ] || step "starting the real node" "$HERE/node.sh" up
+    [ "$REAL_NODE" = 0 ] || step "starting the real node" node_ up
     log "cluster $CLUSTER_NAME already runs and answers; nothing to do"
     log "kubeconfig: $KUBECONFIG_FILE"
     echo "$KUBECONFIG_FILE"
@@ -512,7 +521,7 @@ cmd_up() {
   if answers; then
     # Made by an older cluster.sh: its nodes would not behave as tests expect.
     log "cluster $CLUSTER_NAME runs with another configuration; recreating it"
-    "$HERE/node.sh" down
+    node_ down
     stop_cluster
   fi
   if cluster_exists; then
@@ -526,7 +535,7 @@ cmd_up() {
   step "adding 2 kwok nodes" scale_nodes
   step "installing the Prometheus Operator CRDs" install_crds
   step "checking that both nodes are Ready" nodes_ready
-  [ "$REAL_NODE" = 0 ] || step "starting the real node" "$HERE/node.sh" up
+  [ "$REAL_NODE" = 0 ] || step "starting the real node" node_ up
   log "cluster $CLUSTER_NAME up in $(elapsed "$t0") s; API server $(kubectl_ config view --minify -o jsonpath='{.clusters[0].cluster.server}')"
   log "kubeconfig: $KUBECONFIG_FILE"
   echo "$KUBECONFIG_FILE"
@@ -599,7 +608,7 @@ cmd_down() {
   # The operator `make k8s-deploy` runs on this host for a kwok-only cluster.
   "$(dirname "$0")/../../scripts/k8s-deploy.sh" undeploy
   # A real node (NODE=real) goes before the control plane it reports to.
-  "$HERE/node.sh" down
+  node_ down
   if ! cluster_exists && [ -z "$(cluster_pids)" ]; then
     rm -f "$KUBECONFIG_FILE"
     log "cluster $CLUSTER_NAME is not running; nothing to do"

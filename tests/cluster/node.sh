@@ -9,7 +9,9 @@
 #   node.sh down   stop everything it started and leave nothing mounted,
 #                  running or routed (a no-op when nothing runs)
 #   node.sh load IMAGE.tar...   import docker-saved images into its containerd
-#   node.sh ip     print the node's address (pods reach the host there)
+#   node.sh ip     print the node's address
+#   node.sh pause-binary   print the path of the sandbox program (a static
+#                  binary that only waits for SIGTERM)
 #
 # Called by cluster.sh with NODE=real. Needs root (containers, iptables,
 # mounts). Its state lives under $SECUREVAULT_CACHE/node; a few paths are
@@ -204,7 +206,9 @@ start() { # NAME COMMAND...
   local name=$1
   shift
   running "$name" && return 0
-  setsid "$@" >"$DIR/$name.log" 2>&1 </dev/null &
+  # 9>&-: cluster.sh holds its lock on fd 9; a daemon that kept it would
+  # make the next cluster.sh wait for the lock as long as the node runs.
+  setsid "$@" >"$DIR/$name.log" 2>&1 </dev/null 9>&- &
   echo $! >"$DIR/$name.pid"
 }
 
@@ -232,15 +236,14 @@ wait_containerd() {
   die "containerd does not answer on $SOCK: $(tail -5 "$DIR/containerd.log")"
 }
 
-# The pod sandbox's image: any static program that waits for a signal.
-# Built once from a few lines of Go and imported as an OCI archive written
-# here (no registry, no Docker needed).
-pause_image() {
-  ctr_ images ls -q | grep -qxF "$PAUSE_IMAGE" && return 0
+# The pod sandbox's program: any static program that waits for a signal,
+# built once from a few lines of Go. Prints its path.
+pause_binary() {
   local work=$DIR/images/pause
-  rm -rf "$work"
-  mkdir -p "$work/src"
-  cat >"$work/src/main.go" <<'EOF'
+  if [ ! -x "$work/pause" ]; then
+    rm -rf "$work"
+    mkdir -p "$work/src"
+    cat >"$work/src/main.go" <<'EOF'
 // The pod sandbox process: holds the pod's namespaces until it is stopped.
 package main
 
@@ -256,10 +259,44 @@ func main() {
 	<-stop
 }
 EOF
-  printf 'module pause\n\ngo 1.22\n' >"$work/src/go.mod"
-  (cd "$work/src" && CGO_ENABLED=0 GOWORK=off go build -trimpath -ldflags "-s -w" -o "$work/pause" .)
-  python3 "$HERE/oci-archive.py" "$work/pause" /pause "$PAUSE_IMAGE" "$work/pause.tar"
-  ctr_ images import "$work/pause.tar" >/dev/null
+    printf 'module pause\n\ngo 1.22\n' >"$work/src/go.mod"
+    (cd "$work/src" && CGO_ENABLED=0 GOWORK=off go build -trimpath -ldflags "-s -w" -o "$work/pause" .) >&2
+  fi
+  echo "$work/pause"
+}
+
+# The pod sandbox's image, imported as an OCI archive written here (no
+# registry, no Docker needed).
+pause_image() {
+  ctr_ images ls -q | grep -qxF "$PAUSE_IMAGE" && return 0
+  local bin
+  bin=$(pause_binary)
+  python3 "$HERE/oci-archive.py" "$bin" /pause "$PAUSE_IMAGE" "$DIR/images/pause.tar"
+  ctr_ images import "$DIR/images/pause.tar" >/dev/null
+}
+
+# Pods reach the host's loopback services at $GATEWAY, the way Docker
+# Desktop's host.docker.internal works: the tests' PostgreSQL, Redis, SMTP
+# server and model server listen on 127.0.0.1 only, and a connection from a
+# pod to $GATEWAY:PORT is rewritten to 127.0.0.1:PORT, with 127.0.0.1 as its
+# source so that servers which trust loopback clients (PostgreSQL's
+# pg_hba.conf, Redis' protected mode) accept it. This exposes every loopback
+# port of the host to the pods of this node: it is a test node.
+#
+# The bridge is made here rather than by the CNI plugin (which adopts an
+# existing one), so that the rules exist before the first pod does.
+host_access() {
+  ip link show "$BRIDGE" >/dev/null 2>&1 || ip link add "$BRIDGE" type bridge
+  ip addr replace "$GATEWAY/${POD_CIDR#*/}" dev "$BRIDGE"
+  ip link set "$BRIDGE" up
+  sysctl -qw "net.ipv4.conf.$BRIDGE.route_localnet=1"
+  local chain=SV-HOST-ACCESS hook
+  for hook in PREROUTING INPUT; do
+    iptables -t nat -N "$chain-$hook" 2>/dev/null || iptables -t nat -F "$chain-$hook"
+    iptables -t nat -C "$hook" -j "$chain-$hook" 2>/dev/null || iptables -t nat -I "$hook" -j "$chain-$hook"
+  done
+  iptables -t nat -A "$chain-PREROUTING" -i "$BRIDGE" -d "$GATEWAY" -p tcp -j DNAT --to-destination 127.0.0.1
+  iptables -t nat -A "$chain-INPUT" -s "$POD_CIDR" -d 127.0.0.1 -p tcp -j SNAT --to-source 127.0.0.1
 }
 
 node_ready() {
@@ -274,6 +311,7 @@ cmd_up() {
   local ip i
   ip=$(node_ip)
   [ -n "$ip" ] || die "no address on a default route for the node"
+  host_access
   if running containerd && running kubelet && running kube-proxy && node_ready; then
     log "node $NODE_NAME already runs ($ip)"
     return 0
@@ -304,6 +342,32 @@ cmd_up() {
   log "node $NODE_NAME Ready ($ip; pods on $POD_CIDR reach the host at $GATEWAY)"
 }
 
+# Drops a chain and every rule that jumps to it.
+drop_chain() { # IPTABLES TABLE CHAIN
+  local ipt=$1 table=$2 chain=$3 rule
+  "$ipt" -t "$table" -S 2>/dev/null | grep '^-A ' | grep -F -- "-j $chain" | while read -r rule; do
+    eval "$ipt -t $table ${rule/#-A/-D}" 2>/dev/null || true
+  done
+  "$ipt" -t "$table" -F "$chain" 2>/dev/null || true
+  "$ipt" -t "$table" -X "$chain" 2>/dev/null || true
+}
+
+# The kubelet's own chains (kube-proxy --cleanup removes kube-proxy's) and
+# the bridge plugin's masquerading chains (CNI-*), which stay behind when a
+# pod's network was not torn down by the kubelet, and host_access' chains.
+remove_chains() {
+  local ipt table chain
+  for ipt in iptables ip6tables; do
+    for table in filter nat mangle; do
+      for chain in KUBE-FIREWALL KUBE-KUBELET-CANARY; do drop_chain "$ipt" "$table" "$chain"; done
+    done
+  done
+  for chain in SV-HOST-ACCESS-PREROUTING SV-HOST-ACCESS-INPUT; do drop_chain iptables nat "$chain"; done
+  for chain in $("iptables" -t nat -S 2>/dev/null | sed -n 's/^-N \(CNI-.*\)$/\1/p'); do
+    drop_chain iptables nat "$chain"
+  done
+}
+
 cmd_down() {
   [ -d "$DIR" ] || return 0
   need_root
@@ -327,19 +391,7 @@ cmd_down() {
     umount -l "$m" 2>/dev/null || true
   done
   ip link delete "$BRIDGE" 2>/dev/null || true
-  local chain
-  for chain in KUBE-FIREWALL KUBE-KUBELET-CANARY; do
-    iptables -F "$chain" 2>/dev/null && iptables -X "$chain" 2>/dev/null || true
-  done
-  iptables -t nat -S 2>/dev/null | grep -q "CNI-" && {
-    iptables -t nat -S | sed -n 's/^-A POSTROUTING \(.*CNI-.*\)$/\1/p' | while read -r rule; do
-      eval "iptables -t nat -D POSTROUTING $rule" 2>/dev/null || true
-    done
-    iptables -t nat -S | sed -n 's/^-N \(CNI-.*\)$/\1/p' | while read -r c; do
-      iptables -t nat -F "$c" 2>/dev/null || true
-      iptables -t nat -X "$c" 2>/dev/null || true
-    done
-  }
+  remove_chains
   rm -rf /run/containerd/fifo /run/containerd/s /var/lib/kubelet/device-plugins /var/lib/cni/results
   rm -rf "$DIR"
   [ -s "$KUBECONFIG_FILE" ] && kubectl_ delete node "$NODE_NAME" --ignore-not-found >/dev/null 2>&1 || true
@@ -364,9 +416,10 @@ load)
   cmd_load "$@"
   ;;
 ip) node_ip ;;
+pause-binary) pause_binary ;;
 build) build ;;
 *)
-  echo "usage: $0 up|down|load IMAGE.tar...|ip|build" >&2
+  echo "usage: $0 up|down|load IMAGE.tar...|ip|pause-binary|build" >&2
   exit 2
   ;;
 esac

@@ -33,6 +33,34 @@ pub fn repo_root() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The cached helm binary (built on first use).
+pub fn helm_binary() -> std::path::PathBuf {
+    let out = Command::new(repo_root().join("tests/setup/helm.sh"))
+        .output()
+        .expect("tests/setup/helm.sh runs");
+    assert!(
+        out.status.success(),
+        "tests/setup/helm.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// `helm ARGS…`'s standard output; fails the test on an error.
+pub fn helm(args: &[&str]) -> String {
+    let out = Command::new(helm_binary())
+        .args(args)
+        .output()
+        .expect("helm runs");
+    assert!(
+        out.status.success(),
+        "helm {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// One test's world: the cluster, its own namespace, a client.
 pub struct World {
     pub cluster: &'static Cluster,
