@@ -2,7 +2,9 @@
 //! built from Go modules by `tests/setup/argocd.sh`) against the real control
 //! plane, with our health check from `config/argocd/argocd-cm.yaml` and the
 //! example `config/argocd/application.yaml` pointed at a local git
-//! repository. The real operator makes the SecureVaults it syncs Ready.
+//! repository. The real operator makes the SecureVaults it syncs Ready, and
+//! their data-plane pods run for real on the real node (`NODE=real`), so
+//! Healthy means that the kubelet saw them ready.
 //!
 //! Part of `make test-e2e` and of `make test`.
 
@@ -18,9 +20,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::*;
-use k8s_openapi::api::apps::v1::Deployment;
-use kube::ResourceExt;
+use common::{node::*, *};
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
+use kube::{ResourceExt, api::ListParams};
 use operator::api::SecureVault;
 use serde_json::Value;
 use testkit::{Redis, TempDir, free_port};
@@ -378,9 +380,16 @@ fn replace_once(text: &str, from: &str, to: &str) -> String {
     text.replacen(from, to, 1)
 }
 
+/// The spec of team A's SecureVault with `more` (YAML lines): one replica
+/// of the imported image, on the real node.
+fn on_the_real_node(more: &str) -> String {
+    format!("  version: 0.1.0\n  replicas: 1\n  imagePullPolicy: Never\n{more}{ON_THE_REAL_NODE}")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn argo_cd_syncs_a_secure_vault_from_git_and_reports_its_health() {
     let world = World::new("gitops").await;
+    load_images();
     let operator = world.operator("gitops");
     operator.wait_leader();
     let argo = ArgoCd::start(world.cluster);
@@ -390,7 +399,7 @@ async fn argo_cd_syncs_a_secure_vault_from_git_and_reports_its_health() {
     let repo = GitRepo::new();
     let first = repo.commit(
         "team-a/mail.yaml",
-        &vault("mail", "  version: 0.1.0\n  replicas: 1\n"),
+        &vault("mail", &on_the_real_node("")),
         "A SecureVault for team A",
     );
     argo.create_application(&repo, "team-a", world.ns());
@@ -408,6 +417,16 @@ async fn argo_cd_syncs_a_secure_vault_from_git_and_reports_its_health() {
     // Argo CD tracks what git holds, not what the operator made: the
     // children are neither listed as the Application's nor pruned.
     assert_eq!(app.tracked, ["SecureVault"], "{app:#?}");
+    // Healthy came from a pod the kubelet really saw ready.
+    let pods = world
+        .api::<Pod>()
+        .list(&ListParams::default().labels("app.kubernetes.io/instance=mail"))
+        .await
+        .unwrap();
+    assert!(
+        pods.items.iter().any(really_ready),
+        "Healthy without a really ready pod: {pods:#?}"
+    );
     let sv = wait_ready(&world, "mail").await;
     let deployment = world.api::<Deployment>().get("mail").await.unwrap();
     // Argo CD marks what it applies with its tracking annotation; the
@@ -434,10 +453,7 @@ async fn argo_cd_syncs_a_secure_vault_from_git_and_reports_its_health() {
     //    the operator has rolled it out; the operator's children stay.
     let second = repo.commit(
         "team-a/mail.yaml",
-        &vault(
-            "mail",
-            "  version: 0.1.0\n  replicas: 1\n  logLevel: debug\n",
-        ),
+        &vault("mail", &on_the_real_node("  logLevel: debug\n")),
         "More logs from team A's vault",
     );
     argo.refresh();
@@ -464,7 +480,7 @@ async fn argo_cd_syncs_a_secure_vault_from_git_and_reports_its_health() {
         "team-a/mail.yaml",
         &vault(
             "mail",
-            "  version: 0.1.0\n  replicas: 1\n  secretKeyRef: {name: not-created-yet, key: secret-key}\n",
+            &on_the_real_node("  secretKeyRef: {name: not-created-yet, key: secret-key}\n"),
         ),
         "Take the secret key from a Secret",
     );

@@ -28,7 +28,7 @@ use std::{
     time::Duration,
 };
 
-use common::*;
+use common::{node::*, *};
 use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{Event, Pod, Service},
@@ -36,79 +36,13 @@ use k8s_openapi::api::{
 use kube::{ResourceExt, api::ListParams};
 use operator::api::{SecureVault, UpgradePhase};
 use serde_json::{Value, json};
-use testkit::{DockerEngine, LlamaServer, Mailpit, Postgres, Redis, TempDir};
-
-/// Where pods reach this host's loopback services (node.sh's bridge).
-const GATEWAY: &str = "10.244.0.1";
-
-/// The real node's name (node.sh).
-const NODE: &str = "securevault-real";
-
-/// Where a workload may go on the real node: its label and its taint.
-const ON_THE_REAL_NODE: &str = "  placement:
-    nodeSelector: {securevault.io/node: real}
-    tolerations: [{key: securevault.io/node, operator: Equal, value: real, effect: NoSchedule}]
-";
+use testkit::{LlamaServer, Mailpit, Postgres, Redis, TempDir};
 
 /// The administrator's password of every data plane here.
 const ADMIN_PASSWORD: &str = "real-node-admin-password";
 
 /// The data plane's secret key (64 hex characters).
 const SECRET_KEY: &str = "5ec0e7ba5eca1ab1e5ec0e7ba5eca1ab1e5ec0e7ba5eca1ab1e5ec0e7ba5eca1";
-
-/// Builds the production images with docker/build.sh (`make docker-prod`;
-/// the debug binaries `make test` built, packed the production way) in a
-/// private engine and imports them into the real node's containerd, once
-/// per test process. No registry is involved: pods use them with
-/// `imagePullPolicy: Never`. Returns the images' names.
-fn load_images() -> &'static [String] {
-    static IMAGES: OnceLock<Vec<String>> = OnceLock::new();
-    IMAGES.get_or_init(|| {
-        let engine = DockerEngine::start().unwrap();
-        let built = engine.build_images().unwrap();
-        let dir = TempDir::new("node-images").unwrap();
-        let mut images = Vec::new();
-        let mut archives = Vec::new();
-        for line in built.lines() {
-            let image = line.split_whitespace().next().unwrap().to_owned();
-            let file = dir
-                .path()
-                .join(format!("{}.tar", image.replace(['/', ':'], "_")));
-            engine.save(&image, &file).unwrap();
-            images.push(image);
-            archives.push(file);
-        }
-        assert_eq!(images.len(), 2, "docker/build.sh built: {built}");
-        node_sh(&["load"], &archives);
-        images
-    })
-}
-
-/// The image of `binary` (`dataplane`, `operator`) that [`load_images`]
-/// loaded: (repository, tag).
-fn image(binary: &str) -> (String, String) {
-    let name = load_images()
-        .iter()
-        .find(|i| i.starts_with(&format!("securevault/{binary}:")))
-        .unwrap();
-    let (repository, tag) = name.rsplit_once(':').unwrap();
-    (repository.to_owned(), tag.to_owned())
-}
-
-/// `tests/cluster/node.sh ARGS… FILES…`; fails the test if it fails.
-fn node_sh(args: &[&str], files: &[std::path::PathBuf]) -> String {
-    let out = Command::new(repo_root().join("tests/cluster/node.sh"))
-        .args(args)
-        .args(files)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "node.sh {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// A client that opens a new connection for every request, so that each
 /// one goes through kube-proxy's choice of a pod afresh.
@@ -167,25 +101,6 @@ async fn pods(world: &World, selector: &str) -> Vec<Pod> {
         .await
         .unwrap()
         .items
-}
-
-/// Whether `pod` runs on the real node in a real container, ready.
-fn really_ready(pod: &Pod) -> bool {
-    let on_node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(NODE);
-    let statuses = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.clone())
-        .unwrap_or_default();
-    on_node
-        && !statuses.is_empty()
-        && statuses.iter().all(|c| {
-            c.ready
-                && c.container_id
-                    .as_deref()
-                    .is_some_and(|id| id.starts_with("containerd://"))
-        })
-        && pod.metadata.deletion_timestamp.is_none()
 }
 
 /// Waits until `count` pods matching `selector` are really ready.
@@ -597,7 +512,7 @@ stringData: {{secret-key: {SECRET_KEY}, admin-password: {ADMIN_PASSWORD}}}
   replicas: 1
   secretKeyRef: {{name: credentials, key: secret-key}}
   adminPasswordSecretRef: {{name: credentials, key: admin-password}}
-  upgrade: {{progressDeadlineSeconds: 30, verifySeconds: 5}}
+  upgrade: {{progressDeadlineSeconds: 15, verifySeconds: 5}}
 {ON_THE_REAL_NODE}"
         )
     };
@@ -648,7 +563,7 @@ stringData: {{secret-key: {SECRET_KEY}, admin-password: {ADMIN_PASSWORD}}}
         |sv: &SecureVault| {
             sv.status
                 .as_ref()
-                .and_then(|s| s.upgrade_history.last())
+                .and_then(|s| s.upgrade_history.first())
                 .is_some_and(|u| u.to_version == "0.2.0" && u.phase == UpgradePhase::RolledBack)
         },
     )

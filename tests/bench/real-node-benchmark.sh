@@ -149,7 +149,8 @@ ready_pods() {
   k -n "$NS" get pods -l app.kubernetes.io/instance=bench \
     -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c True
 }
-phase() { k -n "$NS" get sv bench -o jsonpath='{.status.upgradeHistory[-1:].toVersion} {.status.upgradeHistory[-1:].phase}'; }
+# The newest finished upgrade (upgradeHistory is newest first).
+phase() { k -n "$NS" get sv bench -o jsonpath='{.status.upgradeHistory[0].toVersion} {.status.upgradeHistory[0].phase}'; }
 
 log "1. kubectl apply -> first real pod Ready"
 start=$(now)

@@ -28,6 +28,8 @@ use kube::{
 use operator::api::SecureVault;
 pub use testkit::{Cluster, Process, cluster::Namespace};
 
+pub mod node;
+
 /// The repository's root (charts, config, scripts live there).
 pub fn repo_root() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
