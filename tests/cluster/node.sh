@@ -345,25 +345,28 @@ cmd_up() {
 # Drops a chain and every rule that jumps to it.
 drop_chain() { # IPTABLES TABLE CHAIN
   local ipt=$1 table=$2 chain=$3 rule
-  "$ipt" -t "$table" -S 2>/dev/null | grep '^-A ' | grep -F -- "-j $chain" | while read -r rule; do
-    eval "$ipt -t $table ${rule/#-A/-D}" 2>/dev/null || true
-  done
+  # Read first: a table without such a rule makes grep fail (pipefail).
+  local rules
+  rules=$("$ipt" -t "$table" -S 2>/dev/null | grep '^-A ' | grep -F -- "-j $chain" || true)
+  while read -r rule; do
+    [ -n "$rule" ] && eval "$ipt -t $table ${rule/#-A/-D}" 2>/dev/null || true
+  done <<<"$rules"
   "$ipt" -t "$table" -F "$chain" 2>/dev/null || true
   "$ipt" -t "$table" -X "$chain" 2>/dev/null || true
 }
 
-# The kubelet's own chains (kube-proxy --cleanup removes kube-proxy's) and
-# the bridge plugin's masquerading chains (CNI-*), which stay behind when a
-# pod's network was not torn down by the kubelet, and host_access' chains.
+# What kube-proxy --cleanup leaves: the kubelet's chains and its
+# iptables-mode hint, the bridge plugin's masquerading chains (CNI-*, left
+# when a pod's network was not torn down by the kubelet) and host_access'.
 remove_chains() {
   local ipt table chain
   for ipt in iptables ip6tables; do
     for table in filter nat mangle; do
-      for chain in KUBE-FIREWALL KUBE-KUBELET-CANARY; do drop_chain "$ipt" "$table" "$chain"; done
+      for chain in KUBE-FIREWALL KUBE-KUBELET-CANARY KUBE-IPTABLES-HINT; do drop_chain "$ipt" "$table" "$chain"; done
     done
   done
   for chain in SV-HOST-ACCESS-PREROUTING SV-HOST-ACCESS-INPUT; do drop_chain iptables nat "$chain"; done
-  for chain in $("iptables" -t nat -S 2>/dev/null | sed -n 's/^-N \(CNI-.*\)$/\1/p'); do
+  for chain in $(iptables -t nat -S 2>/dev/null | sed -n 's/^-N \(CNI-.*\)$/\1/p'); do
     drop_chain iptables nat "$chain"
   done
 }
