@@ -388,7 +388,11 @@ cmd_down() {
     for task in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks kill -s KILL "$task" >/dev/null 2>&1 || true; done
   fi
   stop containerd
-  pkill -KILL -f "containerd-shim-runc-v2 -namespace k8s.io -address $SOCK" 2>/dev/null || true
+  # Shims outlive containerd; theirs name its socket (-namespace k8s.io -id ID -address SOCK).
+  pkill -KILL -f "containerd-shim-runc-v2 .*-address $SOCK" 2>/dev/null || true
+  # The kubelet's cgroups (cgroup v1: one tree per controller), empty by now;
+  # rmdir, deepest first, removes only empty ones.
+  find /sys/fs/cgroup/*/kubepods -depth -type d -exec rmdir {} + 2>/dev/null || true
   # What is still mounted under the node's directory, deepest first.
   awk -v d="$DIR/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r | while read -r m; do
     umount -l "$m" 2>/dev/null || true
