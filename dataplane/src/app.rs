@@ -61,6 +61,8 @@ pub struct AppState {
     pub auth: Auth,
     /// Per-principal request budgets (shared through Redis when configured).
     pub limiter: Limiter,
+    /// The certificate served, with HTTPS; `None` for plain HTTP.
+    pub tls: Option<Arc<crate::tls::Certificates>>,
 }
 
 /// The whole HTTP API with its middleware.

@@ -153,6 +153,7 @@ fn settings_snapshot(c: &crate::config::Config) -> serde_json::Value {
     let smtp = c.smtp.as_ref();
     serde_json::json!({
         "SECUREVAULT_ENV": c.mode.as_str(),
+        "TLS_CERT_FILE": c.tls.as_ref().map(|t| t.cert_file.display().to_string()),
         "DATABASE_URL": c.database.kind.as_str(),
         "REDIS_URL": c.redis_url.is_some(),
         "SMTP_HOST": smtp.map(|s| s.host.clone()),

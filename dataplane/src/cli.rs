@@ -161,6 +161,20 @@ pub struct Settings {
     #[arg(long, env = "STATS_CACHE_TTL_SECS", global = true)]
     pub stats_cache_ttl_secs: Option<String>,
 
+    /// PEM certificate chain to serve HTTPS with (a mounted TLS Secret's
+    /// `tls.crt`); with TLS_KEY_FILE. Unset: plain HTTP.
+    #[arg(long, env = "TLS_CERT_FILE", global = true)]
+    pub tls_cert_file: Option<String>,
+
+    /// PEM private key of TLS_CERT_FILE (`tls.key`).
+    #[arg(long, env = "TLS_KEY_FILE", global = true)]
+    pub tls_key_file: Option<String>,
+
+    /// Seconds between reads of the certificate files; a renewed certificate
+    /// is served from the next connection on, without a restart [default: 10].
+    #[arg(long, env = "TLS_RELOAD_SECS", global = true)]
+    pub tls_reload_secs: Option<String>,
+
     /// Seconds a request may take before it is answered 503 [default: 30].
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", global = true)]
     pub request_timeout_secs: Option<String>,

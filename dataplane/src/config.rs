@@ -107,6 +107,18 @@ impl Mode {
     }
 }
 
+/// HTTPS: the certificate and key files (a mounted `kubernetes.io/tls`
+/// Secret in Kubernetes) and how often they are read again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first (`TLS_CERT_FILE`).
+    pub cert_file: PathBuf,
+    /// PEM private key (`TLS_KEY_FILE`).
+    pub key_file: PathBuf,
+    /// How often the files are read again (`TLS_RELOAD_SECS`).
+    pub reload_interval: Duration,
+}
+
 /// The SQL store's settings.
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
@@ -232,6 +244,8 @@ pub struct Config {
     pub mode: Mode,
     /// Where the HTTP API listens.
     pub listen_addr: SocketAddr,
+    /// HTTPS on `listen_addr` instead of plain HTTP, when set.
+    pub tls: Option<TlsConfig>,
     /// A valid tracing filter directive.
     pub log_filter: String,
     /// Local state (the SQLite file).
@@ -358,6 +372,7 @@ impl Config {
         Ok(Self {
             mode,
             listen_addr,
+            tls: tls_config(s)?,
             log_filter,
             data_dir,
             database,
@@ -445,6 +460,49 @@ fn database_config(
         kind,
         max_connections,
     })
+}
+
+fn tls_config(s: &Settings) -> Result<Option<TlsConfig>, ConfigError> {
+    let (cert_file, key_file) = match (non_empty(&s.tls_cert_file), non_empty(&s.tls_key_file)) {
+        (None, None) => return Ok(None),
+        // `secret` only because there is no value to show: the variable is unset.
+        (Some(cert), Some(key)) => (PathBuf::from(cert), PathBuf::from(key)),
+        (Some(cert), None) => {
+            return Err(ConfigError::secret(
+                "TLS_KEY_FILE",
+                format!("required with TLS_CERT_FILE={cert}: the private key of that certificate"),
+            ));
+        }
+        (None, Some(key)) => {
+            return Err(ConfigError::secret(
+                "TLS_CERT_FILE",
+                format!("required with TLS_KEY_FILE={key}: the certificate of that key"),
+            ));
+        }
+    };
+    for (var, path, what) in [
+        ("TLS_CERT_FILE", &cert_file, "a PEM certificate chain"),
+        ("TLS_KEY_FILE", &key_file, "a PEM private key"),
+    ] {
+        if !path.is_file() {
+            return Err(ConfigError::new(
+                var,
+                &path.display().to_string(),
+                format!("no such file: expected {what}"),
+            ));
+        }
+    }
+    let reload_interval = Duration::from_secs(parse_or(
+        &s.tls_reload_secs,
+        "TLS_RELOAD_SECS",
+        "10",
+        |v| bounded_u64(v, 1, 3600),
+    )?);
+    Ok(Some(TlsConfig {
+        cert_file,
+        key_file,
+        reload_interval,
+    }))
 }
 
 fn auth_config(s: &Settings) -> Result<AuthConfig, ConfigError> {

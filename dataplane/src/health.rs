@@ -87,6 +87,24 @@ pub async fn check_rate_limiter(limiter: &Limiter, limit: Duration) -> CheckResu
     timed(limiter.backend_name(), false, limit, limiter.ping()).await
 }
 
+/// The certificate: critical while the configured one cannot be served (the
+/// stand-in is), else a problem (expired, or new files that could not be
+/// loaded) only degrades the service.
+pub fn check_tls(certificates: &crate::tls::Certificates) -> CheckResult {
+    let status = certificates.status(std::time::SystemTime::now());
+    CheckResult {
+        status: if status.problem.is_none() {
+            CheckStatus::Healthy
+        } else {
+            CheckStatus::Unhealthy
+        },
+        latency_ms: 0.0,
+        backend: "rustls".to_owned(),
+        critical: !status.serving_configured,
+        error: status.problem,
+    }
+}
+
 async fn timed<E: std::fmt::Display>(
     backend: &str,
     critical: bool,

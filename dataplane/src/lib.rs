@@ -39,4 +39,5 @@ pub mod shutdown;
 pub mod stats;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod webhooks;

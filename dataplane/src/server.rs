@@ -3,7 +3,11 @@
 
 use std::{future::IntoFuture, net::SocketAddr, sync::Arc, time::Instant};
 
-use axum::Router;
+use axum::{
+    Router,
+    extract::connect_info::Connected,
+    serve::{IncomingStream, Listener, ListenerExt},
+};
 use tokio::{net::TcpListener, signal::unix::SignalKind, sync::Notify};
 
 use crate::{
@@ -21,6 +25,7 @@ use crate::{
     shutdown::{Shutdown, ShutdownTrigger},
     store::{Store, StoreError},
     telemetry::{Metrics, system},
+    tls::{self, Certificates, TlsError, TlsListener},
     webhooks::{self, monitor::Monitor},
 };
 
@@ -54,6 +59,9 @@ pub enum ServeError {
     /// A backup or restore failed.
     #[error(transparent)]
     Backup(#[from] crate::store::backup::BackupError),
+    /// The certificate files cannot be read.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The listen address is taken or not ours.
     #[error("cannot listen on {addr} (LISTEN_ADDR): {source}")]
     Bind {
@@ -124,8 +132,20 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
             addr: config.listen_addr,
             source,
         })?;
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, "listening on http://{addr}");
+    // A wrong path stops the process here, with a message naming the
+    // variable; a pair that cannot be served does not (see `tls`).
+    let certificates = match &config.tls {
+        Some(tls) => {
+            let certificates = Certificates::load(&tls.cert_file, &tls.key_file)?;
+            tokio::spawn(
+                certificates
+                    .clone()
+                    .watch(tls.reload_interval, shutdown.clone()),
+            );
+            Some(certificates)
+        }
+        None => None,
+    };
 
     let worker_id = format!("{}-{}", hostname(), uuid::Uuid::new_v4());
     // Created first: the email worker wakes the webhook worker when it queues
@@ -199,9 +219,28 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         generator,
         auth,
         limiter,
+        tls: certificates.clone(),
     };
     let signals = tokio::spawn(wait_for_signal(trigger));
-    serve(listener, app(state), shutdown, grace).await?;
+    let addr = listener.local_addr()?;
+    match certificates {
+        Some(certificates) => {
+            let config = tls::server_config(certificates)?;
+            let listener = TlsListener::new(listener, config, shutdown.clone())?;
+            tracing::info!(%addr, "listening on https://{addr}");
+            let listener = listener.tap_io(|tls| {
+                let _ = tls.get_ref().0.set_nodelay(true);
+            });
+            serve(listener, app(state), shutdown, grace).await?;
+        }
+        None => {
+            tracing::info!(%addr, "listening on http://{addr}");
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            serve(listener, app(state), shutdown, grace).await?;
+        }
+    }
     signals.abort();
     // Sends in flight finish (bounded by the SMTP timeout) before the pool closes.
     for worker in workers {
@@ -212,14 +251,19 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// Serves `router` on `listener` until `shutdown` fires, then stops accepting
-/// and gives requests in flight up to `grace` to finish.
-pub async fn serve(
-    listener: TcpListener,
+/// Serves `router` on `listener` (plain TCP or [`TlsListener`]) until
+/// `shutdown` fires, then stops accepting and gives requests in flight up to
+/// `grace` to finish.
+pub async fn serve<L>(
+    listener: L,
     router: Router,
     shutdown: Shutdown,
     grace: std::time::Duration,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: Listener<Addr = SocketAddr>,
+    SocketAddr: for<'a> Connected<IncomingStream<'a, L>>,
+{
     let signal = shutdown.clone();
     let server = axum::serve(
         listener,

@@ -15,8 +15,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a dropped data plane gets to exit after SIGTERM.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The marker the data plane logs once it accepts connections.
-const LISTENING: &str = "listening on http://";
+/// The marker the data plane logs once it accepts connections, followed by
+/// `http://ADDR` or `https://ADDR`.
+const LISTENING: &str = "listening on ";
 
 /// The administrator every data plane started here gets (unless the test
 /// sets `ADMIN_PASSWORD` itself). One fixed value, so data planes sharing a
@@ -34,6 +35,8 @@ const UNLIMITED: &str = "1000000/1s";
 pub struct DataPlane {
     process: Process,
     addr: String,
+    /// `http` or `https`.
+    scheme: String,
     // Declared after `process` so the directory outlives the server.
     data_dir: TempDir,
 }
@@ -57,8 +60,11 @@ impl DataPlane {
             cmd.env(k, v);
         }
         let process = Process::spawn("dataplane", cmd)?;
-        let line = process.wait_for_line(|l| l.contains(LISTENING), START_TIMEOUT)?;
-        let addr = line
+        let line = process.wait_for_line(
+            |l| l.contains("listening on http://") || l.contains("listening on https://"),
+            START_TIMEOUT,
+        )?;
+        let url: String = line
             .split(LISTENING)
             .nth(1)
             .map(|rest| {
@@ -67,9 +73,11 @@ impl DataPlane {
                     .collect()
             })
             .unwrap_or_default();
+        let (scheme, addr) = url.split_once("://").unwrap_or(("http", &url));
         Ok(DataPlane {
             process,
-            addr,
+            scheme: scheme.to_owned(),
+            addr: addr.to_owned(),
             data_dir,
         })
     }
@@ -101,9 +109,9 @@ impl DataPlane {
         &self.addr
     }
 
-    /// `http://host:port{path}`.
+    /// `http://host:port{path}`, or `https://` when it serves TLS.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     /// Its private data directory (where the default SQLite file lives).

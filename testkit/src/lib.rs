@@ -34,9 +34,15 @@
 //! * [`webhook_receiver`] — [`WebhookReceiver`], an HTTP receiver that
 //!   verifies each webhook with the reference Standard Webhooks library and
 //!   records it; the test queues the statuses it answers.
+//! * [`certs`] — [`TestCa`](certs::TestCa), a private CA issuing server
+//!   certificates (valid or expired) for TLS tests.
+//! * [`http_recorder`] — [`HttpRecorder`], an HTTP server that answers 200
+//!   and keeps every request, standing for PagerDuty's and Slack's endpoints.
 //! * [`dataplane`] — [`DataPlane`], the real `dataplane` binary on a free
 //!   port with its own data directory, for tests of whole-process behaviour
 //!   (logs, signals, exit codes) and for the operator's tests.
+//! * [`prometheus`] — [`Prometheus`] and [`Alertmanager`], Debian's servers
+//!   with the configuration a test gives.
 //! * [`cluster`] — [`Cluster`], the shared Kubernetes test cluster (a real
 //!   kube-apiserver, etcd, controller-manager and scheduler with kwok's fake
 //!   nodes, run by `tests/cluster/cluster.sh`), driven through `kubectl`,
@@ -62,10 +68,12 @@
 //!   is useless when a server failed to start on a CI machine.
 
 pub mod bins;
+pub mod certs;
 pub mod cluster;
 pub mod dataplane;
 pub mod dirs;
 pub mod docker;
+pub mod http_recorder;
 pub mod llama;
 pub mod mailpit;
 pub mod postgres;
@@ -82,11 +90,12 @@ pub use cluster::Cluster;
 pub use dataplane::{ADMIN_PASSWORD, ADMIN_USERNAME, DataPlane};
 pub use dirs::{TempDir, free_port};
 pub use docker::DockerEngine;
+pub use http_recorder::HttpRecorder;
 pub use llama::LlamaServer;
 pub use mailpit::Mailpit;
 pub use postgres::Postgres;
 pub use process::Process;
-pub use prometheus::Prometheus;
+pub use prometheus::{Alertmanager, Prometheus};
 pub use redis::Redis;
 pub use webhook_receiver::WebhookReceiver;
 

@@ -1,9 +1,10 @@
-//! A private Prometheus server per test (Debian's `prometheus` package):
-//! scraping what the test names, with the rule files it gives, on a free
-//! 127.0.0.1 port and a throwaway TSDB. [`Prometheus::get`] reads its HTTP
-//! API (`/api/v1/series`, `/api/v1/alerts`…).
+//! Private Prometheus and Alertmanager servers per test (Debian's
+//! `prometheus` and `prometheus-alertmanager` packages), each on a free
+//! 127.0.0.1 port with its configuration and a throwaway data directory.
+//! [`Prometheus::get`] and [`Alertmanager::get`] read their HTTP APIs
+//! (`/api/v1/alerts`, `/api/v2/alerts`…).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -14,68 +15,59 @@ use crate::{Error, Result, bins};
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A running Prometheus, killed on drop.
+/// A server of the Prometheus family, killed on drop.
 #[derive(Debug)]
-pub struct Prometheus {
+struct Server {
     // Held for their Drop; the process first, so the server stops before
     // its directory goes.
     _process: Process,
     port: u16,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
-impl Prometheus {
-    /// Starts Prometheus with `config` (prometheus.yml) and `files` (name,
-    /// contents) written beside it, e.g. the rule files the config names;
-    /// returns once `/-/ready` answers 200.
-    pub fn start(config: &str, files: &[(&str, &str)]) -> Result<Prometheus> {
-        let binary = prometheus_binary()?;
-        let dir = TempDir::new("prometheus")?;
-        let write = |name: &str, text: &str| {
-            let path = dir.path().join(name);
+impl Server {
+    /// Writes `files` (name, contents) into a new directory, starts `binary`
+    /// there with the arguments `args` makes from the directory and a free
+    /// port, and returns once `/-/ready` answers 200 (both servers have it).
+    fn start(
+        name: &str,
+        binary: PathBuf,
+        files: &[(&str, &str)],
+        args: impl FnOnce(&Path, u16) -> Vec<String>,
+    ) -> Result<Server> {
+        let dir = TempDir::new(name)?;
+        for (file, text) in files {
+            let path = dir.path().join(file);
             std::fs::write(&path, text)
-                .map_err(|e| Error::io(format!("writing {}", path.display()), e))
-        };
-        write("prometheus.yml", config)?;
-        for (name, text) in files {
-            write(name, text)?;
+                .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
         }
         let port = free_port();
         let mut cmd = Command::new(binary);
-        cmd.current_dir(dir.path())
-            .arg("--config.file=prometheus.yml")
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--log.level=warn");
-        let process = Process::spawn(&format!("prometheus:{port}"), cmd)?;
+        cmd.current_dir(dir.path()).args(args(dir.path(), port));
+        let process = Process::spawn(&format!("{name}:{port}"), cmd)?;
         let deadline = Instant::now() + START_TIMEOUT;
         while !matches!(http(port, "GET", "/-/ready", ""), Ok((200, _))) {
             if Instant::now() > deadline {
                 return Err(Error::CommandFailed {
-                    command: format!("prometheus on port {port}"),
+                    command: format!("{name} on port {port}"),
                     status: format!("not ready within {START_TIMEOUT:?}"),
                     output: process.log_tail(),
                 });
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Ok(Prometheus {
+        Ok(Server {
             _process: process,
             port,
-            _dir: dir,
+            dir,
         })
     }
 
-    /// `http://127.0.0.1:P`.
-    pub fn url(&self) -> String {
+    fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// The body of `GET path` (e.g. `/api/v1/alerts`), if the answer is 200.
-    pub fn get(&self, path: &str) -> Result<String> {
+    fn get(&self, path: &str) -> Result<String> {
         match http(self.port, "GET", path, "") {
             Ok((200, body)) => Ok(body),
             Ok((status, body)) => Err(Error::CommandFailed {
@@ -88,6 +80,84 @@ impl Prometheus {
     }
 }
 
+/// A running Prometheus, killed on drop.
+#[derive(Debug)]
+pub struct Prometheus(Server);
+
+impl Prometheus {
+    /// Starts Prometheus with `config` (prometheus.yml) and `files` (name,
+    /// contents) written beside it, e.g. the rule files the config names;
+    /// returns once `/-/ready` answers 200.
+    pub fn start(config: &str, files: &[(&str, &str)]) -> Result<Prometheus> {
+        let mut all = vec![("prometheus.yml", config)];
+        all.extend_from_slice(files);
+        Server::start("prometheus", prometheus_binary()?, &all, |dir, port| {
+            vec![
+                "--config.file=prometheus.yml".to_owned(),
+                format!("--storage.tsdb.path={}", dir.join("data").display()),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+                "--log.level=warn".to_owned(),
+            ]
+        })
+        .map(Prometheus)
+    }
+
+    /// `http://127.0.0.1:P`.
+    pub fn url(&self) -> String {
+        self.0.url()
+    }
+
+    /// The body of `GET path` (e.g. `/api/v1/alerts`), if the answer is 200.
+    pub fn get(&self, path: &str) -> Result<String> {
+        self.0.get(path)
+    }
+}
+
+/// A running Alertmanager (no clustering), killed on drop.
+#[derive(Debug)]
+pub struct Alertmanager(Server);
+
+impl Alertmanager {
+    /// Starts Alertmanager with `config` (alertmanager.yml) and `files`
+    /// written beside it (e.g. the secret files the config reads); returns
+    /// once `/-/ready` answers 200.
+    pub fn start(config: &str, files: &[(&str, &str)]) -> Result<Alertmanager> {
+        let mut all = vec![("alertmanager.yml", config)];
+        all.extend_from_slice(files);
+        Server::start("alertmanager", alertmanager_binary()?, &all, |dir, port| {
+            vec![
+                "--config.file=alertmanager.yml".to_owned(),
+                format!("--storage.path={}", dir.join("data").display()),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+                // A single instance: no gossip port to collide with others.
+                "--cluster.listen-address=".to_owned(),
+                "--log.level=warn".to_owned(),
+            ]
+        })
+        .map(Alertmanager)
+    }
+
+    /// `http://127.0.0.1:P`.
+    pub fn url(&self) -> String {
+        self.0.url()
+    }
+
+    /// `127.0.0.1:P`, for Prometheus's `alerting.alertmanagers` targets.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.0.port)
+    }
+
+    /// The directory its files were written to (for absolute paths in them).
+    pub fn dir(&self) -> &Path {
+        self.0.dir.path()
+    }
+
+    /// The body of `GET path` (e.g. `/api/v2/alerts`), if the answer is 200.
+    pub fn get(&self, path: &str) -> Result<String> {
+        self.0.get(path)
+    }
+}
+
 /// Finds `prometheus`: `$TESTKIT_PROMETHEUS`, then `/usr/bin`, then `PATH`
 /// (`make test-deps` installs Debian's package).
 pub fn prometheus_binary() -> Result<PathBuf> {
@@ -97,4 +167,14 @@ pub fn prometheus_binary() -> Result<PathBuf> {
 /// Finds `promtool` likewise (`$TESTKIT_PROMTOOL`).
 pub fn promtool_binary() -> Result<PathBuf> {
     bins::system_binary("promtool", "TESTKIT_PROMTOOL")
+}
+
+/// Finds Debian's `prometheus-alertmanager` likewise (`$TESTKIT_ALERTMANAGER`).
+pub fn alertmanager_binary() -> Result<PathBuf> {
+    bins::system_binary("prometheus-alertmanager", "TESTKIT_ALERTMANAGER")
+}
+
+/// Finds `amtool`, the Alertmanager's config checker (`$TESTKIT_AMTOOL`).
+pub fn amtool_binary() -> Result<PathBuf> {
+    bins::system_binary("amtool", "TESTKIT_AMTOOL")
 }

@@ -10,7 +10,7 @@ use crate::{
     app::AppState,
     health::{
         CheckResult, Overall, check_ai, check_cache, check_rate_limiter, check_smtp, check_store,
-        overall,
+        check_tls, overall,
     },
 };
 
@@ -55,8 +55,8 @@ pub struct DetailedHealth {
     pub uptime_seconds: u64,
     /// CPU and memory.
     pub system: SystemUsage,
-    /// One entry per dependency: `database`, `cache`, and `smtp` and `ai`
-    /// when configured.
+    /// One entry per dependency: `database`, `cache`, and `smtp`, `ai` and
+    /// `tls` (the certificate served) when configured.
     pub checks: BTreeMap<String, CheckResult>,
 }
 
@@ -78,11 +78,24 @@ pub async fn live() -> Json<Liveness> {
         (status = 503, description = "Not ready", body = Readiness),
     ))]
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
-    let reason = match tokio::time::timeout(CHECK_TIMEOUT, state.store.migrations_applied()).await {
-        Ok(Ok(true)) => None,
-        Ok(Ok(false)) => Some("database migrations are not applied yet".to_owned()),
-        Ok(Err(e)) => Some(format!("database unreachable: {e}")),
-        Err(_) => Some(format!("database did not answer within {CHECK_TIMEOUT:?}")),
+    // Serving the stand-in certificate: no client could trust this pod.
+    let tls = state
+        .tls
+        .as_ref()
+        .map(|certificates| certificates.status(std::time::SystemTime::now()))
+        .filter(|status| !status.serving_configured);
+    let reason = if let Some(tls) = tls {
+        Some(format!(
+            "no usable TLS certificate: {}",
+            tls.problem.unwrap_or_default()
+        ))
+    } else {
+        match tokio::time::timeout(CHECK_TIMEOUT, state.store.migrations_applied()).await {
+            Ok(Ok(true)) => None,
+            Ok(Ok(false)) => Some("database migrations are not applied yet".to_owned()),
+            Ok(Err(e)) => Some(format!("database unreachable: {e}")),
+            Err(_) => Some(format!("database did not answer within {CHECK_TIMEOUT:?}")),
+        }
     };
     match reason {
         None => (
@@ -124,6 +137,9 @@ pub async fn detailed(State(state): State<AppState>) -> (StatusCode, Json<Detail
     }
     if let Some(generator) = &state.generator {
         checks.insert("ai".to_owned(), check_ai(generator, CHECK_TIMEOUT).await);
+    }
+    if let Some(certificates) = &state.tls {
+        checks.insert("tls".to_owned(), check_tls(certificates));
     }
     let status = overall(checks.values());
     let code = if status == Overall::Unhealthy {
