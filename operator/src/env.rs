@@ -8,6 +8,10 @@ pub const SECUREVAULT_ENV: &str = "SECUREVAULT_ENV";
 pub const LISTEN_ADDR: &str = "LISTEN_ADDR";
 /// Log level.
 pub const LOG_LEVEL: &str = "LOG_LEVEL";
+/// The PEM certificate served over HTTPS.
+pub const TLS_CERT_FILE: &str = "TLS_CERT_FILE";
+/// Its private key.
+pub const TLS_KEY_FILE: &str = "TLS_KEY_FILE";
 /// Local state directory.
 pub const DATA_DIR: &str = "DATA_DIR";
 /// SQL store URL (secret).

@@ -1,5 +1,6 @@
-//! `operator crd | rules | render | run`: prints the CRD, the alerts as a
-//! rule file or the children of a SecureVault, or runs the controller with
+//! `operator crd | rules | alertmanager | render | run`: prints the CRD, the
+//! alerts as a rule file, their routing as an alertmanager.yml or the
+//! children of a SecureVault, or runs the controller with
 //! leader election, JSON logs and a metrics endpoint.
 
 use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
@@ -35,6 +36,18 @@ enum Command {
     Rules {
         /// A YAML manifest holding a SecureVault.
         manifest: std::path::PathBuf,
+    },
+    /// Print, as a whole alertmanager.yml, where the alerts of the
+    /// SecureVault in a manifest go (`spec.monitoring.alertRouting`:
+    /// critical to PagerDuty, warning to Slack), for an Alertmanager without
+    /// the Prometheus Operator. The secrets stay out of it: the file names
+    /// `pagerduty-routing-key` and `slack-api-url` in `--secrets-dir`.
+    Alertmanager {
+        /// A YAML manifest holding a SecureVault.
+        manifest: std::path::PathBuf,
+        /// Where the Alertmanager finds the secret files.
+        #[arg(long, default_value = "/etc/alertmanager/secrets")]
+        secrets_dir: String,
     },
     /// Print, as a multi-document YAML stream, every object the operator
     /// writes for the SecureVault in a manifest, without a cluster (for
@@ -120,6 +133,27 @@ fn main() -> ExitCode {
                 });
             match rendered {
                 Ok(file) => print_document(&format!("{file}\n")),
+                Err(e) => {
+                    eprintln!("operator: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Alertmanager {
+            manifest,
+            secrets_dir,
+        } => {
+            let rendered = std::fs::read_to_string(&manifest)
+                .map_err(|e| format!("reading {}: {e}", manifest.display()))
+                .and_then(|yaml| {
+                    operator::build::alertmanager_config::alertmanager_yml_from_manifest(
+                        &yaml,
+                        &secrets_dir,
+                    )
+                    .map_err(|e| e.to_string())
+                });
+            match rendered {
+                Ok(file) => print_document(&file),
                 Err(e) => {
                     eprintln!("operator: {e}");
                     ExitCode::FAILURE

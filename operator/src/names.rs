@@ -14,6 +14,11 @@ pub const REPLICAS_HANDOVER_MANAGER: &str = "securevault-operator-handover";
 pub const HTTP_PORT: i32 = 8080;
 /// The name of that port, used by the Service and the probes.
 pub const HTTP_PORT_NAME: &str = "http";
+/// The same port's name when it serves HTTPS (`spec.tls`).
+pub const HTTPS_PORT_NAME: &str = "https";
+/// Where the TLS Secret is mounted in the pods: a directory, so that the
+/// kubelet's atomic swap of a renewed Secret reaches the running process.
+pub const TLS_DIR: &str = "/etc/securevault/tls";
 
 /// Image used when `spec.image` is not set: `securevault/dataplane:<version>`.
 pub const DEFAULT_IMAGE_REPOSITORY: &str = "securevault/dataplane";

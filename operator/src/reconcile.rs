@@ -17,7 +17,7 @@ use k8s_openapi::{
         autoscaling::v2::HorizontalPodAutoscaler,
         batch::v1::{CronJob, Job},
         core::v1::{ConfigMap, ObjectReference, Secret},
-        networking::v1::NetworkPolicy,
+        networking::v1::{Ingress, NetworkPolicy},
         policy::v1::PodDisruptionBudget,
     },
     jiff::Timestamp,
@@ -33,15 +33,21 @@ use kube::{
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
-    api::monitoring::{PrometheusRule, ServiceMonitor},
     api::{SecureVault, UpgradePhase},
+    api::{
+        cert_manager::Certificate,
+        monitoring::{AlertmanagerConfig, PrometheusRule, ServiceMonitor},
+    },
     build::{
-        self, Resources, backup_cron_job, dashboard, prometheus_rule,
+        self, Resources, alertmanager_config, backup_cron_job, certificate, dashboard,
+        prometheus_rule,
         secret::{Generated, generate_key},
     },
     controller::Context,
     names,
-    status::{self, BackupState, MonitoringState, Problem},
+    status::{
+        self, AlertRoutingState, BackupState, CertificateState, MonitoringState, Problem, TlsState,
+    },
     upgrade::{self, JobState, Release},
     validate::{ValidatedVault, validate},
 };
@@ -201,8 +207,13 @@ async fn pipeline(ctx: &Context, sv: &SecureVault, v: &ValidatedVault) -> Result
         run_step(ctx, sv, v, &deployed, step).await?;
     }
     let resources = build::build(&deployed, &generated);
-    let (deployment, monitoring, backup) =
-        apply(ctx, sv, &deployed, existing.as_ref(), resources).await?;
+    let Applied {
+        deployment,
+        monitoring,
+        alert_routing,
+        tls,
+        backup,
+    } = apply(ctx, sv, &deployed, existing.as_ref(), resources).await?;
     let history = sv
         .status
         .as_ref()
@@ -212,13 +223,24 @@ async fn pipeline(ctx: &Context, sv: &SecureVault, v: &ValidatedVault) -> Result
         deployment: &deployment,
         problems: &problems,
         monitoring,
+        alert_routing,
+        tls: tls.as_ref(),
         backup: backup.as_ref(),
         upgrade: decision.upgrade.clone(),
         upgrade_history: upgrade::record(history, &decision.finished),
     };
     update_status(ctx, sv, &deployed, observed_status).await?;
-    let next = match monitoring {
-        MonitoringState::CrdsMissing => MONITORING_CRDS_RETRY,
+    let next = match (monitoring, alert_routing) {
+        (MonitoringState::CrdsMissing, _) | (_, Some(AlertRoutingState::CrdMissing)) => {
+            MONITORING_CRDS_RETRY
+        }
+        // Waiting for a certificate: look again soon rather than at the resync.
+        _ if tls
+            .as_ref()
+            .is_some_and(|t| !matches!(t, TlsState::Valid { .. })) =>
+        {
+            MONITORING_CRDS_RETRY
+        }
         _ => RESYNC,
     };
     // A deadline is checked a second after it passes.
@@ -463,7 +485,7 @@ async fn apply(
     v: &ValidatedVault,
     existing: Option<&Deployment>,
     r: Resources,
-) -> Result<(Deployment, MonitoringState, Option<BackupState>), Error> {
+) -> Result<Applied, Error> {
     // Destructured without `..`: a new child does not compile until applied.
     let Resources {
         service_account,
@@ -476,6 +498,8 @@ async fn apply(
         backup,
         hpa,
         network_policy,
+        ingress,
+        certificate,
     } = r;
     apply_one(ctx, sv, &v.namespace, &service_account).await?;
     apply_one(ctx, sv, &v.namespace, &config_map).await?;
@@ -524,7 +548,31 @@ async fn apply(
                 .await?
         }
     }
-    let monitoring = apply_monitoring(ctx, sv, v, monitoring).await?;
+    match &ingress {
+        Some(ingress) => {
+            apply_one(ctx, sv, &v.namespace, ingress).await?;
+        }
+        None => {
+            delete_if_present::<Ingress>(ctx, sv, &v.namespace, &names::workload(&v.name)).await?
+        }
+    }
+    let certificate = match &certificate {
+        Some(c) => match apply_one(ctx, sv, &v.namespace, c).await {
+            Ok(_) => Some(CertificateState::Applied),
+            Err(e) if is_not_found(&e) => Some(CertificateState::CrdMissing),
+            Err(e) => return Err(e),
+        },
+        None => {
+            // issuerRef removed: the Secret stays (the user's now); cert-manager
+            // must stop renewing it.
+            if let Some(name) = certificate::name(v) {
+                delete_if_present::<Certificate>(ctx, sv, &v.namespace, &name).await?;
+            }
+            None
+        }
+    };
+    let tls = observe_tls(ctx, v, certificate).await?;
+    let (monitoring, alert_routing) = apply_monitoring(ctx, sv, v, monitoring).await?;
     let backup = match &backup {
         Some(cron_job) => {
             let applied = apply_one(ctx, sv, &v.namespace, cron_job).await?;
@@ -541,7 +589,46 @@ async fn apply(
             None
         }
     };
-    Ok((deployment, monitoring, backup))
+    Ok(Applied {
+        deployment,
+        monitoring,
+        alert_routing,
+        tls,
+        backup,
+    })
+}
+
+/// Reads the TLS Secret and judges it as the pods will, with `spec.tls`.
+async fn observe_tls(
+    ctx: &Context,
+    v: &ValidatedVault,
+    certificate: Option<CertificateState>,
+) -> Result<Option<TlsState>, Error> {
+    let Some(tls) = &v.tls else {
+        return Ok(None);
+    };
+    if certificate == Some(CertificateState::CrdMissing) {
+        return Ok(Some(TlsState::CertManagerMissing));
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &v.namespace);
+    let secret = secrets
+        .get_opt(&tls.secret_name)
+        .await
+        .map_err(kube_error::<Secret>("get", &tls.secret_name))?;
+    Ok(Some(status::tls_state(
+        secret.as_ref(),
+        tls.issuer_ref.is_some(),
+        std::time::SystemTime::now(),
+    )))
+}
+
+/// What [`apply`] found out: the objects as the API server has them now.
+struct Applied {
+    deployment: Deployment,
+    monitoring: MonitoringState,
+    alert_routing: Option<AlertRoutingState>,
+    tls: Option<TlsState>,
+    backup: Option<BackupState>,
 }
 
 /// Before the operator stops applying the Deployment's `spec.replicas` (when
@@ -584,8 +671,46 @@ async fn hand_replicas_over(
 }
 
 /// Applies the dashboard, then the Prometheus Operator objects unless their
-/// CRDs are missing; deletes all three when monitoring is disabled.
+/// CRDs are missing; deletes them all when monitoring is disabled. The
+/// AlertmanagerConfig has a CRD of its own (v1alpha1), which an installation
+/// may lack while it has the others.
 async fn apply_monitoring(
+    ctx: &Context,
+    sv: &SecureVault,
+    v: &ValidatedVault,
+    monitoring: Option<build::Monitoring>,
+) -> Result<(MonitoringState, Option<AlertRoutingState>), Error> {
+    let routing_wanted = v.monitoring.alert_routing.is_some();
+    let alertmanager_config = monitoring
+        .as_ref()
+        .and_then(|m| m.alertmanager_config.as_ref());
+    let alert_routing = match alertmanager_config {
+        Some(config) => match apply_one(ctx, sv, &v.namespace, config).await {
+            Ok(_) => Some(AlertRoutingState::Applied),
+            Err(e) if is_not_found(&e) => Some(AlertRoutingState::CrdMissing),
+            Err(e) => return Err(e),
+        },
+        None => {
+            delete_if_present::<AlertmanagerConfig>(
+                ctx,
+                sv,
+                &v.namespace,
+                &alertmanager_config::name(v),
+            )
+            .await?;
+            routing_wanted.then_some(AlertRoutingState::MonitoringDisabled)
+        }
+    };
+    let state = apply_monitoring_objects(ctx, sv, v, monitoring).await?;
+    Ok((state, alert_routing))
+}
+
+/// A 404 from the API server: the object, or its kind, is not there.
+fn is_not_found(e: &Error) -> bool {
+    matches!(e, Error::Kube { source: kube::Error::Api(status), .. } if status.code == 404)
+}
+
+async fn apply_monitoring_objects(
     ctx: &Context,
     sv: &SecureVault,
     v: &ValidatedVault,
@@ -607,10 +732,7 @@ async fn apply_monitoring(
     };
     match applied.await {
         Ok(_) => Ok(MonitoringState::Applied),
-        Err(Error::Kube {
-            source: kube::Error::Api(status),
-            ..
-        }) if status.code == 404 => Ok(MonitoringState::CrdsMissing),
+        Err(e) if is_not_found(&e) => Ok(MonitoringState::CrdsMissing),
         Err(e) => Err(e),
     }
 }

@@ -90,6 +90,8 @@ pub fn yaml_stream(
         network_policy,
         monitoring,
         backup,
+        ingress,
+        certificate,
     } = build::build(v, generated);
     let mut docs = Documents::default();
     docs.push(&service_account)?;
@@ -97,6 +99,8 @@ pub fn yaml_stream(
     docs.push_some(secret.as_ref())?;
     docs.push(&deployment)?;
     docs.push(&service)?;
+    docs.push_some(certificate.as_ref())?;
+    docs.push_some(ingress.as_ref())?;
     docs.push_some(pdb.as_ref())?;
     docs.push_some(hpa.as_ref())?;
     docs.push_some(network_policy.as_ref())?;
@@ -104,11 +108,13 @@ pub fn yaml_stream(
         service_monitor,
         prometheus_rule,
         dashboard,
+        alertmanager_config,
     }) = &monitoring
     {
         docs.push(dashboard)?;
         docs.push(service_monitor)?;
         docs.push(prometheus_rule)?;
+        docs.push_some(alertmanager_config.as_ref())?;
     }
     docs.push_some(backup.as_ref())?;
     if upgrade_jobs {
@@ -193,12 +199,15 @@ mod tests {
             ("ConfigMap", "mail-config"),
             ("Deployment", "mail"),
             ("Service", "mail"),
+            ("Certificate", "mail-tls"),
+            ("Ingress", "mail"),
             ("PodDisruptionBudget", "mail"),
             ("HorizontalPodAutoscaler", "mail"),
             ("NetworkPolicy", "mail"),
             ("ConfigMap", "mail-dashboard"),
             ("ServiceMonitor", "mail"),
             ("PrometheusRule", "mail-alerts"),
+            ("AlertmanagerConfig", "mail-alert-routing"),
             ("CronJob", "mail-backup"),
         ];
         let expected: Vec<_> = expected

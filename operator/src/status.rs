@@ -10,8 +10,8 @@ use k8s_openapi::{
 
 use crate::{
     api::{
-        BACKUP_READY, DEGRADED, MONITORING_READY, PROGRESSING, READY, SecureVault,
-        SecureVaultStatus, Upgrade,
+        ALERT_ROUTING_READY, BACKUP_READY, DEGRADED, MONITORING_READY, PROGRESSING, READY,
+        SecureVault, SecureVaultStatus, TLS_READY, Upgrade,
     },
     build::service,
     names,
@@ -39,6 +39,71 @@ pub enum MonitoringState {
     CrdsMissing,
 }
 
+/// What became of the alert routing, with `spec.monitoring.alertRouting`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertRoutingState {
+    /// The AlertmanagerConfig is applied.
+    Applied,
+    /// The AlertmanagerConfig CRD (monitoring.coreos.com/v1alpha1) is not installed.
+    CrdMissing,
+    /// `spec.monitoring.enabled` is false, which turns routing off too.
+    MonitoringDisabled,
+}
+
+/// What became of cert-manager's Certificate, with `spec.tls.issuerRef`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertificateState {
+    /// Applied; cert-manager issues the Secret.
+    Applied,
+    /// cert-manager's Certificate CRD (cert-manager.io/v1) is not installed.
+    CrdMissing,
+}
+
+/// What the TLS Secret holds, judged as the pods judge it (`tls-check`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsState {
+    /// Usable and within its dates.
+    Valid {
+        /// `notAfter`, RFC 3339.
+        not_after: String,
+    },
+    /// The Secret does not exist (yet: cert-manager may be issuing it).
+    SecretMissing {
+        /// Whether cert-manager is expected to write it.
+        awaiting_issuer: bool,
+    },
+    /// cert-manager is asked for but not installed.
+    CertManagerMissing,
+    /// What is wrong with the certificate or key.
+    Invalid(String),
+}
+
+/// Judges a TLS Secret: keys present, key matching the certificate, dates.
+pub fn tls_state(
+    secret: Option<&k8s_openapi::api::core::v1::Secret>,
+    awaiting_issuer: bool,
+    now: std::time::SystemTime,
+) -> TlsState {
+    let Some(secret) = secret else {
+        return TlsState::SecretMissing { awaiting_issuer };
+    };
+    let data = secret.data.clone().unwrap_or_default();
+    let (Some(cert), Some(key)) = (data.get("tls.crt"), data.get("tls.key")) else {
+        return TlsState::Invalid(
+            "the Secret lacks tls.crt or tls.key (a kubernetes.io/tls Secret has both)".to_owned(),
+        );
+    };
+    match tls_check::Pair::from_pem(&cert.0, &key.0) {
+        Err(unusable) => TlsState::Invalid(unusable.to_string()),
+        Ok(pair) => match pair.validity(now) {
+            Err(invalid) => TlsState::Invalid(invalid.to_string()),
+            Ok(()) => TlsState::Valid {
+                not_after: pair.not_after_rfc3339(),
+            },
+        },
+    }
+}
+
 /// What the backup CronJob shows, with `spec.backup`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupState {
@@ -57,6 +122,10 @@ pub struct Observed<'a> {
     pub problems: &'a [Problem],
     /// What became of monitoring.
     pub monitoring: MonitoringState,
+    /// What became of the alert routing, when the spec asks for it.
+    pub alert_routing: Option<AlertRoutingState>,
+    /// What the TLS Secret holds, with `spec.tls`.
+    pub tls: Option<&'a TlsState>,
     /// What the backup CronJob shows, with `spec.backup`.
     pub backup: Option<&'a BackupState>,
     /// The upgrade under way, or the last one.
@@ -112,6 +181,8 @@ pub fn compute(
         deployment,
         problems,
         monitoring,
+        alert_routing,
+        tls,
         backup,
         ..
     } = *observed;
@@ -256,6 +327,84 @@ pub fn compute(
         ));
     }
 
+    if let Some(state) = alert_routing {
+        let (ok, reason, message) = match state {
+            AlertRoutingState::Applied => (
+                true,
+                "Applied",
+                format!(
+                    "AlertmanagerConfig {} routes critical alerts to PagerDuty and warnings to Slack (those configured)",
+                    crate::build::alertmanager_config::name(v)
+                ),
+            ),
+            AlertRoutingState::CrdMissing => (
+                false,
+                "AlertmanagerConfigCrdMissing",
+                "the Prometheus Operator's AlertmanagerConfig CRD (monitoring.coreos.com/v1alpha1) is not installed: nobody receives this instance's alerts; install it, or load `operator alertmanager` output into a plain Alertmanager".to_owned(),
+            ),
+            AlertRoutingState::MonitoringDisabled => (
+                false,
+                "MonitoringDisabled",
+                "spec.monitoring.enabled is false: there are no alerts to route".to_owned(),
+            ),
+        };
+        conditions.push(condition(
+            &previous,
+            ALERT_ROUTING_READY,
+            ok,
+            (reason, message),
+            generation,
+            now,
+        ));
+    }
+
+    if let (Some(state), Some(spec)) = (tls, v.tls.as_ref()) {
+        let secret = &spec.secret_name;
+        let (ok, reason, message) = match state {
+            TlsState::Valid { not_after } => (
+                true,
+                "Valid",
+                format!("Secret {secret} holds a certificate valid until {not_after} with its key"),
+            ),
+            TlsState::SecretMissing {
+                awaiting_issuer: true,
+            } => (
+                false,
+                "AwaitingIssuance",
+                format!(
+                    "Secret {secret} does not exist yet: cert-manager issues it for Certificate {secret}; the pods start once it does"
+                ),
+            ),
+            TlsState::SecretMissing {
+                awaiting_issuer: false,
+            } => (
+                false,
+                "SecretMissing",
+                format!(
+                    "Secret {secret} does not exist: create a kubernetes.io/tls Secret (tls.crt, tls.key), or set spec.tls.issuerRef for cert-manager to issue it; the pods wait for it"
+                ),
+            ),
+            TlsState::CertManagerMissing => (
+                false,
+                "CertManagerMissing",
+                "cert-manager's Certificate CRD (cert-manager.io/v1) is not installed: install cert-manager, or remove spec.tls.issuerRef and provide the Secret yourself".to_owned(),
+            ),
+            TlsState::Invalid(problem) => (
+                false,
+                "CertificateInvalid",
+                format!("Secret {secret}: {problem}"),
+            ),
+        };
+        conditions.push(condition(
+            &previous,
+            TLS_READY,
+            ok,
+            (reason, message),
+            generation,
+            now,
+        ));
+    }
+
     SecureVaultStatus {
         observed_generation: generation,
         conditions,
@@ -363,6 +512,8 @@ mod tests {
             deployment,
             problems,
             monitoring,
+            alert_routing: None,
+            tls: None,
             backup,
             upgrade: None,
             upgrade_history: Vec::new(),
@@ -391,6 +542,8 @@ mod tests {
             deployment: &d,
             problems: &[],
             monitoring: MonitoringState::Applied,
+            alert_routing: None,
+            tls: None,
             backup: None,
             upgrade: Some(upgrade.clone()),
             upgrade_history: Vec::new(),
@@ -614,5 +767,101 @@ mod tests {
             now,
         );
         assert!(plain.condition(BACKUP_READY).is_none());
+    }
+
+    fn tls_secret(cert: &str, key: &str) -> k8s_openapi::api::core::v1::Secret {
+        use k8s_openapi::ByteString;
+        k8s_openapi::api::core::v1::Secret {
+            data: Some(std::collections::BTreeMap::from([
+                ("tls.crt".to_owned(), ByteString(cert.as_bytes().to_vec())),
+                ("tls.key".to_owned(), ByteString(key.as_bytes().to_vec())),
+            ])),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_tls_secret_is_judged_as_the_data_plane_judges_it() {
+        let ca = testkit::certs::TestCa::new("status test").unwrap();
+        let good = ca.issue(&["mail.team-a.svc"]).unwrap();
+        let other = ca.issue(&["mail.team-a.svc"]).unwrap();
+        let expired = ca.issue_expired(&["mail.team-a.svc"]).unwrap();
+        let now = std::time::SystemTime::now();
+        assert_eq!(
+            tls_state(Some(&tls_secret(&good.cert_pem, &good.key_pem)), false, now),
+            TlsState::Valid {
+                not_after: "2100-01-01T00:00:00Z".into()
+            }
+        );
+        let TlsState::Invalid(mismatch) = tls_state(
+            Some(&tls_secret(&good.cert_pem, &other.key_pem)),
+            false,
+            now,
+        ) else {
+            panic!("a foreign key must be invalid")
+        };
+        assert!(mismatch.contains("does not match"), "{mismatch}");
+        let TlsState::Invalid(old) = tls_state(
+            Some(&tls_secret(&expired.cert_pem, &expired.key_pem)),
+            false,
+            now,
+        ) else {
+            panic!("an expired certificate must be invalid")
+        };
+        assert!(old.contains("expired on 2021-01-01"), "{old}");
+        assert_eq!(
+            tls_state(None, true, now),
+            TlsState::SecretMissing {
+                awaiting_issuer: true
+            }
+        );
+        let empty = k8s_openapi::api::core::v1::Secret::default();
+        assert!(matches!(
+            tls_state(Some(&empty), false, now),
+            TlsState::Invalid(m) if m.contains("lacks tls.crt or tls.key")
+        ));
+    }
+
+    #[test]
+    fn tls_ready_and_alert_routing_ready_only_when_asked_for() {
+        let sv = vault(MINIMAL);
+        let v = crate::validate::test_support::validated(
+            "  tls: {secretName: mail-tls}\n  monitoring:\n    alertRouting:\n      slack: {apiUrlSecretRef: {name: s, key: u}}\n",
+        );
+        let d = deployment(1, 1, 1, 1, 1);
+        let invalid = TlsState::Invalid("the certificate expired on 2021-01-01T00:00:00Z".into());
+        let observed = Observed {
+            deployment: &d,
+            problems: &[],
+            monitoring: MonitoringState::Applied,
+            alert_routing: Some(AlertRoutingState::CrdMissing),
+            tls: Some(&invalid),
+            backup: None,
+            upgrade: None,
+            upgrade_history: Vec::new(),
+        };
+        let s = compute(&sv, &v, &observed, Timestamp::now());
+        let tls = cond(&s, TLS_READY);
+        assert_eq!(
+            (tls.status.as_str(), tls.reason.as_str()),
+            ("False", "CertificateInvalid")
+        );
+        assert!(
+            tls.message
+                .starts_with("Secret mail-tls: the certificate expired")
+        );
+        let routing = cond(&s, ALERT_ROUTING_READY);
+        assert_eq!(routing.reason, "AlertmanagerConfigCrdMissing");
+        let plain = compute_for(
+            &sv,
+            &minimal(),
+            &d,
+            &[],
+            MonitoringState::Applied,
+            None,
+            Timestamp::now(),
+        );
+        assert!(plain.condition(TLS_READY).is_none());
+        assert!(plain.condition(ALERT_ROUTING_READY).is_none());
     }
 }

@@ -74,6 +74,8 @@ pub struct Monitoring {
     pub interval: String,
     /// Alert tuning, if any.
     pub alerts: Option<crate::api::AlertsSpec>,
+    /// Who receives the alerts, if anyone.
+    pub alert_routing: Option<crate::api::AlertRoutingSpec>,
 }
 
 /// Everything the builders need, checked.
@@ -121,6 +123,10 @@ pub struct ValidatedVault {
     /// Egress ports the dependencies need (database, Redis, SMTP, model
     /// server, webhooks), sorted.
     pub egress_ports: Vec<i32>,
+    /// HTTPS, when asked for.
+    pub tls: Option<crate::api::TlsSpec>,
+    /// The Ingress, when asked for.
+    pub ingress: Option<crate::api::IngressSpec>,
     /// Pod placement.
     pub placement: Placement,
     /// Labels for every child (user's plus the operator's).
@@ -165,6 +171,16 @@ pub fn validate(sv: &SecureVault) -> Result<ValidatedVault, ValidationError> {
             log_level(spec.log_level.unwrap_or(LogLevel::Info)).to_owned(),
         ),
     ]);
+    if spec.tls.is_some() {
+        settings.insert(
+            env::TLS_CERT_FILE.to_owned(),
+            format!("{}/tls.crt", names::TLS_DIR),
+        );
+        settings.insert(
+            env::TLS_KEY_FILE.to_owned(),
+            format!("{}/tls.key", names::TLS_DIR),
+        );
+    }
     let mut secret_env = Vec::new();
     let mut reference = |var, secret: &str, key: &str| {
         secret_env.push(SecretEnv {
@@ -332,8 +348,11 @@ pub fn validate(sv: &SecureVault) -> Result<ValidatedVault, ValidationError> {
                 labels: m.labels,
                 interval: m.interval.unwrap_or_else(|| "30s".to_owned()),
                 alerts: m.alerts,
+                alert_routing: m.alert_routing,
             }
         },
+        tls: spec.tls.clone(),
+        ingress: spec.ingress.clone(),
         placement: spec.placement.clone().unwrap_or_default(),
         labels,
         annotations: spec.annotations.clone(),
@@ -350,13 +369,30 @@ impl ValidatedVault {
         self.generates_secret_key || self.generates_admin_password
     }
 
-    /// Names of the Secrets the pods read, each once, sorted.
+    /// The name of the pods' and the Service's port: `https` with
+    /// `spec.tls`, else `http`.
+    pub fn port_name(&self) -> &'static str {
+        if self.tls.is_some() {
+            names::HTTPS_PORT_NAME
+        } else {
+            names::HTTP_PORT_NAME
+        }
+    }
+
+    /// `HTTPS` with `spec.tls`, else `HTTP`: what probes and scrapers speak.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "HTTPS" } else { "HTTP" }
+    }
+
+    /// Every Secret the pods or the status depend on, sorted: a change to
+    /// one of them is a reason to reconcile.
     pub fn referenced_secrets(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .secret_env
             .iter()
             .map(|s| s.secret.clone())
             .filter(|s| !(self.generates_secrets() && *s == names::generated_secret(&self.name)))
+            .chain(self.tls.as_ref().map(|t| t.secret_name.clone()))
             .collect();
         names.sort();
         names.dedup();

@@ -24,7 +24,8 @@
 #   bin/kubernetes-v1.37.2/   kube-apiserver kube-controller-manager kube-scheduler kubectl
 #   bin/etcd-v3.7.3/          etcd
 #   bin/kwok-v0.8.0/          kwok kwokctl
-#   crds/prometheus-operator-v0.85.0/   the ServiceMonitor and PrometheusRule CRDs
+#   crds/prometheus-operator-v0.85.0/   the ServiceMonitor, PrometheusRule and AlertmanagerConfig CRDs
+#   crds/cert-manager-v1.21.2/          cert-manager's Certificate CRD
 #   kwok/                     kwokctl's work directory (PKI, logs, pids, etcd data)
 #   cluster/kubeconfig        the admin kubeconfig (context kwok-securevault)
 #
@@ -44,6 +45,8 @@ KUBE_VERSION=v1.37.2
 ETCD_VERSION=v3.7.3
 KWOK_VERSION=v0.8.0
 PROMETHEUS_OPERATOR_VERSION=v0.85.0
+# cert-manager's Certificate CRD (the operator creates Certificates with spec.tls.issuerRef).
+CERT_MANAGER_VERSION=v1.21.2
 CLUSTER_NAME=securevault
 # NODE=real adds a real node (kubelet, kube-proxy, containerd) beside the
 # kwok nodes: tests/cluster/node.sh. Needs root. NODE=kwok: kwok nodes only.
@@ -65,7 +68,10 @@ KUBE_BIN=$BIN/kubernetes-$KUBE_VERSION
 ETCD_BIN=$BIN/etcd-$ETCD_VERSION
 KWOK_BIN=$BIN/kwok-$KWOK_VERSION
 CRD_DIR=$CACHE/crds/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION
-CRD_FILES=(monitoring.coreos.com_servicemonitors.yaml monitoring.coreos.com_prometheusrules.yaml)
+CRD_FILES=(monitoring.coreos.com_servicemonitors.yaml monitoring.coreos.com_prometheusrules.yaml
+  monitoring.coreos.com_alertmanagerconfigs.yaml)
+CERT_MANAGER_CRD_DIR=$CACHE/crds/cert-manager-$CERT_MANAGER_VERSION
+CERT_MANAGER_CRD_FILES=(cert-manager.io_certificates.yaml)
 CLUSTER_DIR=$CACHE/cluster
 KUBECONFIG_FILE=$CLUSTER_DIR/kubeconfig
 # kwokctl keeps each cluster's state in $KWOK_WORKDIR/clusters/NAME (default
@@ -230,30 +236,44 @@ build_kwok() {
   install_dir "$tmp" "$KWOK_BIN"
 }
 
-# The Prometheus Operator's CRDs ship in its Go module; `go mod download`
-# fetches the module zip from the proxy into the module cache and prints
-# where it put it.
-fetch_crds() {
-  local module=github.com/prometheus-operator/prometheus-operator json dir tmp f
-  json=$(go mod download -json "$module@$PROMETHEUS_OPERATOR_VERSION") ||
-    die "go mod download $module@$PROMETHEUS_OPERATOR_VERSION failed: $json"
+# The Prometheus Operator's and cert-manager's CRDs ship in their Go
+# modules; `go mod download` fetches the module zip from the proxy into the
+# module cache and prints where it put it.
+# fetch_module_files MODULE VERSION SUBDIR DEST FILE...
+fetch_module_files() {
+  local module=$1 version=$2 subdir=$3 dest=$4 json dir tmp f
+  shift 4
+  json=$(go mod download -json "$module@$version") ||
+    die "go mod download $module@$version failed: $json"
   # Go prints indented JSON, one field a line; no jq needed for one string.
   dir=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' <<<"$json")
   [ -d "$dir" ] || die "go mod download printed no module directory: $json"
-  mkdir -p "$(dirname "$CRD_DIR")"
-  tmp=$(mktemp -d "$CRD_DIR.building.XXXXXX")
-  for f in "${CRD_FILES[@]}"; do
-    cp "$dir/example/prometheus-operator-crd/$f" "$tmp/$f" || {
+  mkdir -p "$(dirname "$dest")"
+  tmp=$(mktemp -d "$dest.building.XXXXXX")
+  for f in "$@"; do
+    cp "$dir/$subdir/$f" "$tmp/$f" || {
       rm -rf "$tmp"
-      die "$module@$PROMETHEUS_OPERATOR_VERSION has no example/prometheus-operator-crd/$f"
+      die "$module@$version has no $subdir/$f"
     }
   done
-  install_dir "$tmp" "$CRD_DIR"
+  install_dir "$tmp" "$dest"
 }
-crds_ok() {
-  local f
-  for f in "${CRD_FILES[@]}"; do [ -s "$CRD_DIR/$f" ] || return 1; done
+fetch_crds() {
+  fetch_module_files github.com/prometheus-operator/prometheus-operator \
+    "$PROMETHEUS_OPERATOR_VERSION" example/prometheus-operator-crd "$CRD_DIR" "${CRD_FILES[@]}"
 }
+fetch_cert_manager_crds() {
+  fetch_module_files github.com/cert-manager/cert-manager \
+    "$CERT_MANAGER_VERSION" deploy/crds "$CERT_MANAGER_CRD_DIR" "${CERT_MANAGER_CRD_FILES[@]}"
+}
+# files_ok DIR FILE...
+files_ok() {
+  local dir=$1 f
+  shift
+  for f in "$@"; do [ -s "$dir/$f" ] || return 1; done
+}
+crds_ok() { files_ok "$CRD_DIR" "${CRD_FILES[@]}"; }
+cert_manager_crds_ok() { files_ok "$CERT_MANAGER_CRD_DIR" "${CERT_MANAGER_CRD_FILES[@]}"; }
 
 cmd_build() {
   local t0
@@ -286,6 +306,12 @@ cmd_build() {
   else
     need_go
     step "fetching the Prometheus Operator CRDs $PROMETHEUS_OPERATOR_VERSION" fetch_crds
+  fi
+  if cert_manager_crds_ok; then
+    log "cert-manager CRDs $CERT_MANAGER_VERSION: cached in $CERT_MANAGER_CRD_DIR"
+  else
+    need_go
+    step "fetching the cert-manager Certificate CRD $CERT_MANAGER_VERSION" fetch_cert_manager_crds
   fi
   log "binaries ready in $(elapsed "$t0") s"
 }
@@ -463,11 +489,13 @@ scale_nodes() {
 install_crds() {
   local f args=()
   for f in "${CRD_FILES[@]}"; do args+=(-f "$CRD_DIR/$f"); done
+  for f in "${CERT_MANAGER_CRD_FILES[@]}"; do args+=(-f "$CERT_MANAGER_CRD_DIR/$f"); done
   # Server-side apply: these CRDs are too large for the annotation that
   # client-side apply stores (262144 bytes).
   kubectl_ apply --server-side --force-conflicts "${args[@]}"
   kubectl_ wait --for=condition=Established --timeout=60s \
-    crd/servicemonitors.monitoring.coreos.com crd/prometheusrules.monitoring.coreos.com
+    crd/servicemonitors.monitoring.coreos.com crd/prometheusrules.monitoring.coreos.com \
+    crd/alertmanagerconfigs.monitoring.coreos.com crd/certificates.cert-manager.io
 }
 
 nodes_ready() {
@@ -511,8 +539,10 @@ cmd_up() {
   write_config "$CLUSTER_DIR/kwokctl.yaml.new"
   if answers && cmp -s "$CLUSTER_DIR/kwokctl.yaml.new" "$CLUSTER_DIR/kwokctl.yaml"; then
     rm -f "$CLUSTER_DIR/kwokctl.yaml.new"
+    # Idempotent, and brings a cluster made before a CRD was added up to date.
+    install_crds >/dev/null
     [ "$REAL_NODE" = 0 ] || step "starting the real node" node_ up
-    log "cluster $CLUSTER_NAME already runs and answers; nothing to do"
+    log "cluster $CLUSTER_NAME already runs and answers; nothing else to do"
     log "kubeconfig: $KUBECONFIG_FILE"
     echo "$KUBECONFIG_FILE"
     return 0
@@ -533,7 +563,7 @@ cmd_up() {
   write_config "$CLUSTER_DIR/kwokctl.yaml"
   step "creating cluster $CLUSTER_NAME (kwokctl, binary runtime)" create_cluster
   step "adding 2 kwok nodes" scale_nodes
-  step "installing the Prometheus Operator CRDs" install_crds
+  step "installing the Prometheus Operator and cert-manager CRDs" install_crds
   step "checking that both nodes are Ready" nodes_ready
   [ "$REAL_NODE" = 0 ] || step "starting the real node" node_ up
   log "cluster $CLUSTER_NAME up in $(elapsed "$t0") s; API server $(kubectl_ config view --minify -o jsonpath='{.clusters[0].cluster.server}')"

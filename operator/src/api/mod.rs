@@ -5,6 +5,7 @@
 //! This module is a leaf: it imports nothing from the controller, so the
 //! builders and the reconciler depend on it and never the other way round.
 
+pub mod cert_manager;
 pub mod monitoring;
 mod spec;
 mod status;

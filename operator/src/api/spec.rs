@@ -136,6 +136,17 @@ pub struct SecureVaultSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
 
+    /// HTTPS: the pods serve the certificate of a `kubernetes.io/tls`
+    /// Secret (TLS 1.2 and 1.3 only) and pick up a renewed one without a
+    /// restart; probes, Service and ServiceMonitor switch to HTTPS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+
+    /// An Ingress (networking.k8s.io/v1) in front of the Service, with TLS
+    /// from `spec.tls` when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressSpec>,
+
     /// Per-caller request budgets, shared by every replica through
     /// `spec.redis` (per pod without it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -295,6 +306,72 @@ pub struct WebhookSpec {
     /// which receivers verify signatures with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_secret_ref: Option<SecretKeyRef>,
+}
+
+/// HTTPS for the data plane.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// The `kubernetes.io/tls` Secret (keys `tls.crt` and `tls.key`, and
+    /// `ca.crt` for Prometheus to verify the pods) in the SecureVault's
+    /// namespace. With `issuerRef`, cert-manager writes and renews it.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+    /// A cert-manager issuer: the operator creates a cert-manager
+    /// `Certificate` for `secretName`, and cert-manager issues and renews it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_ref: Option<IssuerRef>,
+    /// DNS names of that Certificate [default: the Service's in-cluster
+    /// names, and `spec.ingress.host`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 253)))]
+    pub dns_names: Vec<String>,
+}
+
+/// A cert-manager `Issuer` or `ClusterIssuer`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    /// Its name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// `Issuer` (in the SecureVault's namespace) or `ClusterIssuer`
+    /// [default: `Issuer`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<IssuerKind>,
+    /// API group of the issuer [default: `cert-manager.io`]; another group
+    /// for an external issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub group: Option<String>,
+}
+
+/// Which kind of issuer.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[schemars(transform = super::described_by_its_field)]
+pub enum IssuerKind {
+    /// An issuer in the SecureVault's namespace.
+    Issuer,
+    /// A cluster-wide issuer.
+    ClusterIssuer,
+}
+
+/// The Ingress in front of the data plane.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressSpec {
+    /// The public host name, e.g. `mail-api.example.com`.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("spec.ingress.host must be a lower-case DNS name such as mail-api.example.com (no scheme, port or path)"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub host: String,
+    /// The IngressClass, e.g. `nginx` [default: the cluster's default class].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub class_name: Option<String>,
+    /// Annotations of the Ingress, e.g. for the controller:
+    /// `nginx.ingress.kubernetes.io/backend-protocol: HTTPS` with `spec.tls`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// Sessions and login protection.
@@ -492,6 +569,69 @@ pub struct MonitoringSpec {
     /// default (docs/runbooks.md lists them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts: Option<AlertsSpec>,
+    /// Who receives the alerts: an AlertmanagerConfig routing this
+    /// instance's `critical` alerts to PagerDuty and its `warning` alerts to
+    /// Slack. Absent: no routing (the alerts still fire in Prometheus).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_routing: Option<AlertRoutingSpec>,
+}
+
+/// Alert routing by severity.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.pagerDuty) || has(self.slack)").message("spec.monitoring.alertRouting needs pagerDuty (for critical alerts), slack (for warnings), or both"))]
+pub struct AlertRoutingSpec {
+    /// Receives the `critical` alerts (service down, errors, latency,
+    /// memory): they wake someone up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pager_duty: Option<PagerDutyReceiver>,
+    /// Receives the `warning` alerts (email delivery failed, AI timeouts,
+    /// cache misses, disk): they are looked at in working hours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack: Option<SlackReceiver>,
+    /// How long the first alert of a group waits for others before the
+    /// notification goes [default: `30s`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("spec.monitoring.alertRouting.groupWait must be a duration such as 30s, 1m or 1h"))]
+    pub group_wait: Option<String>,
+    /// How long before a group that changed is notified again [default: `5m`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("spec.monitoring.alertRouting.groupInterval must be a duration such as 30s, 5m or 1h"))]
+    pub group_interval: Option<String>,
+    /// How often a critical alert still firing is sent again [default: `1h`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("spec.monitoring.alertRouting.criticalRepeatInterval must be a duration such as 30m or 1h"))]
+    pub critical_repeat_interval: Option<String>,
+    /// How often a warning still firing is sent again [default: `4h`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("spec.monitoring.alertRouting.warningRepeatInterval must be a duration such as 4h or 12h"))]
+    pub warning_repeat_interval: Option<String>,
+}
+
+/// PagerDuty through its Events API v2.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PagerDutyReceiver {
+    /// Secret key holding the integration's routing key.
+    pub routing_key_secret_ref: SecretKeyRef,
+    /// The Events API v2 endpoint [default:
+    /// `https://events.pagerduty.com/v2/enqueue`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("spec.monitoring.alertRouting.pagerDuty.url must start with https:// or http://"))]
+    pub url: Option<String>,
+}
+
+/// A Slack incoming webhook.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SlackReceiver {
+    /// Secret key holding the incoming-webhook URL (it embeds a token).
+    pub api_url_secret_ref: SecretKeyRef,
+    /// Channel to post in, e.g. `#securevault-alerts` [default: the
+    /// webhook's own].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 80))]
+    pub channel: Option<String>,
 }
 
 /// A Prometheus duration: a number and a unit.

@@ -17,6 +17,12 @@ pub const MONITORING_READY: &str = "MonitoringReady";
 /// Condition type: the last successful backup is recent enough (only with
 /// `spec.backup`).
 pub const BACKUP_READY: &str = "BackupReady";
+/// Condition type: the alerts reach their receivers (only with
+/// `spec.monitoring.alertRouting`).
+pub const ALERT_ROUTING_READY: &str = "AlertRoutingReady";
+/// Condition type: the TLS Secret holds a usable, valid certificate (only
+/// with `spec.tls`).
+pub const TLS_READY: &str = "TLSReady";
 
 /// The observed state of a SecureVault.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

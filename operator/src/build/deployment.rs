@@ -13,10 +13,10 @@ use k8s_openapi::{
         apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment},
         core::v1::{
             Affinity, Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort,
-            EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction,
+            EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
             PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-            SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
-            WeightedPodAffinityTerm,
+            SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Volume,
+            VolumeMount, WeightedPodAffinityTerm,
         },
     },
     apimachinery::pkg::{
@@ -83,7 +83,7 @@ fn pod_spec(v: &ValidatedVault) -> PodSpec {
         automount_service_account_token: Some(false),
         security_context: Some(pod_security_context()),
         containers: vec![container(v)],
-        volumes: Some(vec![empty_dir("data"), empty_dir("tmp")]),
+        volumes: Some(volumes(v)),
         // The data plane drains for up to 25 s after SIGTERM; leave it 30.
         termination_grace_period_seconds: Some(30),
         node_selector: (!placement.node_selector.is_empty())
@@ -166,7 +166,7 @@ fn container(v: &ValidatedVault) -> Container {
         image_pull_policy: v.image_pull_policy.clone(),
         args: Some(vec!["serve".into()]),
         ports: Some(vec![ContainerPort {
-            name: Some(names::HTTP_PORT_NAME.into()),
+            name: Some(v.port_name().into()),
             container_port: names::HTTP_PORT,
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
@@ -175,33 +175,84 @@ fn container(v: &ValidatedVault) -> Container {
         env: Some(secret_env(v)),
         // Liveness touches no dependency: a database outage must not restart
         // healthy pods. Readiness checks the store and its migrations.
-        liveness_probe: Some(http_probe("/api/health", 10, 3)),
-        readiness_probe: Some(http_probe("/api/health/ready", 5, 3)),
-        startup_probe: Some(http_probe("/api/health", 2, 30)),
+        liveness_probe: Some(http_probe(v, "/api/health", 10, 3)),
+        readiness_probe: Some(http_probe(v, "/api/health/ready", 5, 3)),
+        startup_probe: Some(http_probe(v, "/api/health", 2, 30)),
         resources: v.resources.clone(),
         security_context: Some(container_security_context()),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "data".into(),
-                mount_path: names::DATA_DIR.into(),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: "tmp".into(),
-                mount_path: "/tmp".into(),
-                ..VolumeMount::default()
-            },
-        ]),
+        volume_mounts: Some(volume_mounts(v)),
         ..Container::default()
     }
 }
 
-fn http_probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
+fn volumes(v: &ValidatedVault) -> Vec<Volume> {
+    let mut volumes = vec![empty_dir("data"), empty_dir("tmp")];
+    if let Some(tls) = &v.tls {
+        volumes.push(Volume {
+            name: "tls".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(tls.secret_name.clone()),
+                // Until cert-manager has issued it the pod waits, rather
+                // than starting without a certificate.
+                optional: Some(false),
+                items: Some(vec![key_to_path("tls.crt"), key_to_path("tls.key")]),
+                // Readable by the pod's group (fsGroup) only.
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    volumes
+}
+
+fn key_to_path(key: &str) -> KeyToPath {
+    KeyToPath {
+        key: key.into(),
+        path: key.into(),
+        ..KeyToPath::default()
+    }
+}
+
+fn volume_mounts(v: &ValidatedVault) -> Vec<VolumeMount> {
+    let mut mounts = vec![
+        VolumeMount {
+            name: "data".into(),
+            mount_path: names::DATA_DIR.into(),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..VolumeMount::default()
+        },
+    ];
+    if v.tls.is_some() {
+        // The whole directory, never a subPath: a subPath mount is not
+        // updated when the Secret changes, and renewal would go unseen.
+        mounts.push(VolumeMount {
+            name: "tls".into(),
+            mount_path: names::TLS_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    mounts
+}
+
+/// Over HTTPS with `spec.tls`; the kubelet does not verify the certificate
+/// (no Kubernetes probe does), so a probe fails only when the pod does.
+fn http_probe(
+    v: &ValidatedVault,
+    path: &str,
+    period_seconds: i32,
+    failure_threshold: i32,
+) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
-            port: IntOrString::String(names::HTTP_PORT_NAME.into()),
-            scheme: Some("HTTP".into()),
+            port: IntOrString::String(v.port_name().into()),
+            scheme: Some(v.scheme().into()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period_seconds),
@@ -321,6 +372,39 @@ mod tests {
         let path = |p: &Option<Probe>| p.clone().unwrap().http_get.unwrap().path.unwrap();
         assert_eq!(path(&c.liveness_probe), "/api/health");
         assert_eq!(path(&c.readiness_probe), "/api/health/ready");
+    }
+
+    #[test]
+    fn with_tls_the_secret_is_mounted_as_a_directory_and_probes_speak_https() {
+        let v = validated("  tls: {secretName: mail-tls}\n");
+        let pod = pod(&deployment(&v));
+        let c = &pod.containers[0];
+        for probe in [&c.liveness_probe, &c.readiness_probe, &c.startup_probe] {
+            let get = probe.clone().unwrap().http_get.unwrap();
+            assert_eq!(get.scheme.as_deref(), Some("HTTPS"));
+            assert_eq!(get.port, IntOrString::String("https".into()));
+        }
+        assert_eq!(c.ports.clone().unwrap()[0].name.as_deref(), Some("https"));
+        let mount = c
+            .volume_mounts
+            .clone()
+            .unwrap()
+            .into_iter()
+            .find(|m| m.name == "tls")
+            .unwrap();
+        assert_eq!(mount.mount_path, names::TLS_DIR);
+        assert_eq!(mount.sub_path, None, "a subPath never sees a renewal");
+        let volume = pod
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "tls")
+            .unwrap()
+            .secret
+            .unwrap();
+        assert_eq!(volume.secret_name.as_deref(), Some("mail-tls"));
+        assert_eq!(v.settings["TLS_CERT_FILE"], "/etc/securevault/tls/tls.crt");
+        assert_eq!(v.settings["TLS_KEY_FILE"], "/etc/securevault/tls/tls.key");
     }
 
     #[test]

@@ -2,11 +2,14 @@
 //! (plus values read earlier, such as an existing generated key) to the
 //! object. Nothing here talks to the API server; `reconcile` applies.
 //!
+pub mod alertmanager_config;
 pub mod backup_cron_job;
+pub mod certificate;
 pub mod config_map;
 pub mod dashboard;
 pub mod deployment;
 pub mod hpa;
+pub mod ingress;
 pub mod job_pod;
 pub mod migration_job;
 pub mod network_policy;
@@ -52,6 +55,10 @@ pub struct Resources {
     pub hpa: Option<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>,
     /// Scheduled backups, with `spec.backup`.
     pub backup: Option<k8s_openapi::api::batch::v1::CronJob>,
+    /// The Ingress, with `spec.ingress`.
+    pub ingress: Option<k8s_openapi::api::networking::v1::Ingress>,
+    /// cert-manager's Certificate, with `spec.tls.issuerRef`.
+    pub certificate: Option<crate::api::cert_manager::Certificate>,
 }
 
 /// What Prometheus and Grafana need to watch one SecureVault.
@@ -63,6 +70,8 @@ pub struct Monitoring {
     pub prometheus_rule: crate::api::monitoring::PrometheusRule,
     /// The Grafana dashboard.
     pub dashboard: ConfigMap,
+    /// Alert routing (Prometheus Operator), with `spec.monitoring.alertRouting`.
+    pub alertmanager_config: Option<crate::api::monitoring::AlertmanagerConfig>,
 }
 
 /// Builds every child. `generated` holds the generated values to use (the
@@ -78,10 +87,13 @@ pub fn build(v: &ValidatedVault, generated: &secret::Generated) -> Resources {
         backup: backup_cron_job::build(v),
         hpa: hpa::build(v),
         network_policy: network_policy::build(v),
+        ingress: ingress::build(v),
+        certificate: certificate::build(v),
         monitoring: v.monitoring.enabled.then(|| Monitoring {
             service_monitor: service_monitor::build(v),
             prometheus_rule: prometheus_rule::build(v),
             dashboard: dashboard::build(v),
+            alertmanager_config: alertmanager_config::build(v),
         }),
         config_map,
     }

@@ -15,10 +15,12 @@ pub fn build(v: &ValidatedVault) -> Service {
             type_: Some("ClusterIP".into()),
             selector: Some(names::selector_labels(&v.name)),
             ports: Some(vec![ServicePort {
-                name: Some(names::HTTP_PORT_NAME.into()),
+                name: Some(v.port_name().into()),
                 port: names::HTTP_PORT,
-                target_port: Some(IntOrString::String(names::HTTP_PORT_NAME.into())),
+                target_port: Some(IntOrString::String(v.port_name().into())),
                 protocol: Some("TCP".into()),
+                // Tells ingress controllers and meshes what the port speaks.
+                app_protocol: v.tls.as_ref().map(|_| "https".into()),
                 ..ServicePort::default()
             }]),
             ..ServiceSpec::default()
@@ -30,7 +32,8 @@ pub fn build(v: &ValidatedVault) -> Service {
 /// The Service's in-cluster URL, for the status.
 pub fn address(v: &ValidatedVault) -> String {
     format!(
-        "http://{}.{}.svc:{}",
+        "{}://{}.{}.svc:{}",
+        v.scheme().to_lowercase(),
         names::workload(&v.name),
         v.namespace,
         names::HTTP_PORT
@@ -51,5 +54,16 @@ mod tests {
         assert_eq!(port.port, 8080);
         assert_eq!(port.target_port, Some(IntOrString::String("http".into())));
         assert_eq!(address(&v), "http://mail.team-a.svc:8080");
+        assert_eq!(port.app_protocol, None);
+    }
+
+    #[test]
+    fn with_tls_the_port_is_https() {
+        let v = crate::validate::test_support::validated("  tls: {secretName: mail-tls}\n");
+        let port = &build(&v).spec.unwrap().ports.unwrap()[0];
+        assert_eq!(port.name.as_deref(), Some("https"));
+        assert_eq!(port.target_port, Some(IntOrString::String("https".into())));
+        assert_eq!(port.app_protocol.as_deref(), Some("https"));
+        assert_eq!(address(&v), "https://mail.team-a.svc:8080");
     }
 }

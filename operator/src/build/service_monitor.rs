@@ -4,7 +4,10 @@
 use kube::api::ObjectMeta;
 
 use crate::{
-    api::monitoring::{Endpoint, LabelSelector, ServiceMonitor, ServiceMonitorSpec},
+    api::monitoring::{
+        CaSource, Endpoint, EndpointTls, LabelSelector, SecretKey, ServiceMonitor,
+        ServiceMonitorSpec,
+    },
     names,
     validate::ValidatedVault,
 };
@@ -22,9 +25,21 @@ pub fn build(v: &ValidatedVault) -> ServiceMonitor {
                 match_labels: names::selector_labels(&v.name),
             },
             endpoints: vec![Endpoint {
-                port: names::HTTP_PORT_NAME.to_owned(),
+                port: v.port_name().to_owned(),
                 path: METRICS_PATH.to_owned(),
                 interval: v.monitoring.interval.clone(),
+                scheme: Some(v.scheme().to_lowercase()),
+                // Verified against the CA in the TLS Secret (cert-manager
+                // writes `ca.crt`), for the Service's in-cluster name.
+                tls_config: v.tls.as_ref().map(|tls| EndpointTls {
+                    ca: CaSource {
+                        secret: SecretKey {
+                            name: tls.secret_name.clone(),
+                            key: "ca.crt".to_owned(),
+                        },
+                    },
+                    server_name: format!("{}.{}.svc", names::workload(&v.name), v.namespace),
+                }),
             }],
         },
     }
@@ -67,5 +82,23 @@ mod tests {
             ("http", "/api/metrics", "15s")
         );
         assert!(sm.metadata.owner_references.is_some());
+        assert_eq!(e.scheme.as_deref(), Some("http"));
+        assert!(e.tls_config.is_none());
+    }
+
+    #[test]
+    fn with_tls_it_scrapes_https_verified_against_the_secrets_ca() {
+        let v = validated("  tls: {secretName: mail-tls}\n");
+        let e = &build(&v).spec.endpoints[0];
+        assert_eq!(
+            (e.port.as_str(), e.scheme.as_deref()),
+            ("https", Some("https"))
+        );
+        let tls = e.tls_config.as_ref().unwrap();
+        assert_eq!(
+            (tls.ca.secret.name.as_str(), tls.ca.secret.key.as_str()),
+            ("mail-tls", "ca.crt")
+        );
+        assert_eq!(tls.server_name, "mail.team-a.svc");
     }
 }

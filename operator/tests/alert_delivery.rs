@@ -1,0 +1,273 @@
+//! Alerts that reach people, end to end with the real servers: a real data
+//! plane sending through a real SMTP server (mailpit), a real Prometheus
+//! scraping it with the operator's rules, and a real Alertmanager (Debian's
+//! 0.25) loaded with the `alertmanager.yml` the operator renders. Its
+//! PagerDuty and Slack receivers point at a local HTTP recorder standing for
+//! those two services (their URLs are configurable for this reason).
+//!
+//! An email that fails for good must arrive at Slack as EmailDeliveryFailed;
+//! the data plane stopping must arrive at PagerDuty as HealthCheckFailing,
+//! in Events API v2 shape with the routing key; nothing critical goes to
+//! Slack and nothing of warning level to PagerDuty.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use operator::{
+    api::SecureVault,
+    build::{alertmanager_config, prometheus_rule},
+    validate::{ValidatedVault, validate},
+};
+use testkit::{
+    Alertmanager, DataPlane, HttpRecorder, Mailpit, Prometheus, TempDir, http_recorder::Recorded,
+    mailpit::ChaosTrigger, prometheus::amtool_binary, workspace_binary,
+};
+
+const ROUTING_KEY: &str = "R0UT1NGKEYR0UT1NGKEYR0UT1NGKEY01";
+
+fn vault(spec: &str) -> ValidatedVault {
+    let yaml = format!(
+        "apiVersion: securevault.io/v1alpha1\nkind: SecureVault\nmetadata: {{name: mail, namespace: shop, uid: u1}}\nspec:\n  version: 0.1.0\n  replicas: 1\n{spec}"
+    );
+    let sv: SecureVault = serde_saphyr::from_str(&yaml).unwrap();
+    validate(&sv).unwrap()
+}
+
+/// Waits until a request to `path` whose body contains `needle` arrived.
+fn wait_for(receiver: &HttpRecorder, path: &str, needle: &str, limit: Duration) -> Recorded {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(r) = receiver
+            .requests()
+            .into_iter()
+            .find(|r| r.path == path && r.body.contains(needle))
+        {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {needle} at {path} within {limit:?}; received: {:#?}",
+            receiver.requests()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+async fn send_email(dp: &DataPlane, to: &str) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let login: serde_json::Value = client
+        .post(dp.url("/api/auth/login"))
+        .json(&serde_json::json!({"username": testkit::ADMIN_USERNAME, "password": testkit::ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"].as_str().unwrap();
+    let sent = client
+        .post(dp.url("/api/send-email"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"to": to, "subject": "Order shipped", "text": "Hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 202, "{}", sent.text().await.unwrap());
+}
+
+#[tokio::test]
+async fn critical_alerts_page_pagerduty_and_warnings_post_to_slack() {
+    let receiver = HttpRecorder::start().unwrap();
+    let pagerduty_path = "/pagerduty/v2/enqueue";
+    let slack_path = "/slack/services/T000/B000/XXXX";
+    // The shortest settings a user can give: alerts fire after 1 s, and the
+    // Alertmanager sends a new group after 1 s.
+    let v = vault(&format!(
+        "  monitoring:
+    alerts:
+      healthCheckFailing: {{for: 1s}}
+    alertRouting:
+      pagerDuty:
+        routingKeySecretRef: {{name: oncall, key: routing-key}}
+        url: {}
+      slack:
+        apiUrlSecretRef: {{name: oncall, key: slack-url}}
+        channel: '#mail-alerts'
+      groupWait: 1s
+      groupInterval: 1s
+",
+        receiver.url(pagerduty_path)
+    ));
+
+    // The routing as a plain Alertmanager reads it, secrets in files.
+    let secrets = TempDir::new("alertmanager-secrets").unwrap();
+    std::fs::write(
+        secrets.path().join(alertmanager_config::PAGERDUTY_KEY_FILE),
+        ROUTING_KEY,
+    )
+    .unwrap();
+    std::fs::write(
+        secrets.path().join(alertmanager_config::SLACK_URL_FILE),
+        receiver.url(slack_path),
+    )
+    .unwrap();
+    let yml = alertmanager_config::alertmanager_yml(&v, &secrets.path().display().to_string())
+        .unwrap()
+        .unwrap();
+    assert!(!yml.contains(ROUTING_KEY), "no secret in the file itself");
+    let checked = TempDir::new("amtool").unwrap();
+    std::fs::write(checked.path().join("alertmanager.yml"), &yml).unwrap();
+    let out = Command::new(amtool_binary().expect("amtool (make test-deps installs it)"))
+        .current_dir(checked.path())
+        .args(["check-config", "alertmanager.yml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "amtool check-config:\n{}{}\n{yml}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let alertmanager = Alertmanager::start(&yml, &[]).unwrap();
+
+    let mailpit = Mailpit::start().unwrap();
+    let port = mailpit.smtp_port().to_string();
+    let dp = DataPlane::start(
+        &workspace_binary("dataplane").unwrap(),
+        &[
+            ("SMTP_HOST", "127.0.0.1"),
+            ("SMTP_PORT", &port),
+            ("SMTP_TLS", "none"),
+            ("SMTP_FROM", "noreply@securevault.test"),
+        ],
+    )
+    .unwrap();
+    let rules = prometheus_rule::rule_file(&v).unwrap();
+    // The labels a ServiceMonitor gives its targets, set by hand here since
+    // no Prometheus Operator runs.
+    let config = format!(
+        "global: {{scrape_interval: 1s, evaluation_interval: 1s}}
+rule_files: [rules.json]
+alerting:
+  alertmanagers:
+    - static_configs:
+        - targets: ['{}']
+scrape_configs:
+  - job_name: mail
+    metrics_path: /api/metrics
+    static_configs:
+      - targets: ['{}']
+        labels: {{namespace: shop, service: mail, pod: mail-0}}
+",
+        alertmanager.addr(),
+        dp.addr()
+    );
+    let prometheus = Prometheus::start(&config, &[("rules.json", &rules)]).unwrap();
+    // The failure counter must be scraped at 0 before it becomes 1, or
+    // `increase` has nothing to compare with.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !prometheus
+        .get("/api/v1/query?query=emails_failed_total%7Bservice%3D%22mail%22%7D")
+        .unwrap_or_default()
+        .contains("\"value\"")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "emails_failed_total never scraped"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A permanent SMTP refusal: the email fails for good, a warning.
+    mailpit
+        .set_chaos(ChaosTrigger::Recipient, 550, 100)
+        .unwrap();
+    send_email(&dp, "customer@example.com").await;
+    let slack = wait_for(
+        &receiver,
+        slack_path,
+        "EmailDeliveryFailed",
+        Duration::from_secs(60),
+    );
+    let message: serde_json::Value = serde_json::from_str(&slack.body).unwrap();
+    assert_eq!(message["channel"], "#mail-alerts", "{message}");
+    let attachment = &message["attachments"][0];
+    assert_eq!(
+        attachment["title"], "Firing: EmailDeliveryFailed (shop/mail)",
+        "{message}"
+    );
+    assert!(
+        attachment["text"]
+            .as_str()
+            .unwrap()
+            .contains("docs/runbooks.md#emaildeliveryfailed"),
+        "{message}"
+    );
+
+    // The data plane stops: a critical alert, to PagerDuty.
+    let mut dp = dp;
+    dp.process().signal("KILL").unwrap();
+    let _ = dp.process().wait_exit(Duration::from_secs(5));
+    let stopped = Instant::now();
+    let page = wait_for(
+        &receiver,
+        pagerduty_path,
+        "HealthCheckFailing",
+        Duration::from_secs(60),
+    );
+    let delay = page.at - stopped;
+    eprintln!(
+        "HealthCheckFailing reached the PagerDuty endpoint {:.1} s after the data plane stopped \
+         (scrape and evaluation every 1 s, for: 1s, groupWait: 1s)",
+        delay.as_secs_f64()
+    );
+    let event: serde_json::Value = serde_json::from_str(&page.body).unwrap();
+    assert_eq!(event["routing_key"], ROUTING_KEY, "{event}");
+    assert_eq!(event["event_action"], "trigger", "{event}");
+    assert!(event["dedup_key"].as_str().is_some_and(|k| !k.is_empty()));
+    assert_eq!(event["payload"]["severity"], "critical", "{event}");
+    assert!(
+        event["payload"]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("HealthCheckFailing: SecureVault shop/mail"),
+        "{event}"
+    );
+    assert!(event["payload"]["source"].is_string(), "{event}");
+
+    // Each severity went to its own receiver only.
+    let critical = [
+        "HealthCheckFailing",
+        "HighErrorRate",
+        "HighResponseTime",
+        "HighMemoryUsage",
+    ];
+    let warnings = [
+        "EmailDeliveryFailed",
+        "AIGenerationTimeout",
+        "HighCacheMissRate",
+        "HighDiskUsage",
+    ];
+    for r in receiver.requests() {
+        let names: &[&str] = if r.path == slack_path {
+            &critical
+        } else if r.path == pagerduty_path {
+            &warnings
+        } else {
+            panic!("a request to an unknown path: {r:?}")
+        };
+        for name in names {
+            assert!(
+                !r.body.contains(name),
+                "{name} must not go to {}: {}",
+                r.path,
+                r.body
+            );
+        }
+    }
+}
