@@ -210,6 +210,25 @@ async fn https_from_a_private_ca_with_hsts_and_nothing_older_than_tls_1_2() {
         200
     );
 
+    // HTTP/2 by ALPN, as the kubelet's probes and most clients prefer it
+    // (curl, trusting the same CA only).
+    let ca_file = TempDir::new("ca").unwrap();
+    let ca_path = ca_file.path().join("ca.crt");
+    std::fs::write(&ca_path, &ca.pem).unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--http2", "--cacert"])
+        .arg(&ca_path)
+        .args(["-o", "/dev/null", "-w", "%{http_version} %{http_code}"])
+        .arg(dp.url("/api/health"))
+        .output()
+        .expect("curl (make test-deps installs it)");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "2 200",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // TLS 1.1: a fatal protocol_version alert (record 0x15, level 2, 70).
     let answer = raw_exchange(dp.addr(), &tls11_client_hello());
     assert!(

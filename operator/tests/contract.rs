@@ -1,7 +1,8 @@
 //! The contract between operator and data plane: the environment the operator
 //! renders for a SecureVault (ConfigMap values and the referenced Secrets'
 //! values) starts the real data-plane binary, which becomes healthy against a
-//! real PostgreSQL, Redis, SMTP server and model server (llama.cpp).
+//! real PostgreSQL, Redis, SMTP server and model server (llama.cpp), and
+//! serves HTTPS from the TLS Secret's files where the pod mounts them.
 
 mod common;
 
@@ -12,7 +13,9 @@ use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{ConfigMap, Secret},
 };
-use testkit::{DataPlane, LlamaServer, Mailpit, Postgres, Redis, workspace_binary};
+use testkit::{
+    DataPlane, LlamaServer, Mailpit, Postgres, Redis, TempDir, certs::TestCa, workspace_binary,
+};
 
 #[tokio::test]
 async fn the_rendered_environment_starts_a_ready_data_plane() {
@@ -39,9 +42,28 @@ async fn the_rendered_environment_starts_a_ready_data_plane() {
         "--from-literal=webhook-secret=whsec_c2VjdXJldmF1bHQtdGVzdC13ZWJob29rLWtleS0zMmI=",
     ])
     .unwrap();
+    let ca = TestCa::new("contract CA").unwrap();
+    let issued = ca.issue(&["127.0.0.1"]).unwrap();
+    let tls_dir = TempDir::new("contract-tls").unwrap();
+    let (cert_path, key_path) = (
+        tls_dir.path().join("tls.crt"),
+        tls_dir.path().join("tls.key"),
+    );
+    std::fs::write(&cert_path, &issued.cert_pem).unwrap();
+    std::fs::write(&key_path, &issued.key_pem).unwrap();
+    w.kubectl(&[
+        "create",
+        "secret",
+        "tls",
+        "mail-tls",
+        &format!("--cert={}", cert_path.display()),
+        &format!("--key={}", key_path.display()),
+    ])
+    .unwrap();
     w.apply(&vault(
         "mail",
         &format!("  version: 0.1.0
+  tls: {{secretName: mail-tls}}
   replicas: 2
   logLevel: debug
   database:
@@ -75,7 +97,7 @@ async fn the_rendered_environment_starts_a_ready_data_plane() {
 
     // The container's environment exactly as the kubelet would assemble it.
     let deployment = w.api::<Deployment>().get("mail").await.unwrap();
-    let container = deployment.spec.template.spec.unwrap().containers[0].clone();
+    let container = deployment.spec.template.spec.clone().unwrap().containers[0].clone();
     let mut env = BTreeMap::new();
     for source in container.env_from.unwrap_or_default() {
         let name = source.config_map_ref.unwrap().name;
@@ -115,6 +137,30 @@ async fn the_rendered_environment_starts_a_ready_data_plane() {
         );
     }
 
+    // The TLS Secret's keys, where the Deployment mounts them: the files
+    // the pod would see are the ones the Secret was made from.
+    let pod = deployment.spec.template.spec.clone().unwrap();
+    let mount = container
+        .volume_mounts
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|m| m.name == "tls")
+        .expect("the TLS Secret mounted");
+    let volume = pod
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .find(|v| v.name == "tls")
+        .and_then(|v| v.secret)
+        .unwrap();
+    assert_eq!(volume.secret_name.as_deref(), Some("mail-tls"));
+    for (var, file) in [("TLS_CERT_FILE", &cert_path), ("TLS_KEY_FILE", &key_path)] {
+        let key = file.file_name().unwrap().to_str().unwrap();
+        assert_eq!(env[var], format!("{}/{key}", mount.mount_path));
+        env.insert(var.to_owned(), file.display().to_string());
+    }
+
     // Only the pod's own port and volume path differ on a test machine.
     env.remove("LISTEN_ADDR");
     env.remove("DATA_DIR");
@@ -122,7 +168,9 @@ async fn the_rendered_environment_starts_a_ready_data_plane() {
     let dp = DataPlane::start(&binary, &vars).unwrap();
     // reqwest is built without a default TLS provider (the data plane picks ring).
     let _ = rustls::crypto::ring::default_provider().install_default();
+    assert!(dp.url("/").starts_with("https://"), "{}", dp.url("/"));
     let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap()])
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
@@ -144,5 +192,6 @@ async fn the_rendered_environment_starts_a_ready_data_plane() {
     assert_eq!(detailed["checks"]["cache"]["backend"], "redis");
     assert_eq!(detailed["checks"]["smtp"]["status"], "healthy");
     assert_eq!(detailed["checks"]["ai"]["status"], "healthy");
+    assert_eq!(detailed["checks"]["tls"]["status"], "healthy");
     assert_eq!(detailed["status"], "healthy", "{detailed}");
 }

@@ -4,7 +4,8 @@
 //! containers, the kubelet runs the probes the operator wrote against the
 //! process, the namespace enforces the "restricted" Pod Security Standard,
 //! and requests reach the pods through the Service's cluster IP (kube-proxy's
-//! iptables rules).
+//! iptables rules). The first SecureVault serves HTTPS from a TLS Secret,
+//! so the HTTPS probes and the mounted Secret are exercised for real too.
 //!
 //! The data plane's dependencies run on this host, on 127.0.0.1, as in
 //! every other test: pods reach them at the node's gateway address,
@@ -20,9 +21,10 @@ mod common;
 
 use std::{
     collections::BTreeSet,
+    net::SocketAddr,
     process::Command,
     sync::{
-        Arc, OnceLock,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
@@ -36,7 +38,7 @@ use k8s_openapi::api::{
 use kube::{ResourceExt, api::ListParams};
 use operator::api::{SecureVault, UpgradePhase};
 use serde_json::{Value, json};
-use testkit::{LlamaServer, Mailpit, Postgres, Redis, TempDir};
+use testkit::{LlamaServer, Mailpit, Postgres, Redis, TempDir, certs::TestCa};
 
 /// The administrator's password of every data plane here.
 const ADMIN_PASSWORD: &str = "real-node-admin-password";
@@ -44,18 +46,41 @@ const ADMIN_PASSWORD: &str = "real-node-admin-password";
 /// The data plane's secret key (64 hex characters).
 const SECRET_KEY: &str = "5ec0e7ba5eca1ab1e5ec0e7ba5eca1ab1e5ec0e7ba5eca1ab1e5ec0e7ba5eca1";
 
+/// What HTTPS Services the clients know: the CAs they trust (ours only)
+/// and where each Service's DNS name points (its cluster IP; this host has
+/// no cluster DNS).
+#[derive(Clone)]
+struct Trust {
+    cas: Vec<String>,
+    names: Vec<(String, SocketAddr)>,
+}
+
+static HTTPS: Mutex<Trust> = Mutex::new(Trust {
+    cas: Vec::new(),
+    names: Vec::new(),
+});
+
 /// A client that opens a new connection for every request, so that each
 /// one goes through kube-proxy's choice of a pod afresh.
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let Trust { cas, names } = HTTPS.lock().unwrap().clone();
+    let mut builder = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
+        .tls_certs_only(
+            cas.iter()
+                .map(|pem| reqwest::Certificate::from_pem(pem.as_bytes()).unwrap()),
+        );
+    for (name, addr) in names {
+        builder = builder.resolve(&name, addr);
+    }
+    builder.build().unwrap()
 }
 
-/// `http://CLUSTER-IP:PORT` of the Service `name`, once kube-proxy
+/// `http://CLUSTER-IP:PORT` of the Service `name` (`https://NAME.NAMESPACE.svc:PORT`
+/// when it serves HTTPS), once kube-proxy
 /// forwards it steadily to the data plane: 25 answers in a row, each on a
 /// new connection, that are the data plane's liveness answer and not just
 /// any answer (an address kube-proxy does not know goes out to this
@@ -69,8 +94,17 @@ async fn service_url(world: &World, name: &str) -> String {
         .unwrap()
         .spec
         .unwrap();
-    let port = spec.ports.unwrap()[0].port;
-    let url = format!("http://{}:{port}", spec.cluster_ip.unwrap());
+    let port = spec.ports.as_ref().unwrap()[0].clone();
+    let ip = spec.cluster_ip.clone().unwrap();
+    let url = if port.name.as_deref() == Some("https") {
+        // Verified for the name the certificate carries, at the cluster IP.
+        let host = format!("{name}.{}.svc", world.ns());
+        let addr = SocketAddr::new(ip.parse().unwrap(), port.port as u16);
+        HTTPS.lock().unwrap().names.push((host.clone(), addr));
+        format!("https://{host}:{}", port.port)
+    } else {
+        format!("http://{ip}:{}", port.port)
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let (mut in_a_row, mut last) = (0, String::new());
     while in_a_row < 25 {
@@ -327,7 +361,30 @@ async fn the_chart_s_operator_runs_a_real_data_plane_that_serves_through_its_ser
     );
 
     world.apply(&deps.secret()).unwrap();
-    world.apply(&vault("mail", &deps.spec(2))).unwrap();
+    // HTTPS from a Secret, as cert-manager would write it.
+    let ca = TestCa::new("real node CA").unwrap();
+    let issued = ca.issue(&[&format!("mail.{}.svc", world.ns())]).unwrap();
+    HTTPS.lock().unwrap().cas.push(ca.pem.clone());
+    let files = TempDir::new("real-node-tls").unwrap();
+    let (cert, key) = (files.path().join("tls.crt"), files.path().join("tls.key"));
+    std::fs::write(&cert, &issued.cert_pem).unwrap();
+    std::fs::write(&key, &issued.key_pem).unwrap();
+    world
+        .kubectl(&[
+            "create",
+            "secret",
+            "tls",
+            "mail-tls",
+            &format!("--cert={}", cert.display()),
+            &format!("--key={}", key.display()),
+        ])
+        .unwrap();
+    world
+        .apply(&vault(
+            "mail",
+            &format!("{}  tls: {{secretName: mail-tls}}\n", deps.spec(2)),
+        ))
+        .unwrap();
     // Ready now means what it says: the kubelet saw /api/health/ready
     // answer in both pods, under the restricted standard.
     let sv = wait_really_ready(&world, "mail").await;
