@@ -92,8 +92,11 @@ struct State {
     served: Arc<CertifiedKey>,
     /// The configured pair being served; `None` while the stand-in is.
     pair: Option<Pair>,
-    /// What was wrong with the files when last read.
+    /// What was wrong with the files' contents when last read.
     unusable: Option<String>,
+    /// Why the files could not be read at the last try (mid-swap, deleted);
+    /// cleared by the next read that works.
+    unreadable: Option<String>,
     /// The files' bytes when last read, to notice a change.
     seen: (Vec<u8>, Vec<u8>),
 }
@@ -118,6 +121,7 @@ impl Certificates {
                 served,
                 pair,
                 unusable,
+                unreadable: None,
                 seen,
             }),
         };
@@ -132,11 +136,16 @@ impl Certificates {
             Ok(seen) => seen,
             // Mid-swap or deleted: keep serving, say so, try again later.
             Err(e) => {
-                self.write().unusable = Some(e.to_string());
+                self.write().unreadable = Some(e.to_string());
                 return false;
             }
         };
-        if seen == self.read().seen {
+        let unchanged = {
+            let mut state = self.write();
+            state.unreadable = None;
+            seen == state.seen
+        };
+        if unchanged {
             return false;
         }
         let result = Pair::from_pem(&seen.0, &seen.1);
@@ -175,11 +184,11 @@ impl Certificates {
             .as_ref()
             .and_then(|pair| pair.validity(now).err())
             .map(|e| e.to_string());
-        let problem = match (&state.unusable, invalid) {
-            (Some(unusable), Some(invalid)) => Some(format!("{invalid}; {unusable}")),
-            (Some(unusable), None) => Some(unusable.clone()),
-            (None, invalid) => invalid,
-        };
+        let problems: Vec<String> = [invalid, state.unusable.clone(), state.unreadable.clone()]
+            .into_iter()
+            .flatten()
+            .collect();
+        let problem = (!problems.is_empty()).then(|| problems.join("; "));
         TlsStatus {
             serving_configured: state.pair.is_some(),
             problem: problem.map(|p| {

@@ -120,12 +120,9 @@ async fn wait_for_certificate(dp: &DataPlane, ca: &str, expected: &Issued) {
     }
 }
 
-async fn tls_check(dp: &DataPlane) -> (u16, serde_json::Value) {
-    let r = insecure()
-        .get(dp.url("/api/health/detailed"))
-        .send()
-        .await
-        .unwrap();
+/// Status and body of a health route, read with [`insecure`].
+async fn get_health(dp: &DataPlane, path: &str) -> (u16, serde_json::Value) {
+    let r = insecure().get(dp.url(path)).send().await.unwrap();
     let code = r.status().as_u16();
     let body: serde_json::Value = r.json().await.unwrap();
     (code, body)
@@ -284,7 +281,7 @@ async fn replaced_files_are_served_to_the_next_connection_by_the_same_process() 
             .status(),
         200
     );
-    let (code, health) = tls_check(&dp).await;
+    let (code, health) = get_health(&dp, "/api/health/detailed").await;
     assert_eq!(code, 200);
     assert_eq!(health["checks"]["tls"]["status"], "healthy", "{health}");
 
@@ -294,7 +291,7 @@ async fn replaced_files_are_served_to_the_next_connection_by_the_same_process() 
     files.replace(&next.cert_pem, &renewed.key_pem);
     let deadline = Instant::now() + RELOAD_DEADLINE;
     let health = loop {
-        let (code, health) = tls_check(&dp).await;
+        let (code, health) = get_health(&dp, "/api/health/detailed").await;
         if health["checks"]["tls"]["status"] == "unhealthy" {
             assert_eq!(code, 200, "a refused renewal degrades, it does not fail");
             break health;
@@ -311,12 +308,8 @@ async fn replaced_files_are_served_to_the_next_connection_by_the_same_process() 
         "{error}"
     );
     assert_eq!(served_certificate(&dp, &ca.pem).await, renewed.der);
-    let ready = insecure()
-        .get(dp.url("/api/health/ready"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200, "still serving a good certificate");
+    let (ready, _) = get_health(&dp, "/api/health/ready").await;
+    assert_eq!(ready, 200, "still serving a good certificate");
 
     // Fixed files are picked up again.
     let fixed = ca.issue(&["localhost", "127.0.0.1"]).unwrap();
@@ -333,19 +326,15 @@ async fn a_key_that_does_not_match_is_reported_and_the_pod_is_not_ready() {
     let files = Files::new(&one.cert_pem, &other.key_pem);
     let dp = start_tls(&files);
 
-    let (code, health) = tls_check(&dp).await;
+    let (code, health) = get_health(&dp, "/api/health/detailed").await;
     assert_eq!(code, 503, "{health}");
     assert_eq!(health["checks"]["tls"]["critical"], true);
     let error = health["checks"]["tls"]["error"].as_str().unwrap();
     assert!(error.contains("does not match the certificate"), "{error}");
 
-    let ready = insecure()
-        .get(dp.url("/api/health/ready"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 503);
-    let reason = ready.json::<serde_json::Value>().await.unwrap()["reason"].clone();
+    let (ready, body) = get_health(&dp, "/api/health/ready").await;
+    assert_eq!(ready, 503);
+    let reason = body["reason"].clone();
     assert!(
         reason
             .as_str()
@@ -365,12 +354,8 @@ async fn a_key_that_does_not_match_is_reported_and_the_pod_is_not_ready() {
     // Once the right key arrives, the pod serves it and becomes ready.
     files.replace(&one.cert_pem, &one.key_pem);
     wait_for_certificate(&dp, &ca.pem, &one).await;
-    let ready = insecure()
-        .get(dp.url("/api/health/ready"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200);
+    let (ready, _) = get_health(&dp, "/api/health/ready").await;
+    assert_eq!(ready, 200);
 }
 
 #[tokio::test]
@@ -380,7 +365,7 @@ async fn an_expired_certificate_is_served_and_reported() {
     let files = Files::new(&expired.cert_pem, &expired.key_pem);
     let dp = start_tls(&files);
 
-    let (code, health) = tls_check(&dp).await;
+    let (code, health) = get_health(&dp, "/api/health/detailed").await;
     assert_eq!(code, 200, "{health}");
     assert_eq!(health["status"], "degraded");
     assert_eq!(health["checks"]["tls"]["critical"], false);

@@ -17,25 +17,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use operator::{
-    api::SecureVault,
-    build::{alertmanager_config, prometheus_rule},
-    validate::{ValidatedVault, validate},
-};
+mod common;
+
+use common::shop_vault as vault;
+use operator::build::{alertmanager_config, prometheus_rule};
 use testkit::{
     Alertmanager, DataPlane, HttpRecorder, Mailpit, Prometheus, TempDir, http_recorder::Recorded,
     mailpit::ChaosTrigger, prometheus::amtool_binary, workspace_binary,
 };
 
 const ROUTING_KEY: &str = "R0UT1NGKEYR0UT1NGKEYR0UT1NGKEY01";
-
-fn vault(spec: &str) -> ValidatedVault {
-    let yaml = format!(
-        "apiVersion: securevault.io/v1alpha1\nkind: SecureVault\nmetadata: {{name: mail, namespace: shop, uid: u1}}\nspec:\n  version: 0.1.0\n  replicas: 1\n{spec}"
-    );
-    let sv: SecureVault = serde_saphyr::from_str(&yaml).unwrap();
-    validate(&sv).unwrap()
-}
 
 /// Waits until a request to `path` whose body contains `needle` arrived.
 fn wait_for(receiver: &HttpRecorder, path: &str, needle: &str, limit: Duration) -> Recorded {

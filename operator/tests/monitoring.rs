@@ -11,21 +11,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use operator::{
-    api::SecureVault,
-    build::{dashboard, prometheus_rule},
-    validate::{ValidatedVault, validate},
-};
-use testkit::{DataPlane, Prometheus, TempDir, prometheus::promtool_binary, workspace_binary};
+mod common;
 
-/// A SecureVault in namespace `shop` with `spec` (YAML, indented two spaces).
-fn vault(spec: &str) -> ValidatedVault {
-    let yaml = format!(
-        "apiVersion: securevault.io/v1alpha1\nkind: SecureVault\nmetadata: {{name: mail, namespace: shop, uid: u1}}\nspec:\n  version: 0.1.0\n  replicas: 1\n{spec}"
-    );
-    let sv: SecureVault = serde_saphyr::from_str(&yaml).unwrap();
-    validate(&sv).unwrap()
-}
+use common::shop_vault as vault;
+use operator::build::{dashboard, prometheus_rule};
+use testkit::{DataPlane, Prometheus, TempDir, prometheus::promtool_binary, workspace_binary};
 
 fn promtool(dir: &std::path::Path, args: &[&str]) -> String {
     let out = Command::new(promtool_binary().expect("promtool (make test-deps installs it)"))

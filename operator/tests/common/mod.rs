@@ -265,6 +265,18 @@ pub async fn resource_versions(world: &World) -> BTreeMap<String, String> {
     versions
 }
 
+/// SecureVault `mail` in namespace `shop` with `spec` (YAML, indented two
+/// spaces), validated as the operator would: for the builders' output
+/// checked by real tools without a cluster (promtool, Prometheus,
+/// Alertmanager).
+pub fn shop_vault(spec: &str) -> operator::validate::ValidatedVault {
+    let yaml = format!(
+        "apiVersion: securevault.io/v1alpha1\nkind: SecureVault\nmetadata: {{name: mail, namespace: shop, uid: u1}}\nspec:\n  version: 0.1.0\n  replicas: 1\n{spec}"
+    );
+    let sv: SecureVault = serde_saphyr::from_str(&yaml).unwrap();
+    operator::validate::validate(&sv).unwrap()
+}
+
 /// A SecureVault manifest with `spec` (YAML lines, indented by two).
 pub fn vault(name: &str, spec: &str) -> String {
     format!(
