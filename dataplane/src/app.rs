@@ -107,7 +107,8 @@ pub fn app(state: AppState) -> Router {
         // One limit, ours: axum's own default (2 MB) would otherwise apply too.
         .layer(DefaultBodyLimit::disable());
 
-    api.route_layer(from_fn(expose_matched_path))
+    api.merge(crate::console::router(&state))
+        .route_layer(from_fn(expose_matched_path))
         .fallback(not_found)
         .layer(middleware)
         .with_state(state)

@@ -18,6 +18,8 @@
 //!   [`audit`] records what it did.
 //! - [`store`] is the SQL store (SQLite or PostgreSQL, the same queries),
 //!   [`cache`] the Redis or in-process cache, [`telemetry`] logs and metrics.
+//! - [`console`] is the web console under `/console`: HTML pages over the
+//!   same handlers, for people.
 
 pub mod ai;
 pub mod app;
@@ -26,6 +28,7 @@ pub mod auth;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod email;
 pub mod error;
 pub mod extract;

@@ -90,15 +90,20 @@ impl Mailer {
         })
     }
 
-    /// Delivers `email`. Its `Message-ID` derives from its id, so a duplicate
-    /// delivery (see the README on the crash window) is recognisable.
-    pub async fn send(&self, email: &StoredEmail) -> Result<(), SendError> {
+    /// Delivers `email` and returns the server's final answer (`250 …`).
+    /// Its `Message-ID` derives from its id, so a duplicate delivery (see
+    /// the README on the crash window) is recognisable.
+    pub async fn send(&self, email: &StoredEmail) -> Result<String, SendError> {
         let message = self.build(email).map_err(|message| SendError {
             permanent: true,
             message,
         })?;
         match self.transport.send(message).await {
-            Ok(_) => Ok(()),
+            Ok(response) => Ok(format!(
+                "{} {}",
+                response.code(),
+                response.message().collect::<Vec<_>>().join(" ")
+            )),
             Err(e) => Err(SendError {
                 permanent: e.is_permanent(),
                 message: describe(&e, self.timeout),

@@ -20,7 +20,7 @@ use super::smtp::{Mailer, SendError};
 use crate::{
     queue_loop::{self, Every},
     shutdown::Shutdown,
-    store::{Outcome, Store, StoredEmail},
+    store::{Attempt, Outcome, Store, StoredEmail},
     telemetry::Metrics,
     webhooks::{EventType, NewEvent},
 };
@@ -100,8 +100,22 @@ impl Worker {
             .email_send_duration_seconds
             .observe(start.elapsed().as_secs_f64());
         let now = SystemTime::now();
+        let (outcome_name, answer) = match &result {
+            Ok(reply) => ("sent", reply.clone()),
+            Err(e) if e.permanent || email.attempts >= MAX_ATTEMPTS => {
+                ("failed", e.message.clone())
+            }
+            Err(e) => ("retry", e.message.clone()),
+        };
+        let mut attempt_log = email.attempt_log.clone();
+        attempt_log.push(Attempt {
+            at: crate::store::unix_millis(SystemTime::now()),
+            outcome: outcome_name.to_owned(),
+            answer,
+            duration_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+        });
         let outcome = match result {
-            Ok(()) => {
+            Ok(_) => {
                 self.metrics.emails_sent_total.inc();
                 tracing::info!(email_id = %email.id, attempts = email.attempts, "email sent");
                 Outcome::Delivered
@@ -138,7 +152,14 @@ impl Worker {
         let recorded = loop {
             let result = self
                 .store
-                .finish_email(&email.id, &self.id, &outcome, event.as_ref(), now)
+                .finish_email(
+                    &email.id,
+                    &self.id,
+                    &outcome,
+                    &attempt_log,
+                    event.as_ref(),
+                    now,
+                )
                 .await;
             match (result, pauses.next()) {
                 (Err(e), Some(pause)) => {

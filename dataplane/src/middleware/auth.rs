@@ -142,14 +142,20 @@ pub fn credentials(headers: &HeaderMap) -> Option<&str> {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
     }
+    cookie(headers, SESSION_COOKIE)
+}
+
+/// The value of cookie `name`, if the request has a non-empty one.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value)
+        .filter(|v| !v.is_empty())
 }
 
 fn refused(d: &Decision) -> ApiError {

@@ -1,6 +1,7 @@
 //! Gives the answers the framework and tower layers make by themselves (405
 //! from the router, 413 from the body limit, 503 from the timeout) the same
-//! JSON shape as our own errors. Answers that already are JSON pass untouched.
+//! JSON shape as our own errors. Answers that already are JSON pass untouched,
+//! and so do the console's HTML pages (their errors are pages for people).
 
 use crate::error::ApiError;
 use axum::{
@@ -27,7 +28,7 @@ const MAX_MESSAGE: usize = 512;
 pub async fn json_errors(State(limits): State<Limits>, req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) || is_json(response.headers()) {
+    if !(status.is_client_error() || status.is_server_error()) || is_ours(response.headers()) {
         return response;
     }
     let (parts, body) = response.into_parts();
@@ -54,12 +55,15 @@ pub async fn json_errors(State(limits): State<Limits>, req: Request, next: Next)
     rewritten
 }
 
-fn is_json(headers: &HeaderMap) -> bool {
+/// JSON errors, or a console page.
+fn is_ours(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
-            v.starts_with("application/json") || v.starts_with("application/problem+json")
+            v.starts_with("application/json")
+                || v.starts_with("application/problem+json")
+                || v.starts_with("text/html")
         })
 }
 

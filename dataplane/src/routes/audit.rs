@@ -119,6 +119,7 @@ pub async fn list(
         until: time(p.until.as_deref(), "until")?,
         before: p.before,
         limit,
+        actor_name: None,
     };
     let entries = state.store.audit(&query).await?;
     let next = (entries.len() == limit as usize)

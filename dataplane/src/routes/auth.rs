@@ -98,14 +98,52 @@ pub async fn login(
     audit: audit::Context,
     ApiJson(request): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    let username = request.username.trim().to_lowercase();
+    let SignedIn { session, principal } =
+        sign_in(&state, ip, &audit, &request.username, &request.password).await?;
+    let cookie = session_cookie(
+        &session.token,
+        state.auth.config.session_ttl,
+        state.auth.config.cookie_secure,
+    );
+    let body = LoginResponse {
+        token: session.token,
+        expires_at: rfc3339(unix_millis(session.expires_at)),
+        user: Me::from(&principal),
+    };
+    let mut response = (StatusCode::OK, Json(body)).into_response();
+    response.headers_mut().insert(header::SET_COOKIE, cookie);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// A session just opened, and who it is for.
+pub struct SignedIn {
+    /// The session (its token goes into the cookie).
+    pub session: sessions::NewSession,
+    /// The user, as a principal.
+    pub principal: Principal,
+}
+
+/// Checks a user name and password and opens a session: the API's login
+/// and the console's sign-in form both come here, so the brute-force block,
+/// the audit trail and the metrics apply to both alike.
+pub async fn sign_in(
+    state: &AppState,
+    ip: Option<std::net::IpAddr>,
+    audit: &audit::Context,
+    username: &str,
+    password: &str,
+) -> Result<SignedIn, ApiError> {
+    let username = username.trim().to_lowercase();
     if username.is_empty() || username.len() > 64 {
         return Err(ApiError::Validation {
             field: "username".into(),
             message: "expected a user name of 1 to 64 characters".into(),
         });
     }
-    if request.password.len() > MAX_PASSWORD_LEN {
+    if password.len() > MAX_PASSWORD_LEN {
         return Err(ApiError::Validation {
             field: "password".into(),
             message: format!("a password is at most {MAX_PASSWORD_LEN} bytes"),
@@ -131,10 +169,7 @@ pub async fn login(
     let user = state.store.user_by_name(&username).await?;
     let matches = auth
         .passwords
-        .verify(
-            &request.password,
-            user.as_ref().map(|u| u.password_hash.as_str()),
-        )
+        .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
         .await?;
     let Some(user) = user.filter(|_| matches) else {
         metrics.with_label_values(&["failure"]).inc();
@@ -170,13 +205,29 @@ pub async fn login(
         }
         return Err(ApiError::Unauthorized("wrong user name or password".into()));
     };
+    // Said only to whoever knows the password: it tells them nothing new.
+    if user.disabled_at.is_some() {
+        metrics.with_label_values(&["disabled"]).inc();
+        audit
+            .record(
+                &state.store,
+                "login",
+                Some(&username),
+                Outcome::Denied,
+                Some("the account is disabled".into()),
+            )
+            .await;
+        return Err(ApiError::Forbidden(
+            "this account is disabled; an administrator can enable it again".into(),
+        ));
+    }
 
     brute_force::succeeded(&auth.limiter, &username).await?;
     let session = sessions::open(&state.store, &user, auth.config.session_ttl).await?;
     let principal = sessions::principal(
         &user,
         Credential::Session {
-            token_hash: String::new(),
+            token_hash: crate::auth::tokens::digest(&session.token),
             expires_at: unix_millis(session.expires_at),
         },
     );
@@ -193,23 +244,7 @@ pub async fn login(
         )
         .await;
     tracing::info!("signed in");
-
-    let cookie = session_cookie(
-        &session.token,
-        auth.config.session_ttl,
-        auth.config.cookie_secure,
-    );
-    let body = LoginResponse {
-        token: session.token,
-        expires_at: rfc3339(unix_millis(session.expires_at)),
-        user: Me::from(&principal),
-    };
-    let mut response = (StatusCode::OK, Json(body)).into_response();
-    response.headers_mut().insert(header::SET_COOKIE, cookie);
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    Ok(SignedIn { session, principal })
 }
 
 /// Ends the caller's session and clears the cookie.
@@ -273,7 +308,7 @@ fn blocked(wait: Duration) -> ApiError {
 /// The session cookie: script-proof (`HttpOnly`), never sent cross-site
 /// (`SameSite=Strict`, which also stops CSRF), HTTPS-only unless
 /// `SESSION_COOKIE_SECURE=false`. An empty token with no lifetime clears it.
-fn session_cookie(token: &str, ttl: Duration, secure: bool) -> HeaderValue {
+pub fn session_cookie(token: &str, ttl: Duration, secure: bool) -> HeaderValue {
     let secure = if secure { "; Secure" } else { "" };
     let cookie = format!(
         "{SESSION_COOKIE}={token}; Path=/; Max-Age={}; HttpOnly; SameSite=Strict{secure}",

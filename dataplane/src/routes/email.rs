@@ -1,4 +1,5 @@
-//! `POST /api/send-email` and `GET /api/emails/{id}`.
+//! `POST /api/send-email`, `GET /api/emails/{id}` and
+//! `POST /api/emails/{id}/retry`.
 
 use std::time::{Duration, SystemTime};
 
@@ -215,4 +216,48 @@ pub async fn get_email(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no email with id {id:?}")))?;
     Ok(Json(EmailStatus::from(&email)))
+}
+
+/// Queues a failed email again, now, with a fresh retry schedule.
+#[utoipa::path(
+    post,
+    path = "/api/emails/{id}/retry",
+    tag = "email",
+    params(("id" = String, Path, description = "The email's id")),
+    responses(
+        (status = 202, description = "Queued again", body = EmailStatus),
+        (status = 404, description = "No such email", body = ErrorBody),
+        (status = 409, description = "The email has not failed", body = ErrorBody),
+    )
+)]
+pub async fn retry_email(
+    State(state): State<AppState>,
+    audit: audit::Context,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<EmailStatus>), ApiError> {
+    let not_found = || ApiError::NotFound(format!("no email with id {id:?}"));
+    match state.store.retry_email(&id, SystemTime::now()).await? {
+        None => return Err(not_found()),
+        Some(false) => {
+            return Err(ApiError::Conflict(
+                "only a failed email can be retried; this one has not failed".into(),
+            ));
+        }
+        Some(true) => {}
+    }
+    audit
+        .record(
+            &state.store,
+            "email.retry",
+            Some(&id),
+            audit::Outcome::Success,
+            None,
+        )
+        .await;
+    if let Some(wake) = &state.email_wake {
+        wake.notify_one();
+    }
+    tracing::info!(email_id = %id, "failed email queued again");
+    let email = state.store.email(&id).await?.ok_or_else(not_found)?;
+    Ok((StatusCode::ACCEPTED, Json(EmailStatus::from(&email))))
 }

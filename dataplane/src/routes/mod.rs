@@ -24,7 +24,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{app::AppState, middleware::auth::Access};
 
 /// A store timestamp (Unix milliseconds) as RFC 3339, as answers show it.
-fn rfc3339(millis: i64) -> String {
+pub fn rfc3339(millis: i64) -> String {
     let t = std::time::SystemTime::UNIX_EPOCH
         + std::time::Duration::from_millis(u64::try_from(millis).unwrap_or(0));
     humantime::format_rfc3339_millis(t).to_string()
@@ -62,7 +62,9 @@ pub fn api() -> Api {
         .routes(routes!(auth::logout))
         .routes(routes!(auth::me))
         .routes(routes!(stats::get_stats));
-    let send_email = OpenApiRouter::new().routes(routes!(email::send_email));
+    let send_email = OpenApiRouter::new()
+        .routes(routes!(email::send_email))
+        .routes(routes!(email::retry_email));
     let read_email = OpenApiRouter::new().routes(routes!(email::get_email));
     let generate = OpenApiRouter::new().routes(routes!(ai::generate_content));
     let read_generation = OpenApiRouter::new().routes(routes!(ai::get_generation));
@@ -70,6 +72,7 @@ pub fn api() -> Api {
         .routes(routes!(api_keys::create_key, api_keys::list_keys))
         .routes(routes!(api_keys::revoke_key))
         .routes(routes!(users::create_user, users::list_users))
+        .routes(routes!(users::update_user))
         .routes(routes!(audit::list));
     let guarded = [
         (Access::SignedIn, signed_in),

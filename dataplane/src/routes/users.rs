@@ -1,8 +1,13 @@
-//! `POST /api/users`, `GET /api/users`: accounts, managed by administrators.
+//! `POST /api/users`, `GET /api/users`, `PATCH /api/users/{id}`: accounts,
+//! managed by administrators.
 
 use std::time::SystemTime;
 
-use axum::{Json, extract::State, http::StatusCode};
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::StatusCode,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -39,6 +44,18 @@ pub struct UserInfo {
     pub role: String,
     /// When it was created (RFC 3339).
     pub created_at: String,
+    /// When it was disabled (RFC 3339); absent while it can sign in.
+    pub disabled_at: Option<String>,
+}
+
+/// A change to an account: disable or enable it, or set a new password
+/// (which ends its sessions). Absent fields stay as they are.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct UpdateUserRequest {
+    /// `true` disables the account and ends its sessions; `false` enables it.
+    pub disabled: Option<bool>,
+    /// A new password, at least 12 characters.
+    pub password: Option<String>,
 }
 
 impl From<&User> for UserInfo {
@@ -48,6 +65,7 @@ impl From<&User> for UserInfo {
             username: u.username.clone(),
             role: u.role.clone(),
             created_at: rfc3339(u.created_at),
+            disabled_at: u.disabled_at.map(rfc3339),
         }
     }
 }
@@ -73,13 +91,7 @@ pub async fn create_user(
         field: "username".into(),
         message,
     })?;
-    let length = request.password.chars().count();
-    if !(MIN_PASSWORD_LEN..=1024).contains(&length) {
-        return Err(ApiError::Validation {
-            field: "password".into(),
-            message: format!("expected {MIN_PASSWORD_LEN} to 1024 characters"),
-        });
-    }
+    check_password(&request.password)?;
     let hash = state.auth.passwords.hash(&request.password).await?;
     let user = state
         .store
@@ -111,4 +123,114 @@ pub async fn create_user(
 pub async fn list_users(State(state): State<AppState>) -> Result<Json<Vec<UserInfo>>, ApiError> {
     let users = state.store.users().await?;
     Ok(Json(users.iter().map(UserInfo::from).collect()))
+}
+
+/// Disables or enables an account, or sets its password. An administrator
+/// cannot disable their own account, nor the last administrator who can
+/// sign in: nobody would be left to enable it again.
+#[utoipa::path(
+    patch,
+    path = "/api/users/{id}",
+    tag = "auth",
+    params(("id" = String, Path, description = "The user's id")),
+    request_body = UpdateUserRequest,
+    responses(
+        (status = 200, description = "The account as it now stands", body = UserInfo),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 422, description = "A field is invalid, or the change would lock everyone out", body = ErrorBody),
+    )
+)]
+pub async fn update_user(
+    State(state): State<AppState>,
+    audit: audit::Context,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<UpdateUserRequest>,
+) -> Result<Json<UserInfo>, ApiError> {
+    let user = state
+        .store
+        .user_by_id(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no user with id {id:?}")))?;
+    if request.disabled.is_none() && request.password.is_none() {
+        return Err(ApiError::Validation {
+            field: "disabled".into(),
+            message: "give `disabled`, `password` or both".into(),
+        });
+    }
+    let now = SystemTime::now();
+    if let Some(password) = &request.password {
+        check_password(password)?;
+        let hash = state.auth.passwords.hash(password).await?;
+        state.store.set_password(&user.id, &hash, now).await?;
+        audit
+            .record(
+                &state.store,
+                "user.password_reset",
+                Some(&user.username),
+                Outcome::Success,
+                Some("sessions ended".into()),
+            )
+            .await;
+    }
+    match request.disabled {
+        Some(true) if user.disabled_at.is_none() => {
+            if audit.actor == format!("user:{}", user.id) {
+                return Err(ApiError::Validation {
+                    field: "disabled".into(),
+                    message: "you cannot disable your own account".into(),
+                });
+            }
+            if user.role == Role::Admin.as_str() && state.store.enabled_admins().await? <= 1 {
+                return Err(ApiError::Validation {
+                    field: "disabled".into(),
+                    message: "this is the last administrator who can sign in".into(),
+                });
+            }
+            state.store.set_disabled(&user.id, Some(now), now).await?;
+            audit
+                .record(
+                    &state.store,
+                    "user.disable",
+                    Some(&user.username),
+                    Outcome::Success,
+                    Some("sessions ended".into()),
+                )
+                .await;
+        }
+        Some(false) if user.disabled_at.is_some() => {
+            state.store.set_disabled(&user.id, None, now).await?;
+            audit
+                .record(
+                    &state.store,
+                    "user.enable",
+                    Some(&user.username),
+                    Outcome::Success,
+                    None,
+                )
+                .await;
+        }
+        _ => {}
+    }
+    // Sessions may be cached for up to a second; forget them now.
+    state
+        .auth
+        .cache
+        .forget_principal(&format!("user:{}", user.id));
+    let user = state
+        .store
+        .user_by_id(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no user with id {id:?}")))?;
+    Ok(Json(UserInfo::from(&user)))
+}
+
+fn check_password(password: &str) -> Result<(), ApiError> {
+    let length = password.chars().count();
+    if !(MIN_PASSWORD_LEN..=1024).contains(&length) {
+        return Err(ApiError::Validation {
+            field: "password".into(),
+            message: format!("expected {MIN_PASSWORD_LEN} to 1024 characters"),
+        });
+    }
+    Ok(())
 }

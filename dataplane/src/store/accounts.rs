@@ -20,6 +20,15 @@ pub struct User {
     pub role: String,
     /// When it was created (Unix ms).
     pub created_at: i64,
+    /// When it was disabled (Unix ms); a disabled account cannot sign in.
+    pub disabled_at: Option<i64>,
+}
+
+/// The user columns every query returns.
+macro_rules! user_columns {
+    () => {
+        "u.id, u.username, u.password_hash, u.role, u.created_at, u.disabled_at"
+    };
 }
 
 /// An API key as stored (without the key itself).
@@ -48,6 +57,7 @@ fn user(row: &AnyRow) -> Result<User, StoreError> {
         password_hash: row.try_get("password_hash")?,
         role: row.try_get("role")?,
         created_at: row.try_get("created_at")?,
+        disabled_at: row.try_get("disabled_at")?,
     })
 }
 
@@ -92,25 +102,79 @@ impl Store {
             password_hash: password_hash.to_owned(),
             role: role.to_owned(),
             created_at: at,
+            disabled_at: None,
         }))
     }
 
     /// The user called `username` (already lower-cased), if any.
     pub async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, username, password_hash, role, created_at FROM users WHERE username = $1",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users u WHERE u.username = $1"
+        ))
         .bind(username)
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(user).transpose()
     }
 
+    /// The user with this id, if any.
+    pub async fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users u WHERE u.id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(user).transpose()
+    }
+
+    /// Disables (with the time it happened) or enables a user. Disabling
+    /// ends its sessions in the same transaction. `false` when there is no
+    /// such user; the caller decides who may be disabled.
+    pub async fn set_disabled(
+        &self,
+        user_id: &str,
+        disabled_at: Option<SystemTime>,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let n = sqlx::query("UPDATE users SET disabled_at = $1, updated_at = $2 WHERE id = $3")
+            .bind(disabled_at.map(unix_millis))
+            .bind(unix_millis(now))
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if disabled_at.is_some() {
+            sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    /// How many administrators can sign in.
+    pub async fn enabled_admins(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// Every user, oldest first.
     pub async fn users(&self) -> Result<Vec<User>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, username, password_hash, role, created_at FROM users ORDER BY created_at, id",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users u ORDER BY u.created_at, u.id"
+        ))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(user).collect()
@@ -182,11 +246,12 @@ impl Store {
         token_hash: &str,
         now: SystemTime,
     ) -> Result<Option<(User, i64)>, StoreError> {
-        let row = sqlx::query(
-            "SELECT u.id, u.username, u.password_hash, u.role, u.created_at, s.expires_at \
-             FROM sessions s JOIN users u ON u.id = s.user_id \
-             WHERE s.token_hash = $1 AND s.expires_at > $2",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            ", s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id \
+                 WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.disabled_at IS NULL"
+        ))
         .bind(token_hash)
         .bind(unix_millis(now))
         .fetch_optional(&self.pool)

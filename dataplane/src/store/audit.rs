@@ -36,6 +36,8 @@ pub struct AuditQuery {
     pub actor: Option<String>,
     /// Only this action.
     pub action: Option<String>,
+    /// Only actors of this name (the console's filter: people know names).
+    pub actor_name: Option<String>,
     /// Only entries at or after this time (Unix ms).
     pub since: Option<i64>,
     /// Only entries before this time (Unix ms).
@@ -99,6 +101,7 @@ impl Store {
                AND (CAST($3 AS BIGINT) IS NULL OR at >= CAST($3 AS BIGINT)) \
                AND (CAST($4 AS BIGINT) IS NULL OR at < CAST($4 AS BIGINT)) \
                AND (CAST($5 AS TEXT) IS NULL OR id < CAST($5 AS TEXT)) \
+               AND (CAST($7 AS TEXT) IS NULL OR actor_name = CAST($7 AS TEXT)) \
              ORDER BY id DESC LIMIT $6",
         )
         .bind(&q.actor)
@@ -107,6 +110,7 @@ impl Store {
         .bind(q.until)
         .bind(&q.before)
         .bind(i64::from(q.limit))
+        .bind(&q.actor_name)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(entry).collect()

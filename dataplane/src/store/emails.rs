@@ -81,6 +81,86 @@ pub struct StoredEmail {
     pub next_attempt_at: i64,
     /// The digest of the request that created it.
     pub request_hash: Option<String>,
+    /// Who sent it (`user:<id>` or `key:<id>`); `None` for older emails.
+    pub created_by: Option<String>,
+    /// Every delivery attempt, oldest first (at most [`ATTEMPT_LOG_LEN`]).
+    pub attempt_log: Vec<Attempt>,
+}
+
+/// The longest attempt log kept per email: the newest attempts win.
+pub const ATTEMPT_LOG_LEN: usize = 20;
+
+/// One delivery attempt, as the console shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// When it ended (Unix ms).
+    pub at: i64,
+    /// `sent`, `retry` or `failed`.
+    pub outcome: String,
+    /// What the SMTP server answered (or why there was no answer).
+    pub answer: String,
+    /// How long the SMTP exchange took.
+    pub duration_ms: u64,
+}
+
+/// Which emails to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct EmailQuery {
+    /// Only this status.
+    pub status: Option<String>,
+    /// Only emails with a recipient (To, Cc or Bcc) containing this text,
+    /// ignoring case.
+    pub recipient: Option<String>,
+    /// Only emails sent by this principal.
+    pub created_by: Option<String>,
+    /// Only emails created at or after this time (Unix ms).
+    pub since: Option<i64>,
+    /// Only emails created before this time (Unix ms).
+    pub until: Option<i64>,
+    /// Only emails older than this one (the previous page's last row).
+    pub before: Option<Cursor>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// A position in the newest-first list: `(created_at, id)` of a row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// The row's creation time (Unix ms).
+    pub created_at: i64,
+    /// The row's id (ties within one millisecond).
+    pub id: String,
+}
+
+impl Cursor {
+    /// `created_at.id`, as pages put it in links.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.created_at, self.id)
+    }
+
+    /// The cursor of [`Cursor::encode`]'s text; `None` if it is not one.
+    pub fn decode(text: &str) -> Option<Self> {
+        let (at, id) = text.split_once('.')?;
+        Some(Self {
+            created_at: at.parse().ok()?,
+            id: id.to_owned(),
+        })
+    }
+}
+
+/// Emails sent and failed, and generations, per hour.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HourlySeries {
+    /// The first hour's start (Unix ms, a multiple of an hour).
+    pub start: i64,
+    /// Emails sent, by the hour they were sent.
+    pub sent: Vec<i64>,
+    /// Emails failed for good, by the hour they failed.
+    pub failed: Vec<i64>,
+    /// Generations that succeeded, by the hour they finished.
+    pub generated: Vec<i64>,
+    /// Generations that failed.
+    pub generation_failures: Vec<i64>,
 }
 
 /// The outcome of one delivery attempt, as a queue records it.
@@ -115,7 +195,8 @@ pub enum Enqueued {
 macro_rules! columns {
     () => {
         "id, status, recipients, subject, body_text, body_html, reply_to, headers, attempts, \
-         last_error, created_at, updated_at, sent_at, next_attempt_at, request_hash"
+         last_error, created_at, updated_at, sent_at, next_attempt_at, request_hash, created_by, \
+         attempt_log"
     };
 }
 
@@ -148,11 +229,12 @@ impl Store {
         }
         let id = uuid::Uuid::new_v4().to_string();
         let now = unix_millis(now);
+        let created_by = audit.as_ref().map(|a| a.actor.clone());
         let mut tx = self.writer.begin().await?;
         let result = sqlx::query(
             "INSERT INTO emails (id, status, recipients, subject, body_text, body_html, reply_to, headers, \
-             idempotency_key, request_hash, attempts, next_attempt_at, created_at, updated_at) \
-             VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $10, $10)",
+             idempotency_key, request_hash, attempts, next_attempt_at, created_at, updated_at, created_by) \
+             VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $10, $10, $11)",
         )
         .bind(&id)
         .bind(to_json(&email.recipients))
@@ -164,6 +246,8 @@ impl Store {
         .bind(&email.idempotency_key)
         .bind(&email.request_hash)
         .bind(now)
+        // The audit entry names who sent it; it is the author too.
+        .bind(&created_by)
         .execute(&mut *tx)
         .await;
         match result {
@@ -206,6 +290,8 @@ impl Store {
             sent_at: None,
             next_attempt_at: now,
             request_hash: Some(email.request_hash.clone()),
+            created_by,
+            attempt_log: Vec::new(),
         }))
     }
 
@@ -253,9 +339,11 @@ impl Store {
         id: &str,
         worker: &str,
         outcome: &Outcome,
+        attempt_log: &[Attempt],
         event: Option<&NewEvent>,
         now: SystemTime,
     ) -> Result<bool, StoreError> {
+        let keep_from = attempt_log.len().saturating_sub(ATTEMPT_LOG_LEN);
         let now_ms = unix_millis(now);
         let (status, error, next_attempt_at, sent_at) = match outcome {
             Outcome::Delivered => ("sent", None, None, Some(now_ms)),
@@ -268,7 +356,7 @@ impl Store {
         let done = sqlx::query(
             "UPDATE emails SET status = $1, last_error = $2, \
              next_attempt_at = COALESCE($3, next_attempt_at), sent_at = COALESCE($4, sent_at), \
-             updated_at = $5, claimed_by = NULL, claim_expires_at = NULL \
+             updated_at = $5, claimed_by = NULL, claim_expires_at = NULL, attempt_log = $8 \
              WHERE id = $6 AND claimed_by = $7",
         )
         .bind(status)
@@ -278,6 +366,7 @@ impl Store {
         .bind(now_ms)
         .bind(id)
         .bind(worker)
+        .bind(to_json(&attempt_log[keep_from..]))
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() != 1 {
@@ -301,9 +390,118 @@ impl Store {
         .await?;
         Ok((row.try_get(0)?, row.try_get(1)?))
     }
+
+    /// The emails `q` selects, newest first.
+    pub async fn emails(&self, q: &EmailQuery) -> Result<Vec<StoredEmail>, StoreError> {
+        // As in `audit`: every filter is bound, and NULL switches it off.
+        let recipient = q.recipient.as_deref().map(|r| {
+            let escaped = r
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%{escaped}%")
+        });
+        let (cursor_at, cursor_id) = match &q.before {
+            Some(c) => (Some(c.created_at), Some(c.id.clone())),
+            None => (None, None),
+        };
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM emails \
+             WHERE (CAST($1 AS TEXT) IS NULL OR status = CAST($1 AS TEXT)) \
+               AND (CAST($2 AS TEXT) IS NULL OR LOWER(recipients) LIKE CAST($2 AS TEXT) ESCAPE '\\') \
+               AND (CAST($3 AS TEXT) IS NULL OR created_by = CAST($3 AS TEXT)) \
+               AND (CAST($4 AS BIGINT) IS NULL OR created_at >= CAST($4 AS BIGINT)) \
+               AND (CAST($5 AS BIGINT) IS NULL OR created_at < CAST($5 AS BIGINT)) \
+               AND (CAST($6 AS BIGINT) IS NULL OR created_at < CAST($6 AS BIGINT) \
+                    OR (created_at = CAST($6 AS BIGINT) AND id < CAST($7 AS TEXT))) \
+             ORDER BY created_at DESC, id DESC LIMIT $8"
+        ))
+        .bind(&q.status)
+        .bind(recipient)
+        .bind(&q.created_by)
+        .bind(q.since)
+        .bind(q.until)
+        .bind(cursor_at)
+        .bind(cursor_id)
+        .bind(i64::from(q.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// Queues a failed email again, now, with a fresh retry schedule (its
+    /// attempt log keeps the earlier attempts). `None` when there is no such
+    /// email; `Some(false)` when it is not `failed`.
+    pub async fn retry_email(&self, id: &str, now: SystemTime) -> Result<Option<bool>, StoreError> {
+        let now = unix_millis(now);
+        let done = sqlx::query(
+            "UPDATE emails SET status = 'queued', attempts = 0, next_attempt_at = $1, \
+             updated_at = $1 WHERE id = $2 AND status = 'failed'",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        if done.rows_affected() == 1 {
+            return Ok(Some(true));
+        }
+        Ok(self.email(id).await?.map(|_| false))
+    }
+
+    /// Emails sent and failed, and generations, for each of the `hours`
+    /// hours up to the one holding `now`.
+    pub async fn hourly_series(
+        &self,
+        hours: usize,
+        now: SystemTime,
+    ) -> Result<HourlySeries, StoreError> {
+        const HOUR_MS: i64 = 3_600_000;
+        let span = i64::try_from(hours).unwrap_or(i64::MAX).saturating_sub(1);
+        let start = (unix_millis(now) / HOUR_MS - span) * HOUR_MS;
+        let mut series = HourlySeries {
+            start,
+            sent: vec![0; hours],
+            failed: vec![0; hours],
+            generated: vec![0; hours],
+            generation_failures: vec![0; hours],
+        };
+        // Each query groups by the hour; the `status` column names the series.
+        let queries: [&str; 3] = [
+            "SELECT 'sent', sent_at / 3600000, COUNT(*) FROM emails \
+             WHERE sent_at >= $1 GROUP BY sent_at / 3600000",
+            "SELECT 'failed', updated_at / 3600000, COUNT(*) FROM emails \
+             WHERE status = 'failed' AND updated_at >= $1 GROUP BY updated_at / 3600000",
+            "SELECT status, created_at / 3600000, COUNT(*) FROM generations \
+             WHERE created_at >= $1 GROUP BY status, created_at / 3600000",
+        ];
+        for sql in queries {
+            let rows: Vec<(String, i64, i64)> = sqlx::query_as(sql)
+                .bind(start)
+                .fetch_all(&self.pool)
+                .await?;
+            for (name, hour, count) in rows {
+                let Ok(i) = usize::try_from(hour - start / HOUR_MS) else {
+                    continue;
+                };
+                let target = match name.as_str() {
+                    "sent" => &mut series.sent,
+                    "failed" => &mut series.failed,
+                    "succeeded" => &mut series.generated,
+                    _ => &mut series.generation_failures,
+                };
+                if let Some(slot) = target.get_mut(i) {
+                    *slot += count;
+                }
+            }
+        }
+        Ok(series)
+    }
 }
 
-fn to_json<T: Serialize>(value: &T) -> String {
+fn to_json<T: Serialize + ?Sized>(value: &T) -> String {
     // Vectors and maps of strings always serialise.
     serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned())
 }
@@ -311,6 +509,7 @@ fn to_json<T: Serialize>(value: &T) -> String {
 fn from_row(row: &sqlx::any::AnyRow) -> Result<StoredEmail, StoreError> {
     let recipients: String = row.try_get("recipients")?;
     let headers: String = row.try_get("headers")?;
+    let attempt_log: String = row.try_get("attempt_log")?;
     Ok(StoredEmail {
         id: row.try_get("id")?,
         status: row.try_get("status")?,
@@ -327,5 +526,7 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<StoredEmail, StoreError> {
         sent_at: row.try_get("sent_at")?,
         next_attempt_at: row.try_get("next_attempt_at")?,
         request_hash: row.try_get("request_hash")?,
+        created_by: row.try_get("created_by")?,
+        attempt_log: serde_json::from_str(&attempt_log).unwrap_or_default(),
     })
 }

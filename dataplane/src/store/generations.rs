@@ -39,6 +39,16 @@ pub struct StoredGeneration {
     pub generation: NewGeneration,
     /// When it was recorded (Unix ms).
     pub created_at: i64,
+    /// Who asked (`user:<id>` or `key:<id>`); `None` for older rows.
+    pub created_by: Option<String>,
+}
+
+/// The columns every query returns, as a literal so queries stay `&'static str`.
+macro_rules! columns {
+    () => {
+        "id, status, created_at, model, messages, output, finish_reason, prompt_tokens, \
+         completion_tokens, duration_ms, error, created_by"
+    };
 }
 
 impl Store {
@@ -59,8 +69,8 @@ impl Store {
         let mut tx = self.writer.begin().await?;
         sqlx::query(
             "INSERT INTO generations (id, status, created_at, model, messages, output, \
-             finish_reason, prompt_tokens, completion_tokens, duration_ms, error) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             finish_reason, prompt_tokens, completion_tokens, duration_ms, error, created_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&id)
         .bind(status)
@@ -73,6 +83,8 @@ impl Store {
         .bind(g.completion_tokens.map(i64::from))
         .bind(i64::try_from(g.duration_ms).unwrap_or(i64::MAX))
         .bind(&g.error)
+        // The audit entry names who asked; it is the author too.
+        .bind(audit.as_ref().map(|a| a.actor.clone()))
         .execute(&mut *tx)
         .await?;
         if let Some(mut entry) = audit {
@@ -85,36 +97,62 @@ impl Store {
 
     /// The generation `id`, if it exists.
     pub async fn generation(&self, id: &str) -> Result<Option<StoredGeneration>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, status, created_at, model, messages, output, finish_reason, \
-             prompt_tokens, completion_tokens, duration_ms, error FROM generations WHERE id = $1",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM generations WHERE id = $1"
+        ))
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let messages: String = row.try_get("messages")?;
-        let tokens = |name: &str| -> Result<Option<u32>, StoreError> {
-            let n: Option<i64> = row.try_get(name)?;
-            Ok(n.and_then(|n| u32::try_from(n).ok()))
-        };
-        let duration_ms: i64 = row.try_get("duration_ms")?;
-        Ok(Some(StoredGeneration {
-            id: row.try_get("id")?,
-            status: row.try_get("status")?,
-            created_at: row.try_get("created_at")?,
-            generation: NewGeneration {
-                model: row.try_get("model")?,
-                messages: serde_json::from_str(&messages).unwrap_or_default(),
-                output: row.try_get("output")?,
-                finish_reason: row.try_get("finish_reason")?,
-                prompt_tokens: tokens("prompt_tokens")?,
-                completion_tokens: tokens("completion_tokens")?,
-                duration_ms: u64::try_from(duration_ms).unwrap_or(0),
-                error: row.try_get("error")?,
-            },
-        }))
+        row.as_ref().map(generation).transpose()
     }
+
+    /// `created_by`'s generations, newest first: at most `limit`, created
+    /// before `before` (Unix ms) when given.
+    pub async fn generations_of(
+        &self,
+        created_by: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<StoredGeneration>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM generations WHERE created_by = $1 \
+             AND (CAST($2 AS BIGINT) IS NULL OR created_at < CAST($2 AS BIGINT)) \
+             ORDER BY created_at DESC, id DESC LIMIT $3"
+        ))
+        .bind(created_by)
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(generation).collect()
+    }
+}
+
+fn generation(row: &sqlx::any::AnyRow) -> Result<StoredGeneration, StoreError> {
+    let messages: String = row.try_get("messages")?;
+    let tokens = |name: &str| -> Result<Option<u32>, StoreError> {
+        let n: Option<i64> = row.try_get(name)?;
+        Ok(n.and_then(|n| u32::try_from(n).ok()))
+    };
+    let duration_ms: i64 = row.try_get("duration_ms")?;
+    Ok(StoredGeneration {
+        id: row.try_get("id")?,
+        status: row.try_get("status")?,
+        created_at: row.try_get("created_at")?,
+        created_by: row.try_get("created_by")?,
+        generation: NewGeneration {
+            model: row.try_get("model")?,
+            messages: serde_json::from_str(&messages).unwrap_or_default(),
+            output: row.try_get("output")?,
+            finish_reason: row.try_get("finish_reason")?,
+            prompt_tokens: tokens("prompt_tokens")?,
+            completion_tokens: tokens("completion_tokens")?,
+            duration_ms: u64::try_from(duration_ms).unwrap_or(0),
+            error: row.try_get("error")?,
+        },
+    })
 }

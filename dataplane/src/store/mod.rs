@@ -25,7 +25,9 @@ use sqlx::{
 
 pub use accounts::{StoredApiKey, User};
 pub use audit::{AuditEntry, AuditQuery};
-pub use emails::{Enqueued, NewEmail, Outcome, Recipients, StoredEmail};
+pub use emails::{
+    Attempt, Cursor, EmailQuery, Enqueued, HourlySeries, NewEmail, Outcome, Recipients, StoredEmail,
+};
 pub use generations::{NewGeneration, StoredGeneration};
 pub use stats::{KindStats, PeriodCounts, Stats, unix_millis};
 pub use webhooks::StoredEvent;

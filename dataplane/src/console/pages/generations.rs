@@ -1,0 +1,207 @@
+//! Generations: the signed-in user's history, and a form to try a prompt.
+//!
+//! With the script, the form streams the answer from `POST
+//! /api/generate-content` (the API's own route, so its scope check and
+//! budgets apply) token by token into the page. Without it, the form posts
+//! here and the page comes back with the whole answer.
+
+use axum::{
+    Extension,
+    extract::{Query, State},
+    http::{HeaderMap, StatusCode},
+    response::Response,
+};
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use crate::{
+    ai::validate::GenerateRequest,
+    app::AppState,
+    audit,
+    console::{form::CsrfForm, guard::Viewer, layout},
+    error::ApiError,
+    middleware::auth::Access,
+    routes::ai::{GenerationResult, generate_content},
+    store::StoredGeneration,
+};
+
+/// Rows per page.
+pub const PAGE_SIZE: u32 = 25;
+
+/// Where the history page starts.
+#[derive(Debug, Default, Deserialize)]
+pub struct HistoryParams {
+    /// Only generations created before this time (Unix ms).
+    pub before: Option<i64>,
+}
+
+/// The prompt form as posted (without the script).
+#[derive(Debug, Default, Deserialize)]
+pub struct PromptForm {
+    /// The prompt.
+    #[serde(default)]
+    pub prompt: String,
+    /// Most tokens to generate.
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+}
+
+/// `GET /console/generations`.
+pub async fn page(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    Query(params): Query<HistoryParams>,
+) -> Response {
+    render(&state, &viewer, params.before, &PromptForm::default(), None).await
+}
+
+/// `POST /console/generations`: the form without the script.
+pub async fn generate(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    audit: audit::Context,
+    CsrfForm(form): CsrfForm<PromptForm>,
+) -> Response {
+    let outcome = run(&state, &viewer, audit, &form).await;
+    render(&state, &viewer, None, &form, Some(outcome)).await
+}
+
+async fn run(
+    state: &AppState,
+    viewer: &Viewer,
+    audit: audit::Context,
+    form: &PromptForm,
+) -> Result<GenerationResult, ApiError> {
+    let d = state
+        .limiter
+        .check(&viewer.principal.id, state.config.rate_limits.ai)
+        .await?;
+    if !d.allowed {
+        return Err(ApiError::TooManyRequests {
+            message: format!(
+                "you have used your AI budget; try again in {} s",
+                d.retry_after.as_secs().max(1)
+            ),
+            retry_after_secs: d.retry_after.as_secs().max(1),
+        });
+    }
+    let request = GenerateRequest {
+        prompt: Some(form.prompt.clone()),
+        messages: None,
+        system: None,
+        max_tokens: form.max_tokens,
+        temperature: None,
+        model: None,
+        stream: false,
+    };
+    let res = generate_content(
+        State(state.clone()),
+        audit,
+        HeaderMap::new(),
+        crate::extract::ApiJson(request),
+    )
+    .await?;
+    let bytes = axum::body::to_bytes(res.into_body(), 4 << 20)
+        .await
+        .map_err(|e| ApiError::Internal(format!("reading a generation: {e}")))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::Internal(format!("reading a generation: {e}")))
+}
+
+async fn render(
+    state: &AppState,
+    viewer: &Viewer,
+    before: Option<i64>,
+    form: &PromptForm,
+    outcome: Option<Result<GenerationResult, ApiError>>,
+) -> Response {
+    let history = match state
+        .store
+        .generations_of(&viewer.principal.id, before, PAGE_SIZE)
+        .await
+    {
+        Ok(h) => h,
+        Err(e) => return layout::failure(&ApiError::from(e)),
+    };
+    let status = match &outcome {
+        Some(Err(e)) => e.status(),
+        _ => StatusCode::OK,
+    };
+    let older = (history.len() == PAGE_SIZE as usize)
+        .then(|| history.last().map(|g| g.created_at))
+        .flatten();
+    let body = html! {
+        @if viewer.may(Access::AiGenerate) {
+            section aria-labelledby="try-h" {
+                h2 #try-h { "Try a prompt" }
+                form.stack #prompt-form method="post" action="/console/generations" data-stream="/api/generate-content" {
+                    (layout::csrf(viewer))
+                    label for="prompt" { "Prompt" }
+                    textarea #prompt name="prompt" rows="4" required maxlength="8000" { (form.prompt) }
+                    label for="max_tokens" { "Most tokens in the answer" }
+                    input #max_tokens name="max_tokens" type="number" min="1" max="4096" value=(form.max_tokens.unwrap_or(128));
+                    button type="submit" { "Generate" }
+                }
+                h3 { "Answer" }
+                @let (answer, error) = match &outcome {
+                    Some(Ok(r)) => (r.text.clone(), None),
+                    Some(Err(e)) => (String::new(), Some(e)),
+                    None => (String::new(), None),
+                };
+                @if let Some(e) = error { (layout::action_error(e)) }
+                p.error #answer-error role="alert" hidden {}
+                output #answer for="prompt" aria-live="polite" { (answer) }
+            }
+        }
+        section aria-labelledby="history-h" {
+            h2 #history-h { "Your history" }
+            @if history.is_empty() {
+                p { "You have not generated anything yet." }
+            } @else {
+                (layout::table("Your generations", html! {
+                    table {
+                        thead { tr {
+                            th scope="col" { "When" } th scope="col" { "Status" } th scope="col" { "Prompt" }
+                            th scope="col" { "Answer" } th scope="col" { "Tokens" } th scope="col" { "Took" }
+                        } }
+                        tbody { @for g in &history { (row(g)) } }
+                    }
+                }))
+            }
+            nav.pager aria-label="Pages" {
+                @if before.is_some() { a href="/console/generations" { "Newest" } }
+                @if let Some(t) = older { a href={ "/console/generations?before=" (t) } { "Older" } }
+            }
+        }
+    };
+    layout::respond(
+        status,
+        layout::page(viewer, "Generations", "Generations", body),
+    )
+}
+
+fn row(g: &StoredGeneration) -> Markup {
+    let prompt = g
+        .generation
+        .messages
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("");
+    let answer = g
+        .generation
+        .output
+        .as_deref()
+        .or(g.generation.error.as_deref())
+        .unwrap_or("");
+    html! {
+        tr {
+            td { (layout::time(g.created_at)) }
+            td { (layout::badge(&g.status)) }
+            td { (layout::short(prompt, 120)) }
+            td { (layout::short(answer, 200)) }
+            td { (g.generation.completion_tokens.map_or("—".to_owned(), |t| t.to_string())) }
+            td { (g.generation.duration_ms) " ms" }
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! API keys (administrators): create one with its scopes (the key is shown
+//! once, in the answer to the form, which is never cached), list, revoke.
+
+use axum::{
+    Extension,
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Redirect, Response},
+};
+use maud::html;
+use serde::Deserialize;
+
+use crate::{
+    app::AppState,
+    audit,
+    auth::Scope,
+    console::{form::CsrfForm, guard::Viewer, layout},
+    error::ApiError,
+    routes::api_keys::{
+        ApiKeyInfo, CreateKeyRequest, CreatedKey, create_key, list_keys, revoke_key,
+    },
+};
+
+/// The creation form as posted: a checkbox per scope.
+#[derive(Debug, Default, Deserialize)]
+pub struct NewKey {
+    /// What to call it.
+    #[serde(default)]
+    pub name: String,
+    /// Checked: the `email` scope.
+    pub email: Option<String>,
+    /// Checked: the `ai` scope.
+    pub ai: Option<String>,
+    /// Checked: the `admin` scope.
+    pub admin: Option<String>,
+}
+
+/// `GET /console/keys`.
+pub async fn page(State(state): State<AppState>, Extension(viewer): Extension<Viewer>) -> Response {
+    render(
+        &state,
+        &viewer,
+        StatusCode::OK,
+        &NewKey::default(),
+        None,
+        None,
+    )
+    .await
+}
+
+/// `POST /console/keys`: through the API's own handler.
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    audit: audit::Context,
+    CsrfForm(form): CsrfForm<NewKey>,
+) -> Response {
+    let scopes = [
+        (Scope::Email, &form.email),
+        (Scope::Ai, &form.ai),
+        (Scope::Admin, &form.admin),
+    ]
+    .into_iter()
+    .filter(|(_, checked)| checked.is_some())
+    .map(|(s, _)| s.as_str().to_owned())
+    .collect();
+    let request = CreateKeyRequest {
+        name: form.name.clone(),
+        scopes,
+    };
+    match create_key(
+        State(state.clone()),
+        audit,
+        crate::extract::ApiJson(request),
+    )
+    .await
+    {
+        Ok((_, axum::Json(created))) => {
+            render(
+                &state,
+                &viewer,
+                StatusCode::CREATED,
+                &NewKey::default(),
+                Some(created),
+                None,
+            )
+            .await
+        }
+        Err(e) => render(&state, &viewer, e.status(), &form, None, Some(e)).await,
+    }
+}
+
+/// `POST /console/keys/{id}/revoke`.
+pub async fn revoke(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    audit: audit::Context,
+    Path(id): Path<String>,
+    CsrfForm(super::login::Empty {}): CsrfForm<super::login::Empty>,
+) -> Response {
+    match revoke_key(State(state.clone()), audit, Path(id)).await {
+        Ok(_) => Redirect::to("/console/keys").into_response(),
+        Err(e) => {
+            render(
+                &state,
+                &viewer,
+                e.status(),
+                &NewKey::default(),
+                None,
+                Some(e),
+            )
+            .await
+        }
+    }
+}
+
+async fn render(
+    state: &AppState,
+    viewer: &Viewer,
+    status: StatusCode,
+    form: &NewKey,
+    created: Option<CreatedKey>,
+    error: Option<ApiError>,
+) -> Response {
+    let keys: Vec<ApiKeyInfo> = match list_keys(State(state.clone())).await {
+        Ok(axum::Json(keys)) => keys,
+        Err(e) => return layout::failure(&e),
+    };
+    let body = html! {
+        @if let Some(c) = &created {
+            section.created aria-labelledby="new-key-h" {
+                h2 #new-key-h { "Key “" (c.info.name) "” created" }
+                p role="status" { "Copy it now: it is not shown again, and SecureVault keeps only its digest." }
+                p { code #new-key { (c.key) } }
+            }
+        }
+        section aria-labelledby="create-h" {
+            h2 #create-h { "Create a key" }
+            @if let Some(e) = &error { (layout::action_error(e)) }
+            form.stack method="post" action="/console/keys" {
+                (layout::csrf(viewer))
+                label for="name" { "Name" }
+                input #name name="name" type="text" required maxlength="100" value=(form.name);
+                fieldset {
+                    legend { "Scopes" }
+                    @for (scope, checked) in [("email", &form.email), ("ai", &form.ai), ("admin", &form.admin)] {
+                        div.check {
+                            input id={ "scope-" (scope) } name=(scope) type="checkbox" value="on" checked[checked.is_some()];
+                            label for={ "scope-" (scope) } { (scope) }
+                        }
+                    }
+                }
+                button type="submit" { "Create key" }
+            }
+        }
+        section aria-labelledby="keys-h" {
+            h2 #keys-h { "Keys" }
+            (layout::table("API keys", html! {
+                table {
+                    thead { tr {
+                        th scope="col" { "Name" } th scope="col" { "Starts with" } th scope="col" { "Scopes" }
+                        th scope="col" { "Created by" } th scope="col" { "Created" } th scope="col" { "State" } th scope="col" { span.visually-hidden { "Action" } }
+                    } }
+                    tbody {
+                        @for k in &keys {
+                            tr {
+                                th scope="row" { (k.name) }
+                                td { code { (k.prefix) "…" } }
+                                td { (k.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")) }
+                                td { (k.created_by) }
+                                td { (k.created_at) }
+                                td { @if k.revoked_at.is_some() { (layout::badge("revoked")) } @else { (layout::badge("active")) } }
+                                td {
+                                    @if k.revoked_at.is_none() {
+                                        form method="post" action={ "/console/keys/" (k.id) "/revoke" } {
+                                            (layout::csrf(viewer))
+                                            button.danger type="submit" aria-label={ "Revoke " (k.name) } { "Revoke" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }))
+        }
+    };
+    layout::respond(status, layout::page(viewer, "API keys", "API keys", body))
+}

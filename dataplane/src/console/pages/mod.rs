@@ -1,0 +1,9 @@
+//! One module per page of the console.
+
+pub mod audit;
+pub mod emails;
+pub mod generations;
+pub mod keys;
+pub mod login;
+pub mod overview;
+pub mod users;
