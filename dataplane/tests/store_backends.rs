@@ -3,6 +3,8 @@
 //! status and period, served from the cache, and a store that goes away turns
 //! into 5xx answers that still carry the security headers.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::time::Duration;
@@ -141,4 +143,122 @@ async fn a_store_that_goes_away_gives_5xx_answers_with_the_headers_and_no_intern
         || async { get(&dp, "/api/health/ready").await.status() == StatusCode::OK },
     )
     .await;
+}
+
+/// The console's queries (filtered, paged email list; hourly series; retry;
+/// disabling an account) through the API and the console's pages, on one
+/// store.
+async fn console_queries(dp: &DataPlane, store_url: &str) {
+    let pool = store_pool(store_url).await;
+    for (id, status, ago, to) in [
+        ("c1", "sent", MINUTE, "ann@example.com"),
+        ("c2", "failed", 2 * MINUTE, "bob_100%@example.com"),
+        ("c3", "sent", 2 * HOUR, "Ann.Other@example.com"),
+        ("c4", "queued", Duration::ZERO, "carl@example.com"),
+    ] {
+        insert_email(&pool, id, status, ago).await;
+        sqlx::query(
+            "UPDATE emails SET recipients = $1, subject = $2, \
+             sent_at = CASE WHEN status = 'sent' THEN created_at ELSE NULL END WHERE id = $3",
+        )
+        .bind(serde_json::json!({ "to": [to] }).to_string())
+        .bind(format!("subject {id}"))
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    insert_generation(&pool, "g1", "succeeded", MINUTE).await;
+    pool.close().await;
+
+    let admin = authed(dp).await;
+    // The console takes the session cookie, not a bearer token.
+    let token = token(dp).await;
+    let cookie_client = |path: String| {
+        let token = token.clone();
+        async move {
+            client()
+                .get(path)
+                .header("cookie", format!("sv_session={token}"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let list = cookie_client(dp.url("/console/emails?recipient=ANN")).await;
+    assert!(
+        list.contains("subject c1") && list.contains("subject c3"),
+        "{list}"
+    );
+    assert!(!list.contains("subject c2"));
+    // `%` and `_` are the text typed, not patterns.
+    let list = cookie_client(dp.url("/console/emails?recipient=b_100%25")).await;
+    assert!(
+        list.contains("subject c2") && !list.contains("subject c1"),
+        "{list}"
+    );
+    let list = cookie_client(dp.url("/console/emails?status=sent")).await;
+    assert!(
+        list.contains("subject c1") && list.contains("subject c3") && !list.contains("subject c4")
+    );
+    let overview = cookie_client(dp.url("/console")).await;
+    assert!(overview.contains("2 sent, 1 failed"), "{overview}");
+    assert!(overview.contains("1 succeeded, 0 failed"), "{overview}");
+
+    let retried = admin
+        .post(dp.url("/api/emails/c2/retry"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retried.status(), StatusCode::ACCEPTED);
+    assert_eq!(json(retried).await["status"], "queued");
+    let again = admin
+        .post(dp.url("/api/emails/c1/retry"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+
+    let user = json(
+        admin
+            .post(dp.url("/api/users"))
+            .json(&serde_json::json!({"username": "dora", "password": "dora-password-123", "role": "member"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let id = user["id"].as_str().unwrap();
+    let disabled = admin
+        .patch(dp.url(&format!("/api/users/{id}")))
+        .json(&serde_json::json!({"disabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(disabled.status(), StatusCode::OK);
+    assert!(json(disabled).await["disabled_at"].is_string());
+    let refused = client()
+        .post(dp.url("/api/auth/login"))
+        .json(&serde_json::json!({"username": "dora", "password": "dora-password-123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn console_queries_on_sqlite() {
+    let dp = start(&[]);
+    console_queries(&dp, &dp.sqlite_url()).await;
+}
+
+#[tokio::test]
+async fn console_queries_on_postgres() {
+    let pg = Postgres::start().unwrap();
+    let url = pg.create_database("console").unwrap();
+    let dp = start(&[("DATABASE_URL", &url)]);
+    console_queries(&dp, &url).await;
 }
