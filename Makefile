@@ -81,6 +81,10 @@ k8s-deploy: ## Install the operator's Helm chart into KUBECONFIG's cluster (defa
 k8s-undeploy: ## Stop the operator make k8s-deploy runs on this host (the chart stays; helm uninstall removes it)
 	SECUREVAULT_CACHE="$(CACHE_DIR)" scripts/k8s-deploy.sh undeploy
 
+.PHONY: console-screenshots
+console-screenshots: test-deps ## Run the web console's browser test (Chromium, mailpit, llama.cpp) and keep its screenshots of every page, desktop and phone, in docs/screenshots
+	SCREENSHOT_DIR="$(CURDIR)/docs/screenshots" cargo test -p dataplane --locked --test console_browser -- --nocapture
+
 .PHONY: test-deps
 test-deps:
 	@tests/setup/debian-packages.sh $(TEST_PACKAGES)
@@ -103,13 +107,14 @@ security: ## cargo-deny (licences, bans, sources; advisories with a local RustSe
 	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/setup/security.sh
 
 .PHONY: benchmark
-benchmark: ## Load-test the data plane with wrk, email into mailpit end to end, AI beside LiteLLM, an authenticated route with Redis and without, HTTPS against HTTP, then the operator with 500 SecureVaults and managed upgrades on the kwok cluster, then real pods on the real node (as root); each adds a dated row to docs/benchmarks.md
+benchmark: ## Load-test the data plane with wrk, email into mailpit end to end, AI beside LiteLLM, an authenticated route with Redis and without, HTTPS against HTTP, the web console with 100,000 emails, then the operator with 500 SecureVaults and managed upgrades on the kwok cluster, then real pods on the real node (as root); each adds a dated row to docs/benchmarks.md
 	@tests/setup/debian-packages.sh $(BENCH_PACKAGES)
 	tests/bench/benchmark.sh
 	tests/bench/email-benchmark.sh
 	tests/bench/ai-benchmark.sh
 	tests/bench/auth-benchmark.sh
 	tests/bench/tls-benchmark.sh
+	tests/bench/console-benchmark.sh
 	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/bench/operator-benchmark.sh
 	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/bench/upgrade-benchmark.sh
 	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/bench/real-node-benchmark.sh

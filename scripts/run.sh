@@ -94,5 +94,6 @@ export SESSION_COOKIE_SECURE=${SESSION_COOKIE_SECURE:-false}
 if [ -z "${ADMIN_PASSWORD:-}" ]; then
   echo "sign in as admin with the password in $DATA_DIR/admin-password (made on the first start)" >&2
 fi
+echo "web console: http://127.0.0.1:8080/console (LISTEN_ADDR moves it)" >&2
 # Not exec: the trap above stops the servers once the data plane exits.
 "$dataplane" serve

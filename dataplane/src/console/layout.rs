@@ -5,7 +5,7 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use maud::{DOCTYPE, Markup, PreEscaped, html};
+use maud::{DOCTYPE, Markup, html};
 
 use super::{assets, form::CSRF_FIELD, guard::Viewer};
 use crate::{error::ApiError, middleware::auth::Access, routes::rfc3339};
@@ -206,6 +206,27 @@ pub fn parse_time(text: &str) -> Result<i64, String> {
         .map_err(|_| format!("{text:?} is not a date and time like 2026-12-01T10:30"))
 }
 
+/// A filter's text, trimmed; `None` when empty.
+pub fn filter_text(value: &Option<String>) -> Option<String> {
+    value
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
+/// A filter's time (datetime-local, UTC) as Unix ms; the error names `field`.
+pub fn filter_time(field: &str, value: &Option<String>) -> Result<Option<i64>, ApiError> {
+    filter_text(value)
+        .map(|t| {
+            parse_time(&t).map_err(|message| ApiError::Validation {
+                field: field.into(),
+                message,
+            })
+        })
+        .transpose()
+}
+
 /// Unix ms as a datetime-local value, to refill a filter.
 pub fn time_input(millis: i64) -> String {
     rfc3339(millis).chars().take(16).collect()
@@ -219,11 +240,6 @@ pub fn short(text: &str, max: usize) -> String {
         let cut: String = text.chars().take(max.saturating_sub(1)).collect();
         format!("{cut}…")
     }
-}
-
-/// A raw fragment (e.g. an SVG built as text by `charts`).
-pub fn raw(text: String) -> Markup {
-    PreEscaped(text)
 }
 
 #[cfg(test)]

@@ -41,30 +41,14 @@ pub async fn page(
     Extension(viewer): Extension<Viewer>,
     Query(f): Query<AuditFilters>,
 ) -> Response {
-    let set = |v: &Option<String>| {
-        v.as_deref()
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned)
-    };
-    let time = |field: &str, v: &Option<String>| {
-        set(v)
-            .map(|t| {
-                layout::parse_time(&t).map_err(|message| ApiError::Validation {
-                    field: field.into(),
-                    message,
-                })
-            })
-            .transpose()
-    };
-    let query = time("since", &f.since).and_then(|since| {
+    let query = layout::filter_time("since", &f.since).and_then(|since| {
         Ok(AuditQuery {
             actor: None,
-            actor_name: set(&f.actor).map(|a| a.to_lowercase()),
-            action: set(&f.action),
+            actor_name: layout::filter_text(&f.actor).map(|a| a.to_lowercase()),
+            action: layout::filter_text(&f.action),
             since,
-            until: time("until", &f.until)?,
-            before: set(&f.before),
+            until: layout::filter_time("until", &f.until)?,
+            before: layout::filter_text(&f.before),
             limit: PAGE_SIZE,
         })
     });

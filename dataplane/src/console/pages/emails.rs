@@ -51,13 +51,7 @@ fn email_query(viewer: &Viewer, p: &ListParams) -> Result<EmailQuery, ApiError> 
         field: field.into(),
         message,
     };
-    let nonempty = |v: &Option<String>| {
-        v.as_deref()
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned)
-    };
-    let status = nonempty(&p.status);
+    let status = layout::filter_text(&p.status);
     if let Some(s) = &status
         && !STATUSES.contains(&s.as_str())
     {
@@ -66,12 +60,7 @@ fn email_query(viewer: &Viewer, p: &ListParams) -> Result<EmailQuery, ApiError> 
             format!("{s:?} is not one of {}", STATUSES.join(", ")),
         ));
     }
-    let time = |field: &str, v: &Option<String>| {
-        nonempty(v)
-            .map(|t| layout::parse_time(&t).map_err(|m| invalid(field, m)))
-            .transpose()
-    };
-    let before = match nonempty(&p.before) {
+    let before = match layout::filter_text(&p.before) {
         Some(c) => Some(
             Cursor::decode(&c).ok_or_else(|| invalid("before", "not a page position".into()))?,
         ),
@@ -79,11 +68,11 @@ fn email_query(viewer: &Viewer, p: &ListParams) -> Result<EmailQuery, ApiError> 
     };
     Ok(EmailQuery {
         status,
-        recipient: nonempty(&p.recipient),
+        recipient: layout::filter_text(&p.recipient),
         // Members see what they sent; administrators everything.
         created_by: (!viewer.principal.has(Scope::Admin)).then(|| viewer.principal.id.clone()),
-        since: time("since", &p.since)?,
-        until: time("until", &p.until)?,
+        since: layout::filter_time("since", &p.since)?,
+        until: layout::filter_time("until", &p.until)?,
         before,
         limit: PAGE_SIZE,
     })
