@@ -16,8 +16,12 @@ ALTER TABLE emails ADD COLUMN attempt_log TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE users ADD COLUMN disabled_at BIGINT;
 
 -- The console's email list filters by status and pages by creation time;
--- members' lists by author; the overview counts sent emails by hour.
+-- members' lists by author; the overview counts, hour by hour, emails sent,
+-- emails failed (a partial index: failures are few) and generations by
+-- outcome, each count a range of one index.
 CREATE INDEX emails_status_created ON emails (status, created_at);
 CREATE INDEX emails_created_by ON emails (created_by, created_at);
 CREATE INDEX emails_sent_at ON emails (sent_at);
+CREATE INDEX emails_failed_at ON emails (updated_at) WHERE status = 'failed';
 CREATE INDEX generations_created_by ON generations (created_by, created_at);
+CREATE INDEX generations_status_created ON generations (status, created_at);

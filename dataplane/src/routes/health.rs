@@ -132,12 +132,24 @@ pub async fn detailed(State(state): State<AppState>) -> (StatusCode, Json<Detail
         ("cache".to_owned(), cache),
         ("rate_limiter".to_owned(), rate_limiter),
     ]);
-    if let Some(mailer) = &state.mailer {
-        checks.insert("smtp".to_owned(), check_smtp(mailer, CHECK_TIMEOUT).await);
-    }
-    if let Some(generator) = &state.generator {
-        checks.insert("ai".to_owned(), check_ai(generator, CHECK_TIMEOUT).await);
-    }
+    // The remote servers answer in parallel: the report takes as long as
+    // the slowest one, not their sum.
+    let (smtp, ai) = tokio::join!(
+        async {
+            match &state.mailer {
+                Some(mailer) => Some(check_smtp(mailer, CHECK_TIMEOUT).await),
+                None => None,
+            }
+        },
+        async {
+            match &state.generator {
+                Some(generator) => Some(check_ai(generator, CHECK_TIMEOUT).await),
+                None => None,
+            }
+        }
+    );
+    checks.extend(smtp.map(|c| ("smtp".to_owned(), c)));
+    checks.extend(ai.map(|c| ("ai".to_owned(), c)));
     if let Some(certificates) = &state.tls {
         checks.insert("tls".to_owned(), check_tls(certificates));
     }
