@@ -88,6 +88,7 @@ console-screenshots: test-deps ## Run the web console's browser test (Chromium, 
 .PHONY: test-deps
 test-deps:
 	@tests/setup/debian-packages.sh $(TEST_PACKAGES)
+	@SECUREVAULT_CACHE="$(CACHE_DIR)" tests/setup/browser.sh >/dev/null
 
 .PHONY: health
 health: ## Query the detailed health of a running data plane (URL=…)

@@ -537,7 +537,7 @@ async fn pages_follow_the_csp_and_assets_are_cached_by_content() {
             assets.insert(p.html[i..i + end].to_owned());
         }
     }
-    assert_eq!(assets.len(), 2, "{assets:?}");
+    assert_eq!(assets.len(), 3, "{assets:?}");
     for asset in &assets {
         let name = asset.rsplit('/').next().unwrap();
         let hash = name.split('.').nth(1).unwrap();

@@ -9,7 +9,7 @@
 #          --port PORT --model_alias smollm2 --n_ctx 2048
 #
 # Both are kept under $SECUREVAULT_CACHE (default ~/.cache/securevault): the
-# server in its own venv (`venv-llama`, see python-venv.sh), the model in
+# server in its own venv (`venv-llama-portable`, see python-venv.sh), the model in
 # models/. Idempotent; concurrent first runs are serialised with a lock.
 set -euo pipefail
 
@@ -26,7 +26,14 @@ MODEL=$MODELS/SmolLM2-135M-Instruct.Q4_1.gguf
 tests/setup/debian-packages.sh build-essential cmake >&2
 # pip builds llama.cpp with CMake, one job unless told otherwise.
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
-python=$(VENV_NAME=venv-llama tests/setup/python-venv.sh "$LLAMA_CPP_PYTHON" | tail -n 1)
+# A portable build, not one for "this CPU": a virtual machine can report
+# instructions it does not let a program run (AMX here: the native build died
+# with "Illegal instruction" on its first generation). The venv's name says
+# which build it holds, so a cache made by the native build is not reused,
+# and pip's wheel cache is bypassed for the same reason.
+export CMAKE_ARGS="${CMAKE_ARGS:-} -DGGML_NATIVE=OFF"
+export PIP_NO_CACHE_DIR=1
+python=$(VENV_NAME=venv-llama-portable tests/setup/python-venv.sh "$LLAMA_CPP_PYTHON" | tail -n 1)
 
 mkdir -p "$MODELS"
 exec 9>"$MODELS/.lock"

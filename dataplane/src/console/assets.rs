@@ -47,6 +47,7 @@ const fn fnv1a(bytes: &[u8]) -> u64 {
 
 const CSS_BYTES: &[u8] = include_bytes!("../../console/console.css");
 const JS_BYTES: &[u8] = include_bytes!("../../console/console.js");
+const ICON_BYTES: &[u8] = include_bytes!("../../console/favicon.svg");
 
 /// The stylesheet.
 pub const CSS: Asset = Asset {
@@ -64,8 +65,16 @@ pub const JS: Asset = Asset {
     hash: fnv1a(JS_BYTES),
 };
 
+/// The tab's icon: without one the browser asks for `/favicon.ico`.
+pub const ICON: Asset = Asset {
+    file: "favicon.svg",
+    content_type: "image/svg+xml",
+    bytes: ICON_BYTES,
+    hash: fnv1a(ICON_BYTES),
+};
+
 /// Every asset.
-pub const ALL: [&Asset; 2] = [&CSS, &JS];
+pub const ALL: [&Asset; 3] = [&CSS, &JS, &ICON];
 
 /// `GET /console/assets/{name}`: the asset whose hashed name this is.
 pub async fn serve(Path(name): Path<String>) -> Response {

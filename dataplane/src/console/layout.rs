@@ -68,6 +68,7 @@ pub fn head(title: &str) -> Markup {
             meta charset="utf-8";
             meta name="viewport" content="width=device-width, initial-scale=1";
             title { (title) " · SecureVault" }
+            link rel="icon" type="image/svg+xml" href=(assets::ICON.path());
             link rel="stylesheet" href=(assets::CSS.path());
             script src=(assets::JS.path()) defer {}
         }

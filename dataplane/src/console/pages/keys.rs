@@ -1,6 +1,8 @@
 //! API keys (administrators): create one with its scopes (the key is shown
 //! once, in the answer to the form, which is never cached), list, revoke.
 
+use std::collections::HashMap;
+
 use axum::{
     Extension,
     extract::{Path, State},
@@ -126,6 +128,19 @@ async fn render(
         Ok(axum::Json(keys)) => keys,
         Err(e) => return layout::failure(&e),
     };
+    // "Created by" as people read it: a user's or a key's name, not its id.
+    let users = match state.store.users().await {
+        Ok(users) => users,
+        Err(e) => return layout::failure(&ApiError::from(e)),
+    };
+    let names: HashMap<String, String> = users
+        .into_iter()
+        .map(|u| (format!("user:{}", u.id), u.username))
+        .chain(
+            keys.iter()
+                .map(|k| (format!("key:{}", k.id), k.name.clone())),
+        )
+        .collect();
     let body = html! {
         @if let Some(c) = &created {
             section.created aria-labelledby="new-key-h" {
@@ -167,7 +182,7 @@ async fn render(
                                 th scope="row" { (k.name) }
                                 td { code { (k.prefix) "…" } }
                                 td { (k.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")) }
-                                td { (k.created_by) }
+                                td { (names.get(&k.created_by).unwrap_or(&k.created_by)) }
                                 td { (k.created_at) }
                                 td { @if k.revoked_at.is_some() { (layout::badge("revoked")) } @else { (layout::badge("active")) } }
                                 td {

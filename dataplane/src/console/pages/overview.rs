@@ -96,7 +96,7 @@ pub async fn page(State(state): State<AppState>, Extension(viewer): Extension<Vi
                 u64::from(budget.policy.limit).saturating_sub(budget.remaining),
                 u64::from(budget.policy.limit),
             ))
-            (layout::table("Rate limits", html! {
+            (layout::table("Budgets and refusals", html! {
                 table {
                     thead { tr { th scope="col" { "Limit" } th scope="col" { "Budget" } th scope="col" { "Refused since this replica started" } } }
                     tbody {

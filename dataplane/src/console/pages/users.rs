@@ -198,7 +198,7 @@ async fn render(
         }
         section aria-labelledby="users-h" {
             h2 #users-h { "Accounts" }
-            (layout::table("Accounts", html! {
+            (layout::table("All accounts", html! {
                 table {
                     thead { tr {
                         th scope="col" { "User name" } th scope="col" { "Role" } th scope="col" { "Created" }
