@@ -736,6 +736,21 @@ step('the audit trail shows the failed sign-in, filtered by action', async () =>
   await checkPage(browser, admin, 'audit');
 });
 
+step('the Overview charts what went through', async () => {
+  const { page } = admin;
+  await navigate(page, 'overview');
+  await expectHeading(page, UI.headings.overview);
+  // Two test emails were sent (the failed one after its retry, so none is
+  // failed now) and one generation succeeded: the charts' text
+  // alternatives say so.
+  const emails = await page.locator('figure svg[role="img"]').first().getAttribute('aria-label');
+  assert.match(emails, /\b2 sent, 0 failed\b/, `the emails chart reads: ${emails}`);
+  const generations = await page.locator('figure svg[role="img"]').nth(1).getAttribute('aria-label');
+  assert.match(generations, /\b1 succeeded\b/, `the generations chart reads: ${generations}`);
+  // Taken again now that there is something to chart (the README shows it).
+  await checkPage(browser, admin, 'overview');
+});
+
 step('signing out ends the session', async () => {
   const { page } = admin;
   await page.getByRole('button', named(UI.nav.signOut)).click();

@@ -114,7 +114,8 @@ pub fn meter(label: &str, used: u64, limit: u64) -> Markup {
     html! {
         div.meter {
             span.meter-label { (label) ": " (used) " of " (limit) " used" }
-            svg viewBox="0 0 100 8" role="img" aria-label={ (label) ": " (used) " of " (limit) " used" } {
+            // Stretched to the width it is given (a bar, not a picture).
+            svg viewBox="0 0 100 8" preserveAspectRatio="none" role="img" aria-label={ (label) ": " (used) " of " (limit) " used" } {
                 rect.track x="0" y="0" width="100" height="8" {}
                 rect class=(class) x="0" y="0" width=(fmt(share)) height="8" {}
             }

@@ -161,8 +161,13 @@ pub fn badge(status: &str) -> Markup {
 
 /// A store time (Unix ms), as RFC 3339 in UTC.
 pub fn time(millis: i64) -> Markup {
-    let text = rfc3339(millis);
-    html! { time datetime=(text) { (text.replace('T', " ").trim_end_matches('Z')) " UTC" } }
+    time_text(&rfc3339(millis))
+}
+
+/// An RFC 3339 time (as the API's answers give it), to the second, in UTC.
+pub fn time_text(text: &str) -> Markup {
+    let shown: String = text.replace('T', " ").chars().take(19).collect();
+    html! { time datetime=(text) { (shown) " UTC" } }
 }
 
 /// An optional store time.

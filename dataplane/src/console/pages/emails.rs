@@ -206,12 +206,29 @@ pub async fn detail(
     Path(id): Path<String>,
 ) -> Response {
     match visible(&state, &viewer, &id).await {
-        Ok(email) => layout::respond(StatusCode::OK, detail_page(&viewer, &email, None)),
+        Ok(email) => {
+            let author = author(&state, &email).await;
+            layout::respond(StatusCode::OK, detail_page(&viewer, &email, &author, None))
+        }
         Err(res) => res,
     }
 }
 
-fn detail_page(viewer: &Viewer, e: &StoredEmail, error: Option<&ApiError>) -> Markup {
+/// Who sent `e`, as people read it: a user's name, else the principal id.
+async fn author(state: &AppState, e: &StoredEmail) -> String {
+    let Some(by) = e.created_by.as_deref() else {
+        return "—".to_owned();
+    };
+    match by.strip_prefix("user:") {
+        Some(id) => match state.store.user_by_id(id).await {
+            Ok(Some(user)) => user.username,
+            _ => by.to_owned(),
+        },
+        None => by.to_owned(),
+    }
+}
+
+fn detail_page(viewer: &Viewer, e: &StoredEmail, author: &str, error: Option<&ApiError>) -> Markup {
     let in_flight = matches!(e.status.as_str(), "queued" | "sending");
     let last_answer = e
         .attempt_log
@@ -235,7 +252,7 @@ fn detail_page(viewer: &Viewer, e: &StoredEmail, error: Option<&ApiError>) -> Ma
                 @if e.status == "queued" { dt { "Next attempt" } dd { (layout::time(e.next_attempt_at)) } }
                 dt { "Attempts" } dd { (e.attempts) }
                 dt { "Last SMTP answer" } dd data-field="smtp-answer" { (last_answer) }
-                dt { "Sent by" } dd { (e.created_by.as_deref().unwrap_or("—")) }
+                dt { "Sent by" } dd { (author) }
                 dt { "Id" } dd { code { (e.id) } }
             }
             @if e.status == "failed" && viewer.may(crate::middleware::auth::Access::EmailSend) {
@@ -284,7 +301,10 @@ pub async fn retry(
     };
     match retry_email(State(state.clone()), audit, Path(id.clone())).await {
         Ok(_) => Redirect::to(&format!("/console/emails/{id}")).into_response(),
-        Err(e) => layout::respond(e.status(), detail_page(&viewer, &email, Some(&e))),
+        Err(e) => {
+            let author = author(&state, &email).await;
+            layout::respond(e.status(), detail_page(&viewer, &email, &author, Some(&e)))
+        }
     }
 }
 

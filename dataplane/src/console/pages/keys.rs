@@ -183,7 +183,7 @@ async fn render(
                                 td { code { (k.prefix) "…" } }
                                 td { (k.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")) }
                                 td { (names.get(&k.created_by).unwrap_or(&k.created_by)) }
-                                td { (k.created_at) }
+                                td { (layout::time_text(&k.created_at)) }
                                 td { @if k.revoked_at.is_some() { (layout::badge("revoked")) } @else { (layout::badge("active")) } }
                                 td {
                                     @if k.revoked_at.is_none() {

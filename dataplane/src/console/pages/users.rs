@@ -209,7 +209,7 @@ async fn render(
                             tr {
                                 th scope="row" { (u.username) }
                                 td { (u.role) }
-                                td { (u.created_at) }
+                                td { (layout::time_text(&u.created_at)) }
                                 td { @if u.disabled_at.is_some() { (layout::badge("disabled")) } @else { (layout::badge("active")) } }
                                 td.actions {
                                     form method="post" action={ "/console/users/" (u.id) } {
