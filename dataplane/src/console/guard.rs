@@ -14,7 +14,7 @@ use super::{form::csrf_token, layout};
 use crate::{
     app::AppState,
     auth::{Credential, Principal},
-    middleware::auth::{Access, SESSION_COOKIE, cookie},
+    middleware::auth::{Access, SESSION_COOKIE, cookie, spend},
     ratelimit::Decision,
 };
 
@@ -61,33 +61,15 @@ pub async fn require(State(guard): State<Guard>, mut req: Request, next: Next) -
     };
     tracing::Span::current().record("user_id", principal.id.as_str());
 
-    let decision = match state
-        .limiter
-        .check(&principal.id, state.config.rate_limits.api)
-        .await
-    {
+    let decision = match spend(&state.limiter, &principal.id, state.config.rate_limits.api).await {
         Ok(d) => d,
-        Err(unavailable) => return layout::failure(&unavailable.into()),
+        Err(refused) => return layout::failure(&refused),
     };
     let viewer = Viewer {
         csrf: csrf_token(&principal),
         principal,
         api_budget: decision,
     };
-    if !decision.allowed {
-        let wait = decision.retry_after.as_secs_f64().ceil() as u64;
-        return layout::error_page(
-            &viewer,
-            StatusCode::TOO_MANY_REQUESTS,
-            "Slow down",
-            &format!(
-                "You have used your budget of {} requests per {} s; try again in {} s.",
-                decision.policy.limit,
-                decision.policy.period.as_secs(),
-                wait.max(1)
-            ),
-        );
-    }
     if !viewer.may(guard.access) {
         let scope = guard.access.scope().map_or("", |s| s.as_str());
         return layout::error_page(

@@ -18,7 +18,7 @@ use crate::{
     app::AppState,
     auth::{Principal, Scope},
     error::ApiError,
-    ratelimit::{Decision, Policy},
+    ratelimit::{Decision, Limiter, Policy},
 };
 
 /// The session cookie's name.
@@ -158,6 +158,20 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
+/// Spends one request of `policy` under `key`: the decision, or the error
+/// to answer (429 over the budget, 503 while the shared limiter is away).
+/// For callers outside the guard that spend a budget themselves (the
+/// console's pages and forms).
+pub async fn spend(limiter: &Limiter, key: &str, policy: Policy) -> Result<Decision, ApiError> {
+    let decision = limiter.check(key, policy).await?;
+    if decision.allowed {
+        Ok(decision)
+    } else {
+        Err(refused(&decision))
+    }
+}
+
+/// The 429 for a refused decision.
 fn refused(d: &Decision) -> ApiError {
     let retry = d.retry_after.as_secs_f64().ceil() as u64;
     ApiError::TooManyRequests {

@@ -21,6 +21,7 @@ use crate::{
     console::{form::CsrfForm, guard::Viewer, layout},
     email::validate::{OneOrMany, SendEmailRequest},
     error::ApiError,
+    middleware::auth::spend,
     routes::email::{SendOptions, retry_email, send_email},
     store::{Cursor, EmailQuery, StoredEmail},
 };
@@ -359,24 +360,9 @@ pub async fn send_test(
     CsrfForm(form): CsrfForm<TestEmail>,
 ) -> Response {
     let fail = |e: ApiError| layout::respond(e.status(), test_page(&viewer, &form, Some(&e)));
-    match state
-        .limiter
-        .check(&viewer.principal.id, state.config.rate_limits.email)
-        .await
-    {
-        Ok(d) if d.allowed => {}
-        Ok(d) => {
-            return fail(ApiError::TooManyRequests {
-                message: format!(
-                    "you have used your email budget ({} per {} s); try again in {} s",
-                    d.policy.limit,
-                    d.policy.period.as_secs(),
-                    d.retry_after.as_secs().max(1)
-                ),
-                retry_after_secs: d.retry_after.as_secs().max(1),
-            });
-        }
-        Err(unavailable) => return fail(unavailable.into()),
+    let email_budget = state.config.rate_limits.email;
+    if let Err(refused) = spend(&state.limiter, &viewer.principal.id, email_budget).await {
+        return fail(refused);
     }
     let request = SendEmailRequest {
         to: OneOrMany::One(form.to.trim().to_owned()),

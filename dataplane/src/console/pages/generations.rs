@@ -20,7 +20,7 @@ use crate::{
     audit,
     console::{form::CsrfForm, guard::Viewer, layout},
     error::ApiError,
-    middleware::auth::Access,
+    middleware::auth::{Access, spend},
     routes::ai::{GenerationResult, generate_content},
     store::StoredGeneration,
 };
@@ -72,19 +72,12 @@ async fn run(
     audit: audit::Context,
     form: &PromptForm,
 ) -> Result<GenerationResult, ApiError> {
-    let d = state
-        .limiter
-        .check(&viewer.principal.id, state.config.rate_limits.ai)
-        .await?;
-    if !d.allowed {
-        return Err(ApiError::TooManyRequests {
-            message: format!(
-                "you have used your AI budget; try again in {} s",
-                d.retry_after.as_secs().max(1)
-            ),
-            retry_after_secs: d.retry_after.as_secs().max(1),
-        });
-    }
+    spend(
+        &state.limiter,
+        &viewer.principal.id,
+        state.config.rate_limits.ai,
+    )
+    .await?;
     let request = GenerateRequest {
         prompt: Some(form.prompt.clone()),
         messages: None,

@@ -13,8 +13,8 @@ use serde::Deserialize;
 
 use crate::{
     app::AppState,
-    audit::{self, Outcome},
-    auth::{Credential, Principal, sessions},
+    audit,
+    auth::Principal,
     console::{
         form::{CSRF_FIELD, CsrfForm, hex, same_token},
         guard::session_cookie,
@@ -22,7 +22,10 @@ use crate::{
     },
     error::ApiError,
     middleware::{auth::cookie, client_ip::ClientIp},
-    routes::auth::{SignedIn, session_cookie as session_set_cookie, sign_in},
+    routes::{
+        self,
+        auth::{SignedIn, session_cookie as session_set_cookie, sign_in},
+    },
 };
 
 /// The sign-in form's own CSRF cookie (there is no session to derive from).
@@ -163,25 +166,18 @@ pub async fn logout(
     audit: audit::Context,
     CsrfForm(Empty {}): CsrfForm<Empty>,
 ) -> Response {
-    if let Credential::Session { token_hash, .. } = &principal.via {
-        if let Err(e) = sessions::close(&state.store, token_hash).await {
-            return layout::failure(&ApiError::from(e));
+    // The API's own logout ends the session and clears the cookie; the
+    // console only turns its answer into a way back to the sign-in page.
+    match routes::auth::logout(State(state), Extension(principal), audit).await {
+        Ok(ended) => {
+            let mut res = Redirect::to("/console/login?signed_out=1").into_response();
+            if let Some(cookie) = ended.headers().get(header::SET_COOKIE) {
+                res.headers_mut().insert(header::SET_COOKIE, cookie.clone());
+            }
+            res
         }
-        state.auth.cache.forget_token(token_hash);
+        Err(e) => layout::failure(&e),
     }
-    audit
-        .record(&state.store, "logout", None, Outcome::Success, None)
-        .await;
-    let mut res = Redirect::to("/console/login?signed_out=1").into_response();
-    res.headers_mut().insert(
-        header::SET_COOKIE,
-        session_set_cookie(
-            "",
-            std::time::Duration::ZERO,
-            state.auth.config.cookie_secure,
-        ),
-    );
-    res
 }
 
 /// The sign-in form, with a fresh double-submit token.
