@@ -26,6 +26,8 @@ struct State {
     budgets: HashMap<String, u64>,
     /// Key -> failure times (µs), oldest first.
     failures: HashMap<String, VecDeque<u64>>,
+    /// Key -> attempts in flight: (member, reserved at µs).
+    pending: HashMap<String, Vec<(String, u64)>>,
     /// Key -> end of its block (µs).
     blocks: HashMap<String, u64>,
 }
@@ -62,47 +64,104 @@ impl Local {
         step
     }
 
-    /// Counts a failure; the block's length in ms when this one starts it.
-    pub(super) fn fail(&self, key: &str, window: u64, max: u32, block_ms: u64) -> u64 {
+    /// reserve.lua on this process: 0 when reserved under every key, the
+    /// block's remaining ms when one is blocked, -1 when one is full.
+    pub(super) fn reserve(
+        &self,
+        keys: &[String],
+        window: u64,
+        max: u32,
+        hold: u64,
+        member: &str,
+    ) -> i64 {
         let now = self.now();
         let mut state = self.state();
-        if state.failures.len() >= SWEEP_AT {
+        state.sweep(now, window, hold);
+        for key in keys {
+            if let Some(until) = state.blocks.get(key).filter(|until| **until > now) {
+                return i64::try_from((until - now).div_ceil(1000)).unwrap_or(i64::MAX);
+            }
+            if let Some(times) = state.failures.get_mut(key) {
+                while times.front().is_some_and(|t| t + window <= now) {
+                    times.pop_front();
+                }
+            }
+            if let Some(pending) = state.pending.get_mut(key) {
+                pending.retain(|(_, at)| at + hold > now);
+            }
+            let held = state.failures.get(key).map_or(0, VecDeque::len)
+                + state.pending.get(key).map_or(0, Vec::len);
+            if held >= max as usize {
+                return -1;
+            }
+        }
+        for key in keys {
             state
-                .failures
-                .retain(|_, times| times.back().is_some_and(|t| t + window > now));
-            state.blocks.retain(|_, until| *until > now);
+                .pending
+                .entry(key.clone())
+                .or_default()
+                .push((member.to_owned(), now));
         }
-        let times = state.failures.entry(key.to_owned()).or_default();
-        while times.front().is_some_and(|t| t + window <= now) {
-            times.pop_front();
-        }
-        times.push_back(now);
-        if times.len() < max as usize {
-            return 0;
-        }
-        state.failures.remove(key);
-        state.blocks.insert(
-            key.to_owned(),
-            now.saturating_add(block_ms.saturating_mul(1000)),
-        );
-        block_ms
+        0
     }
 
-    /// The block's remaining time in ms, 0 when not blocked.
-    pub(super) fn blocked(&self, key: &str) -> i64 {
+    /// settle.lua on this process: the block's length in ms when this
+    /// failure starts one, else 0.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn settle(
+        &self,
+        keys: &[String],
+        member: &str,
+        failed: bool,
+        clear: &[bool],
+        window: u64,
+        max: u32,
+        block_ms: u64,
+    ) -> u64 {
         let now = self.now();
-        let state = self.state();
-        state
-            .blocks
-            .get(key)
-            .filter(|until| **until > now)
-            .map_or(0, |until| {
-                i64::try_from((until - now).div_ceil(1000)).unwrap_or(i64::MAX)
-            })
+        let mut state = self.state();
+        let mut started = 0;
+        for (i, key) in keys.iter().enumerate() {
+            if let Some(pending) = state.pending.get_mut(key) {
+                pending.retain(|(m, _)| m != member);
+                if pending.is_empty() {
+                    state.pending.remove(key);
+                }
+            }
+            if failed {
+                let times = state.failures.entry(key.clone()).or_default();
+                while times.front().is_some_and(|t| t + window <= now) {
+                    times.pop_front();
+                }
+                times.push_back(now);
+                if times.len() >= max as usize {
+                    state.failures.remove(key);
+                    state.blocks.insert(
+                        key.clone(),
+                        now.saturating_add(block_ms.saturating_mul(1000)),
+                    );
+                    started = block_ms;
+                }
+            } else if clear.get(i).copied().unwrap_or(false) {
+                state.failures.remove(key);
+            }
+        }
+        started
     }
+}
 
-    pub(super) fn forget(&self, key: &str) {
-        self.state().failures.remove(key);
+impl State {
+    /// Drops what has expired once the maps grow large: bounds memory under
+    /// a flood of distinct keys.
+    fn sweep(&mut self, now: u64, window: u64, hold: u64) {
+        if self.failures.len() + self.pending.len() < SWEEP_AT {
+            return;
+        }
+        self.failures
+            .retain(|_, times| times.back().is_some_and(|t| t + window > now));
+        self.pending
+            .retain(|_, pending| pending.iter().any(|(_, at)| at + hold > now));
+        self.blocks.retain(|_, until| *until > now);
     }
 }
 
@@ -114,31 +173,92 @@ mod tests {
 
     const SECOND: u64 = 1_000_000;
 
+    fn keys(names: &[&str]) -> Vec<String> {
+        names.iter().map(|k| (*k).to_owned()).collect()
+    }
+
+    /// Reserves and fails one attempt; the block it started, in ms.
+    fn fail(l: &Local, key: &str) -> u64 {
+        let k = keys(&[key]);
+        assert_eq!(l.reserve(&k, 300 * SECOND, 5, 30 * SECOND, "m"), 0);
+        l.settle(&k, "m", true, &[false], 300 * SECOND, 5, 60_000)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn failures_block_at_the_threshold_and_the_block_ends() {
         let l = Local::new();
         for _ in 0..4 {
-            assert_eq!(l.fail("ip:1", 300 * SECOND, 5, 60_000), 0);
+            assert_eq!(fail(&l, "ip:1"), 0);
         }
-        assert_eq!(l.blocked("ip:1"), 0);
-        assert_eq!(l.fail("ip:1", 300 * SECOND, 5, 60_000), 60_000);
-        assert_eq!(l.blocked("ip:1"), 60_000);
-        assert_eq!(l.blocked("ip:2"), 0, "other keys are not blocked");
+        assert_eq!(fail(&l, "ip:1"), 60_000);
+        let k = keys(&["ip:1"]);
+        assert_eq!(l.reserve(&k, 300 * SECOND, 5, 30 * SECOND, "x"), 60_000);
+        assert_eq!(
+            l.reserve(&keys(&["ip:2"]), 300 * SECOND, 5, 30 * SECOND, "x"),
+            0,
+            "other keys are not blocked"
+        );
         tokio::time::advance(Duration::from_secs(61)).await;
-        assert_eq!(l.blocked("ip:1"), 0);
+        assert_eq!(l.reserve(&k, 300 * SECOND, 5, 30 * SECOND, "y"), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn attempts_in_flight_take_their_places_before_they_are_judged() {
+        let l = Local::new();
+        let k = keys(&["ip:1", "account:a"]);
+        for i in 0..5 {
+            assert_eq!(
+                l.reserve(&k, 300 * SECOND, 5, 30 * SECOND, &i.to_string()),
+                0
+            );
+        }
+        // Five in flight: the sixth waits, on either key.
+        assert_eq!(l.reserve(&k, 300 * SECOND, 5, 30 * SECOND, "6"), -1);
+        assert_eq!(
+            l.reserve(&keys(&["account:a"]), 300 * SECOND, 5, 30 * SECOND, "6"),
+            -1
+        );
+        // One succeeds and clears its account: one place frees on the IP,
+        // the account's four others are still in flight.
+        l.settle(&k, "0", false, &[false, true], 300 * SECOND, 5, 60_000);
+        assert_eq!(l.reserve(&k, 300 * SECOND, 5, 30 * SECOND, "7"), 0);
+        // The five left fail: the fifth failure blocks both keys.
+        let started: Vec<u64> = ["1", "2", "3", "4", "7"]
+            .iter()
+            .map(|m| l.settle(&k, m, true, &[false, false], 300 * SECOND, 5, 60_000))
+            .collect();
+        assert_eq!(started, [0, 0, 0, 0, 60_000]);
+        assert_eq!(l.reserve(&k, 300 * SECOND, 5, 30 * SECOND, "8"), 60_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_never_settled_frees_its_place_after_its_hold() {
+        let l = Local::new();
+        let k = keys(&["ip:1"]);
+        for i in 0..5 {
+            assert_eq!(
+                l.reserve(&k, 300 * SECOND, 5, 30 * SECOND, &i.to_string()),
+                0
+            );
+        }
+        assert_eq!(l.reserve(&k, 300 * SECOND, 5, 30 * SECOND, "x"), -1);
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert_eq!(l.reserve(&k, 300 * SECOND, 5, 30 * SECOND, "x"), 0);
     }
 
     #[tokio::test(start_paused = true)]
     async fn old_failures_leave_the_window_by_themselves() {
         let l = Local::new();
         for _ in 0..4 {
-            l.fail("acct:a", 300 * SECOND, 5, 60_000);
+            fail(&l, "acct:a");
         }
         tokio::time::advance(Duration::from_secs(301)).await;
-        assert_eq!(l.fail("acct:a", 300 * SECOND, 5, 60_000), 0);
-        l.forget("acct:a");
+        assert_eq!(fail(&l, "acct:a"), 0);
+        let k = keys(&["acct:a"]);
+        assert_eq!(l.reserve(&k, 300 * SECOND, 5, 30 * SECOND, "s"), 0);
+        l.settle(&k, "s", false, &[true], 300 * SECOND, 5, 60_000);
         for _ in 0..4 {
-            assert_eq!(l.fail("acct:a", 300 * SECOND, 5, 60_000), 0);
+            assert_eq!(fail(&l, "acct:a"), 0);
         }
     }
 

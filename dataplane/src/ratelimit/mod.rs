@@ -4,15 +4,23 @@
 //! Two primitives serve the API:
 //! - [`Limiter::check`]: a GCRA budget per key (see [`gcra`]), for the
 //!   per-principal request limits;
-//! - [`Limiter::fail`] / [`Limiter::blocked`]: failures counted in a sliding
-//!   window that turn into a timed block, for brute-force protection.
+//! - [`Limiter::reserve`] / [`Limiter::settle`]: attempts counted in a
+//!   sliding window *before* they are judged, failures that turn into a
+//!   timed block, for brute-force protection (see `auth::brute_force`).
 //!
 //! With Redis, each primitive is one Lua script run atomically on the server,
 //! so N replicas spend one budget. Redis going away must neither fail
 //! requests (no 500) nor lift the limits: after a failed call the limiter
 //! answers from its in-process state for [`RETRY_REDIS_AFTER`], then tries
 //! Redis again (or, with [`OnRedisFailure::Deny`], refuses with 503). The
-//! detailed health reports the fallback as `degraded`.
+//! detailed health reports the fallback as `degraded`, and
+//! `rate_limiter_fallback_total` counts the decisions taken without Redis.
+//!
+//! A restarted Redis leaves every replica holding a dead connection. The
+//! first call on it fails at once and the connection manager reconnects, so
+//! that call is tried once more before falling back: otherwise each replica
+//! would count on its own for [`RETRY_REDIS_AFTER`] after every restart,
+//! and failures spread over replicas would not add up.
 
 pub mod gcra;
 mod local;
@@ -82,6 +90,40 @@ pub enum OnRedisFailure {
     Deny,
 }
 
+/// What a counted attempt is held to (see `auth::brute_force`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptPolicy {
+    /// The sliding window failures are counted in.
+    pub window: Duration,
+    /// Failures (and attempts in flight) a key may hold within the window.
+    pub max: u32,
+    /// How long a key stays blocked once its failures reach `max`.
+    pub block: Duration,
+    /// How long an attempt may stay in flight before its place is freed
+    /// anyway (its process may have died).
+    pub hold: Duration,
+}
+
+/// An attempt's place in the counts of its keys, taken by
+/// [`Limiter::reserve`]; hand it to [`Limiter::settle`] once judged.
+#[derive(Debug)]
+#[must_use = "an attempt holds its place until it is settled (or its hold runs out)"]
+pub struct Attempt {
+    member: String,
+    keys: Vec<String>,
+}
+
+/// What [`Limiter::reserve`] decided.
+#[derive(Debug)]
+pub enum Admission {
+    /// Go ahead, then settle it.
+    Admitted(Attempt),
+    /// A key is blocked for this long.
+    Blocked(Duration),
+    /// A key's count is full of attempts still in flight.
+    Busy,
+}
+
 /// Redis is down and the policy says to refuse.
 #[derive(Debug, thiserror::Error)]
 #[error("the shared rate limiter (Redis) is unavailable; retry in {retry_after:?}")]
@@ -106,7 +148,8 @@ struct Inner {
 struct Remote {
     conn: ConnectionManager,
     gcra: Script,
-    attempts: Script,
+    reserve: Script,
+    settle: Script,
     /// `Instant` (as µs since `epoch`) until which Redis is not tried.
     down_until: AtomicU64,
     /// Whether the last call failed; logs only the transitions.
@@ -138,7 +181,8 @@ impl Limiter {
         let remote = Remote {
             conn,
             gcra: Script::new(include_str!("gcra.lua")),
-            attempts: Script::new(include_str!("attempts.lua")),
+            reserve: Script::new(include_str!("reserve.lua")),
+            settle: Script::new(include_str!("settle.lua")),
             down_until: AtomicU64::new(0),
             down: AtomicBool::new(false),
             epoch: Instant::now(),
@@ -199,72 +243,94 @@ impl Limiter {
         })
     }
 
-    /// Counts one failure under `key`; once `max` fall within `window`, the
-    /// key is blocked for `block`. Returns the block's length when this
-    /// failure started one.
-    pub async fn fail(
+    /// Reserves one attempt under every key of `keys`, before it is judged:
+    /// all or none, refused while a key is blocked or already holds
+    /// `policy.max` failures and attempts in flight within the window.
+    pub async fn reserve(
         &self,
-        key: &str,
-        window: Duration,
-        max: u32,
-        block: Duration,
+        keys: &[String],
+        policy: &AttemptPolicy,
+    ) -> Result<Admission, Unavailable> {
+        let member = uuid::Uuid::new_v4().to_string();
+        let redis_keys = attempt_keys(keys);
+        let (window, hold) = (micros(policy.window), micros(policy.hold));
+        let answer = self
+            .run(
+                |r| {
+                    let mut conn = r.conn.clone();
+                    let mut call = r.reserve.prepare_invoke();
+                    for key in &redis_keys {
+                        call.key(key);
+                    }
+                    call.arg(window).arg(policy.max).arg(hold).arg(&member);
+                    async move { call.invoke_async::<i64>(&mut conn).await }
+                },
+                |l| l.reserve(keys, window, policy.max, hold, &member),
+            )
+            .await?;
+        Ok(match answer {
+            0 => Admission::Admitted(Attempt {
+                member,
+                keys: keys.to_vec(),
+            }),
+            ms if ms > 0 => Admission::Blocked(Duration::from_millis(ms.unsigned_abs())),
+            _ => Admission::Busy,
+        })
+    }
+
+    /// Settles an attempt [`Limiter::reserve`] admitted: when it `failed`,
+    /// it counts as a failure under each key, and the failure that reaches
+    /// `policy.max` blocks that key for `policy.block` (the block's length
+    /// is returned); otherwise its place is freed, and the failures of the
+    /// keys flagged in `clear` (in the order of the attempt's keys) are
+    /// forgotten.
+    pub async fn settle(
+        &self,
+        attempt: Attempt,
+        failed: bool,
+        clear: &[bool],
+        policy: &AttemptPolicy,
     ) -> Result<Option<Duration>, Unavailable> {
-        let (attempts, flag) = (format!("sv:bf:{key}"), format!("sv:bf:block:{key}"));
-        let window_us = u64::try_from(window.as_micros()).unwrap_or(u64::MAX);
-        let block_ms = u64::try_from(block.as_millis()).unwrap_or(u64::MAX).max(1);
+        let redis_keys = attempt_keys(&attempt.keys);
+        let window = micros(policy.window);
+        let block_ms = u64::try_from(policy.block.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let clear: Vec<bool> = (0..attempt.keys.len())
+            .map(|i| clear.get(i).copied().unwrap_or(false))
+            .collect();
         let blocked_ms = self
             .run(
                 |r| {
                     let mut conn = r.conn.clone();
-                    let mut call = r.attempts.key(&attempts);
-                    call.key(&flag).arg(window_us).arg(max).arg(block_ms);
+                    let mut call = r.settle.prepare_invoke();
+                    for key in &redis_keys {
+                        call.key(key);
+                    }
+                    call.arg(&attempt.member)
+                        .arg(u8::from(failed))
+                        .arg(window)
+                        .arg(policy.max)
+                        .arg(block_ms);
+                    for flag in &clear {
+                        call.arg(u8::from(*flag));
+                    }
                     async move { call.invoke_async::<u64>(&mut conn).await }
                 },
-                |l| l.fail(key, window_us, max, block_ms),
+                |l| {
+                    l.settle(
+                        &attempt.keys,
+                        &attempt.member,
+                        failed,
+                        &clear,
+                        window,
+                        policy.max,
+                        block_ms,
+                    )
+                },
             )
             .await?;
         Ok((blocked_ms > 0).then(|| Duration::from_millis(blocked_ms)))
-    }
-
-    /// How long `key` stays blocked, if it is.
-    pub async fn blocked(&self, key: &str) -> Result<Option<Duration>, Unavailable> {
-        let flag = format!("sv:bf:block:{key}");
-        let ms = self
-            .run(
-                |r| {
-                    let mut conn = r.conn.clone();
-                    let flag = flag.clone();
-                    async move {
-                        redis::cmd("PTTL")
-                            .arg(&flag)
-                            .query_async::<i64>(&mut conn)
-                            .await
-                    }
-                },
-                |l| l.blocked(key),
-            )
-            .await?;
-        Ok((ms > 0).then(|| Duration::from_millis(ms.unsigned_abs())))
-    }
-
-    /// Forgets the failures counted under `key` (a successful login clears
-    /// its account's count).
-    pub async fn forget(&self, key: &str) -> Result<(), Unavailable> {
-        let attempts = format!("sv:bf:{key}");
-        self.run(
-            |r| {
-                let mut conn = r.conn.clone();
-                let attempts = attempts.clone();
-                async move {
-                    redis::cmd("DEL")
-                        .arg(&attempts)
-                        .query_async::<()>(&mut conn)
-                        .await
-                }
-            },
-            |l| l.forget(key),
-        )
-        .await
     }
 
     /// `redis` or `memory`, for health reports.
@@ -300,10 +366,12 @@ impl Limiter {
     }
 
     /// Runs `remote` against Redis, or `local` when there is no Redis or it
-    /// is failing (and the policy allows).
+    /// is failing (and the policy allows). A call that meets a dropped
+    /// connection (Redis restarted) is tried once more on the connection
+    /// the manager makes anew, before falling back.
     async fn run<'a, T, F>(
         &'a self,
-        remote: impl FnOnce(&'a Remote) -> F,
+        remote: impl Fn(&'a Remote) -> F,
         local: impl FnOnce(&local::Local) -> T,
     ) -> Result<T, Unavailable>
     where
@@ -314,7 +382,14 @@ impl Limiter {
         };
         let now = r.now_us();
         if now >= r.down_until.load(Ordering::Relaxed) {
-            match timeout(REDIS_TIMEOUT, remote(r)).await {
+            let mut answer = timeout(REDIS_TIMEOUT, remote(r)).await;
+            if let Ok(Err(e)) = &answer
+                && (e.is_connection_dropped() || e.is_io_error())
+            {
+                tracing::debug!(error = %e, "the Redis connection was dropped; trying again on a new one");
+                answer = timeout(REDIS_TIMEOUT, remote(r)).await;
+            }
+            match answer {
                 Ok(Ok(value)) => {
                     self.mark_up(r);
                     return Ok(value);
@@ -327,6 +402,7 @@ impl Limiter {
                 }
             }
         }
+        self.inner.metrics.rate_limiter_fallback_total.inc();
         match self.inner.on_failure {
             OnRedisFailure::Local => Ok(local(&self.inner.local)),
             OnRedisFailure::Deny => Err(Unavailable {
@@ -358,6 +434,24 @@ impl Limiter {
         }
         format!("redis: {error}; {fallback}")
     }
+}
+
+/// The three Redis keys of each attempt key: failures, attempts in
+/// flight, block flag (the order reserve.lua and settle.lua read them in).
+fn attempt_keys(keys: &[String]) -> Vec<String> {
+    keys.iter()
+        .flat_map(|k| {
+            [
+                format!("sv:bf:{k}"),
+                format!("sv:bf:pending:{k}"),
+                format!("sv:bf:block:{k}"),
+            ]
+        })
+        .collect()
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 impl Remote {

@@ -14,7 +14,11 @@ use utoipa::ToSchema;
 use crate::{
     app::AppState,
     audit::{self, Outcome},
-    auth::{Credential, Principal, Scope, brute_force, sessions},
+    auth::{
+        Credential, Principal, Scope,
+        brute_force::{self, Gate},
+        sessions,
+    },
     error::{ApiError, ErrorBody},
     extract::ApiJson,
     middleware::{auth::SESSION_COOKIE, client_ip::ClientIp},
@@ -152,26 +156,33 @@ pub async fn sign_in(
     let auth = &state.auth;
     let metrics = &state.metrics.auth_logins_total;
 
-    if let Some(wait) = brute_force::blocked(&auth.limiter, ip, &username).await? {
-        metrics.with_label_values(&["blocked"]).inc();
-        audit
-            .record(
-                &state.store,
-                "login",
-                Some(&username),
-                Outcome::Denied,
-                Some("blocked after repeated failures".into()),
-            )
-            .await;
-        return Err(blocked(wait));
-    }
-
-    let user = state.store.user_by_name(&username).await?;
-    let matches = auth
-        .passwords
-        .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
-        .await?;
-    let Some(user) = user.filter(|_| matches) else {
+    // The attempt takes its place in the counts before the password is
+    // verified, so that logins sent at once cannot all be verified before
+    // the first failure is counted.
+    let attempt = match brute_force::admit(&auth.limiter, &auth.config, ip, &username).await? {
+        Gate::Go(attempt) => attempt,
+        Gate::Refused { wait, blocked } => {
+            // Counted, not audited: the block was audited once, when it
+            // started; a row per refused attempt would let anyone grow the
+            // store.
+            metrics.with_label_values(&["blocked"]).inc();
+            return Err(refused(wait, blocked));
+        }
+    };
+    let user = match verify(state, &username, password).await {
+        Ok(user) => user,
+        Err(e) => {
+            // Not judged: the attempt gives its place back.
+            if let Err(unavailable) =
+                brute_force::abandoned(&auth.limiter, &auth.config, attempt).await
+            {
+                tracing::warn!(error = %unavailable, "could not release a login attempt");
+            }
+            return Err(e);
+        }
+    };
+    let Some(user) = user else {
+        let block = brute_force::failed(&auth.limiter, &auth.config, attempt).await?;
         metrics.with_label_values(&["failure"]).inc();
         audit
             .record(
@@ -182,8 +193,7 @@ pub async fn sign_in(
                 Some("wrong user name or password".into()),
             )
             .await;
-        if let Some(block) = brute_force::failed(&auth.limiter, &auth.config, ip, &username).await?
-        {
+        if let Some(block) = block {
             tracing::warn!(
                 block_seconds = block.as_secs(),
                 "login blocked after repeated failures"
@@ -207,6 +217,7 @@ pub async fn sign_in(
     };
     // Said only to whoever knows the password: it tells them nothing new.
     if user.disabled_at.is_some() {
+        brute_force::abandoned(&auth.limiter, &auth.config, attempt).await?;
         metrics.with_label_values(&["disabled"]).inc();
         audit
             .record(
@@ -222,7 +233,7 @@ pub async fn sign_in(
         ));
     }
 
-    brute_force::succeeded(&auth.limiter, &username).await?;
+    brute_force::succeeded(&auth.limiter, &auth.config, attempt).await?;
     let session = sessions::open(&state.store, &user, auth.config.session_ttl).await?;
     let principal = sessions::principal(
         &user,
@@ -294,13 +305,40 @@ pub async fn me(Extension(caller): Extension<Principal>) -> Json<Me> {
     Json(Me::from(&caller))
 }
 
-/// The 429 of a blocked login.
-fn blocked(wait: Duration) -> ApiError {
-    let secs = wait.as_secs_f64().ceil() as u64;
+/// The user `username` if `password` is theirs; `None` for a wrong name or
+/// password (verified alike, so that timing does not tell them apart).
+async fn verify(
+    state: &AppState,
+    username: &str,
+    password: &str,
+) -> Result<Option<crate::store::User>, ApiError> {
+    let user = state.store.user_by_name(username).await?;
+    let matches = state
+        .auth
+        .passwords
+        .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
+        .await?;
+    state
+        .metrics
+        .auth_password_verifications_total
+        .with_label_values(&[if matches { "match" } else { "mismatch" }])
+        .inc();
+    Ok(user.filter(|_| matches))
+}
+
+/// The 429 of a login refused before its password was verified: blocked,
+/// or the count full of attempts still in flight.
+fn refused(wait: Duration, blocked: bool) -> ApiError {
+    let secs = (wait.as_secs_f64().ceil() as u64).max(1);
+    let message = if blocked {
+        format!("too many failed logins from this address or for this account; retry in {secs} s")
+    } else {
+        format!(
+            "too many logins in progress from this address or for this account; retry in {secs} s"
+        )
+    };
     ApiError::TooManyRequests {
-        message: format!(
-            "too many failed logins from this address or for this account; retry in {secs} s"
-        ),
+        message,
         retry_after_secs: secs,
     }
 }
@@ -336,7 +374,7 @@ mod tests {
     fn a_block_rounds_its_wait_up() {
         let ApiError::TooManyRequests {
             retry_after_secs, ..
-        } = blocked(Duration::from_millis(1500))
+        } = refused(Duration::from_millis(1500), true)
         else {
             panic!("not a 429");
         };

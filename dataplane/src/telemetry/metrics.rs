@@ -67,6 +67,12 @@ pub struct Metrics {
     /// 1 while the limits in force are the shared ones (Redis), 0 while they
     /// are this process's own (no Redis, or Redis unreachable).
     pub rate_limiter_redis_up: prometheus::IntGauge,
+    /// Limiter decisions taken without Redis while it is configured: from
+    /// this process's own counts, or refusals under the deny policy.
+    pub rate_limiter_fallback_total: prometheus::IntCounter,
+    /// Passwords verified at login, by result (`match`, `mismatch`): how
+    /// many guesses brute-force protection let through.
+    pub auth_password_verifications_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -192,6 +198,17 @@ impl Metrics {
             "rate_limiter_redis_up",
             "1 while rate limits are shared through Redis, 0 while they are per process",
         )?;
+        let rate_limiter_fallback_total = prometheus::IntCounter::new(
+            "rate_limiter_fallback_total",
+            "Rate-limit and login-attempt decisions taken without Redis although it is configured (per-process counts, or refusals under the deny policy)",
+        )?;
+        let auth_password_verifications_total = IntCounterVec::new(
+            Opts::new(
+                "auth_password_verifications_total",
+                "Passwords verified at login, by result (match, mismatch)",
+            ),
+            &["result"],
+        )?;
 
         registry.register(Box::new(http_requests_total.clone()))?;
         registry.register(Box::new(http_request_duration_seconds.clone()))?;
@@ -215,6 +232,8 @@ impl Metrics {
         registry.register(Box::new(auth_logins_total.clone()))?;
         registry.register(Box::new(rate_limited_total.clone()))?;
         registry.register(Box::new(rate_limiter_redis_up.clone()))?;
+        registry.register(Box::new(rate_limiter_fallback_total.clone()))?;
+        registry.register(Box::new(auth_password_verifications_total.clone()))?;
         // process_resident_memory_bytes, process_open_fds, process_cpu_seconds_total…
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -226,6 +245,9 @@ impl Metrics {
         }
         for outcome in ["success", "failure", "blocked"] {
             auth_logins_total.with_label_values(&[outcome]);
+        }
+        for result in ["match", "mismatch"] {
+            auth_password_verifications_total.with_label_values(&[result]);
         }
 
         Ok(Self {
@@ -252,6 +274,8 @@ impl Metrics {
             auth_logins_total,
             rate_limited_total,
             rate_limiter_redis_up,
+            rate_limiter_fallback_total,
+            auth_password_verifications_total,
         })
     }
 
