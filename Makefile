@@ -15,8 +15,10 @@ CACHE_DIR        ?= $(HOME)/.cache/securevault
 export CARGO_TARGET_DIR ?= $(CACHE_DIR)/target
 export PATH      := $(HOME)/.cargo/bin:$(PATH)
 
-# Where `make health` and `make metrics` look for a running data plane.
+# Where `make health` and `make metrics` look for a running data plane: its
+# API, and its metrics listener.
 URL ?= http://127.0.0.1:8080
+METRICS_URL ?= http://127.0.0.1:9464
 # `make cluster-up NODE=real`: a real node (kubelet, containerd) beside the
 # kwok ones; NODE=kwok: kwok nodes only; unset: a running cluster keeps what it has.
 NODE ?=
@@ -91,12 +93,12 @@ test-deps:
 	@SECUREVAULT_CACHE="$(CACHE_DIR)" tests/setup/browser.sh >/dev/null
 
 .PHONY: health
-health: ## Query the detailed health of a running data plane (URL=…)
-	@curl -sS --fail-with-body "$(URL)/api/health/detailed" | python3 -m json.tool
+health: ## Query the detailed health of a running data plane (URL=…), signed in as admin (ADMIN_PASSWORD, or ./data/admin-password that make run writes)
+	@URL="$(URL)" scripts/health.sh
 
 .PHONY: metrics
-metrics: ## Print the Prometheus metrics of a running data plane (URL=…)
-	@curl -sS --fail-with-body "$(URL)/api/metrics"
+metrics: ## Print the Prometheus metrics of a running data plane, from its metrics listener (METRICS_URL=…)
+	@curl -sS --fail-with-body "$(METRICS_URL)/metrics"
 
 .PHONY: coverage
 coverage: ## Line coverage of the whole workspace's tests; updates the figure in README.md

@@ -4,8 +4,9 @@
 # loaded, as a Prometheus Operator would set it up in a cluster.
 #
 # - The data plane at DATAPLANE_ADDR (default 127.0.0.1:8080, where `make run`
-#   listens) is scraped every 5 s; when nothing answers there, one is started
-#   on embedded defaults (./data) and stopped with Prometheus.
+#   listens) is scraped every 5 s on its metrics listener, METRICS_ADDR
+#   (default 127.0.0.1:9464); when nothing answers there, one is started on
+#   embedded defaults (./data) and stopped with Prometheus.
 # - The rules are `operator rules` of SECUREVAULT_MANIFEST (default
 #   config/samples/minimal.yaml: SecureVault default/mail). The scrape gives
 #   the target the labels a ServiceMonitor would (namespace, service, pod),
@@ -16,6 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DATAPLANE_ADDR=${DATAPLANE_ADDR:-127.0.0.1:8080}
+METRICS_ADDR=${METRICS_ADDR:-127.0.0.1:9464}
 PROMETHEUS_ADDR=${PROMETHEUS_ADDR:-127.0.0.1:9090}
 SECUREVAULT_MANIFEST=${SECUREVAULT_MANIFEST:-config/samples/minimal.yaml}
 DATA_DIR=${DATA_DIR:-./data}
@@ -50,7 +52,7 @@ trap stop_children EXIT
 
 if ! curl -sf -o /dev/null "http://$DATAPLANE_ADDR/api/health"; then
   echo "monitoring-up: no data plane at $DATAPLANE_ADDR: starting one (log in $DATA_DIR/monitoring-dataplane.log)" >&2
-  LISTEN_ADDR=$DATAPLANE_ADDR DATA_DIR=$DATA_DIR SESSION_COOKIE_SECURE=false \
+  LISTEN_ADDR=$DATAPLANE_ADDR METRICS_ADDR=$METRICS_ADDR DATA_DIR=$DATA_DIR SESSION_COOKIE_SECURE=false \
     "$target/dataplane" serve >"$DATA_DIR/monitoring-dataplane.log" 2>&1 &
   children+=($!)
   for _ in $(seq 1 150); do
@@ -69,14 +71,14 @@ rule_files:
   - rules.json
 scrape_configs:
   - job_name: $name
-    metrics_path: /api/metrics
+    metrics_path: /metrics
     static_configs:
-      - targets: ['$DATAPLANE_ADDR']
+      - targets: ['$METRICS_ADDR']
         labels: {namespace: $namespace, service: $name, pod: $name-local}
 YAML
 promtool check config "$DIR/prometheus.yml" >/dev/null || die "promtool rejects $DIR/prometheus.yml"
 
-echo "monitoring-up: Prometheus scraping http://$DATAPLANE_ADDR/api/metrics as SecureVault $namespace/$name" >&2
+echo "monitoring-up: Prometheus scraping http://$METRICS_ADDR/metrics as SecureVault $namespace/$name" >&2
 echo "monitoring-up: alerts at http://$PROMETHEUS_ADDR/alerts (targets at http://$PROMETHEUS_ADDR/targets); Ctrl-C stops" >&2
 prometheus --config.file="$DIR/prometheus.yml" --storage.tsdb.path="$DIR/data" \
   --web.listen-address="$PROMETHEUS_ADDR" --log.level=warn &

@@ -63,6 +63,8 @@ pub struct AppState {
     pub limiter: Limiter,
     /// The certificate served, with HTTPS; `None` for plain HTTP.
     pub tls: Option<Arc<crate::tls::Certificates>>,
+    /// The last round of background dependency checks.
+    pub health: crate::health::HealthMonitor,
 }
 
 /// The whole HTTP API with its middleware.

@@ -57,6 +57,12 @@ pub struct Settings {
     #[arg(long, env = "LISTEN_ADDR", global = true)]
     pub listen_addr: Option<String>,
 
+    /// Address and port of the Prometheus metrics listener, `/metrics`:
+    /// for the monitoring system, never for the Internet [default:
+    /// 127.0.0.1:9464].
+    #[arg(long, env = "METRICS_ADDR", global = true)]
+    pub metrics_addr: Option<String>,
+
     /// Log level or tracing filter directive, e.g. `info` or `dataplane=debug,info` [default: info].
     #[arg(long, env = "LOG_LEVEL", global = true)]
     pub log_level: Option<String>,

@@ -244,7 +244,11 @@ pub struct Config {
     pub mode: Mode,
     /// Where the HTTP API listens.
     pub listen_addr: SocketAddr,
-    /// HTTPS on `listen_addr` instead of plain HTTP, when set.
+    /// Where the metrics listener (`/metrics`) listens: a port of its own,
+    /// which the Service's scrape port reaches and no Ingress routes.
+    pub metrics_addr: SocketAddr,
+    /// HTTPS on `listen_addr` (and `metrics_addr`) instead of plain HTTP,
+    /// when set.
     pub tls: Option<TlsConfig>,
     /// A valid tracing filter directive.
     pub log_filter: String,
@@ -300,6 +304,16 @@ impl Config {
         let listen_addr = parse_or(&s.listen_addr, "LISTEN_ADDR", "127.0.0.1:8080", |v| {
             SocketAddr::from_str(v).map_err(|_| "expected IP:PORT, such as 0.0.0.0:8080".into())
         })?;
+        let metrics_addr = parse_or(&s.metrics_addr, "METRICS_ADDR", "127.0.0.1:9464", |v| {
+            SocketAddr::from_str(v).map_err(|_| "expected IP:PORT, such as 0.0.0.0:9464".into())
+        })?;
+        if metrics_addr == listen_addr && listen_addr.port() != 0 {
+            return Err(ConfigError::new(
+                "METRICS_ADDR",
+                &metrics_addr.to_string(),
+                "must differ from LISTEN_ADDR: the metrics have a port of their own, which no Ingress routes",
+            ));
+        }
 
         let log_filter = non_empty(&s.log_level).unwrap_or("info").to_owned();
         EnvFilter::try_new(&log_filter).map_err(|e| {
@@ -372,6 +386,7 @@ impl Config {
         Ok(Self {
             mode,
             listen_addr,
+            metrics_addr,
             tls: tls_config(s)?,
             log_filter,
             data_dir,
@@ -826,6 +841,7 @@ mod tests {
         let c = Config::from_settings(&settings()).unwrap();
         assert_eq!(c.mode, Mode::Development);
         assert_eq!(c.listen_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.metrics_addr.to_string(), "127.0.0.1:9464");
         assert_eq!(c.database.kind, DatabaseKind::Sqlite);
         assert_eq!(
             c.database.url.expose(),
@@ -882,6 +898,21 @@ mod tests {
                 "LISTEN_ADDR",
                 Settings {
                     listen_addr: Some("localhost".into()),
+                    ..settings()
+                },
+            ),
+            (
+                "METRICS_ADDR",
+                Settings {
+                    metrics_addr: Some("9464".into()),
+                    ..settings()
+                },
+            ),
+            (
+                "METRICS_ADDR",
+                Settings {
+                    listen_addr: Some("0.0.0.0:8080".into()),
+                    metrics_addr: Some("0.0.0.0:8080".into()),
                     ..settings()
                 },
             ),

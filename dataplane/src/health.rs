@@ -1,12 +1,128 @@
 //! Dependency checks and how they add up to one status. Each check is bounded
 //! in time, so a hung dependency shows as failed instead of hanging the probe.
+//!
+//! The checks run in the background, one round every [`CHECK_INTERVAL`]
+//! ([`HealthMonitor`]), and whoever wants them reads the last round: the
+//! detailed health report and the webhook monitor. A request never causes a
+//! call to the model server or an SMTP connection, so asking for the report
+//! in a loop cannot be turned against those servers (or against the
+//! model server's API key and bill).
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use utoipa::ToSchema;
 
-use crate::{cache::Cache, ratelimit::Limiter, store::Store};
+use crate::{
+    ai::generate::Generator, cache::Cache, email::smtp::Mailer, ratelimit::Limiter,
+    shutdown::Shutdown, store::Store, telemetry::Metrics,
+};
+
+/// Time between two rounds of checks.
+pub const CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Bound on one check: a round never waits longer for a dependency. No
+/// request waits on a round, so it can be generous.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the checks look at; `None` for what is not configured.
+pub struct Dependencies {
+    /// The SQL store (critical).
+    pub store: Store,
+    /// The cache.
+    pub cache: Cache,
+    /// The rate limiter.
+    pub limiter: Limiter,
+    /// The SMTP server, when email is configured.
+    pub mailer: Option<Arc<Mailer>>,
+    /// The model server, when AI is configured.
+    pub generator: Option<Generator>,
+}
+
+/// One round of checks.
+#[derive(Debug, Clone)]
+pub struct Round {
+    /// When it finished.
+    pub at: SystemTime,
+    /// One result per dependency: `database`, `cache`, `rate_limiter`, and
+    /// `smtp` and `ai` when configured.
+    pub checks: BTreeMap<String, CheckResult>,
+}
+
+/// The last round of checks, refreshed in the background.
+#[derive(Clone)]
+pub struct HealthMonitor {
+    latest: watch::Receiver<Option<Arc<Round>>>,
+}
+
+impl HealthMonitor {
+    /// Starts the rounds (the first at once) until `shutdown`.
+    pub fn spawn(deps: Dependencies, metrics: Arc<Metrics>, shutdown: Shutdown) -> HealthMonitor {
+        let (tx, latest) = watch::channel(None);
+        tokio::spawn(async move {
+            loop {
+                let round = deps.check().await;
+                metrics.health_check_rounds_total.inc();
+                tx.send_replace(Some(Arc::new(round)));
+                tokio::select! {
+                    () = tokio::time::sleep(CHECK_INTERVAL) => {}
+                    () = shutdown.wait() => return,
+                }
+            }
+        });
+        HealthMonitor { latest }
+    }
+
+    /// The last round; waits for the first one right after start.
+    pub async fn latest(&self) -> Option<Arc<Round>> {
+        let mut rx = self.latest.clone();
+        rx.wait_for(Option::is_some).await.ok()?.clone()
+    }
+
+    /// A receiver that sees each new round.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Round>>> {
+        self.latest.clone()
+    }
+}
+
+impl Dependencies {
+    /// One round: every check at once, so it takes as long as the slowest.
+    async fn check(&self) -> Round {
+        let (database, cache, rate_limiter, smtp, ai) = tokio::join!(
+            check_store(&self.store, CHECK_TIMEOUT),
+            check_cache(&self.cache, CHECK_TIMEOUT),
+            check_rate_limiter(&self.limiter, CHECK_TIMEOUT),
+            async {
+                match &self.mailer {
+                    Some(mailer) => Some(check_smtp(mailer, CHECK_TIMEOUT).await),
+                    None => None,
+                }
+            },
+            async {
+                match &self.generator {
+                    Some(generator) => Some(check_ai(generator, CHECK_TIMEOUT).await),
+                    None => None,
+                }
+            }
+        );
+        let mut checks = BTreeMap::from([
+            ("database".to_owned(), database),
+            ("cache".to_owned(), cache),
+            ("rate_limiter".to_owned(), rate_limiter),
+        ]);
+        checks.extend(smtp.map(|c| ("smtp".to_owned(), c)));
+        checks.extend(ai.map(|c| ("ai".to_owned(), c)));
+        Round {
+            at: SystemTime::now(),
+            checks,
+        }
+    }
+}
 
 /// The status of one dependency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -67,12 +183,12 @@ pub async fn check_store(store: &Store, limit: Duration) -> CheckResult {
 }
 
 /// SMTP is not critical either: emails wait in the outbox until it returns.
-pub async fn check_smtp(mailer: &crate::email::smtp::Mailer, limit: Duration) -> CheckResult {
+pub async fn check_smtp(mailer: &Mailer, limit: Duration) -> CheckResult {
     timed("smtp", false, limit, mailer.ping()).await
 }
 
 /// Nor is the model server: only generation needs it.
-pub async fn check_ai(generator: &crate::ai::generate::Generator, limit: Duration) -> CheckResult {
+pub async fn check_ai(generator: &Generator, limit: Duration) -> CheckResult {
     timed("openai", false, limit, generator.ping()).await
 }
 

@@ -21,7 +21,9 @@ use crate::{
         smtp::{Mailer, MailerError},
         worker::Worker,
     },
+    health::{self, HealthMonitor},
     ratelimit::Limiter,
+    routes,
     shutdown::{Shutdown, ShutdownTrigger},
     store::{Store, StoreError},
     telemetry::{Metrics, system},
@@ -63,8 +65,10 @@ pub enum ServeError {
     #[error(transparent)]
     Tls(#[from] TlsError),
     /// The listen address is taken or not ours.
-    #[error("cannot listen on {addr} (LISTEN_ADDR): {source}")]
+    #[error("cannot listen on {addr} ({var}): {source}")]
     Bind {
+        /// `LISTEN_ADDR` or `METRICS_ADDR`.
+        var: &'static str,
         /// The address.
         addr: SocketAddr,
         /// Why.
@@ -129,7 +133,15 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let listener = TcpListener::bind(config.listen_addr)
         .await
         .map_err(|source| ServeError::Bind {
+            var: "LISTEN_ADDR",
             addr: config.listen_addr,
+            source,
+        })?;
+    let metrics_listener = TcpListener::bind(config.metrics_addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            var: "METRICS_ADDR",
+            addr: config.metrics_addr,
             source,
         })?;
     // A wrong path stops the process here, with a message naming the
@@ -173,26 +185,6 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         }
     };
 
-    if let (Some(webhook), Some(wake)) = (&config.webhook, webhook_wake) {
-        let worker = webhooks::worker::Worker {
-            store: store.clone(),
-            config: webhook.clone(),
-            metrics: metrics.clone(),
-            wake: wake.clone(),
-            id: worker_id.clone(),
-            client: webhooks::worker::client()?,
-        };
-        workers.push(tokio::spawn(worker.run(shutdown.clone())));
-        let monitor = Monitor {
-            store: store.clone(),
-            mailer: mailer.clone(),
-            cache: cache.clone(),
-            wake,
-        };
-        tokio::spawn(monitor.run(shutdown.clone()));
-        tracing::info!(format = ?webhook.format, signed = webhook.secret.is_some(), "webhook delivery worker started");
-    }
-
     let grace = config.shutdown_timeout;
     let generator = if config.openai.configured {
         let ai = &config.openai;
@@ -208,6 +200,40 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         );
         None
     };
+    // The dependency checks run in the background; the detailed health
+    // report and the webhook monitor read their last round.
+    let health = HealthMonitor::spawn(
+        health::Dependencies {
+            store: store.clone(),
+            cache: cache.clone(),
+            limiter: limiter.clone(),
+            mailer: mailer.clone(),
+            generator: generator.clone(),
+        },
+        metrics.clone(),
+        shutdown.clone(),
+    );
+
+    if let (Some(webhook), Some(wake)) = (&config.webhook, webhook_wake) {
+        let worker = webhooks::worker::Worker {
+            store: store.clone(),
+            config: webhook.clone(),
+            metrics: metrics.clone(),
+            wake: wake.clone(),
+            id: worker_id.clone(),
+            client: webhooks::worker::client()?,
+        };
+        workers.push(tokio::spawn(worker.run(shutdown.clone())));
+        let monitor = Monitor {
+            store: store.clone(),
+            health: health.clone(),
+            cache: cache.clone(),
+            wake,
+        };
+        tokio::spawn(monitor.run(shutdown.clone()));
+        tracing::info!(format = ?webhook.format, signed = webhook.secret.is_some(), "webhook delivery worker started");
+    }
+
     let state = AppState {
         config: Arc::new(config),
         store: store.clone(),
@@ -220,26 +246,30 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         auth,
         limiter,
         tls: certificates.clone(),
+        health,
     };
     let signals = tokio::spawn(wait_for_signal(trigger));
-    let addr = listener.local_addr()?;
-    match certificates {
-        Some(certificates) => {
-            let config = tls::server_config(certificates)?;
-            let listener = TlsListener::new(listener, config, shutdown.clone())?;
-            tracing::info!(%addr, "listening on https://{addr}");
-            let listener = listener.tap_io(|tls| {
-                let _ = tls.get_ref().0.set_nodelay(true);
-            });
-            serve(listener, app(state), shutdown, grace).await?;
-        }
-        None => {
-            tracing::info!(%addr, "listening on http://{addr}");
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            serve(listener, app(state), shutdown, grace).await?;
-        }
+    let metrics_router = routes::metrics::router(state.metrics.clone());
+    // Both are bound already; the metrics are announced first, so that once
+    // the API says it listens, both do.
+    let scheme = if certificates.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let (addr, metrics_addr) = (listener.local_addr()?, metrics_listener.local_addr()?);
+    tracing::info!(addr = %metrics_addr, "metrics on {scheme}://{metrics_addr} (GET /metrics)");
+    let metrics_serving = tokio::spawn(listen(
+        metrics_listener,
+        metrics_router,
+        certificates.clone(),
+        shutdown.clone(),
+        grace,
+    ));
+    tracing::info!(%addr, "listening on {scheme}://{addr}");
+    listen(listener, app(state), certificates, shutdown, grace).await?;
+    if let Ok(Err(e)) = metrics_serving.await {
+        tracing::warn!(error = %e, "the metrics listener failed");
     }
     signals.abort();
     // Sends in flight finish (bounded by the SMTP timeout) before the pool closes.
@@ -248,6 +278,34 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     }
     store.close().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Serves `router` on `listener`, over TLS with `certificates`, until
+/// `shutdown`.
+async fn listen(
+    listener: TcpListener,
+    router: Router,
+    certificates: Option<Arc<Certificates>>,
+    shutdown: Shutdown,
+    grace: std::time::Duration,
+) -> Result<(), ServeError> {
+    match certificates {
+        Some(certificates) => {
+            let config = tls::server_config(certificates)?;
+            let listener = TlsListener::new(listener, config, shutdown.clone())?;
+            let listener = listener.tap_io(|tls| {
+                let _ = tls.get_ref().0.set_nodelay(true);
+            });
+            serve(listener, router, shutdown, grace).await?;
+        }
+        None => {
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            serve(listener, router, shutdown, grace).await?;
+        }
+    }
     Ok(())
 }
 

@@ -121,6 +121,42 @@ async fn a_generation_returns_text_and_usage_and_is_kept() {
 }
 
 #[tokio::test]
+async fn the_detailed_health_asks_the_model_server_in_the_background_not_per_request() {
+    let mut llama = LlamaServer::start().unwrap();
+    let dp = start_with_ai(&llama, &[]);
+    // What the model server saw: its access log, one line per request.
+    let asked = |llama: &mut LlamaServer| {
+        llama
+            .process()
+            .output_lines()
+            .iter()
+            .filter(|l| l.contains("GET /v1/models"))
+            .count()
+    };
+    eventually(
+        Duration::from_secs(15),
+        "a first round of checks",
+        || async { metric(&dp, "health_check_rounds_total").await >= Some(1.0) },
+    )
+    .await;
+    let before = asked(&mut llama);
+    assert!(before >= 1, "the round asked the model server");
+    let started = Instant::now();
+    for _ in 0..30 {
+        let r = get(&dp, "/api/health/detailed").await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(json(r).await["checks"]["ai"]["status"], "healthy");
+    }
+    // A round every 5 s at most, whatever the number of requests.
+    let rounds = (started.elapsed().as_secs_f64() / 5.0).ceil() as usize + 1;
+    let during = asked(&mut llama) - before;
+    assert!(
+        during <= rounds,
+        "30 reports asked the model server {during} times (at most {rounds} rounds)"
+    );
+}
+
+#[tokio::test]
 async fn a_stream_yields_tokens_then_the_result() {
     let llama = LlamaServer::start().unwrap();
     let dp = start_with_ai(&llama, &[]);

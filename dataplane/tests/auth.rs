@@ -49,16 +49,16 @@ async fn audit(dp: &DataPlane, query: &str) -> Vec<Value> {
 }
 
 #[tokio::test]
-async fn every_route_but_health_metrics_openapi_and_login_needs_credentials() {
+async fn anonymous_callers_reach_liveness_readiness_and_login_only() {
     let dp = start(&[]);
-    let doc = json(
-        client()
-            .get(dp.url("/api/openapi.json"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    // The document itself is for signed-in callers.
+    let r = client()
+        .get(dp.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let doc = json(get(&dp, "/api/openapi.json").await).await;
     let mut guarded = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
@@ -70,12 +70,10 @@ async fn every_route_but_health_metrics_openapi_and_login_needs_credentials() {
                 .send()
                 .await
                 .unwrap();
-            let public = path.starts_with("/api/health")
-                || ["/api/metrics", "/api/openapi.json", "/api/auth/login"]
-                    .contains(&path.as_str());
+            let public =
+                ["/api/health", "/api/health/ready", "/api/auth/login"].contains(&path.as_str());
             // The document says which operations need credentials; the
-            // server must agree, and the seed's public routes must be the
-            // only ones without.
+            // server must agree, and these must be the only ones without.
             assert_eq!(
                 op.get("security").is_none(),
                 public,
@@ -94,11 +92,58 @@ async fn every_route_but_health_metrics_openapi_and_login_needs_credentials() {
             assert_eq!(json(r).await["error"]["code"], "unauthorized");
         }
     }
-    assert!(guarded >= 12, "only {guarded} guarded operations");
+    assert!(guarded >= 14, "only {guarded} guarded operations");
     // A made-up token is no better than none.
     let forged = bearer(&format!("svk_{}", "A".repeat(43)));
     let r = forged.get(dp.url("/api/auth/me")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    // Metrics are not on the API's port at all, signed in or not...
+    for path in ["/api/metrics", "/metrics"] {
+        let r = get(&dp, path).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path} on the API port");
+    }
+    // ...but on the metrics listener, which serves nothing else.
+    let r = client()
+        .get(dp.metrics_url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.unwrap().contains("http_requests_total"));
+    let r = client()
+        .get(dp.metrics_url("/api/health/detailed"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn the_detailed_health_needs_the_metrics_scope() {
+    let dp = start(&[]);
+    let url = dp.url("/api/health/detailed");
+    let r = client().get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let (_, monitoring) = create_key(&dp, "prometheus", &["metrics"]).await;
+    let r = bearer(&monitoring).get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(json(r).await["checks"]["database"]["status"], "healthy");
+    // Only that: a metrics key is nobody's administrator.
+    let r = bearer(&monitoring)
+        .get(dp.url("/api/users"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let (_, mailer) = create_key(&dp, "mailer", &["email"]).await;
+    let r = bearer(&mailer).get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // Administrators have every scope.
+    assert_eq!(
+        get(&dp, "/api/health/detailed").await.status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -130,7 +175,10 @@ async fn a_session_works_as_cookie_and_bearer_until_logout_or_expiry() {
     let token = body["token"].as_str().unwrap().to_owned();
     assert!(cookie.starts_with(&format!("sv_session={token};")));
     assert_eq!(body["user"]["name"], "admin");
-    assert_eq!(body["user"]["scopes"], json!(["email", "ai", "admin"]));
+    assert_eq!(
+        body["user"]["scopes"],
+        json!(["email", "ai", "admin", "metrics"])
+    );
 
     // The cookie alone, as a browser sends it.
     let me = client()

@@ -121,8 +121,26 @@ async fn wait_for_certificate(dp: &DataPlane, ca: &str, expected: &Issued) {
 }
 
 /// Status and body of a health route, read with [`insecure`].
+/// `GET path` as the administrator (the detailed report needs the
+/// `metrics` scope), trusting any certificate.
 async fn get_health(dp: &DataPlane, path: &str) -> (u16, serde_json::Value) {
-    let r = insecure().get(dp.url(path)).send().await.unwrap();
+    let login = insecure()
+        .post(dp.url("/api/auth/login"))
+        .json(&serde_json::json!({
+            "username": testkit::ADMIN_USERNAME,
+            "password": testkit::ADMIN_PASSWORD,
+        }))
+        .send()
+        .await
+        .unwrap();
+    let token: serde_json::Value = login.json().await.unwrap();
+    let token = token["token"].as_str().unwrap().to_owned();
+    let r = insecure()
+        .get(dp.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     let code = r.status().as_u16();
     let body: serde_json::Value = r.json().await.unwrap();
     (code, body)

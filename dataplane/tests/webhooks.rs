@@ -171,7 +171,7 @@ async fn a_refused_delivery_is_retried_under_the_same_id_and_a_rejected_one_is_n
         "the failed delivery counted",
         Duration::from_secs(10),
         || async {
-            let text = get(&dp, "/api/metrics").await.text().await.unwrap();
+            let text = metrics_text(&dp).await;
             if text.contains(r#"webhook_deliveries_total{event="email.sent",result="failed"} 1"#) {
                 Ok(text)
             } else {

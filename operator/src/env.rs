@@ -6,6 +6,8 @@
 pub const SECUREVAULT_ENV: &str = "SECUREVAULT_ENV";
 /// Address the HTTP API listens on.
 pub const LISTEN_ADDR: &str = "LISTEN_ADDR";
+/// Address the metrics listener listens on.
+pub const METRICS_ADDR: &str = "METRICS_ADDR";
 /// Log level.
 pub const LOG_LEVEL: &str = "LOG_LEVEL";
 /// The PEM certificate served over HTTPS.

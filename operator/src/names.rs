@@ -16,6 +16,11 @@ pub const HTTP_PORT: i32 = 8080;
 pub const HTTP_PORT_NAME: &str = "http";
 /// The same port's name when it serves HTTPS (`spec.tls`).
 pub const HTTPS_PORT_NAME: &str = "https";
+/// The port of the data plane's metrics listener (`GET /metrics`, HTTPS
+/// with `spec.tls`): Prometheus scrapes it; no Ingress routes it.
+pub const METRICS_PORT: i32 = 9464;
+/// Its name, on the pods and the Service.
+pub const METRICS_PORT_NAME: &str = "metrics";
 /// Where the TLS Secret is mounted in the pods: a directory, so that the
 /// kubelet's atomic swap of a renewed Secret reaches the running process.
 pub const TLS_DIR: &str = "/etc/securevault/tls";

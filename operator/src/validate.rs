@@ -165,6 +165,10 @@ pub fn validate(sv: &SecureVault) -> Result<ValidatedVault, ValidationError> {
             env::LISTEN_ADDR.to_owned(),
             format!("0.0.0.0:{}", names::HTTP_PORT),
         ),
+        (
+            env::METRICS_ADDR.to_owned(),
+            format!("0.0.0.0:{}", names::METRICS_PORT),
+        ),
         (env::DATA_DIR.to_owned(), names::DATA_DIR.to_owned()),
         (
             env::LOG_LEVEL.to_owned(),

@@ -150,13 +150,13 @@ alerting:
         - targets: ['{}']
 scrape_configs:
   - job_name: mail
-    metrics_path: /api/metrics
+    metrics_path: /metrics
     static_configs:
       - targets: ['{}']
         labels: {{namespace: shop, service: mail, pod: mail-0}}
 ",
         alertmanager.addr(),
-        dp.addr()
+        dp.metrics_addr()
     );
     let prometheus = Prometheus::start(&config, &[("rules.json", &rules)]).unwrap();
     // The failure counter must be scraped at 0 before it becomes 1, or

@@ -163,6 +163,7 @@ async fn the_rendered_environment_starts_a_ready_data_plane() {
 
     // Only the pod's own port and volume path differ on a test machine.
     env.remove("LISTEN_ADDR");
+    env.remove("METRICS_ADDR");
     env.remove("DATA_DIR");
     let vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let dp = DataPlane::start(&binary, &vars).unwrap();
@@ -180,8 +181,22 @@ async fn the_rendered_environment_starts_a_ready_data_plane() {
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
+    // The detailed report is for administrators (and `metrics` keys).
+    let password = env
+        .get("ADMIN_PASSWORD")
+        .map_or(testkit::ADMIN_PASSWORD, String::as_str);
+    let login: serde_json::Value = client
+        .post(dp.url("/api/auth/login"))
+        .json(&serde_json::json!({"username": "admin", "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let detailed: serde_json::Value = client
         .get(dp.url("/api/health/detailed"))
+        .bearer_auth(login["token"].as_str().unwrap())
         .send()
         .await
         .unwrap()

@@ -13,7 +13,7 @@ use std::{
 
 mod common;
 
-use common::shop_vault as vault;
+use common::{http_get, shop_vault as vault};
 use operator::build::{dashboard, prometheus_rule};
 use testkit::{DataPlane, Prometheus, TempDir, prometheus::promtool_binary, workspace_binary};
 
@@ -64,22 +64,12 @@ fn exported_metric_names() -> BTreeSet<String> {
     let dp = DataPlane::start(&workspace_binary("dataplane").unwrap(), &[]).unwrap();
     // Labelled series appear once observed: the first request makes the
     // request metrics exist, the second page shows them.
-    reqwest_free_get(dp.addr(), "/api/metrics");
-    let body = reqwest_free_get(dp.addr(), "/api/metrics");
+    http_get(dp.addr(), "/api/health");
+    let body = http_get(dp.metrics_addr(), "/metrics");
     body.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .map(|l| l.split(['{', ' ']).next().unwrap().to_owned())
         .collect()
-}
-
-/// A plain HTTP/1.0 GET, enough for a metrics page.
-fn reqwest_free_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response.split_once("\r\n\r\n").unwrap().1.to_owned()
 }
 
 #[test]
@@ -122,12 +112,12 @@ fn a_real_prometheus_scraping_a_real_data_plane_sees_the_series_and_alerts_when_
 rule_files: [rules.json]
 scrape_configs:
   - job_name: mail
-    metrics_path: /api/metrics
+    metrics_path: /metrics
     static_configs:
       - targets: ['{}']
         labels: {{namespace: shop, service: mail, pod: mail-0}}
 ",
-        dp.addr()
+        dp.metrics_addr()
     );
     let prometheus = Prometheus::start(&config, &[("rules.json", &rules)]).unwrap();
 

@@ -443,8 +443,20 @@ async fn the_chart_s_operator_runs_a_real_data_plane_that_serves_through_its_ser
         "a real generation: {generation}"
     );
 
-    let metrics = client()
+    // The metrics on their own port of the Service; the API's has none.
+    let api_metrics = client()
         .get(format!("{url}/api/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api_metrics.status(), 404);
+    let metrics_url = {
+        let (scheme, rest) = url.split_once("://").unwrap();
+        let host = rest.rsplit_once(':').unwrap().0;
+        format!("{scheme}://{host}:9464")
+    };
+    let metrics = client()
+        .get(format!("{metrics_url}/metrics"))
         .send()
         .await
         .unwrap()

@@ -526,7 +526,8 @@ async fn monitoring_objects_are_accepted_follow_the_spec_and_come_back_when_dele
         sm.metadata.labels.as_ref().unwrap()["release"],
         "kube-prometheus-stack"
     );
-    assert_eq!(sm.spec.endpoints[0].path, "/api/metrics");
+    assert_eq!(sm.spec.endpoints[0].path, "/metrics");
+    assert_eq!(sm.spec.endpoints[0].port, "metrics");
     assert!(controlled_by(&sm, &uid));
     let rule = w.api::<PrometheusRule>().get("mail-alerts").await.unwrap();
     assert!(controlled_by(&rule, &uid));

@@ -19,6 +19,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// `http://ADDR` or `https://ADDR`.
 const LISTENING: &str = "listening on ";
 
+/// The marker of its metrics listener, logged before [`LISTENING`].
+const METRICS: &str = "metrics on ";
+
 /// The administrator every data plane started here gets (unless the test
 /// sets `ADMIN_PASSWORD` itself). One fixed value, so data planes sharing a
 /// database agree on it.
@@ -37,6 +40,8 @@ pub struct DataPlane {
     addr: String,
     /// `http` or `https`.
     scheme: String,
+    /// `scheme://host:port` of the metrics listener.
+    metrics: String,
     // Declared after `process` so the directory outlives the server.
     data_dir: TempDir,
 }
@@ -64,20 +69,19 @@ impl DataPlane {
             |l| l.contains("listening on http://") || l.contains("listening on https://"),
             START_TIMEOUT,
         )?;
-        let url: String = line
-            .split(LISTENING)
-            .nth(1)
-            .map(|rest| {
-                rest.chars()
-                    .take_while(|c| *c != '"' && !c.is_whitespace())
-                    .collect()
-            })
+        let url = url_after(&line, LISTENING);
+        let metrics = process
+            .output_lines()
+            .iter()
+            .find(|l| l.contains(METRICS))
+            .map(|l| url_after(l, METRICS))
             .unwrap_or_default();
         let (scheme, addr) = url.split_once("://").unwrap_or(("http", &url));
         Ok(DataPlane {
             process,
             scheme: scheme.to_owned(),
             addr: addr.to_owned(),
+            metrics,
             data_dir,
         })
     }
@@ -100,8 +104,22 @@ impl DataPlane {
             }
         }
         cmd.env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("METRICS_ADDR", "127.0.0.1:0")
             .env("DATA_DIR", data_dir);
         cmd
+    }
+
+    /// `http://host:port{path}` (or `https://`) on the metrics listener,
+    /// e.g. `metrics_url("/metrics")`.
+    pub fn metrics_url(&self, path: &str) -> String {
+        format!("{}{path}", self.metrics)
+    }
+
+    /// `host:port` of the metrics listener.
+    pub fn metrics_addr(&self) -> &str {
+        self.metrics
+            .split_once("://")
+            .map_or(self.metrics.as_str(), |(_, addr)| addr)
     }
 
     /// `host:port` it listens on.
@@ -133,6 +151,18 @@ impl DataPlane {
     pub fn process(&mut self) -> &mut Process {
         &mut self.process
     }
+}
+
+/// The URL logged after `marker` in a JSON log line.
+fn url_after(line: &str, marker: &str) -> String {
+    line.split(marker)
+        .nth(1)
+        .map(|rest| {
+            rest.chars()
+                .take_while(|c| *c != '"' && !c.is_whitespace())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl Drop for DataPlane {

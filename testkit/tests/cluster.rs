@@ -347,7 +347,7 @@ fn prometheus_operator_crds_are_installed() {
         )
     };
     let good = monitor(
-        "  selector:\n    matchLabels: {app: dataplane}\n  endpoints:\n  - port: http\n    path: /api/metrics\n",
+        "  selector:\n    matchLabels: {app: dataplane}\n  endpoints:\n  - port: metrics\n    path: /metrics\n",
     );
     cluster
         .kubectl_stdin(

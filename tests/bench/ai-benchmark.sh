@@ -58,7 +58,7 @@ SV_ADDR="127.0.0.1:$(free_port)"
 mkdir -p "$TMP/data"
 # AI_MAX_CONCURRENCY at the load's concurrency: the default (16) would answer
 # half of 32 simultaneous requests 503, by design.
-env -i PATH="$PATH" HOME="$HOME" LISTEN_ADDR="$SV_ADDR" DATA_DIR="$TMP/data" LOG_LEVEL=warn \
+env -i PATH="$PATH" HOME="$HOME" LISTEN_ADDR="$SV_ADDR" METRICS_ADDR="127.0.0.1:$(free_port)" DATA_DIR="$TMP/data" LOG_LEVEL=warn \
   OPENAI_BASE_URL="http://127.0.0.1:$LLAMA_PORT/v1" OPENAI_MODEL=smollm2 \
   AI_MAX_CONCURRENCY="$BENCH_AI_CONCURRENCY" "${BENCH_AUTH_ENV[@]}" \
   "$BIN" serve >"$TMP/dataplane.log" 2>&1 &

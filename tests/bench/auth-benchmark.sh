@@ -65,7 +65,7 @@ measure() { # NAME EXTRA-ENV...
   shift
   addr="127.0.0.1:$(free_port)"
   mkdir -p "$TMP/data"
-  env -i PATH="$PATH" HOME="$HOME" LISTEN_ADDR="$addr" DATA_DIR="$TMP/data" LOG_LEVEL=warn \
+  env -i PATH="$PATH" HOME="$HOME" LISTEN_ADDR="$addr" METRICS_ADDR="127.0.0.1:$(free_port)" DATA_DIR="$TMP/data" LOG_LEVEL=warn \
     "${BENCH_AUTH_ENV[@]}" "$@" "$BIN" serve >"$TMP/dataplane.log" 2>&1 &
   pid=$!
   PIDS+=("$pid")

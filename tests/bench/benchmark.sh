@@ -83,7 +83,7 @@ mkdir -p "$TMP/data"
 # rows of docs/benchmarks.md are only comparable if every run uses the same
 # embedded defaults (SQLite, in-process cache, log level info).
 env -i PATH="$PATH" HOME="$HOME" \
-  LISTEN_ADDR="$ADDR" DATA_DIR="$TMP/data" LOG_LEVEL=info STATS_CACHE_TTL_SECS=60 \
+  LISTEN_ADDR="$ADDR" METRICS_ADDR="127.0.0.1:$(free_port)" DATA_DIR="$TMP/data" LOG_LEVEL=info STATS_CACHE_TTL_SECS=60 \
   "${BENCH_AUTH_ENV[@]}" "$BIN" serve >"$LOG" 2>&1 &
 SERVER_PID=$!
 

@@ -37,7 +37,8 @@ BIN="$CARGO_TARGET_DIR/release/dataplane"
 
 bench_scratch securevault-console-bench
 port=$(free_port)
-env -i PATH="$PATH" HOME="$HOME" LISTEN_ADDR="127.0.0.1:$port" DATA_DIR="$TMP" \
+METRICS_ADDR="127.0.0.1:$(free_port)"
+env -i PATH="$PATH" HOME="$HOME" LISTEN_ADDR="127.0.0.1:$port" METRICS_ADDR="$METRICS_ADDR" DATA_DIR="$TMP" \
   LOG_LEVEL=warn "${BENCH_AUTH_ENV[@]}" "$BIN" serve >"$TMP/log" 2>&1 &
 PIDS+=($!)
 URL="http://127.0.0.1:$port"
@@ -80,7 +81,7 @@ curl -sf -b "$jar" -c "$jar" -o /dev/null --data-urlencode "csrf=$csrf" \
 
 # server_ms ROUTE PATH: REQUESTS requests of PATH; the server's mean time
 # for ROUTE (from its histogram) in ms, one decimal.
-metric_sum() { curl -sf "$URL/api/metrics" | awk -v r="$1" -v k="$2" 'index($0, "http_request_duration_seconds_" k "{method=\"GET\",route=\"" r "\"}") == 1 { print $2 }'; }
+metric_sum() { curl -sf "http://$METRICS_ADDR/metrics" | awk -v r="$1" -v k="$2" 'index($0, "http_request_duration_seconds_" k "{method=\"GET\",route=\"" r "\"}") == 1 { print $2 }'; }
 server_ms() {
   local route=$1 path=$2 sum0 count0 sum1 count1 code
   curl -sf -b "$jar" -o /dev/null "$URL$path" # warm the caches once

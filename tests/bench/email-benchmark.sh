@@ -69,10 +69,11 @@ wait_until "mailpit's start" 15 curl -sf "$MAILPIT_URL/readyz"
 arrived() { curl -sf "$MAILPIT_URL/api/v1/messages?limit=1" | python3 -c 'import json, sys; print(json.load(sys.stdin)["total"])'; }
 
 ADDR="127.0.0.1:$(free_port)"
+METRICS_ADDR="127.0.0.1:$(free_port)"
 URL="http://$ADDR"
 mkdir -p "$TMP/data"
 # A clean environment, as in benchmark.sh, so rows stay comparable.
-env -i PATH="$PATH" HOME="$HOME" LISTEN_ADDR="$ADDR" DATA_DIR="$TMP/data" LOG_LEVEL=warn \
+env -i PATH="$PATH" HOME="$HOME" LISTEN_ADDR="$ADDR" METRICS_ADDR="$METRICS_ADDR" DATA_DIR="$TMP/data" LOG_LEVEL=warn \
   SMTP_HOST=127.0.0.1 SMTP_PORT="$SMTP_PORT" SMTP_TLS=none \
   SMTP_FROM="SecureVault <noreply@securevault.test>" "${BENCH_AUTH_ENV[@]}" \
   "$BIN" serve >"$TMP/dataplane.log" 2>&1 &
@@ -136,7 +137,7 @@ while n=$(arrived) && [ "$n" -lt "$EXPECTED" ]; do
 done
 DONE=$(now)
 [ "$n" -eq "$EXPECTED" ] || die "$n emails arrived for $EXPECTED accepted: some twice"
-SENT_METRIC=$(curl -sf "$URL/api/metrics" | awk '$1 == "emails_sent_total" { print $2 }')
+SENT_METRIC=$(curl -sf "http://$METRICS_ADDR/metrics" | awk '$1 == "emails_sent_total" { print $2 }')
 [ "$SENT_METRIC" = "$EXPECTED" ] || die "emails_sent_total is $SENT_METRIC for $EXPECTED arrived"
 
 TOTAL_SECS=$(since "$START" "$DONE")

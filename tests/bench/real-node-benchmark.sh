@@ -168,7 +168,7 @@ for _ in $(seq 100); do
 done
 port=$(free_port)
 mkdir -p "$TMP/data"
-SECRET_KEY=$SECRET_KEY ADMIN_PASSWORD=real-node-benchmark LISTEN_ADDR=127.0.0.1:$port \
+SECRET_KEY=$SECRET_KEY ADMIN_PASSWORD=real-node-benchmark LISTEN_ADDR=127.0.0.1:$port METRICS_ADDR=127.0.0.1:$(free_port) \
   DATA_DIR="$TMP/data" LOG_LEVEL=warn "$DP_BIN" serve >"$TMP/dataplane.log" 2>&1 &
 DP_PID=$!
 for _ in $(seq 100); do

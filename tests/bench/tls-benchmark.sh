@@ -48,7 +48,7 @@ start() {
   if [ "$scheme" = https ]; then
     env=(TLS_CERT_FILE="$TMP/tls.crt" TLS_KEY_FILE="$TMP/tls.key")
   fi
-  env -i PATH="$PATH" HOME="$HOME" LISTEN_ADDR="127.0.0.1:$port" DATA_DIR="$dir" \
+  env -i PATH="$PATH" HOME="$HOME" LISTEN_ADDR="127.0.0.1:$port" METRICS_ADDR="127.0.0.1:$(free_port)" DATA_DIR="$dir" \
     LOG_LEVEL=warn "${BENCH_AUTH_ENV[@]}" "${env[@]}" "$BIN" serve >"$log" 2>&1 &
   SERVER_PID=$!
   PIDS+=("$SERVER_PID")

@@ -27,8 +27,9 @@ use crate::{
     store::{Store, StoreError},
 };
 
-/// A permission. An administrator has all three; a member has `email` and
-/// `ai`; an API key has those it was created with.
+/// A permission. An administrator has them all; a member has `email` and
+/// `ai`; an API key has those it was created with (`metrics` alone suits a
+/// monitoring system reading the detailed health).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
@@ -38,11 +39,13 @@ pub enum Scope {
     Ai,
     /// Manage accounts and keys, read the audit trail.
     Admin,
+    /// Read the detailed health report.
+    Metrics,
 }
 
 impl Scope {
     /// Every scope, in a stable order.
-    pub const ALL: [Scope; 3] = [Scope::Email, Scope::Ai, Scope::Admin];
+    pub const ALL: [Scope; 4] = [Scope::Email, Scope::Ai, Scope::Admin, Scope::Metrics];
 
     /// Its name, as in requests and the store.
     pub fn as_str(self) -> &'static str {
@@ -50,6 +53,7 @@ impl Scope {
             Self::Email => "email",
             Self::Ai => "ai",
             Self::Admin => "admin",
+            Self::Metrics => "metrics",
         }
     }
 }
@@ -61,7 +65,7 @@ impl FromStr for Scope {
         Self::ALL
             .into_iter()
             .find(|scope| scope.as_str() == s)
-            .ok_or_else(|| format!("unknown scope `{s}`; expected email, ai or admin"))
+            .ok_or_else(|| format!("unknown scope `{s}`; expected email, ai, admin or metrics"))
     }
 }
 

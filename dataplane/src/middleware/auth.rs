@@ -41,6 +41,8 @@ pub enum Access {
     AiGenerate,
     /// The `admin` scope.
     Admin,
+    /// The `metrics` scope (administrators have it).
+    Metrics,
 }
 
 impl Access {
@@ -51,6 +53,7 @@ impl Access {
             Self::EmailRead | Self::EmailSend => Some(Scope::Email),
             Self::AiRead | Self::AiGenerate => Some(Scope::Ai),
             Self::Admin => Some(Scope::Admin),
+            Self::Metrics => Some(Scope::Metrics),
         }
     }
 }

@@ -24,7 +24,7 @@ use crate::{
 pub struct CreateKeyRequest {
     /// What it is for, e.g. `billing-service` (1–100 characters).
     pub name: String,
-    /// What it may do: any of `email`, `ai`, `admin`.
+    /// What it may do: any of `email`, `ai`, `admin`, `metrics`.
     pub scopes: Vec<String>,
 }
 
@@ -98,7 +98,7 @@ pub async fn create_key(
     if request.scopes.is_empty() {
         return Err(ApiError::Validation {
             field: "scopes".into(),
-            message: "give at least one scope: email, ai or admin".into(),
+            message: "give at least one scope: email, ai, admin or metrics".into(),
         });
     }
     let scopes = request

@@ -8,10 +8,7 @@ use utoipa::ToSchema;
 
 use crate::{
     app::AppState,
-    health::{
-        CheckResult, Overall, check_ai, check_cache, check_rate_limiter, check_smtp, check_store,
-        check_tls, overall,
-    },
+    health::{CheckResult, Overall, check_tls, overall},
 };
 
 /// Longest a readiness or dependency check may take before it counts as failed.
@@ -115,41 +112,24 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
     }
 }
 
-/// Every dependency with its status and latency, plus CPU and memory.
+/// Every dependency with its status and latency, plus CPU and memory, from
+/// the last round of background checks (at most a few seconds old): a
+/// request never reaches the model server or the SMTP server itself. Needs
+/// the `metrics` scope (administrators have it): the report names internal
+/// hosts and their errors.
 #[utoipa::path(get, path = "/api/health/detailed", tag = "health",
     responses(
         (status = 200, description = "Healthy or degraded", body = DetailedHealth),
         (status = 503, description = "Unhealthy: a critical dependency failed", body = DetailedHealth),
     ))]
 pub async fn detailed(State(state): State<AppState>) -> (StatusCode, Json<DetailedHealth>) {
-    let (database, cache, rate_limiter) = tokio::join!(
-        check_store(&state.store, CHECK_TIMEOUT),
-        check_cache(&state.cache, CHECK_TIMEOUT),
-        check_rate_limiter(&state.limiter, CHECK_TIMEOUT)
-    );
-    let mut checks = BTreeMap::from([
-        ("database".to_owned(), database),
-        ("cache".to_owned(), cache),
-        ("rate_limiter".to_owned(), rate_limiter),
-    ]);
-    // The remote servers answer in parallel: the report takes as long as
-    // the slowest one, not their sum.
-    let (smtp, ai) = tokio::join!(
-        async {
-            match &state.mailer {
-                Some(mailer) => Some(check_smtp(mailer, CHECK_TIMEOUT).await),
-                None => None,
-            }
-        },
-        async {
-            match &state.generator {
-                Some(generator) => Some(check_ai(generator, CHECK_TIMEOUT).await),
-                None => None,
-            }
-        }
-    );
-    checks.extend(smtp.map(|c| ("smtp".to_owned(), c)));
-    checks.extend(ai.map(|c| ("ai".to_owned(), c)));
+    let mut checks = state
+        .health
+        .latest()
+        .await
+        .map(|round| round.checks.clone())
+        .unwrap_or_default();
+    // Reading the certificate's state costs nothing: always current.
     if let Some(certificates) = &state.tls {
         checks.insert("tls".to_owned(), check_tls(certificates));
     }

@@ -34,7 +34,8 @@ pub fn rfc3339(millis: i64) -> String {
 /// of each group but `public`; the OpenAPI document marks the guarded
 /// operations with the credentials and scope they need.
 pub struct Api {
-    /// No credentials: health, metrics, OpenAPI, login.
+    /// No credentials: liveness, readiness, login. Nothing else answers
+    /// an anonymous caller from the Internet.
     pub public: OpenApiRouter<AppState>,
     /// Guarded groups, each with what it requires.
     pub guarded: Vec<(Access, OpenApiRouter<AppState>)>,
@@ -54,14 +55,13 @@ pub fn api() -> Api {
     let public = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
-        .routes(routes!(health::detailed))
-        .routes(routes!(metrics::export))
-        .routes(routes!(openapi::document))
         .routes(routes!(auth::login));
     let signed_in = OpenApiRouter::new()
         .routes(routes!(auth::logout))
         .routes(routes!(auth::me))
+        .routes(routes!(openapi::document))
         .routes(routes!(stats::get_stats));
+    let health = OpenApiRouter::new().routes(routes!(health::detailed));
     let send_email = OpenApiRouter::new()
         .routes(routes!(email::send_email))
         .routes(routes!(email::retry_email));
@@ -81,6 +81,7 @@ pub fn api() -> Api {
         (Access::AiGenerate, generate),
         (Access::AiRead, read_generation),
         (Access::Admin, admin),
+        (Access::Metrics, health),
     ]
     .into_iter()
     .map(|(access, group)| (access, secured(group, access)))

@@ -1,4 +1,5 @@
-//! `GET /api/openapi.json`: the OpenAPI 3 document of every route.
+//! `GET /api/openapi.json`: the OpenAPI 3 document of every route, for any
+//! signed-in caller.
 
 use std::sync::LazyLock;
 
@@ -18,9 +19,9 @@ use crate::error::{ApiError, ErrorBody};
         description = "Transactional email and AI text generation. Every error answer is `{\"error\": {\"code\", \"message\", \"field\"}}`.",
     ),
     tags(
-        (name = "health", description = "Liveness, readiness and dependency checks"),
-        (name = "observability", description = "Prometheus metrics and usage statistics"),
-        (name = "auth", description = "Login, sessions, API keys, accounts and the audit trail. Every route outside `health`, `observability` metrics, `meta` and login needs a session (cookie or bearer token) or an API key (`Authorization: Bearer svk_…`)"),
+        (name = "health", description = "Liveness and readiness (anonymous), and the dependency report (the `metrics` scope)"),
+        (name = "observability", description = "Usage statistics. Prometheus metrics are served on a port of their own (`METRICS_ADDR`, `GET /metrics`), never on this one"),
+        (name = "auth", description = "Login, sessions, API keys, accounts and the audit trail. Every route but liveness, readiness and login needs a session (cookie or bearer token) or an API key (`Authorization: Bearer svk_…`)"),
         (name = "email", description = "Transactional email through the durable outbox"),
         (name = "ai", description = "Text generation through an OpenAI-compatible server"),
         (name = "meta", description = "This document"),

@@ -73,6 +73,9 @@ pub struct Metrics {
     /// Passwords verified at login, by result (`match`, `mismatch`): how
     /// many guesses brute-force protection let through.
     pub auth_password_verifications_total: IntCounterVec,
+    /// Rounds of background dependency checks: the only calls the health
+    /// report causes to the model server and the SMTP server.
+    pub health_check_rounds_total: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -202,6 +205,10 @@ impl Metrics {
             "rate_limiter_fallback_total",
             "Rate-limit and login-attempt decisions taken without Redis although it is configured (per-process counts, or refusals under the deny policy)",
         )?;
+        let health_check_rounds_total = prometheus::IntCounter::new(
+            "health_check_rounds_total",
+            "Rounds of background dependency checks (database, cache, rate limiter, SMTP, model server)",
+        )?;
         let auth_password_verifications_total = IntCounterVec::new(
             Opts::new(
                 "auth_password_verifications_total",
@@ -234,6 +241,7 @@ impl Metrics {
         registry.register(Box::new(rate_limiter_redis_up.clone()))?;
         registry.register(Box::new(rate_limiter_fallback_total.clone()))?;
         registry.register(Box::new(auth_password_verifications_total.clone()))?;
+        registry.register(Box::new(health_check_rounds_total.clone()))?;
         // process_resident_memory_bytes, process_open_fds, process_cpu_seconds_total…
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -276,6 +284,7 @@ impl Metrics {
             rate_limiter_redis_up,
             rate_limiter_fallback_total,
             auth_password_verifications_total,
+            health_check_rounds_total,
         })
     }
 

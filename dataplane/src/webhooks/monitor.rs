@@ -5,30 +5,24 @@
 //! watched here: without it no event can be queued, and the readiness probe
 //! already takes the pod out of service.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use tokio::sync::Notify;
 
 use super::NewEvent;
 use crate::{
     cache::Cache,
-    email::smtp::Mailer,
-    health::{self, CheckResult, CheckStatus},
+    health::{CheckResult, CheckStatus, HealthMonitor},
     shutdown::Shutdown,
     store::Store,
 };
-
-/// Time between two rounds of checks.
-pub const INTERVAL: Duration = Duration::from_secs(10);
-/// Bound on one check.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the monitor watches and where it reports.
 pub struct Monitor {
     /// Where `system.error` events are queued.
     pub store: Store,
-    /// The SMTP server, when email is configured.
-    pub mailer: Option<Arc<Mailer>>,
+    /// The rounds of dependency checks it reads (it runs none of its own).
+    pub health: HealthMonitor,
     /// The cache; watched only when it is a separate server (Redis).
     pub cache: Cache,
     /// Wakes the webhook worker after an event was queued.
@@ -44,20 +38,24 @@ struct Failing {
 }
 
 impl Monitor {
-    /// Checks every [`INTERVAL`] until `shutdown`.
+    /// Reads each round of checks until `shutdown`.
     pub async fn run(self, shutdown: Shutdown) {
         let mut failing = Failing::default();
+        let mut rounds = self.health.subscribe();
         loop {
-            if let Some(mailer) = &self.mailer {
-                let result = health::check_smtp(mailer, CHECK_TIMEOUT).await;
-                self.observe("smtp", &result, &mut failing.smtp).await;
-            }
-            if self.cache.is_remote() {
-                let result = health::check_cache(&self.cache, CHECK_TIMEOUT).await;
-                self.observe("cache", &result, &mut failing.cache).await;
+            let round = rounds.borrow_and_update().clone();
+            if let Some(round) = round {
+                if let Some(result) = round.checks.get("smtp") {
+                    self.observe("smtp", result, &mut failing.smtp).await;
+                }
+                if self.cache.is_remote()
+                    && let Some(result) = round.checks.get("cache")
+                {
+                    self.observe("cache", result, &mut failing.cache).await;
+                }
             }
             tokio::select! {
-                () = tokio::time::sleep(INTERVAL) => {}
+                changed = rounds.changed() => if changed.is_err() { return },
                 () = shutdown.wait() => return,
             }
         }

@@ -155,10 +155,21 @@ pub fn counts(v: &serde_json::Value) -> (i64, i64, i64) {
     )
 }
 
+/// Every metric of `dp`, from its metrics listener.
+pub async fn metrics_text(dp: &DataPlane) -> String {
+    let r = client()
+        .get(dp.metrics_url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "GET /metrics on the metrics listener");
+    r.text().await.unwrap()
+}
+
 /// The value of one metric sample, e.g. `cache_hit_rate` or
 /// `http_requests_total{method="GET",route="/api/stats",status="200"}`.
 pub async fn metric(dp: &DataPlane, sample: &str) -> Option<f64> {
-    let text = get(dp, "/api/metrics").await.text().await.unwrap();
+    let text = metrics_text(dp).await;
     text.lines().find_map(|l| {
         l.strip_prefix(sample)?
             .strip_prefix(' ')?

@@ -165,12 +165,20 @@ fn container(v: &ValidatedVault) -> Container {
         image: Some(v.image.clone()),
         image_pull_policy: v.image_pull_policy.clone(),
         args: Some(vec!["serve".into()]),
-        ports: Some(vec![ContainerPort {
-            name: Some(v.port_name().into()),
-            container_port: names::HTTP_PORT,
-            protocol: Some("TCP".into()),
-            ..ContainerPort::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some(v.port_name().into()),
+                container_port: names::HTTP_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some(names::METRICS_PORT_NAME.into()),
+                container_port: names::METRICS_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+        ]),
         env_from: Some(settings_env(v)),
         env: Some(secret_env(v)),
         // Liveness touches no dependency: a database outage must not restart

@@ -1,5 +1,7 @@
-//! The Ingress, with `spec.ingress`: the data plane under a public host
-//! name, TLS-terminated with the Secret of `spec.tls` when there is one.
+//! The Ingress, with `spec.ingress`: the data plane's API (`/api`) and web
+//! console (`/console`) under a public host name, TLS-terminated with the
+//! Secret of `spec.tls` when there is one. Nothing else is routed: the
+//! metrics have a port of their own, which the Ingress never names.
 
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
@@ -7,6 +9,10 @@ use k8s_openapi::api::networking::v1::{
 };
 
 use crate::{names, validate::ValidatedVault};
+
+/// What the Internet may reach, as path prefixes (a `Prefix` match is by
+/// whole path segments: `/api` matches `/api/send-email`, not `/apix`).
+pub const PUBLIC_PATHS: [&str; 2] = ["/api", "/console"];
 
 /// The Ingress of `v`, with `spec.ingress`; named like the Service.
 pub fn build(v: &ValidatedVault) -> Option<Ingress> {
@@ -31,20 +37,23 @@ pub fn build(v: &ValidatedVault) -> Option<Ingress> {
             rules: Some(vec![IngressRule {
                 host: Some(spec.host.clone()),
                 http: Some(HTTPIngressRuleValue {
-                    paths: vec![HTTPIngressPath {
-                        path: Some("/".to_owned()),
-                        path_type: "Prefix".to_owned(),
-                        backend: IngressBackend {
-                            service: Some(IngressServiceBackend {
-                                name: names::workload(&v.name),
-                                port: Some(ServiceBackendPort {
-                                    name: Some(v.port_name().to_owned()),
-                                    number: None,
+                    paths: PUBLIC_PATHS
+                        .iter()
+                        .map(|path| HTTPIngressPath {
+                            path: Some((*path).to_owned()),
+                            path_type: "Prefix".to_owned(),
+                            backend: IngressBackend {
+                                service: Some(IngressServiceBackend {
+                                    name: names::workload(&v.name),
+                                    port: Some(ServiceBackendPort {
+                                        name: Some(v.port_name().to_owned()),
+                                        number: None,
+                                    }),
                                 }),
-                            }),
-                            ..IngressBackend::default()
-                        },
-                    }],
+                                ..IngressBackend::default()
+                            },
+                        })
+                        .collect(),
                 }),
             }]),
             ..IngressSpec::default()
@@ -83,13 +92,18 @@ mod tests {
         );
         let rule = &spec.rules.unwrap()[0];
         assert_eq!(rule.host.as_deref(), Some("mail-api.example.com"));
-        let backend = rule.http.as_ref().unwrap().paths[0]
-            .backend
-            .service
-            .clone()
-            .unwrap();
-        assert_eq!(backend.name, "mail");
-        assert_eq!(backend.port.unwrap().name.as_deref(), Some("https"));
+        let paths = &rule.http.as_ref().unwrap().paths;
+        // The API and the console only: never `/`, so never the metrics.
+        let routed: Vec<(&str, &str)> = paths
+            .iter()
+            .map(|p| (p.path.as_deref().unwrap(), p.path_type.as_str()))
+            .collect();
+        assert_eq!(routed, [("/api", "Prefix"), ("/console", "Prefix")]);
+        for path in paths {
+            let backend = path.backend.service.clone().unwrap();
+            assert_eq!(backend.name, "mail");
+            assert_eq!(backend.port.unwrap().name.as_deref(), Some("https"));
+        }
     }
 
     #[test]

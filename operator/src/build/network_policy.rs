@@ -43,32 +43,44 @@ fn every_pod(v: &ValidatedVault) -> BTreeMap<String, String> {
     labels
 }
 
+/// Pods of the namespaces named.
+fn from_namespaces(namespaces: Vec<String>) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: NAMESPACE_NAME.into(),
+                operator: "In".into(),
+                values: Some(namespaces),
+            }]),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    }
+}
+
 /// The NetworkPolicy of `v`, when asked for.
 pub fn build(v: &ValidatedVault) -> Option<NetworkPolicy> {
     let np = v.network_policy.as_ref()?;
-    let mut namespaces = vec![
-        v.namespace.clone(),
-        np.monitoring_namespace
-            .clone()
-            .unwrap_or_else(|| "monitoring".into()),
-    ];
+    let mut namespaces = vec![v.namespace.clone()];
     namespaces.extend(np.allow_from_namespaces.iter().cloned());
     namespaces.sort();
     namespaces.dedup();
-    let ingress = NetworkPolicyIngressRule {
-        from: Some(vec![NetworkPolicyPeer {
-            namespace_selector: Some(LabelSelector {
-                match_expressions: Some(vec![LabelSelectorRequirement {
-                    key: NAMESPACE_NAME.into(),
-                    operator: "In".into(),
-                    values: Some(namespaces),
-                }]),
-                ..LabelSelector::default()
-            }),
-            ..NetworkPolicyPeer::default()
-        }]),
-        ports: Some(vec![port("TCP", names::HTTP_PORT)]),
-    };
+    let monitoring = np
+        .monitoring_namespace
+        .clone()
+        .unwrap_or_else(|| "monitoring".into());
+    // The API's port to this namespace and those named; the metrics port to
+    // the monitoring namespace alone.
+    let ingress = vec![
+        NetworkPolicyIngressRule {
+            from: Some(vec![from_namespaces(namespaces)]),
+            ports: Some(vec![port("TCP", names::HTTP_PORT)]),
+        },
+        NetworkPolicyIngressRule {
+            from: Some(vec![from_namespaces(vec![monitoring])]),
+            ports: Some(vec![port("TCP", names::METRICS_PORT)]),
+        },
+    ];
     let dns = NetworkPolicyEgressRule {
         to: None,
         ports: Some(vec![port("UDP", 53), port("TCP", 53)]),
@@ -99,7 +111,7 @@ pub fn build(v: &ValidatedVault) -> Option<NetworkPolicy> {
                 ..LabelSelector::default()
             }),
             policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
-            ingress: Some(vec![ingress]),
+            ingress: Some(ingress),
             egress: Some(egress),
         }),
     })
@@ -134,22 +146,39 @@ mod tests {
         );
         let np = build(&v).unwrap();
         let spec = np.spec.clone().unwrap();
-        let from = &spec.ingress.unwrap()[0];
-        let allowed = from.from.as_ref().unwrap()[0]
-            .namespace_selector
-            .as_ref()
-            .unwrap()
-            .match_expressions
-            .as_ref()
-            .unwrap()[0]
-            .values
-            .clone()
-            .unwrap();
-        assert_eq!(allowed, ["ingress-nginx", "monitoring", "shop", "team-a"]);
+        let rules = spec.ingress.unwrap();
+        let rule = |i: usize| {
+            let r: &NetworkPolicyIngressRule = &rules[i];
+            let namespaces = r.from.as_ref().unwrap()[0]
+                .namespace_selector
+                .as_ref()
+                .unwrap()
+                .match_expressions
+                .as_ref()
+                .unwrap()[0]
+                .values
+                .clone()
+                .unwrap();
+            let ports: Vec<_> = r.ports.iter().flatten().map(|p| p.port.clone()).collect();
+            (namespaces, ports)
+        };
+        // The API from this namespace and those named; the metrics from the
+        // monitoring namespace only.
         assert_eq!(
-            from.ports.as_ref().unwrap()[0].port,
-            Some(IntOrString::Int(8080))
+            rule(0),
+            (
+                vec!["ingress-nginx".into(), "shop".into(), "team-a".into()],
+                vec![Some(IntOrString::Int(8080))]
+            )
         );
+        assert_eq!(
+            rule(1),
+            (
+                vec!["monitoring".into()],
+                vec![Some(IntOrString::Int(9464))]
+            )
+        );
+        assert_eq!(rules.len(), 2);
         let ports: Vec<i32> = egress_ports(&np).into_keys().collect();
         assert_eq!(ports, [53, 2525, 5432, 8090]);
         let to = spec.egress.unwrap()[1].to.clone().unwrap();

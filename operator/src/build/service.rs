@@ -1,4 +1,6 @@
-//! The Service: the data plane's stable in-cluster address.
+//! The Service: the data plane's stable in-cluster address, with the API's
+//! port and the metrics port (which only Prometheus needs; the Ingress
+//! routes the API's port alone).
 
 use k8s_openapi::{
     api::core::v1::{Service, ServicePort, ServiceSpec},
@@ -14,15 +16,25 @@ pub fn build(v: &ValidatedVault) -> Service {
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
             selector: Some(names::selector_labels(&v.name)),
-            ports: Some(vec![ServicePort {
-                name: Some(v.port_name().into()),
-                port: names::HTTP_PORT,
-                target_port: Some(IntOrString::String(v.port_name().into())),
-                protocol: Some("TCP".into()),
-                // Tells ingress controllers and meshes what the port speaks.
-                app_protocol: v.tls.as_ref().map(|_| "https".into()),
-                ..ServicePort::default()
-            }]),
+            ports: Some(vec![
+                ServicePort {
+                    name: Some(v.port_name().into()),
+                    port: names::HTTP_PORT,
+                    target_port: Some(IntOrString::String(v.port_name().into())),
+                    protocol: Some("TCP".into()),
+                    // Tells ingress controllers and meshes what the port speaks.
+                    app_protocol: v.tls.as_ref().map(|_| "https".into()),
+                    ..ServicePort::default()
+                },
+                ServicePort {
+                    name: Some(names::METRICS_PORT_NAME.into()),
+                    port: names::METRICS_PORT,
+                    target_port: Some(IntOrString::String(names::METRICS_PORT_NAME.into())),
+                    protocol: Some("TCP".into()),
+                    app_protocol: v.tls.as_ref().map(|_| "https".into()),
+                    ..ServicePort::default()
+                },
+            ]),
             ..ServiceSpec::default()
         }),
         ..Service::default()
@@ -50,11 +62,22 @@ mod tests {
         let v = minimal();
         let spec = build(&v).spec.unwrap();
         assert_eq!(spec.selector.unwrap(), names::selector_labels("mail"));
-        let port = &spec.ports.unwrap()[0];
+        let ports = spec.ports.unwrap();
+        let port = &ports[0];
         assert_eq!(port.port, 8080);
         assert_eq!(port.target_port, Some(IntOrString::String("http".into())));
         assert_eq!(address(&v), "http://mail.team-a.svc:8080");
         assert_eq!(port.app_protocol, None);
+        // And the metrics port, for Prometheus.
+        let metrics = &ports[1];
+        assert_eq!(
+            (metrics.name.as_deref(), metrics.port),
+            (Some("metrics"), 9464)
+        );
+        assert_eq!(
+            metrics.target_port,
+            Some(IntOrString::String("metrics".into()))
+        );
     }
 
     #[test]

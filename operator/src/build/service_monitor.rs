@@ -1,5 +1,6 @@
 //! The ServiceMonitor: tells a Prometheus Operator's Prometheus to scrape
-//! the data plane's `/api/metrics` on the Service's `http` port.
+//! the data plane's `/metrics` on the Service's `metrics` port (the API's
+//! port does not serve metrics).
 
 use kube::api::ObjectMeta;
 
@@ -12,8 +13,8 @@ use crate::{
     validate::ValidatedVault,
 };
 
-/// The data plane's metrics path.
-pub const METRICS_PATH: &str = "/api/metrics";
+/// The data plane's metrics path, on its metrics port.
+pub const METRICS_PATH: &str = "/metrics";
 
 /// The ServiceMonitor of `v`, carrying `spec.monitoring.labels` (so that,
 /// e.g., kube-prometheus-stack's `release` selector matches it).
@@ -25,7 +26,7 @@ pub fn build(v: &ValidatedVault) -> ServiceMonitor {
                 match_labels: names::selector_labels(&v.name),
             },
             endpoints: vec![Endpoint {
-                port: v.port_name().to_owned(),
+                port: names::METRICS_PORT_NAME.to_owned(),
                 path: METRICS_PATH.to_owned(),
                 interval: v.monitoring.interval.clone(),
                 scheme: Some(v.scheme().to_lowercase()),
@@ -79,7 +80,7 @@ mod tests {
         let e = &sm.spec.endpoints[0];
         assert_eq!(
             (e.port.as_str(), e.path.as_str(), e.interval.as_str()),
-            ("http", "/api/metrics", "15s")
+            ("metrics", "/metrics", "15s")
         );
         assert!(sm.metadata.owner_references.is_some());
         assert_eq!(e.scheme.as_deref(), Some("http"));
@@ -92,7 +93,7 @@ mod tests {
         let e = &build(&v).spec.endpoints[0];
         assert_eq!(
             (e.port.as_str(), e.scheme.as_deref()),
-            ("https", Some("https"))
+            ("metrics", Some("https"))
         );
         let tls = e.tls_config.as_ref().unwrap();
         assert_eq!(

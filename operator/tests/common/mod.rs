@@ -177,6 +177,23 @@ impl Operator {
             .unwrap();
     }
 
+    /// What `/metrics` says now.
+    pub fn metrics(&self) -> String {
+        let line = self
+            .process
+            .wait_for_line(
+                |l| l.contains("metrics listening on http://"),
+                Duration::from_secs(5),
+            )
+            .unwrap();
+        let addr = line
+            .split("metrics listening on http://")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap();
+        http_get(addr, "/metrics")
+    }
+
     /// SIGTERM, then the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         self.process.signal("TERM").unwrap();
@@ -190,6 +207,16 @@ impl Drop for Operator {
             let _ = self.process.wait_exit(Duration::from_secs(20));
         }
     }
+}
+
+/// The body of a plain HTTP GET of `path` on `addr` (`host:port`).
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response.split_once("\r\n\r\n").unwrap().1.to_owned()
 }
 
 /// Polls `get` until `check` holds, or fails after `limit` with `what`.
