@@ -207,6 +207,12 @@ async fn console_queries(dp: &DataPlane, store_url: &str) {
     let overview = cookie_client(dp.url("/console")).await;
     assert!(overview.contains("2 sent, 1 failed"), "{overview}");
     assert!(overview.contains("1 succeeded, 0 failed"), "{overview}");
+    // An administrator's history holds every generation, authored or not.
+    let history = cookie_client(dp.url("/console/generations")).await;
+    assert!(
+        history.contains("Every generation") && history.contains("badge succeeded"),
+        "{history}"
+    );
 
     let retried = admin
         .post(dp.url("/api/emails/c2/retry"))

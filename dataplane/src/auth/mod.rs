@@ -126,6 +126,26 @@ impl Principal {
     pub fn has(&self, scope: Scope) -> bool {
         self.scopes.contains(&scope)
     }
+
+    /// The author whose emails and generations alone it may see: `None` for
+    /// an administrator, who sees everything; its own id otherwise. An API
+    /// key is a principal of its own: it does not see its creator's objects,
+    /// nor they its.
+    pub fn author_filter(&self) -> Option<&str> {
+        (!self.has(Scope::Admin)).then_some(self.id.as_str())
+    }
+
+    /// Whether it may see, and act on, an object written by `created_by`
+    /// (`None` for rows older than authorship: administrators' only). The
+    /// one rule behind every route and page that opens an email or a
+    /// generation by id; a caller that may not see one answers as if it did
+    /// not exist, so an id does not reveal that someone else's object exists.
+    pub fn may_access(&self, created_by: Option<&str>) -> bool {
+        match self.author_filter() {
+            None => true,
+            Some(me) => created_by == Some(me),
+        }
+    }
 }
 
 /// Why an authentication step failed.
@@ -207,6 +227,32 @@ mod tests {
         }
         assert!("Admin".parse::<Scope>().is_err());
         assert!(Role::Member.scopes().iter().all(|s| *s != Scope::Admin));
+    }
+
+    fn principal(id: &str, scopes: &[Scope]) -> Principal {
+        Principal {
+            id: id.into(),
+            name: "p".into(),
+            scopes: scopes.to_vec(),
+            via: Credential::ApiKey,
+        }
+    }
+
+    #[test]
+    fn only_authors_and_administrators_access_an_object() {
+        let member = principal("user:1", &[Scope::Email, Scope::Ai]);
+        assert!(member.may_access(Some("user:1")));
+        assert!(!member.may_access(Some("user:2")));
+        assert!(
+            !member.may_access(None),
+            "older rows are administrators' only"
+        );
+        // A key is not its creator, nor a user whose id it happens to share.
+        assert!(!principal("key:1", &[Scope::Email]).may_access(Some("user:1")));
+        let admin = principal("key:9", &Scope::ALL);
+        assert!(admin.may_access(Some("user:1")) && admin.may_access(None));
+        assert_eq!(admin.author_filter(), None);
+        assert_eq!(member.author_filter(), Some("user:1"));
     }
 
     #[test]
