@@ -6,6 +6,11 @@
 //! token (`svs_…`) after a login, or an API key (`svk_…`) created by an
 //! administrator. The store keeps only their SHA-256 digests, so a leaked
 //! database does not let anyone in.
+//!
+//! Every credential acts for one account ([`Principal::account`]): a session
+//! for its user, an API key for its owner (the user who created it, or the
+//! owner of the key that did). Disabling the account refuses all of them
+//! from the next request on.
 
 pub mod api_keys;
 pub mod bootstrap;
@@ -105,6 +110,10 @@ pub struct Principal {
     pub scopes: Vec<Scope>,
     /// How it authenticated.
     pub via: Credential,
+    /// The account it acts for (a `users.id`): the user's own for a
+    /// session, the owner's for an API key. Disabling that account refuses
+    /// every credential acting for it; an account never enables itself.
+    pub account: String,
 }
 
 /// How a principal authenticated.
@@ -117,8 +126,21 @@ pub enum Credential {
         /// When the session ends (Unix ms).
         expires_at: i64,
     },
-    /// An API key.
-    ApiKey,
+    /// An API key, and when it expires (Unix ms), if it does.
+    ApiKey {
+        /// When the key stops working (Unix ms); `None`: never.
+        expires_at: Option<i64>,
+    },
+}
+
+impl Credential {
+    /// When it stops working (Unix ms), if it ever does.
+    pub fn ends_at(&self) -> Option<i64> {
+        match self {
+            Self::Session { expires_at, .. } => Some(*expires_at),
+            Self::ApiKey { expires_at } => *expires_at,
+        }
+    }
 }
 
 impl Principal {
@@ -234,7 +256,8 @@ mod tests {
             id: id.into(),
             name: "p".into(),
             scopes: scopes.to_vec(),
-            via: Credential::ApiKey,
+            via: Credential::ApiKey { expires_at: None },
+            account: "u".into(),
         }
     }
 
