@@ -585,3 +585,276 @@ async fn the_first_administrator_comes_from_configuration_never_a_default() {
             .any(|l| l.contains(&password))
     );
 }
+
+/// Creates an administrator `name` and signs in: their session token and id.
+async fn add_admin(dp: &DataPlane, name: &str) -> (String, String) {
+    let r = authed(dp)
+        .await
+        .post(dp.url("/api/users"))
+        .json(&json!({ "username": name, "password": "an admin's long password", "role": "admin" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id = json(r).await["id"].as_str().unwrap().to_owned();
+    (login(dp, name, "an admin's long password").await, id)
+}
+
+/// Creates a key as `creator` (a session or a key): its id and the key.
+async fn create_key_as(creator: &str, dp: &DataPlane, body: Value) -> (String, String) {
+    let r = bearer(creator)
+        .post(dp.url("/api/keys"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let body = json(r).await;
+    (
+        body["id"].as_str().unwrap().to_owned(),
+        body["key"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// The key `id` as `GET /api/keys` lists it.
+async fn listed_key(dp: &DataPlane, id: &str) -> Value {
+    let keys = json(get(dp, "/api/keys").await).await;
+    keys.as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == id)
+        .unwrap_or_else(|| panic!("key {id} not listed: {keys}"))
+        .clone()
+}
+
+async fn set_disabled(dp: &DataPlane, user_id: &str, disabled: bool) -> reqwest::Response {
+    admin_client(dp)
+        .await
+        .patch(dp.url(&format!("/api/users/{user_id}")))
+        .json(&json!({ "disabled": disabled }))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_disabled_accounts_keys_are_refused_at_once_on_every_route() {
+    let dp = start(&[]);
+    let (bea, bea_id) = add_admin(&dp, "bea").await;
+    // bea's key, and a key that key made: both act for bea.
+    let (k1_id, k1) = create_key_as(
+        &bea,
+        &dp,
+        json!({"name": "bea-ops", "scopes": ["admin", "email", "ai"]}),
+    )
+    .await;
+    let (k2_id, k2) =
+        create_key_as(&k1, &dp, json!({"name": "bea-sub", "scopes": ["admin"]})).await;
+    for key in [&k1, &k2] {
+        // Used once, so the process remembers them (auth/cache.rs).
+        let r = bearer(key).get(dp.url("/api/users")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+
+    let r = set_disabled(&dp, &bea_id, true).await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // The very next request, on every guarded route, is refused: nothing
+    // waits for the credential cache to forget them.
+    let doc = json(
+        client()
+            .get(dp.url("/api/openapi.json"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    for (name, key) in [("bea's key", &k1), ("the key bea's key made", &k2)] {
+        let caller = bearer(key);
+        let r = caller
+            .patch(dp.url(&format!("/api/users/{bea_id}")))
+            .json(&json!({ "disabled": false }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::UNAUTHORIZED,
+            "{name} re-enabling bea: {}",
+            r.text().await.unwrap()
+        );
+        let r = caller.get(dp.url("/api/users")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{name} lists users");
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                if op.get("security").is_none() {
+                    continue;
+                }
+                let r = caller
+                    .request(
+                        method.to_uppercase().parse().unwrap(),
+                        dp.url(&path.replace("{id}", &bea_id)),
+                    )
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    r.status(),
+                    StatusCode::UNAUTHORIZED,
+                    "{name}: {method} {path}"
+                );
+            }
+        }
+    }
+    let users = json(get(&dp, "/api/users").await).await;
+    let bea_now = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["id"] == bea_id.as_str())
+        .unwrap();
+    assert!(bea_now["disabled_at"].is_string(), "bea is still disabled");
+
+    // Both keys belong to bea's account, as the listing says.
+    for id in [&k1_id, &k2_id] {
+        assert_eq!(
+            listed_key(&dp, id).await["owner_id"],
+            bea_id.as_str(),
+            "{id}"
+        );
+    }
+    // Disabling suspends: another administrator enabling bea brings her
+    // keys back (revoking a key is what ends it for good).
+    assert_eq!(
+        set_disabled(&dp, &bea_id, false).await.status(),
+        StatusCode::OK
+    );
+    let r = bearer(&k2).get(dp.url("/api/users")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_account_never_enables_itself_nor_do_its_keys() {
+    let dp = start(&[]);
+    let (bea, bea_id) = add_admin(&dp, "bea").await;
+    let (_, key) = create_key_as(&bea, &dp, json!({"name": "bea-ops", "scopes": ["admin"]})).await;
+    let path = dp.url(&format!("/api/users/{bea_id}"));
+    for (who, credential) in [("bea's session", &bea), ("bea's key", &key)] {
+        let r = bearer(credential)
+            .patch(&path)
+            .json(&json!({ "disabled": false, "password": "a brand new password" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{who}");
+        let error = json(r).await["error"].clone();
+        assert_eq!(error["code"], "forbidden");
+        assert_eq!(
+            error["message"], "an account cannot enable itself: another administrator must do it",
+            "{who}"
+        );
+    }
+    // Refused as a whole: the password in the same request was not set.
+    login(&dp, "bea", "an admin's long password").await;
+    // Another administrator may.
+    assert_eq!(
+        set_disabled(&dp, &bea_id, false).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_key_with_an_expiry_is_refused_from_that_moment_and_the_expiry_is_checked() {
+    let dp = start(&[]);
+    let admin = authed(&dp).await;
+    for (value, why) in [
+        (json!("next tuesday"), "not a time"),
+        (json!("2020-01-01T00:00:00Z"), "in the past"),
+        (json!(1_900_000_000), "not a string"),
+    ] {
+        let r = admin
+            .post(dp.url("/api/keys"))
+            .json(&json!({"name": "k", "scopes": ["email"], "expires_at": value}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{why}");
+        assert_eq!(json(r).await["error"]["field"], "expires_at", "{why}");
+    }
+    assert!(key_names(&dp).await.is_empty(), "no key was made");
+    // Any RFC 3339 offset; shown back in UTC.
+    let (far_id, _) = create_key_as(
+        &token(&dp).await,
+        &dp,
+        json!({"name": "far", "scopes": ["email"], "expires_at": "2099-01-01T02:00:00+02:00"}),
+    )
+    .await;
+    assert_eq!(
+        listed_key(&dp, &far_id).await["expires_at"],
+        "2099-01-01T00:00:00.000Z"
+    );
+
+    let ends = std::time::SystemTime::now() + Duration::from_secs(3);
+    let stamp = humantime::format_rfc3339_millis(ends).to_string();
+    let (id, key) = create_key_as(
+        &token(&dp).await,
+        &dp,
+        json!({"name": "soon", "scopes": ["email"], "expires_at": stamp}),
+    )
+    .await;
+    assert_eq!(listed_key(&dp, &id).await["expires_at"], stamp.as_str());
+    let machine = bearer(&key);
+    let me = |c: reqwest::Client| {
+        let url = dp.url("/api/auth/me");
+        async move { c.get(url).send().await.unwrap().status() }
+    };
+    assert_eq!(me(machine.clone()).await, StatusCode::OK);
+    // Used just before the end, so the process remembers it past the end...
+    sleep_until(ends - Duration::from_millis(500)).await;
+    assert_eq!(me(machine.clone()).await, StatusCode::OK);
+    // ...and still refuses it from the end on.
+    sleep_until(ends + Duration::from_millis(50)).await;
+    assert_eq!(me(machine.clone()).await, StatusCode::UNAUTHORIZED);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(me(machine).await, StatusCode::UNAUTHORIZED);
+}
+
+async fn sleep_until(t: std::time::SystemTime) {
+    if let Ok(wait) = t.duration_since(std::time::SystemTime::now()) {
+        tokio::time::sleep(wait).await;
+    }
+}
+
+async fn key_names(dp: &DataPlane) -> Vec<String> {
+    json(get(dp, "/api/keys").await)
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_keys_last_use_is_recorded_without_a_write_per_request() {
+    let dp = start(&[]);
+    let (id, key) = create_key(&dp, "reporter", &["email"]).await;
+    assert!(listed_key(&dp, &id).await["last_used_at"].is_null());
+    let machine = bearer(&key);
+    let r = machine.get(dp.url("/api/auth/me")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let first = listed_key(&dp, &id).await["last_used_at"].clone();
+    let at = humantime::parse_rfc3339(first.as_str().expect("last_used_at after a use")).unwrap();
+    let age = std::time::SystemTime::now()
+        .duration_since(at)
+        .unwrap_or_default();
+    assert!(age < Duration::from_secs(10), "{first}");
+    // Past the credential cache's second, the key is looked up in the store
+    // again; its last use, minutes fresh, is not written again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for _ in 0..2 {
+        let r = machine.get(dp.url("/api/auth/me")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    assert_eq!(listed_key(&dp, &id).await["last_used_at"], first);
+}

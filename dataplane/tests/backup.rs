@@ -215,3 +215,35 @@ async fn retention_keeps_the_newest_backups_and_bad_files_are_refused() {
     );
     assert!(!out.status.success());
 }
+
+/// Backs up a store of the schema before key owners, restores it into the
+/// store at `url` (the current schema): its keys get their owners, as the
+/// migration gives them to a store upgraded in place.
+async fn keys_from_an_older_backup_get_their_owners(old_url: &str, url: &str, extension: &str) {
+    let legacy = legacy_key_store(old_url).await;
+    let backups = TempDir::new("backups").unwrap();
+    cli(
+        old_url,
+        &["backup", "--output", &backups.path().display().to_string()],
+    );
+    let file = the_backup_in(backups.path(), extension);
+    cli(url, &["restore", &file.display().to_string()]);
+    let dp = start(&[("DATABASE_URL", url)]);
+    check_legacy_keys(&dp, &legacy).await;
+}
+
+#[tokio::test]
+async fn keys_from_a_sqlite_backup_older_than_key_owners_get_their_owners() {
+    let dir = TempDir::new("stores").unwrap();
+    let old = format!("sqlite://{}", dir.path().join("old.db").display());
+    let new = format!("sqlite://{}", dir.path().join("new.db").display());
+    keys_from_an_older_backup_get_their_owners(&old, &new, ".sqlite").await;
+}
+
+#[tokio::test]
+async fn keys_from_a_postgres_backup_older_than_key_owners_get_their_owners() {
+    let pg = Postgres::start().unwrap();
+    let old = pg.create_database("old").unwrap();
+    let new = pg.create_database("new").unwrap();
+    keys_from_an_older_backup_get_their_owners(&old, &new, ".pgjson").await;
+}

@@ -590,3 +590,73 @@ async fn filters_that_cannot_be_read_name_the_field() {
     let p = v.get("/console/audit?action=login&actor=admin").await;
     assert!(p.html.contains("<code>login</code>"), "{}", p.html);
 }
+
+#[tokio::test]
+async fn the_key_list_shows_each_keys_expiry_and_last_use() {
+    let dp = start(&[("SESSION_COOKIE_SECURE", "false")]);
+    let mut admin = Visitor::new(&dp);
+    admin
+        .sign_in(testkit::ADMIN_USERNAME, testkit::ADMIN_PASSWORD)
+        .await;
+    let form = admin.get("/console/keys").await;
+    assert!(
+        form.html
+            .contains("name=\"expires_at\" type=\"datetime-local\""),
+        "{}",
+        form.html
+    );
+    let csrf = form.csrf();
+    let p = admin
+        .post(
+            "/console/keys",
+            &[
+                ("csrf", &csrf),
+                ("name", "stale"),
+                ("email", "on"),
+                ("expires_at", "2001-02-03T04:05"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(p.html.contains("Expires at: "), "{}", p.html);
+    assert!(key_names(&dp).await.is_empty());
+
+    let p = admin
+        .post(
+            "/console/keys",
+            &[
+                ("csrf", &csrf),
+                ("name", "nightly"),
+                ("email", "on"),
+                ("expires_at", "2099-01-02T03:04"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::CREATED, "{}", p.html);
+    let at = p.html.find("<code id=\"new-key\">").unwrap() + 19;
+    let key = p.html[at..p.html[at..].find('<').unwrap() + at].to_owned();
+    let row = |html: &str| {
+        let start = html.find(">nightly<").expect("the key's row");
+        html[start..start + html[start..].find("</tr>").unwrap()].to_owned()
+    };
+    let before = row(&admin.get("/console/keys").await.html);
+    assert!(before.contains("2099-01-02 03:04:00 UTC"), "{before}");
+    assert!(before.contains("never used"), "{before}");
+
+    let r = bearer(&key)
+        .get(dp.url("/api/auth/me"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let used = json(get(&dp, "/api/keys").await).await[0]["last_used_at"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let after = row(&admin.get("/console/keys").await.html);
+    assert!(
+        after.contains(&format!("<time datetime=\"{used}\">")),
+        "{after}"
+    );
+    assert!(!after.contains("never used"), "{after}");
+}

@@ -207,6 +207,12 @@ async fn console_queries(dp: &DataPlane, store_url: &str) {
     let overview = cookie_client(dp.url("/console")).await;
     assert!(overview.contains("2 sent, 1 failed"), "{overview}");
     assert!(overview.contains("1 succeeded, 0 failed"), "{overview}");
+    // An administrator's history holds every generation, authored or not.
+    let history = cookie_client(dp.url("/console/generations")).await;
+    assert!(
+        history.contains("Every generation") && history.contains("badge succeeded"),
+        "{history}"
+    );
 
     let retried = admin
         .post(dp.url("/api/emails/c2/retry"))
@@ -261,4 +267,130 @@ async fn console_queries_on_postgres() {
     let url = pg.create_database("console").unwrap();
     let dp = start(&[("DATABASE_URL", &url)]);
     console_queries(&dp, &url).await;
+}
+
+/// The API keys' queries (owner, expiry, last use) through the API, on one
+/// store: a key acts for its owner's account, and dies with it; an expired
+/// key is refused; a use is recorded once, not per request.
+async fn key_queries(dp: &DataPlane, store_url: &str) {
+    let admin = authed(dp).await;
+    let r = admin
+        .post(dp.url("/api/users"))
+        .json(&serde_json::json!({"username": "kim", "password": "kim-password-1234", "role": "admin"}))
+        .send()
+        .await
+        .unwrap();
+    let kim_id = json(r).await["id"].as_str().unwrap().to_owned();
+    let kim = bearer(&login(dp, "kim", "kim-password-1234").await);
+    let created = kim
+        .post(dp.url("/api/keys"))
+        .json(&serde_json::json!({"name": "kim-ops", "scopes": ["admin"], "expires_at": "2099-01-01T00:00:00Z"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created = json(created).await;
+    let key = created["key"].as_str().unwrap().to_owned();
+    let machine = bearer(&key);
+    let sub = machine
+        .post(dp.url("/api/keys"))
+        .json(&serde_json::json!({"name": "kim-sub", "scopes": ["email"]}))
+        .send()
+        .await
+        .unwrap();
+    let sub = json(sub).await;
+    let listed = json(get(dp, "/api/keys").await).await;
+    let find = |name: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let ops = find("kim-ops");
+    assert_eq!(ops["owner_id"], kim_id.as_str());
+    assert_eq!(ops["expires_at"], "2099-01-01T00:00:00.000Z");
+    assert!(ops["last_used_at"].is_string(), "{ops}");
+    assert_eq!(find("kim-sub")["owner_id"], kim_id.as_str());
+    assert!(find("kim-sub")["last_used_at"].is_null());
+
+    // Expired in the store: refused (it was never used, so never cached).
+    let pool = store_pool(store_url).await;
+    sqlx::query("UPDATE api_keys SET expires_at = $1 WHERE id = $2")
+        .bind(millis_ago(Duration::from_secs(1)))
+        .bind(sub["id"].as_str().unwrap())
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let r = bearer(sub["key"].as_str().unwrap())
+        .get(dp.url("/api/auth/me"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    let r = admin
+        .patch(dp.url(&format!("/api/users/{kim_id}")))
+        .json(&serde_json::json!({"disabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = machine.get(dp.url("/api/users")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn key_queries_on_sqlite() {
+    let dp = start(&[]);
+    key_queries(&dp, &dp.sqlite_url()).await;
+}
+
+#[tokio::test]
+async fn key_queries_on_postgres() {
+    let pg = Postgres::start().unwrap();
+    let url = pg.create_database("keys").unwrap();
+    let dp = start(&[("DATABASE_URL", &url)]);
+    key_queries(&dp, &url).await;
+}
+
+/// Keys made before owners were recorded get theirs from the migration: the
+/// user who made them, or who made the key that made them.
+async fn legacy_keys_get_their_owners(url: &str) {
+    let legacy = legacy_key_store(url).await;
+    let dp = start(&[("DATABASE_URL", url)]);
+    check_legacy_keys(&dp, &legacy).await;
+    let r = authed(&dp)
+        .await
+        .patch(dp.url(&format!("/api/users/{LEGACY_OWNER}")))
+        .json(&serde_json::json!({"disabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    for key in &legacy {
+        let r = bearer(&key.token)
+            .get(dp.url("/api/auth/me"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "key {}", key.id);
+    }
+}
+
+#[tokio::test]
+async fn legacy_keys_get_their_owners_on_sqlite() {
+    let dir = TempDir::new("legacy").unwrap();
+    let url = format!("sqlite://{}", dir.path().join("securevault.db").display());
+    legacy_keys_get_their_owners(&url).await;
+}
+
+#[tokio::test]
+async fn legacy_keys_get_their_owners_on_postgres() {
+    let pg = Postgres::start().unwrap();
+    let url = pg.create_database("legacy").unwrap();
+    legacy_keys_get_their_owners(&url).await;
 }

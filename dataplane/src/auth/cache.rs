@@ -3,11 +3,12 @@
 //! Without it every request looks its token up in the SQL store, which on
 //! this service's hot path costs more than everything else together (see
 //! the "Authenticated routes" benchmark). A credential is remembered for
-//! [`TTL`]; within that time a session that ends or a key that is revoked
-//! is forgotten at once by the replica that ended it, and by the others
-//! when their entry expires. A session's own end time is checked on every
-//! hit, so a remembered session never outlives its expiry. Unknown tokens
-//! are never remembered: each one goes to the store.
+//! [`TTL`]; within that time a session that ends, a key that is revoked, or
+//! an account that is disabled (with every session and key acting for it)
+//! is forgotten at once by the replica that did it, and by the others when
+//! their entry expires. A credential's own end (a session's, or a key's
+//! expiry) is checked on every hit, so a remembered one never outlives it.
+//! Unknown tokens are never remembered: each one goes to the store.
 
 use std::{
     collections::HashMap,
@@ -17,11 +18,12 @@ use std::{
 
 use tokio::time::Instant;
 
-use super::{Credential, Principal};
+use super::Principal;
 use crate::store::unix_millis;
 
 /// How long a checked credential is trusted without asking the store again:
-/// the longest a revocation on one replica takes to reach the others.
+/// the longest a revocation or a disabled account on one replica takes to
+/// reach the others.
 pub const TTL: Duration = Duration::from_secs(1);
 
 /// Entries kept before expired ones are swept.
@@ -34,16 +36,16 @@ pub struct CredentialCache {
 }
 
 impl CredentialCache {
-    /// The principal remembered for `token_hash`, if still fresh (and, for a
-    /// session, not past its end).
+    /// The principal remembered for `token_hash`, if still fresh and its
+    /// credential not past its end.
     pub fn get(&self, token_hash: &str) -> Option<Principal> {
         let entries = self.lock();
         let (checked, principal) = entries.get(token_hash)?;
         if checked.elapsed() >= TTL {
             return None;
         }
-        if let Credential::Session { expires_at, .. } = principal.via
-            && expires_at <= unix_millis(std::time::SystemTime::now())
+        if let Some(ends_at) = principal.via.ends_at()
+            && ends_at <= unix_millis(std::time::SystemTime::now())
         {
             return None;
         }
@@ -66,10 +68,15 @@ impl CredentialCache {
         self.lock().remove(token_hash);
     }
 
-    /// Forgets every credential of the principal `id` (a revoked key, a
-    /// changed password).
+    /// Forgets every credential of the principal `id` (a revoked key).
     pub fn forget_principal(&self, id: &str) {
         self.lock().retain(|_, (_, p)| p.id != id);
+    }
+
+    /// Forgets every credential acting for the account `user_id`: its
+    /// sessions and its keys (a disabled account, a changed password).
+    pub fn forget_account(&self, user_id: &str) {
+        self.lock().retain(|_, (_, p)| p.account != user_id);
     }
 
     /// A poisoned lock only means a panic elsewhere mid-update; the map is
@@ -82,14 +89,15 @@ impl CredentialCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Scope;
+    use crate::auth::{Credential, Scope};
 
     fn key(id: &str) -> Principal {
         Principal {
             id: id.into(),
             name: "k".into(),
             scopes: vec![Scope::Email],
-            via: Credential::ApiKey,
+            via: Credential::ApiKey { expires_at: None },
+            account: "owner".into(),
         }
     }
 
@@ -112,6 +120,35 @@ mod tests {
         assert!(c.get("b").is_some());
         c.forget_token("b");
         assert_eq!(c.get("b"), None);
+    }
+
+    #[test]
+    fn a_disabled_account_forgets_its_sessions_and_keys_only() {
+        let c = CredentialCache::default();
+        let mut session = key("user:owner");
+        session.via = Credential::Session {
+            token_hash: "s".into(),
+            expires_at: i64::MAX,
+        };
+        c.put("s", &session);
+        c.put("k", &key("key:1"));
+        let mut other = key("key:2");
+        other.account = "someone-else".into();
+        c.put("o", &other);
+        c.forget_account("owner");
+        assert_eq!((c.get("s"), c.get("k")), (None, None));
+        assert!(c.get("o").is_some());
+    }
+
+    #[test]
+    fn an_expired_key_is_never_served() {
+        let c = CredentialCache::default();
+        let mut p = key("key:1");
+        p.via = Credential::ApiKey {
+            expires_at: Some(unix_millis(std::time::SystemTime::now()) - 1),
+        };
+        c.put("k", &p);
+        assert_eq!(c.get("k"), None);
     }
 
     #[test]

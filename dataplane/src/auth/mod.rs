@@ -6,6 +6,11 @@
 //! token (`svs_…`) after a login, or an API key (`svk_…`) created by an
 //! administrator. The store keeps only their SHA-256 digests, so a leaked
 //! database does not let anyone in.
+//!
+//! Every credential acts for one account ([`Principal::account`]): a session
+//! for its user, an API key for its owner (the user who created it, or the
+//! owner of the key that did). Disabling the account refuses all of them
+//! from the next request on.
 
 pub mod api_keys;
 pub mod bootstrap;
@@ -109,6 +114,10 @@ pub struct Principal {
     pub scopes: Vec<Scope>,
     /// How it authenticated.
     pub via: Credential,
+    /// The account it acts for (a `users.id`): the user's own for a
+    /// session, the owner's for an API key. Disabling that account refuses
+    /// every credential acting for it; an account never enables itself.
+    pub account: String,
 }
 
 /// How a principal authenticated.
@@ -121,14 +130,47 @@ pub enum Credential {
         /// When the session ends (Unix ms).
         expires_at: i64,
     },
-    /// An API key.
-    ApiKey,
+    /// An API key, and when it expires (Unix ms), if it does.
+    ApiKey {
+        /// When the key stops working (Unix ms); `None`: never.
+        expires_at: Option<i64>,
+    },
+}
+
+impl Credential {
+    /// When it stops working (Unix ms), if it ever does.
+    pub fn ends_at(&self) -> Option<i64> {
+        match self {
+            Self::Session { expires_at, .. } => Some(*expires_at),
+            Self::ApiKey { expires_at } => *expires_at,
+        }
+    }
 }
 
 impl Principal {
     /// Whether it holds `scope`.
     pub fn has(&self, scope: Scope) -> bool {
         self.scopes.contains(&scope)
+    }
+
+    /// The author whose emails and generations alone it may see: `None` for
+    /// an administrator, who sees everything; its own id otherwise. An API
+    /// key is a principal of its own: it does not see its creator's objects,
+    /// nor they its.
+    pub fn author_filter(&self) -> Option<&str> {
+        (!self.has(Scope::Admin)).then_some(self.id.as_str())
+    }
+
+    /// Whether it may see, and act on, an object written by `created_by`
+    /// (`None` for rows older than authorship: administrators' only). The
+    /// one rule behind every route and page that opens an email or a
+    /// generation by id; a caller that may not see one answers as if it did
+    /// not exist, so an id does not reveal that someone else's object exists.
+    pub fn may_access(&self, created_by: Option<&str>) -> bool {
+        match self.author_filter() {
+            None => true,
+            Some(me) => created_by == Some(me),
+        }
     }
 }
 
@@ -211,6 +253,33 @@ mod tests {
         }
         assert!("Admin".parse::<Scope>().is_err());
         assert!(Role::Member.scopes().iter().all(|s| *s != Scope::Admin));
+    }
+
+    fn principal(id: &str, scopes: &[Scope]) -> Principal {
+        Principal {
+            id: id.into(),
+            name: "p".into(),
+            scopes: scopes.to_vec(),
+            via: Credential::ApiKey { expires_at: None },
+            account: "u".into(),
+        }
+    }
+
+    #[test]
+    fn only_authors_and_administrators_access_an_object() {
+        let member = principal("user:1", &[Scope::Email, Scope::Ai]);
+        assert!(member.may_access(Some("user:1")));
+        assert!(!member.may_access(Some("user:2")));
+        assert!(
+            !member.may_access(None),
+            "older rows are administrators' only"
+        );
+        // A key is not its creator, nor a user whose id it happens to share.
+        assert!(!principal("key:1", &[Scope::Email]).may_access(Some("user:1")));
+        let admin = principal("key:9", &Scope::ALL);
+        assert!(admin.may_access(Some("user:1")) && admin.may_access(None));
+        assert_eq!(admin.author_filter(), None);
+        assert_eq!(member.author_filter(), Some("user:1"));
     }
 
     #[test]

@@ -54,6 +54,7 @@ pub fn principal(user: &User, via: Credential) -> Principal {
         name: user.username.clone(),
         scopes: role.scopes(),
         via,
+        account: user.id.clone(),
     }
 }
 

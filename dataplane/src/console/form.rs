@@ -30,7 +30,7 @@ pub fn csrf_token(principal: &Principal) -> String {
         Credential::Session { token_hash, .. } => {
             hex(&Sha256::digest(format!("sv-console-csrf:{token_hash}")))
         }
-        Credential::ApiKey => String::new(),
+        Credential::ApiKey { .. } => String::new(),
     }
 }
 
@@ -114,6 +114,7 @@ mod tests {
                 token_hash: hash.into(),
                 expires_at: 0,
             },
+            account: "1".into(),
         }
     }
 

@@ -7,7 +7,7 @@ use std::{
 
 use async_openai::types::chat::ChatCompletionStreamOptions;
 use axum::{
-    Json,
+    Extension, Json,
     extract::{Path, State},
     http::{HeaderMap, header},
     response::{
@@ -28,6 +28,7 @@ use crate::{
     },
     app::AppState,
     audit,
+    auth::Principal,
     error::{ApiError, ErrorBody},
     extract::ApiJson,
     routes::rfc3339,
@@ -173,17 +174,20 @@ pub async fn generate_content(
     params(("id" = String, Path, description = "The id returned by /api/generate-content")),
     responses(
         (status = 200, description = "The generation", body = GenerationResult),
-        (status = 404, description = "No such generation", body = ErrorBody),
+        (status = 404, description = "No such generation, or one the caller did not ask for (only administrators see every generation)", body = ErrorBody),
     )
 )]
 pub async fn get_generation(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<GenerationResult>, ApiError> {
+    // Someone else's generation answers as a missing one does.
     let stored = state
         .store
         .generation(&id)
         .await?
+        .filter(|g| caller.may_access(g.created_by.as_deref()))
         .ok_or_else(|| ApiError::NotFound(format!("no generation with id {id:?}")))?;
     Ok(Json(GenerationResult::from(&stored)))
 }

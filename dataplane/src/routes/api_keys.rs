@@ -1,8 +1,11 @@
 //! `POST /api/keys`, `GET /api/keys`, `DELETE /api/keys/{id}`: API keys for
-//! machines, managed by administrators.
+//! machines, managed by administrators. A key acts for its creator's
+//! account and stops with it (see [`crate::auth::api_keys`]).
+
+use std::time::{Duration, SystemTime};
 
 use axum::{
-    Json,
+    Extension, Json,
     extract::{Path, State},
     http::StatusCode,
 };
@@ -12,10 +15,10 @@ use utoipa::ToSchema;
 use crate::{
     app::AppState,
     audit::{self, Outcome},
-    auth::{Scope, api_keys},
+    auth::{Principal, Scope, api_keys},
     error::{ApiError, ErrorBody},
     extract::ApiJson,
-    routes::rfc3339,
+    routes::{parse_rfc3339, rfc3339},
     store::StoredApiKey,
 };
 
@@ -26,6 +29,10 @@ pub struct CreateKeyRequest {
     pub name: String,
     /// What it may do: any of `email`, `ai`, `admin`, `metrics`.
     pub scopes: Vec<String>,
+    /// When it stops working (RFC 3339, in the future, e.g.
+    /// `2027-01-01T00:00:00Z`); without it, the key works until revoked.
+    #[serde(default)]
+    pub expires_at: Option<String>,
 }
 
 /// A key as listed (the key itself is never shown again).
@@ -39,10 +46,18 @@ pub struct ApiKeyInfo {
     pub prefix: String,
     /// What it may do.
     pub scopes: Vec<Scope>,
-    /// Who created it.
+    /// Who created it (`user:<id>` or `key:<id>`).
     pub created_by: String,
+    /// The account it acts for (a user id): its creator's, or its creating
+    /// key's owner. The key is refused while that account is disabled.
+    pub owner_id: Option<String>,
     /// When (RFC 3339).
     pub created_at: String,
+    /// When it stops working (RFC 3339); absent: never.
+    pub expires_at: Option<String>,
+    /// When it was last used (RFC 3339), to within five minutes; absent:
+    /// never.
+    pub last_used_at: Option<String>,
     /// When it was revoked (RFC 3339), if it was.
     pub revoked_at: Option<String>,
 }
@@ -55,7 +70,10 @@ impl From<&StoredApiKey> for ApiKeyInfo {
             prefix: k.prefix.clone(),
             scopes: api_keys::scopes(k),
             created_by: k.created_by.clone(),
+            owner_id: k.owner_id.clone(),
             created_at: rfc3339(k.created_at),
+            expires_at: k.expires_at.map(rfc3339),
+            last_used_at: k.last_used_at.map(rfc3339),
             revoked_at: k.revoked_at.map(rfc3339),
         }
     }
@@ -72,7 +90,8 @@ pub struct CreatedKey {
     pub info: ApiKeyInfo,
 }
 
-/// Creates an API key; the answer is the only time the key is shown.
+/// Creates an API key acting for the caller's account (for a key, its
+/// owner's); the answer is the only time the key is shown.
 #[utoipa::path(
     post,
     path = "/api/keys",
@@ -85,6 +104,7 @@ pub struct CreatedKey {
 )]
 pub async fn create_key(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     audit: audit::Context,
     ApiJson(request): ApiJson<CreateKeyRequest>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
@@ -112,14 +132,18 @@ pub async fn create_key(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let (stored, key) = api_keys::create(&state.store, name, &scopes, &audit.actor).await?;
+    let expires_at = request.expires_at.as_deref().map(future_time).transpose()?;
+    let (stored, key) = api_keys::create(&state.store, name, &scopes, &caller, expires_at).await?;
+    let until = stored
+        .expires_at
+        .map_or_else(String::new, |t| format!(", expiring {}", rfc3339(t)));
     audit
         .record(
             &state.store,
             "api_key.create",
             Some(&stored.id),
             Outcome::Success,
-            Some(format!("{name:?} with scopes {}", stored.scopes)),
+            Some(format!("{name:?} with scopes {}{until}", stored.scopes)),
         )
         .await;
     Ok((
@@ -129,6 +153,22 @@ pub async fn create_key(
             info: ApiKeyInfo::from(&stored),
         }),
     ))
+}
+
+/// The `expires_at` of a request: an RFC 3339 time in the future.
+fn future_time(text: &str) -> Result<SystemTime, ApiError> {
+    let invalid = |message: &str| ApiError::Validation {
+        field: "expires_at".into(),
+        message: message.into(),
+    };
+    let millis = parse_rfc3339(text)
+        .ok_or_else(|| invalid("expected an RFC 3339 time, such as 2027-01-01T00:00:00Z"))?;
+    let at = u64::try_from(millis)
+        .ok()
+        .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
+        .filter(|at| *at > SystemTime::now())
+        .ok_or_else(|| invalid("expected a time in the future"))?;
+    Ok(at)
 }
 
 /// Every API key, revoked ones included, newest first.

@@ -70,7 +70,7 @@ impl From<&Principal> for Me {
     fn from(p: &Principal) -> Self {
         let (by, expires) = match &p.via {
             Credential::Session { expires_at, .. } => ("session", Some(rfc3339(*expires_at))),
-            Credential::ApiKey => ("api_key", None),
+            Credential::ApiKey { .. } => ("api_key", None),
         };
         Self {
             id: p.id.clone(),

@@ -1,5 +1,7 @@
 //! `POST /api/send-email`, `GET /api/emails/{id}` and
-//! `POST /api/emails/{id}/retry`.
+//! `POST /api/emails/{id}/retry`. An email is read and retried by the
+//! principal that sent it and by administrators
+//! ([`Principal::may_access`]); to anyone else it does not exist.
 
 use std::time::{Duration, SystemTime};
 
@@ -203,19 +205,35 @@ async fn wait_for_outcome(
     params(("id" = String, Path, description = "The id returned by /api/send-email")),
     responses(
         (status = 200, description = "Its state", body = EmailStatus),
-        (status = 404, description = "No such email", body = ErrorBody),
+        (status = 404, description = "No such email, or one the caller did not send (only administrators see every email)", body = ErrorBody),
     )
 )]
 pub async fn get_email(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<EmailStatus>, ApiError> {
-    let email = state
-        .store
-        .email(&id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no email with id {id:?}")))?;
+    let email = visible_email(&state, &caller, &id).await?;
     Ok(Json(EmailStatus::from(&email)))
+}
+
+/// The email `id` if `caller` may see it; otherwise the very answer a
+/// missing id gets, so that someone else's id reveals nothing.
+async fn visible_email(
+    state: &AppState,
+    caller: &Principal,
+    id: &str,
+) -> Result<StoredEmail, ApiError> {
+    state
+        .store
+        .email(id)
+        .await?
+        .filter(|e| caller.may_access(e.created_by.as_deref()))
+        .ok_or_else(|| email_not_found(id))
+}
+
+fn email_not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("no email with id {id:?}"))
 }
 
 /// Queues a failed email again, now, with a fresh retry schedule.
@@ -226,16 +244,20 @@ pub async fn get_email(
     params(("id" = String, Path, description = "The email's id")),
     responses(
         (status = 202, description = "Queued again", body = EmailStatus),
-        (status = 404, description = "No such email", body = ErrorBody),
+        (status = 404, description = "No such email, or one the caller did not send (only administrators see every email)", body = ErrorBody),
         (status = 409, description = "The email has not failed", body = ErrorBody),
     )
 )]
 pub async fn retry_email(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     audit: audit::Context,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<EmailStatus>), ApiError> {
-    let not_found = || ApiError::NotFound(format!("no email with id {id:?}"));
+    // Authorship never changes, so checking it before the update is as good
+    // as checking it in the same statement.
+    visible_email(&state, &caller, &id).await?;
+    let not_found = || email_not_found(&id);
     match state.store.retry_email(&id, SystemTime::now()).await? {
         None => return Err(not_found()),
         Some(false) => {

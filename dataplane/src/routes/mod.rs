@@ -30,6 +30,34 @@ pub fn rfc3339(millis: i64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// An RFC 3339 time as a request gives it (`2026-12-01T10:30:00Z`, with
+/// `+02:00`-style offsets and fractions of a second), as Unix ms; `None` if
+/// it is not one.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    let text = text.trim();
+    // humantime reads UTC only (`Z`): an offset is taken off and applied here.
+    let (utc, offset_minutes) = match text.len().checked_sub(6).map(|at| text.split_at(at)) {
+        Some((time, offset))
+            if (offset.starts_with('+') || offset.starts_with('-'))
+                && offset.as_bytes().get(3) == Some(&b':') =>
+        {
+            let hours: i64 = offset.get(1..3)?.parse().ok()?;
+            let minutes: i64 = offset.get(4..6)?.parse().ok()?;
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            let sign = if offset.starts_with('-') { -1 } else { 1 };
+            (format!("{time}Z"), sign * (hours * 60 + minutes))
+        }
+        _ => (text.to_owned(), 0),
+    };
+    if !utc.ends_with('Z') && !utc.ends_with('z') {
+        return None;
+    }
+    let t = humantime::parse_rfc3339(&utc.replace('z', "Z")).ok()?;
+    Some(crate::store::unix_millis(t) - offset_minutes * 60_000)
+}
+
 /// Every route, grouped by who may call it. `app` puts the guard in front
 /// of each group but `public`; the OpenAPI document marks the guarded
 /// operations with the credentials and scope they need.
@@ -123,4 +151,28 @@ fn secured(mut group: OpenApiRouter<AppState>, access: Access) -> OpenApiRouter<
         ))),
     );
     group
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_times_are_read_with_any_offset() {
+        let utc = parse_rfc3339("2099-01-01T00:00:00Z").unwrap();
+        assert_eq!(parse_rfc3339("2099-01-01T02:00:00+02:00"), Some(utc));
+        assert_eq!(parse_rfc3339("2098-12-31T22:30:00-01:30"), Some(utc));
+        assert_eq!(parse_rfc3339("2099-01-01T00:00:00.250Z"), Some(utc + 250));
+        assert_eq!(rfc3339(utc), "2099-01-01T00:00:00.000Z");
+        for bad in [
+            "next tuesday",
+            "2099-01-01",
+            "2099-01-01T00:00:00",
+            "2099-01-01T00:00:00+25:00",
+            "2099-01-01T00:00:00+0200",
+            "",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
 }

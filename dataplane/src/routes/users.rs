@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 use axum::{
-    Json,
+    Extension, Json,
     extract::{Path, State},
     http::StatusCode,
 };
@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use crate::{
     app::AppState,
     audit::{self, Outcome},
-    auth::{Role, valid_username},
+    auth::{Principal, Role, valid_username},
     config::MIN_PASSWORD_LEN,
     error::{ApiError, ErrorBody},
     extract::ApiJson,
@@ -127,7 +127,10 @@ pub async fn list_users(State(state): State<AppState>) -> Result<Json<Vec<UserIn
 
 /// Disables or enables an account, or sets its password. An administrator
 /// cannot disable their own account, nor the last administrator who can
-/// sign in: nobody would be left to enable it again.
+/// sign in: nobody would be left to enable it again. Disabling an account
+/// refuses its sessions and its API keys from the next request on. No
+/// account enables itself, nor does a key acting for it: that is another
+/// administrator's decision.
 #[utoipa::path(
     patch,
     path = "/api/users/{id}",
@@ -136,12 +139,14 @@ pub async fn list_users(State(state): State<AppState>) -> Result<Json<Vec<UserIn
     request_body = UpdateUserRequest,
     responses(
         (status = 200, description = "The account as it now stands", body = UserInfo),
+        (status = 403, description = "The caller would enable its own account", body = ErrorBody),
         (status = 404, description = "No such user", body = ErrorBody),
         (status = 422, description = "A field is invalid, or the change would lock everyone out", body = ErrorBody),
     )
 )]
 pub async fn update_user(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     audit: audit::Context,
     Path(id): Path<String>,
     ApiJson(request): ApiJson<UpdateUserRequest>,
@@ -156,6 +161,14 @@ pub async fn update_user(
             field: "disabled".into(),
             message: "give `disabled`, `password` or both".into(),
         });
+    }
+    // Checked before anything is written: a refused request changes nothing.
+    // A disabled account's credentials are refused already; this holds even
+    // in the second another replica may still remember one (auth/cache.rs).
+    if request.disabled == Some(false) && caller.account == user.id {
+        return Err(ApiError::Forbidden(
+            "an account cannot enable itself: another administrator must do it".into(),
+        ));
     }
     let now = SystemTime::now();
     if let Some(password) = &request.password {
@@ -211,11 +224,9 @@ pub async fn update_user(
         }
         _ => {}
     }
-    // Sessions may be cached for up to a second; forget them now.
-    state
-        .auth
-        .cache
-        .forget_principal(&format!("user:{}", user.id));
+    // This replica forgets the account's sessions and keys now; the others
+    // remember them for at most the cache's second (auth/cache.rs).
+    state.auth.cache.forget_account(&user.id);
     let user = state
         .store
         .user_by_id(&id)

@@ -48,6 +48,23 @@ pub struct StoredApiKey {
     pub created_at: i64,
     /// When it was revoked (Unix ms), if it was.
     pub revoked_at: Option<i64>,
+    /// The account it acts for (a `users.id`): its creator's, or its
+    /// creating key's owner. `None` only for an old key whose chain of
+    /// creators ends at no user; such a key is refused.
+    pub owner_id: Option<String>,
+    /// When it stops working (Unix ms); `None`: never.
+    pub expires_at: Option<i64>,
+    /// When it was last used (Unix ms), to a few minutes (see
+    /// [`Store::touch_api_key`]).
+    pub last_used_at: Option<i64>,
+}
+
+/// The key columns every query returns.
+macro_rules! key_columns {
+    () => {
+        "k.id, k.name, k.prefix, k.scopes, k.created_by, k.created_at, k.revoked_at, \
+         k.owner_id, k.expires_at, k.last_used_at"
+    };
 }
 
 fn user(row: &AnyRow) -> Result<User, StoreError> {
@@ -70,6 +87,9 @@ fn api_key(row: &AnyRow) -> Result<StoredApiKey, StoreError> {
         created_by: row.try_get("created_by")?,
         created_at: row.try_get("created_at")?,
         revoked_at: row.try_get("revoked_at")?,
+        owner_id: row.try_get("owner_id")?,
+        expires_at: row.try_get("expires_at")?,
+        last_used_at: row.try_get("last_used_at")?,
     })
 }
 
@@ -277,8 +297,8 @@ impl Store {
         token_hash: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO api_keys (id, name, token_hash, prefix, scopes, created_by, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO api_keys (id, name, token_hash, prefix, scopes, created_by, created_at, \
+             owner_id, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&key.id)
         .bind(&key.name)
@@ -287,28 +307,64 @@ impl Store {
         .bind(&key.scopes)
         .bind(&key.created_by)
         .bind(key.created_at)
+        .bind(&key.owner_id)
+        .bind(key.expires_at)
         .execute(&self.writer)
         .await?;
         Ok(())
     }
 
-    /// The unrevoked key with this digest.
-    pub async fn live_api_key(&self, token_hash: &str) -> Result<Option<StoredApiKey>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, name, prefix, scopes, created_by, created_at, revoked_at FROM api_keys \
-             WHERE token_hash = $1 AND revoked_at IS NULL",
-        )
+    /// The key with this digest if it works at `now`: not revoked, not
+    /// expired, and acting for an account that exists and is enabled. One
+    /// query, so a disabled owner is refused on the very lookup.
+    pub async fn live_api_key(
+        &self,
+        token_hash: &str,
+        now: SystemTime,
+    ) -> Result<Option<StoredApiKey>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM api_keys k JOIN users u ON u.id = k.owner_id \
+             WHERE k.token_hash = $1 AND k.revoked_at IS NULL \
+               AND (k.expires_at IS NULL OR k.expires_at > $2) AND u.disabled_at IS NULL"
+        ))
         .bind(token_hash)
+        .bind(unix_millis(now))
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(api_key).transpose()
     }
 
+    /// Records that key `id` was used at `now`, unless a use at or after
+    /// `fresh_since` is already recorded (another replica may have written
+    /// one meanwhile); whether it wrote.
+    pub async fn touch_api_key(
+        &self,
+        id: &str,
+        now: SystemTime,
+        fresh_since: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            "UPDATE api_keys SET last_used_at = $1 \
+             WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $3)",
+        )
+        .bind(unix_millis(now))
+        .bind(id)
+        .bind(unix_millis(fresh_since))
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
     /// Every key, revoked ones included, newest first.
     pub async fn api_keys(&self) -> Result<Vec<StoredApiKey>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, name, prefix, scopes, created_by, created_at, revoked_at FROM api_keys ORDER BY created_at DESC, id",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM api_keys k ORDER BY k.created_at DESC, k.id"
+        ))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(api_key).collect()
@@ -326,12 +382,14 @@ impl Store {
             .bind(id)
             .execute(&self.writer)
             .await?;
-        let row = sqlx::query(
-            "SELECT id, name, prefix, scopes, created_by, created_at, revoked_at FROM api_keys WHERE id = $1",
-        )
-            .bind(id)
-            .fetch_optional(&self.writer)
-            .await?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM api_keys k WHERE k.id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.writer)
+        .await?;
         row.as_ref().map(api_key).transpose()
     }
 }

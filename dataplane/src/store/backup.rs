@@ -12,7 +12,9 @@
 //! A backup is first written under a `.partial` name and renamed when
 //! complete: a crash never leaves a file that looks like a backup. A backup
 //! from a newer schema than this binary's is refused; an older one restores
-//! the columns it has (the newer ones take their defaults).
+//! the columns it has (the newer ones take their defaults), then the data
+//! migrations newer than it run again over what it brought
+//! ([`DATA_MIGRATIONS`]).
 
 use std::{
     io::{BufRead, Write},
@@ -35,6 +37,13 @@ pub const TABLES: [&str; 7] = [
     "webhook_events",
     "audit_log",
 ];
+
+/// Migrations that only fill in data, written to run again safely: after a
+/// backup older than one of them is restored, its rows lack what that
+/// migration filled in, so it runs again, in the restore's transaction.
+/// (`..._api_key_owners_backfill.sql`: keys from before owners were
+/// recorded would otherwise be refused for want of one.)
+pub const DATA_MIGRATIONS: [i64; 1] = [20261206000002];
 
 /// File names start with this, so retention never touches other files.
 const PREFIX: &str = "securevault-";
@@ -212,6 +221,10 @@ impl Store {
                 Ok::<_, BackupError>(rows)
             }
             .await;
+            let copied = match copied {
+                Ok(rows) => refill(&mut conn, version).await.map(|()| rows),
+                Err(e) => Err(e),
+            };
             match copied {
                 Ok(rows) => {
                     sqlx::query("COMMIT").execute(&mut *conn).await?;
@@ -276,9 +289,25 @@ impl Store {
             .await?;
             slot.1 += 1;
         }
+        refill(&mut tx, header["schema_version"].as_i64()).await?;
         tx.commit().await?;
         Ok(Restored { rows: counts })
     }
+}
+
+/// Runs the [`DATA_MIGRATIONS`] newer than a restored backup's schema
+/// `version` (all of them when it is unknown) on `conn`.
+async fn refill(conn: &mut sqlx::AnyConnection, version: Option<i64>) -> Result<(), BackupError> {
+    for migration in MIGRATOR.iter() {
+        if DATA_MIGRATIONS.contains(&migration.version)
+            && version.is_none_or(|v| v < migration.version)
+        {
+            sqlx::raw_sql(migration.sql.clone())
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a backup of a schema newer than this binary knows.

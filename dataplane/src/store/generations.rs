@@ -108,26 +108,39 @@ impl Store {
         row.as_ref().map(generation).transpose()
     }
 
-    /// `created_by`'s generations, newest first: at most `limit`, created
-    /// before `before` (Unix ms) when given.
-    pub async fn generations_of(
+    /// Generations newest first, `author`'s only when given (every one
+    /// otherwise): at most `limit`, created before `before` (Unix ms) when
+    /// given.
+    pub async fn generations_by(
         &self,
-        created_by: &str,
+        author: Option<&str>,
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<StoredGeneration>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            columns!(),
-            " FROM generations WHERE created_by = $1 \
-             AND (CAST($2 AS BIGINT) IS NULL OR created_at < CAST($2 AS BIGINT)) \
-             ORDER BY created_at DESC, id DESC LIMIT $3"
-        ))
-        .bind(created_by)
-        .bind(before)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        // Two statements rather than one with `$1 IS NULL OR …`: each then
+        // reads one index range (by author, or by time) on both stores.
+        let query = match author {
+            Some(author) => sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM generations WHERE created_by = $1 \
+                 AND (CAST($2 AS BIGINT) IS NULL OR created_at < CAST($2 AS BIGINT)) \
+                 ORDER BY created_at DESC, id DESC LIMIT $3"
+            ))
+            .bind(author),
+            None => sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM generations \
+                 WHERE (CAST($1 AS BIGINT) IS NULL OR created_at < CAST($1 AS BIGINT)) \
+                 ORDER BY created_at DESC, id DESC LIMIT $2"
+            )),
+        };
+        let rows = query
+            .bind(before)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(generation).collect()
     }
 }

@@ -241,3 +241,114 @@ where
         }
     }
 }
+
+/// The migration that gave API keys an owner account (and an expiry and a
+/// last use); stores older than it hold keys without one.
+pub const KEY_OWNERS_MIGRATION: i64 = 20261206000001;
+
+/// An API key as a store older than [`KEY_OWNERS_MIGRATION`] held it.
+pub struct LegacyKey {
+    /// Its id.
+    pub id: &'static str,
+    /// The key itself.
+    pub token: String,
+    /// The account it acts for once migrated (a user id).
+    pub owner: &'static str,
+    /// Whether that account exists, so the key works.
+    pub works: bool,
+}
+
+/// The user every working [`LegacyKey`] belongs to.
+pub const LEGACY_OWNER: &str = "u-old";
+
+/// Makes the store at `url` (SQLite file created if need be) as every
+/// migration before [`KEY_OWNERS_MIGRATION`] left it, holding keys made by
+/// a user, by that user's key, by that key's key, and by a user who no
+/// longer exists.
+pub async fn legacy_key_store(url: &str) -> Vec<LegacyKey> {
+    let older = TempDir::new("old-migrations").unwrap();
+    let all = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    for entry in std::fs::read_dir(all).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let version: i64 = name.split('_').next().unwrap().parse().unwrap();
+        if version < KEY_OWNERS_MIGRATION {
+            std::fs::copy(&path, older.path().join(&name)).unwrap();
+        }
+    }
+    let url = if url.starts_with("sqlite:") {
+        format!("{url}?mode=rwc")
+    } else {
+        url.to_owned()
+    };
+    let pool = store_pool(&url).await;
+    sqlx::migrate::Migrator::new(older.path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO users (id, username, password_hash, role, created_at, updated_at) \
+         VALUES ($1, 'oldadmin', 'not-a-hash', 'admin', 1, 1)",
+    )
+    .bind(LEGACY_OWNER)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let keys = [
+        ("l1", "user:u-old", 'a', LEGACY_OWNER, true),
+        ("l2", "key:l1", 'b', LEGACY_OWNER, true),
+        ("l3", "key:l2", 'c', LEGACY_OWNER, true),
+        ("l4", "user:u-gone", 'd', "u-gone", false),
+    ];
+    let mut legacy = Vec::new();
+    for (id, created_by, fill, owner, works) in keys {
+        let token = format!("svk_{}", fill.to_string().repeat(43));
+        let digest: String = <sha2::Sha256 as sha2::Digest>::digest(token.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, token_hash, prefix, scopes, created_by, created_at) \
+             VALUES ($1, $1, $2, 'svk_', 'admin,email', $3, 1)",
+        )
+        .bind(id)
+        .bind(digest)
+        .bind(created_by)
+        .execute(&pool)
+        .await
+        .unwrap();
+        legacy.push(LegacyKey {
+            id,
+            token,
+            owner,
+            works,
+        });
+    }
+    pool.close().await;
+    legacy
+}
+
+/// Checks each of `legacy`'s keys works, or not, on `dp`, and is listed
+/// with its owner.
+pub async fn check_legacy_keys(dp: &DataPlane, legacy: &[LegacyKey]) {
+    let listed = json(get(dp, "/api/keys").await).await;
+    for key in legacy {
+        let status = bearer(&key.token)
+            .get(dp.url("/api/auth/me"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        let expected = if key.works { 200 } else { 401 };
+        assert_eq!(status.as_u16(), expected, "key {}", key.id);
+        let row = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["id"] == key.id)
+            .unwrap();
+        assert_eq!(row["owner_id"], key.owner, "key {}", key.id);
+    }
+}

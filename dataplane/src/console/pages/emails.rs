@@ -17,7 +17,6 @@ use serde::Deserialize;
 use crate::{
     app::AppState,
     audit,
-    auth::Scope,
     console::{form::CsrfForm, guard::Viewer, layout},
     email::validate::{OneOrMany, SendEmailRequest},
     error::ApiError,
@@ -71,7 +70,7 @@ fn email_query(viewer: &Viewer, p: &ListParams) -> Result<EmailQuery, ApiError> 
         status,
         recipient: layout::filter_text(&p.recipient),
         // Members see what they sent; administrators everything.
-        created_by: (!viewer.principal.has(Scope::Admin)).then(|| viewer.principal.id.clone()),
+        created_by: viewer.principal.author_filter().map(str::to_owned),
         since: layout::filter_time("since", &p.since)?,
         until: layout::filter_time("until", &p.until)?,
         before,
@@ -184,12 +183,7 @@ fn subject(e: &StoredEmail) -> String {
 /// The email `id` if the viewer may see it.
 async fn visible(state: &AppState, viewer: &Viewer, id: &str) -> Result<StoredEmail, Response> {
     match state.store.email(id).await {
-        Ok(Some(e))
-            if viewer.principal.has(Scope::Admin)
-                || e.created_by.as_deref() == Some(viewer.principal.id.as_str()) =>
-        {
-            Ok(e)
-        }
+        Ok(Some(e)) if viewer.principal.may_access(e.created_by.as_deref()) => Ok(e),
         Ok(_) => Err(layout::error_page(
             viewer,
             StatusCode::NOT_FOUND,
@@ -300,7 +294,14 @@ pub async fn retry(
         Ok(e) => e,
         Err(res) => return res,
     };
-    match retry_email(State(state.clone()), audit, Path(id.clone())).await {
+    match retry_email(
+        State(state.clone()),
+        Extension(viewer.principal.clone()),
+        audit,
+        Path(id.clone()),
+    )
+    .await
+    {
         Ok(_) => Redirect::to(&format!("/console/emails/{id}")).into_response(),
         Err(e) => {
             let author = author(&state, &email).await;

@@ -1,9 +1,13 @@
-//! Generations: the signed-in user's history, and a form to try a prompt.
+//! Generations: the history (a member's own, every one for an
+//! administrator, by the rule of [`crate::auth::Principal::may_access`]), and a form to
+//! try a prompt.
 //!
 //! With the script, the form streams the answer from `POST
 //! /api/generate-content` (the API's own route, so its scope check and
 //! budgets apply) token by token into the page. Without it, the form posts
 //! here and the page comes back with the whole answer.
+
+use std::collections::HashMap;
 
 use axum::{
     Extension,
@@ -108,13 +112,18 @@ async fn render(
     form: &PromptForm,
     outcome: Option<Result<GenerationResult, ApiError>>,
 ) -> Response {
-    let history = match state
-        .store
-        .generations_of(&viewer.principal.id, before, PAGE_SIZE)
-        .await
-    {
+    let author = viewer.principal.author_filter();
+    let history = match state.store.generations_by(author, before, PAGE_SIZE).await {
         Ok(h) => h,
         Err(e) => return layout::failure(&ApiError::from(e)),
+    };
+    // Who asked, for a viewer who sees everyone's.
+    let names = match author {
+        Some(_) => HashMap::new(),
+        None => match principal_names(state).await {
+            Ok(names) => names,
+            Err(e) => return layout::failure(&e),
+        },
     };
     let status = match &outcome {
         Some(Err(e)) => e.status(),
@@ -147,17 +156,23 @@ async fn render(
             }
         }
         section aria-labelledby="history-h" {
-            h2 #history-h { "Your history" }
-            @if history.is_empty() {
-                p { "You have not generated anything yet." }
+            @if author.is_some() {
+                h2 #history-h { "Your history" }
             } @else {
-                (layout::table("Your generations", html! {
+                h2 #history-h { "Every generation" }
+            }
+            @if history.is_empty() {
+                p { "Nothing has been generated yet." }
+            } @else {
+                (layout::table("Generations", html! {
                     table {
                         thead { tr {
-                            th scope="col" { "When" } th scope="col" { "Status" } th scope="col" { "Prompt" }
+                            th scope="col" { "When" }
+                            @if author.is_none() { th scope="col" { "By" } }
+                            th scope="col" { "Status" } th scope="col" { "Prompt" }
                             th scope="col" { "Answer" } th scope="col" { "Tokens" } th scope="col" { "Took" }
                         } }
-                        tbody { @for g in &history { (row(g)) } }
+                        tbody { @for g in &history { (row(g, author.is_none().then_some(&names))) } }
                     }
                 }))
             }
@@ -173,7 +188,19 @@ async fn render(
     )
 }
 
-fn row(g: &StoredGeneration) -> Markup {
+/// `user:<id>` and `key:<id>` -> the user's or the key's name.
+async fn principal_names(state: &AppState) -> Result<HashMap<String, String>, ApiError> {
+    let users = state.store.users().await?;
+    let keys = state.store.api_keys().await?;
+    Ok(users
+        .into_iter()
+        .map(|u| (format!("user:{}", u.id), u.username))
+        .chain(keys.into_iter().map(|k| (format!("key:{}", k.id), k.name)))
+        .collect())
+}
+
+/// One generation; with `names`, who asked for it too.
+fn row(g: &StoredGeneration, names: Option<&HashMap<String, String>>) -> Markup {
     let prompt = g
         .generation
         .messages
@@ -190,6 +217,10 @@ fn row(g: &StoredGeneration) -> Markup {
     html! {
         tr {
             td { (layout::time(g.created_at)) }
+            @if let Some(names) = names {
+                @let by = g.created_by.as_deref().unwrap_or("—");
+                td { (names.get(by).map_or(by, String::as_str)) }
+            }
             td { (layout::badge(&g.status)) }
             td { (layout::short(prompt, 120)) }
             td { (layout::short(answer, 200)) }

@@ -1,7 +1,11 @@
-//! API keys (administrators): create one with its scopes (the key is shown
-//! once, in the answer to the form, which is never cached), list, revoke.
+//! API keys (administrators): create one with its scopes and an optional
+//! expiry (the key is shown once, in the answer to the form, which is never
+//! cached), list them with their expiry, last use and state, revoke one.
 
-use std::collections::HashMap;
+use std::{
+    collections::{HashMap, HashSet},
+    time::SystemTime,
+};
 
 use axum::{
     Extension,
@@ -18,9 +22,11 @@ use crate::{
     auth::Scope,
     console::{form::CsrfForm, guard::Viewer, layout},
     error::ApiError,
-    routes::api_keys::{
-        ApiKeyInfo, CreateKeyRequest, CreatedKey, create_key, list_keys, revoke_key,
+    routes::{
+        api_keys::{ApiKeyInfo, CreateKeyRequest, CreatedKey, create_key, list_keys, revoke_key},
+        rfc3339,
     },
+    store::unix_millis,
 };
 
 /// The creation form as posted: a checkbox per scope.
@@ -35,6 +41,9 @@ pub struct NewKey {
     pub ai: Option<String>,
     /// Checked: the `admin` scope.
     pub admin: Option<String>,
+    /// When it stops working (datetime-local, UTC); empty: never.
+    #[serde(default)]
+    pub expires_at: String,
 }
 
 /// `GET /console/keys`.
@@ -66,12 +75,20 @@ pub async fn create(
     .filter(|(_, checked)| checked.is_some())
     .map(|(s, _)| s.as_str().to_owned())
     .collect();
+    // The form's datetime-local, read as UTC, becomes the API's RFC 3339;
+    // the API's own handler then decides whether it is acceptable.
+    let expires_at = match layout::filter_time("expires_at", &Some(form.expires_at.clone())) {
+        Ok(t) => t.map(rfc3339),
+        Err(e) => return render(&state, &viewer, e.status(), &form, None, Some(e)).await,
+    };
     let request = CreateKeyRequest {
         name: form.name.clone(),
         scopes,
+        expires_at,
     };
     match create_key(
         State(state.clone()),
+        Extension(viewer.principal.clone()),
         audit,
         crate::extract::ApiJson(request),
     )
@@ -133,6 +150,24 @@ async fn render(
         Ok(users) => users,
         Err(e) => return layout::failure(&ApiError::from(e)),
     };
+    let disabled: HashSet<String> = users
+        .iter()
+        .filter(|u| u.disabled_at.is_some())
+        .map(|u| u.id.clone())
+        .collect();
+    // Both RFC 3339 in UTC to the millisecond, so they compare as text.
+    let now = rfc3339(unix_millis(SystemTime::now()));
+    let state_of = |k: &ApiKeyInfo| {
+        if k.revoked_at.is_some() {
+            "revoked"
+        } else if k.expires_at.as_deref().is_some_and(|t| t <= now.as_str()) {
+            "expired"
+        } else if k.owner_id.as_ref().is_none_or(|o| disabled.contains(o)) {
+            "suspended"
+        } else {
+            "active"
+        }
+    };
     let names: HashMap<String, String> = users
         .into_iter()
         .map(|u| (format!("user:{}", u.id), u.username))
@@ -165,6 +200,8 @@ async fn render(
                         }
                     }
                 }
+                label for="expires_at" { "Expires (UTC, optional)" }
+                input #expires_at name="expires_at" type="datetime-local" value=(form.expires_at);
                 button type="submit" { "Create key" }
             }
         }
@@ -174,7 +211,8 @@ async fn render(
                 table {
                     thead { tr {
                         th scope="col" { "Name" } th scope="col" { "Starts with" } th scope="col" { "Scopes" }
-                        th scope="col" { "Created by" } th scope="col" { "Created" } th scope="col" { "State" } th scope="col" { span.visually-hidden { "Action" } }
+                        th scope="col" { "Created by" } th scope="col" { "Created" } th scope="col" { "Expires" }
+                        th scope="col" { "Last used" } th scope="col" { "State" } th scope="col" { span.visually-hidden { "Action" } }
                     } }
                     tbody {
                         @for k in &keys {
@@ -184,7 +222,9 @@ async fn render(
                                 td { (k.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")) }
                                 td { (names.get(&k.created_by).unwrap_or(&k.created_by)) }
                                 td { (layout::time_text(&k.created_at)) }
-                                td { @if k.revoked_at.is_some() { (layout::badge("revoked")) } @else { (layout::badge("active")) } }
+                                td { @if let Some(t) = &k.expires_at { (layout::time_text(t)) } @else { "never" } }
+                                td { @if let Some(t) = &k.last_used_at { (layout::time_text(t)) } @else { "never used" } }
+                                td { (layout::badge(state_of(k))) }
                                 td {
                                     @if k.revoked_at.is_none() {
                                         form method="post" action={ "/console/keys/" (k.id) "/revoke" } {

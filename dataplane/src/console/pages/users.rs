@@ -144,6 +144,7 @@ pub async fn update(
     };
     match update_user(
         State(state.clone()),
+        Extension(viewer.principal.clone()),
         audit,
         Path(id),
         crate::extract::ApiJson(request),
