@@ -68,6 +68,12 @@ impl HealthMonitor {
             loop {
                 let round = deps.check().await;
                 metrics.health_check_rounds_total.inc();
+                for (name, result) in &round.checks {
+                    metrics
+                        .health_check_status
+                        .with_label_values(&[name])
+                        .set(i64::from(result.status == CheckStatus::Healthy));
+                }
                 tx.send_replace(Some(Arc::new(round)));
                 tokio::select! {
                     () = tokio::time::sleep(CHECK_INTERVAL) => {}

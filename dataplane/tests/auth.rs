@@ -661,14 +661,7 @@ async fn a_disabled_accounts_keys_are_refused_at_once_on_every_route() {
 
     // The very next request, on every guarded route, is refused: nothing
     // waits for the credential cache to forget them.
-    let doc = json(
-        client()
-            .get(dp.url("/api/openapi.json"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let doc = json(get(&dp, "/api/openapi.json").await).await;
     for (name, key) in [("bea's key", &k1), ("the key bea's key made", &k2)] {
         let caller = bearer(key);
         let r = caller

@@ -102,13 +102,17 @@ async fn a_store_that_goes_away_gives_5xx_answers_with_the_headers_and_no_intern
     assert_security_headers(ready.headers());
     assert_eq!(json(ready).await["status"], "not_ready");
 
-    let detailed = get(&dp, "/api/health/detailed").await;
-    assert_eq!(detailed.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_security_headers(detailed.headers());
-    let body = json(detailed).await;
-    assert_eq!(body["status"], "unhealthy");
-    assert_eq!(body["checks"]["database"]["status"], "unhealthy");
-    assert_eq!(body["checks"]["cache"]["status"], "healthy");
+    // The detailed report needs a credential, which the store holds: the
+    // monitoring system reads the checks from the metrics listener instead.
+    eventually(
+        Duration::from_secs(15),
+        "the database check failing in the metrics",
+        || async {
+            metric(&dp, r#"health_check_status{check="database"}"#).await == Some(0.0)
+                && metric(&dp, r#"health_check_status{check="cache"}"#).await == Some(1.0)
+        },
+    )
+    .await;
 
     let stats = get(&dp, "/api/stats").await;
     assert_eq!(stats.status(), StatusCode::INTERNAL_SERVER_ERROR);

@@ -76,6 +76,9 @@ pub struct Metrics {
     /// Rounds of background dependency checks: the only calls the health
     /// report causes to the model server and the SMTP server.
     pub health_check_rounds_total: prometheus::IntCounter,
+    /// The last round's result per check (`database`, `cache`,
+    /// `rate_limiter`, `smtp`, `ai`): 1 healthy, 0 not.
+    pub health_check_status: prometheus::IntGaugeVec,
 }
 
 impl Metrics {
@@ -209,6 +212,13 @@ impl Metrics {
             "health_check_rounds_total",
             "Rounds of background dependency checks (database, cache, rate limiter, SMTP, model server)",
         )?;
+        let health_check_status = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "health_check_status",
+                "The last background check of each dependency: 1 healthy, 0 not",
+            ),
+            &["check"],
+        )?;
         let auth_password_verifications_total = IntCounterVec::new(
             Opts::new(
                 "auth_password_verifications_total",
@@ -242,6 +252,7 @@ impl Metrics {
         registry.register(Box::new(rate_limiter_fallback_total.clone()))?;
         registry.register(Box::new(auth_password_verifications_total.clone()))?;
         registry.register(Box::new(health_check_rounds_total.clone()))?;
+        registry.register(Box::new(health_check_status.clone()))?;
         // process_resident_memory_bytes, process_open_fds, process_cpu_seconds_total…
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -285,6 +296,7 @@ impl Metrics {
             rate_limiter_fallback_total,
             auth_password_verifications_total,
             health_check_rounds_total,
+            health_check_status,
         })
     }
 

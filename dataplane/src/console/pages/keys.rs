@@ -41,6 +41,8 @@ pub struct NewKey {
     pub ai: Option<String>,
     /// Checked: the `admin` scope.
     pub admin: Option<String>,
+    /// Checked: the `metrics` scope (the detailed health report).
+    pub metrics: Option<String>,
     /// When it stops working (datetime-local, UTC); empty: never.
     #[serde(default)]
     pub expires_at: String,
@@ -70,6 +72,7 @@ pub async fn create(
         (Scope::Email, &form.email),
         (Scope::Ai, &form.ai),
         (Scope::Admin, &form.admin),
+        (Scope::Metrics, &form.metrics),
     ]
     .into_iter()
     .filter(|(_, checked)| checked.is_some())
@@ -193,7 +196,7 @@ async fn render(
                 input #name name="name" type="text" required maxlength="100" value=(form.name);
                 fieldset {
                     legend { "Scopes" }
-                    @for (scope, checked) in [("email", &form.email), ("ai", &form.ai), ("admin", &form.admin)] {
+                    @for (scope, checked) in [("email", &form.email), ("ai", &form.ai), ("admin", &form.admin), ("metrics", &form.metrics)] {
                         div.check {
                             input id={ "scope-" (scope) } name=(scope) type="checkbox" value="on" checked[checked.is_some()];
                             label for={ "scope-" (scope) } { (scope) }
