@@ -17,7 +17,8 @@
 //!   decides what it may call, [`ratelimit`] whether it is within budget;
 //!   [`audit`] records what it did.
 //! - [`store`] is the SQL store (SQLite or PostgreSQL, the same queries),
-//!   [`cache`] the Redis or in-process cache, [`telemetry`] logs and metrics.
+//!   [`cache`] the Redis or in-process cache, [`telemetry`] logs and metrics;
+//!   what they write on disk is private ([`private_files`]).
 //! - [`console`] is the web console under `/console`: HTML pages over the
 //!   same handlers, for people.
 
@@ -34,6 +35,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod middleware;
+pub mod private_files;
 pub mod queue_loop;
 pub mod ratelimit;
 pub mod routes;

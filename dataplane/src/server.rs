@@ -80,6 +80,11 @@ pub enum ServeError {
 pub async fn run(config: Config) -> Result<(), ServeError> {
     let started = Instant::now();
     let metrics = Arc::new(Metrics::new()?);
+    // Created or tightened before anything is written into it.
+    crate::private_files::private_dir(&config.data_dir).map_err(|source| StoreError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
     let store = Store::connect(&config.database).await?;
     store.migrate().await?;
     let cache = match &config.redis_url {
