@@ -6,7 +6,8 @@
 //! - [`config`] turns the environment ([`cli::Settings`]) into a validated
 //!   [`config::Config`] before anything starts.
 //! - [`server`] opens the [`store`], migrates it, binds and serves until
-//!   SIGTERM, then drains requests in flight.
+//!   SIGTERM, then drains requests in flight; [`connections`] serves each
+//!   client connection, with a cap on how many and timeouts for slow ones.
 //! - [`app`] assembles the router and the [`middleware`] (request id, security
 //!   headers, metrics, JSON errors, timeout, body limit), in one place.
 //! - [`routes`] map paths to handlers, one file per area; handlers parse,
@@ -29,6 +30,7 @@ pub mod auth;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod console;
 pub mod email;
 pub mod error;

@@ -1,13 +1,10 @@
 //! Start-up and shutdown: open the store, migrate, bind, serve until SIGTERM,
-//! then drain requests in flight (bounded) and close the pool.
+//! then drain requests in flight (bounded) and close the pool. How each
+//! connection is served is [`crate::connections`]'s business.
 
-use std::{future::IntoFuture, net::SocketAddr, sync::Arc, time::Instant};
+use std::{net::SocketAddr, sync::Arc, time::Instant};
 
-use axum::{
-    Router,
-    extract::connect_info::Connected,
-    serve::{IncomingStream, Listener, ListenerExt},
-};
+use axum::serve::Listener;
 use tokio::{net::TcpListener, signal::unix::SignalKind, sync::Notify};
 
 use crate::{
@@ -17,6 +14,7 @@ use crate::{
     auth::{self, Auth, AuthError, passwords::Passwords},
     cache::{Cache, CacheError},
     config::Config,
+    connections::{self, LimitedListener},
     email::{
         smtp::{Mailer, MailerError},
         worker::Worker,
@@ -227,23 +225,25 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         tls: certificates.clone(),
     };
     let signals = tokio::spawn(wait_for_signal(trigger));
+    let limits = state.config.connections;
+    let metrics = state.metrics.clone();
+    let listener = LimitedListener::new(listener, limits.max_connections, metrics.clone());
     let addr = listener.local_addr()?;
     match certificates {
         Some(certificates) => {
             let config = tls::server_config(certificates)?;
-            let listener = TlsListener::new(listener, config, shutdown.clone())?;
+            let listener = TlsListener::new(
+                listener,
+                config,
+                limits.header_read_timeout,
+                shutdown.clone(),
+            )?;
             tracing::info!(%addr, "listening on https://{addr}");
-            let listener = listener.tap_io(|tls| {
-                let _ = tls.get_ref().0.set_nodelay(true);
-            });
-            serve(listener, app(state), shutdown, grace).await?;
+            connections::serve(listener, app(state), limits, metrics, shutdown, grace).await;
         }
         None => {
             tracing::info!(%addr, "listening on http://{addr}");
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            serve(listener, app(state), shutdown, grace).await?;
+            connections::serve(listener, app(state), limits, metrics, shutdown, grace).await;
         }
     }
     signals.abort();
@@ -254,39 +254,6 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     store.close().await;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Serves `router` on `listener` (plain TCP or [`TlsListener`]) until
-/// `shutdown` fires, then stops accepting and gives requests in flight up to
-/// `grace` to finish.
-pub async fn serve<L>(
-    listener: L,
-    router: Router,
-    shutdown: Shutdown,
-    grace: std::time::Duration,
-) -> std::io::Result<()>
-where
-    L: Listener<Addr = SocketAddr>,
-    SocketAddr: for<'a> Connected<IncomingStream<'a, L>>,
-{
-    let signal = shutdown.clone();
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { signal.wait().await })
-    .into_future();
-    tokio::select! {
-        result = server => result,
-        () = async {
-            shutdown.wait().await;
-            tracing::info!(grace_seconds = grace.as_secs(), "shutting down: draining requests in flight");
-            tokio::time::sleep(grace).await;
-        } => {
-            tracing::warn!("requests still in flight after the grace period (SHUTDOWN_TIMEOUT_SECS); stopping anyway");
-            Ok(())
-        }
-    }
 }
 
 /// Fires the shutdown on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).

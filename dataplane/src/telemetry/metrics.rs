@@ -67,6 +67,13 @@ pub struct Metrics {
     /// 1 while the limits in force are the shared ones (Redis), 0 while they
     /// are this process's own (no Redis, or Redis unreachable).
     pub rate_limiter_redis_up: prometheus::IntGauge,
+    /// Client connections open, TLS handshakes in progress included.
+    pub http_connections_open: prometheus::IntGauge,
+    /// Connections closed by a timeout, by reason: `header_read` (no
+    /// complete request in time) or `idle` (no request for too long).
+    pub http_connections_timed_out_total: IntCounterVec,
+    /// Times a new connection had to wait because `MAX_CONNECTIONS` were open.
+    pub http_connection_limit_reached_total: IntCounter,
 }
 
 impl Metrics {
@@ -193,6 +200,25 @@ impl Metrics {
             "1 while rate limits are shared through Redis, 0 while they are per process",
         )?;
 
+        let http_connections_open = prometheus::IntGauge::new(
+            "http_connections_open",
+            "Client connections open, TLS handshakes in progress included",
+        )?;
+        let http_connections_timed_out_total = IntCounterVec::new(
+            Opts::new(
+                "http_connections_timed_out_total",
+                "Client connections closed by a timeout, by reason (header_read, idle)",
+            ),
+            &["reason"],
+        )?;
+        for reason in ["header_read", "idle"] {
+            http_connections_timed_out_total.with_label_values(&[reason]);
+        }
+        let http_connection_limit_reached_total = IntCounter::new(
+            "http_connection_limit_reached_total",
+            "Times a new connection had to wait because MAX_CONNECTIONS were open",
+        )?;
+
         registry.register(Box::new(http_requests_total.clone()))?;
         registry.register(Box::new(http_request_duration_seconds.clone()))?;
         registry.register(Box::new(emails_sent_total.clone()))?;
@@ -215,6 +241,9 @@ impl Metrics {
         registry.register(Box::new(auth_logins_total.clone()))?;
         registry.register(Box::new(rate_limited_total.clone()))?;
         registry.register(Box::new(rate_limiter_redis_up.clone()))?;
+        registry.register(Box::new(http_connections_open.clone()))?;
+        registry.register(Box::new(http_connections_timed_out_total.clone()))?;
+        registry.register(Box::new(http_connection_limit_reached_total.clone()))?;
         // process_resident_memory_bytes, process_open_fds, process_cpu_seconds_total…
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -252,6 +281,9 @@ impl Metrics {
             auth_logins_total,
             rate_limited_total,
             rate_limiter_redis_up,
+            http_connections_open,
+            http_connections_timed_out_total,
+            http_connection_limit_reached_total,
         })
     }
 
