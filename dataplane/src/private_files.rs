@@ -8,10 +8,12 @@
 //! backup.
 
 use std::{
+    collections::BTreeSet,
     fs::{DirBuilder, File, OpenOptions, Permissions},
     io,
     os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
-    path::Path,
+    path::{Path, PathBuf},
+    sync::{Mutex, PoisonError},
 };
 
 /// Mode of our directories.
@@ -32,6 +34,9 @@ pub fn private_dir(dir: &Path) -> io::Result<()> {
         .create(dir)?;
     match restrict(dir, DIR_MODE) {
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            if !first_report(dir) {
+                return Ok(());
+            }
             let mode = std::fs::metadata(dir).map_or(0, |m| m.permissions().mode()) & 0o7777;
             let shown = format!("{mode:o}");
             // Users other than the owner and the group can enter it: say so loudly.
@@ -46,6 +51,17 @@ pub fn private_dir(dir: &Path) -> io::Result<()> {
         }
         other => other,
     }
+}
+
+/// Whether `dir` is reported for the first time: the data directory is
+/// checked at start and again by the store, whose file it holds; one line
+/// says it.
+fn first_report(dir: &Path) -> bool {
+    static REPORTED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+    REPORTED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(dir.to_owned())
 }
 
 /// Makes `path` 0600 if it exists.
