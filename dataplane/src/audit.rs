@@ -177,5 +177,8 @@ fn settings_snapshot(c: &crate::config::Config) -> serde_json::Value {
         "RATE_LIMIT_ON_REDIS_FAILURE": format!("{:?}", c.rate_limits.on_redis_failure).to_lowercase(),
         "REQUEST_TIMEOUT_SECS": c.request_timeout.as_secs(),
         "MAX_BODY_BYTES": c.max_body_bytes,
+        "HEADER_READ_TIMEOUT_SECS": c.connections.header_read_timeout.as_secs(),
+        "IDLE_TIMEOUT_SECS": c.connections.idle_timeout.as_secs(),
+        "MAX_CONNECTIONS": c.connections.max_connections,
     })
 }

@@ -193,6 +193,23 @@ pub struct Settings {
     #[arg(long, env = "MAX_BODY_BYTES", global = true)]
     pub max_body_bytes: Option<String>,
 
+    /// Seconds a client gets to finish its TLS handshake, and then to send
+    /// a request's headers, once it started (a new connection: from its
+    /// opening); after that it is closed [default: 10].
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", global = true)]
+    pub header_read_timeout_secs: Option<String>,
+
+    /// Seconds a connection may stay open with no request in flight (HTTP/1.1
+    /// keep-alive and HTTP/2); a request in flight is never cut by it
+    /// [default: 75].
+    #[arg(long, env = "IDLE_TIMEOUT_SECS", global = true)]
+    pub idle_timeout_secs: Option<String>,
+
+    /// Most client connections open at once; beyond it the server stops
+    /// accepting until one closes [default: 1024].
+    #[arg(long, env = "MAX_CONNECTIONS", global = true)]
+    pub max_connections: Option<String>,
+
     /// Name of the first administrator [default: admin].
     #[arg(long, env = "ADMIN_USERNAME", global = true)]
     pub admin_username: Option<String>,

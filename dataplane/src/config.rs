@@ -234,6 +234,20 @@ pub struct RateLimitConfig {
     pub on_redis_failure: OnRedisFailure,
 }
 
+/// What one client connection may hold (see [`crate::connections`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Time for a TLS handshake, and for a request's headers from their
+    /// first byte, or from the opening of a new connection
+    /// (`HEADER_READ_TIMEOUT_SECS`).
+    pub header_read_timeout: Duration,
+    /// Time a connection may stay open with no request in flight
+    /// (`IDLE_TIMEOUT_SECS`).
+    pub idle_timeout: Duration,
+    /// Most connections open at once (`MAX_CONNECTIONS`).
+    pub max_connections: usize,
+}
+
 /// Shortest accepted password, for `ADMIN_PASSWORD` and new accounts.
 pub const MIN_PASSWORD_LEN: usize = 12;
 
@@ -276,6 +290,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Timeouts and the cap of client connections.
+    pub connections: ConnectionLimits,
     /// Accounts, sessions and login protection.
     pub auth: AuthConfig,
     /// Request budgets.
@@ -418,10 +434,44 @@ impl Config {
             max_body_bytes: parse_or(&s.max_body_bytes, "MAX_BODY_BYTES", "1048576", |v| {
                 bounded_u64(v, 1024, 64 * 1024 * 1024).map(|n| n as usize)
             })?,
+            connections: connection_limits(s)?,
             auth: auth_config(s)?,
             rate_limits: rate_limit_config(s)?,
         })
     }
+}
+
+fn connection_limits(s: &Settings) -> Result<ConnectionLimits, ConfigError> {
+    Ok(ConnectionLimits {
+        // A client sends its headers in one packet, milliseconds after it
+        // connected; 10 s leave room for a bad mobile link and cap what a
+        // client that sends nothing, or a byte at a time, can hold.
+        header_read_timeout: Duration::from_secs(parse_or(
+            &s.header_read_timeout_secs,
+            "HEADER_READ_TIMEOUT_SECS",
+            "10",
+            |v| bounded_u64(v, 1, 300),
+        )?),
+        // Longer than the 60 s after which what usually stands in front of
+        // us closes an idle connection (ingress-nginx's upstream keep-alive,
+        // AWS load balancers): the proxy must close first, or a request it
+        // sends just as we close fails with a 502. 75 s is nginx's own.
+        idle_timeout: Duration::from_secs(parse_or(
+            &s.idle_timeout_secs,
+            "IDLE_TIMEOUT_SECS",
+            "75",
+            |v| bounded_u64(v, 1, 3600),
+        )?),
+        // A proxy in front keeps a few pooled connections, direct clients
+        // one or two each: 1024 is far more than a healthy pod sees, and far
+        // less than its memory allows (an idle connection costs a socket and
+        // a few KiB of buffers). The timeouts above do the real work against
+        // a flood; this cap bounds what is left of one. Keep it below the
+        // open-file limit (`ulimit -n`) minus the store's and SMTP's pools.
+        max_connections: parse_or(&s.max_connections, "MAX_CONNECTIONS", "1024", |v| {
+            bounded_u64(v, 1, 65536).map(|n| n as usize)
+        })?,
+    })
 }
 
 fn database_config(
@@ -850,6 +900,14 @@ mod tests {
         assert!(c.secret_key_generated);
         assert_eq!(c.secret_key.expose().len(), 64);
         assert_eq!(c.stats_cache_ttl, Duration::from_secs(60));
+        assert_eq!(
+            c.connections,
+            ConnectionLimits {
+                header_read_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(75),
+                max_connections: 1024,
+            }
+        );
         assert!(c.redis_url.is_none() && c.smtp.is_none());
     }
 
@@ -1091,6 +1149,27 @@ mod tests {
                 "MAX_BODY_BYTES",
                 Settings {
                     max_body_bytes: Some("12".into()),
+                    ..settings()
+                },
+            ),
+            (
+                "HEADER_READ_TIMEOUT_SECS",
+                Settings {
+                    header_read_timeout_secs: Some("0".into()),
+                    ..settings()
+                },
+            ),
+            (
+                "IDLE_TIMEOUT_SECS",
+                Settings {
+                    idle_timeout_secs: Some("3601".into()),
+                    ..settings()
+                },
+            ),
+            (
+                "MAX_CONNECTIONS",
+                Settings {
+                    max_connections: Some("none".into()),
                     ..settings()
                 },
             ),

@@ -6,7 +6,8 @@
 //! - [`config`] turns the environment ([`cli::Settings`]) into a validated
 //!   [`config::Config`] before anything starts.
 //! - [`server`] opens the [`store`], migrates it, binds and serves until
-//!   SIGTERM, then drains requests in flight.
+//!   SIGTERM, then drains requests in flight; [`connections`] serves each
+//!   client connection, with a cap on how many and timeouts for slow ones.
 //! - [`app`] assembles the router and the [`middleware`] (request id, security
 //!   headers, metrics, JSON errors, timeout, body limit), in one place.
 //! - [`routes`] map paths to handlers, one file per area; handlers parse,
@@ -17,7 +18,8 @@
 //!   decides what it may call, [`ratelimit`] whether it is within budget;
 //!   [`audit`] records what it did.
 //! - [`store`] is the SQL store (SQLite or PostgreSQL, the same queries),
-//!   [`cache`] the Redis or in-process cache, [`telemetry`] logs and metrics.
+//!   [`cache`] the Redis or in-process cache, [`telemetry`] logs and metrics;
+//!   what they write on disk is private ([`private_files`]).
 //! - [`console`] is the web console under `/console`: HTML pages over the
 //!   same handlers, for people.
 
@@ -28,12 +30,14 @@ pub mod auth;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod console;
 pub mod email;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod middleware;
+pub mod private_files;
 pub mod queue_loop;
 pub mod ratelimit;
 pub mod routes;

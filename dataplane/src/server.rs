@@ -1,13 +1,9 @@
 //! Start-up and shutdown: open the store, migrate, bind, serve until SIGTERM,
-//! then drain requests in flight (bounded) and close the pool.
+//! then drain requests in flight (bounded) and close the pool. How each
+//! connection is served is [`crate::connections`]'s business.
 
-use std::{future::IntoFuture, net::SocketAddr, sync::Arc, time::Instant};
+use std::{net::SocketAddr, sync::Arc, time::Instant};
 
-use axum::{
-    Router,
-    extract::connect_info::Connected,
-    serve::{IncomingStream, Listener, ListenerExt},
-};
 use tokio::{net::TcpListener, signal::unix::SignalKind, sync::Notify};
 
 use crate::{
@@ -16,7 +12,8 @@ use crate::{
     audit,
     auth::{self, Auth, AuthError, passwords::Passwords},
     cache::{Cache, CacheError},
-    config::Config,
+    config::{Config, ConnectionLimits},
+    connections::{self, LimitedListener},
     email::{
         smtp::{Mailer, MailerError},
         worker::Worker,
@@ -84,6 +81,11 @@ pub enum ServeError {
 pub async fn run(config: Config) -> Result<(), ServeError> {
     let started = Instant::now();
     let metrics = Arc::new(Metrics::new()?);
+    // Created or tightened before anything is written into it.
+    crate::private_files::private_dir(&config.data_dir).map_err(|source| StoreError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
     let store = Store::connect(&config.database).await?;
     store.migrate().await?;
     let cache = match &config.redis_url {
@@ -249,7 +251,9 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         health,
     };
     let signals = tokio::spawn(wait_for_signal(trigger));
-    let metrics_router = routes::metrics::router(state.metrics.clone());
+    let limits = state.config.connections;
+    let metrics = state.metrics.clone();
+    let metrics_router = routes::metrics::router(metrics.clone());
     // Both are bound already; the metrics are announced first, so that once
     // the API says it listens, both do.
     let scheme = if certificates.is_some() {
@@ -263,11 +267,22 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         metrics_listener,
         metrics_router,
         certificates.clone(),
+        limits,
+        metrics.clone(),
         shutdown.clone(),
         grace,
     ));
     tracing::info!(%addr, "listening on {scheme}://{addr}");
-    listen(listener, app(state), certificates, shutdown, grace).await?;
+    listen(
+        listener,
+        app(state),
+        certificates,
+        limits,
+        metrics,
+        shutdown,
+        grace,
+    )
+    .await?;
     if let Ok(Err(e)) = metrics_serving.await {
         tracing::warn!(error = %e, "the metrics listener failed");
     }
@@ -282,64 +297,32 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
 }
 
 /// Serves `router` on `listener`, over TLS with `certificates`, until
-/// `shutdown`.
+/// `shutdown`, within `limits` (connections held, header and idle timeouts:
+/// see [`crate::connections`]).
 async fn listen(
     listener: TcpListener,
-    router: Router,
+    router: axum::Router,
     certificates: Option<Arc<Certificates>>,
+    limits: ConnectionLimits,
+    metrics: Arc<Metrics>,
     shutdown: Shutdown,
     grace: std::time::Duration,
 ) -> Result<(), ServeError> {
+    let listener = LimitedListener::new(listener, limits.max_connections, metrics.clone());
     match certificates {
         Some(certificates) => {
             let config = tls::server_config(certificates)?;
-            let listener = TlsListener::new(listener, config, shutdown.clone())?;
-            let listener = listener.tap_io(|tls| {
-                let _ = tls.get_ref().0.set_nodelay(true);
-            });
-            serve(listener, router, shutdown, grace).await?;
+            let listener = TlsListener::new(
+                listener,
+                config,
+                limits.header_read_timeout,
+                shutdown.clone(),
+            )?;
+            connections::serve(listener, router, limits, metrics, shutdown, grace).await;
         }
-        None => {
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            serve(listener, router, shutdown, grace).await?;
-        }
+        None => connections::serve(listener, router, limits, metrics, shutdown, grace).await,
     }
     Ok(())
-}
-
-/// Serves `router` on `listener` (plain TCP or [`TlsListener`]) until
-/// `shutdown` fires, then stops accepting and gives requests in flight up to
-/// `grace` to finish.
-pub async fn serve<L>(
-    listener: L,
-    router: Router,
-    shutdown: Shutdown,
-    grace: std::time::Duration,
-) -> std::io::Result<()>
-where
-    L: Listener<Addr = SocketAddr>,
-    SocketAddr: for<'a> Connected<IncomingStream<'a, L>>,
-{
-    let signal = shutdown.clone();
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { signal.wait().await })
-    .into_future();
-    tokio::select! {
-        result = server => result,
-        () = async {
-            shutdown.wait().await;
-            tracing::info!(grace_seconds = grace.as_secs(), "shutting down: draining requests in flight");
-            tokio::time::sleep(grace).await;
-        } => {
-            tracing::warn!("requests still in flight after the grace period (SHUTDOWN_TIMEOUT_SECS); stopping anyway");
-            Ok(())
-        }
-    }
 }
 
 /// Fires the shutdown on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).

@@ -23,23 +23,20 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use axum::serve::Listener;
 use rustls::{
     ServerConfig,
     server::{ClientHello, ResolvesServerCert},
     sign::CertifiedKey,
 };
 use tls_check::Pair;
-use tokio::{
-    net::{TcpListener, TcpStream},
-    sync::mpsc,
-};
+use tokio::{net::TcpStream, sync::mpsc};
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 
-use crate::shutdown::Shutdown;
-
-/// How long a client gets to finish its handshake; a slow or silent one
-/// must not hold a task and a socket for ever.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::{
+    connections::{Counted, LimitedListener},
+    shutdown::Shutdown,
+};
 
 /// Handshakes done but not yet taken by the server; beyond this, accepting
 /// waits, which pushes back on a flood instead of queueing it in memory.
@@ -275,19 +272,26 @@ pub fn server_config(certificates: Arc<Certificates>) -> Result<Arc<ServerConfig
     Ok(Arc::new(config))
 }
 
+/// A TLS connection, holding its place under `MAX_CONNECTIONS`.
+pub type TlsConnection = TlsStream<Counted<TcpStream>>;
+
 /// Accepts TCP connections and hands the server only those whose TLS
 /// handshake succeeded. Each handshake runs in its own task, so a slow
 /// client delays nobody else's.
 pub struct TlsListener {
-    accepted: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    accepted: mpsc::Receiver<(TlsConnection, SocketAddr)>,
     local_addr: SocketAddr,
 }
 
 impl TlsListener {
-    /// Starts accepting on `tcp` until `shutdown`.
+    /// Starts accepting on `tcp` until `shutdown`. A client gets
+    /// `handshake_timeout` (`HEADER_READ_TIMEOUT_SECS`) to finish its
+    /// handshake: a slow or silent one must not hold a socket for ever,
+    /// and a connection place under `MAX_CONNECTIONS` with it.
     pub fn new(
-        tcp: TcpListener,
+        mut tcp: LimitedListener,
         config: Arc<ServerConfig>,
+        handshake_timeout: Duration,
         shutdown: Shutdown,
     ) -> io::Result<TlsListener> {
         let local_addr = tcp.local_addr()?;
@@ -296,21 +300,13 @@ impl TlsListener {
         tokio::spawn(async move {
             loop {
                 let (stream, peer) = tokio::select! {
-                    accepted = tcp.accept() => match accepted {
-                        Ok(conn) => conn,
-                        Err(e) => {
-                            // Out of file descriptors, usually: wait, as axum does.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
-                        }
-                    },
+                    accepted = tcp.accept() => accepted,
                     () = shutdown.wait() => return,
                 };
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;
                         }
@@ -329,8 +325,8 @@ impl TlsListener {
     }
 }
 
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+impl Listener for TlsListener {
+    type Io = TlsConnection;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {

@@ -40,6 +40,9 @@ const SETTINGS: &[&str] = &[
     "REQUEST_TIMEOUT_SECS",
     "SHUTDOWN_TIMEOUT_SECS",
     "MAX_BODY_BYTES",
+    "HEADER_READ_TIMEOUT_SECS",
+    "IDLE_TIMEOUT_SECS",
+    "MAX_CONNECTIONS",
 ];
 
 #[test]
@@ -77,6 +80,9 @@ fn each_invalid_value_stops_the_process_naming_its_variable() {
         ("REQUEST_TIMEOUT_SECS", "-5"),
         ("SHUTDOWN_TIMEOUT_SECS", "1h"),
         ("MAX_BODY_BYTES", "1e9"),
+        ("HEADER_READ_TIMEOUT_SECS", "0"),
+        ("IDLE_TIMEOUT_SECS", "forever"),
+        ("MAX_CONNECTIONS", "0"),
     ];
     for (var, value) in cases {
         let out = run(&[(var, value)], &[]);

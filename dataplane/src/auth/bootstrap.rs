@@ -131,15 +131,10 @@ pub async fn first_admin(
 
 /// Writes `text` to a new file only its owner can read.
 fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    use std::io::Write;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        crate::private_files::private_dir(dir)?;
     }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut file = crate::private_files::create_private(path)?;
     writeln!(file, "{text}")
 }

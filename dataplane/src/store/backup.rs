@@ -25,7 +25,7 @@ use std::{
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{MIGRATOR, Store, StoreError};
-use crate::config::DatabaseKind;
+use crate::{config::DatabaseKind, private_files};
 
 /// Every table of ours, parents before children (the order of inserts).
 pub const TABLES: [&str; 7] = [
@@ -89,7 +89,7 @@ impl Store {
     /// Writes a consistent snapshot into `dir` (created if needed) and
     /// returns its path: `securevault-<UTC time>.sqlite` or `.pgjson`.
     pub async fn backup(&self, dir: &Path, now: SystemTime) -> Result<PathBuf, BackupError> {
-        std::fs::create_dir_all(dir).map_err(file_error(dir))?;
+        private_files::private_dir(dir).map_err(file_error(dir))?;
         let stamp = humantime::format_rfc3339_seconds(now)
             .to_string()
             .replace([':', '-'], "");
@@ -102,6 +102,10 @@ impl Store {
         let _ = std::fs::remove_file(&partial);
         match self.kind {
             DatabaseKind::Sqlite => {
+                // Created private and empty first: SQLite writes into an
+                // empty file and keeps its mode (it would create its own
+                // with the umask's).
+                drop(private_files::create_private(&partial).map_err(file_error(&partial))?);
                 sqlx::query("VACUUM INTO $1")
                     .bind(partial.display().to_string())
                     .execute(&self.pool)
@@ -110,11 +114,15 @@ impl Store {
             DatabaseKind::Postgres => self.export_postgres(&partial).await?,
         }
         std::fs::rename(&partial, &path).map_err(file_error(&path))?;
+        // Those an older version wrote readable by anyone, too.
+        for backup in backups_in(dir)? {
+            private_files::private_file(&backup).map_err(file_error(&backup))?;
+        }
         Ok(path)
     }
 
     async fn export_postgres(&self, path: &Path) -> Result<(), BackupError> {
-        let file = std::fs::File::create(path).map_err(file_error(path))?;
+        let file = private_files::create_private(path).map_err(file_error(path))?;
         let mut out = std::io::BufWriter::new(file);
         let mut tx = self.pool.begin().await?;
         // The first statement of the transaction fixes its snapshot.
@@ -323,6 +331,17 @@ fn check_version(version: Option<i64>) -> Result<(), BackupError> {
 
 /// Deletes all but the `keep` newest backups in `dir`; returns how many.
 pub fn prune(dir: &Path, keep: usize) -> Result<usize, BackupError> {
+    let backups = backups_in(dir)?;
+    let excess = backups.len().saturating_sub(keep);
+    for old in &backups[..excess] {
+        std::fs::remove_file(old).map_err(file_error(old))?;
+    }
+    Ok(excess)
+}
+
+/// The backups in `dir`, oldest first (the names hold the UTC time: name
+/// order is time order); other files are never touched.
+fn backups_in(dir: &Path) -> Result<Vec<PathBuf>, BackupError> {
     let mut backups: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(file_error(dir))?
         .filter_map(Result::ok)
@@ -333,13 +352,8 @@ pub fn prune(dir: &Path, keep: usize) -> Result<usize, BackupError> {
             })
         })
         .collect();
-    // The names hold the UTC time: name order is time order.
     backups.sort();
-    let excess = backups.len().saturating_sub(keep);
-    for old in &backups[..excess] {
-        std::fs::remove_file(old).map_err(file_error(old))?;
-    }
-    Ok(excess)
+    Ok(backups)
 }
 
 #[cfg(test)]

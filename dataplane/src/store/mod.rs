@@ -15,7 +15,11 @@ mod queue;
 mod stats;
 mod webhooks;
 
-use std::{path::Path, time::Duration};
+use std::{
+    os::unix::fs::OpenOptionsExt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use sqlx::{
     AnyPool, Executor,
@@ -32,7 +36,10 @@ pub use generations::{NewGeneration, StoredGeneration};
 pub use stats::{KindStats, PeriodCounts, Stats, unix_millis};
 pub use webhooks::StoredEvent;
 
-use crate::config::{DatabaseConfig, DatabaseKind};
+use crate::{
+    config::{DatabaseConfig, DatabaseKind},
+    private_files,
+};
 
 /// The migrations in `dataplane/migrations`, compiled into the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!();
@@ -48,6 +55,15 @@ pub enum StoreError {
     #[error("cannot create the data directory {path}: {source}")]
     DataDir {
         /// The directory.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file of the SQLite store cannot be made private (0600).
+    #[error("cannot make {path} private (mode 0600): {source}")]
+    Permissions {
+        /// The file.
         path: String,
         /// Why.
         #[source]
@@ -73,14 +89,16 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens the pool. For SQLite the data directory and file are created.
+    /// Opens the pool. For SQLite the data directory and file are created,
+    /// private (see [`crate::private_files`]).
     pub async fn connect(config: &DatabaseConfig) -> Result<Self, StoreError> {
         install_default_drivers();
         let url = config.url.expose();
-        if config.kind == DatabaseKind::Sqlite {
-            create_sqlite_dir(url)?;
-        }
         let is_sqlite = config.kind == DatabaseKind::Sqlite;
+        let sqlite_file = if is_sqlite { sqlite_file(url) } else { None };
+        if let Some(file) = &sqlite_file {
+            prepare_sqlite(file, url)?;
+        }
         let options = || {
             AnyPoolOptions::new()
                 .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -111,6 +129,9 @@ impl Store {
         } else {
             pool.clone()
         };
+        if let Some(file) = &sqlite_file {
+            tighten_sqlite(file)?;
+        }
         Ok(Self {
             pool,
             writer,
@@ -156,25 +177,64 @@ impl Store {
     }
 }
 
-/// Creates the directory of `sqlite://path/to/file.db?…`; in-memory databases
-/// have none.
-fn create_sqlite_dir(url: &str) -> Result<(), StoreError> {
+/// The file of `sqlite://path/to/file.db?…`; `None` for an in-memory
+/// database.
+fn sqlite_file(url: &str) -> Option<PathBuf> {
     let path = url
         .trim_start_matches("sqlite:")
         .trim_start_matches("//")
         .split('?')
         .next()
         .unwrap_or_default();
-    if path.is_empty() || path == ":memory:" {
-        return Ok(());
+    if path.is_empty() || path == ":memory:" || url.contains("mode=memory") {
+        return None;
     }
-    match Path::new(path).parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
-                path: dir.display().to_string(),
-                source,
-            })
+    Some(PathBuf::from(path))
+}
+
+/// Before SQLite opens `file`: its directory exists and is private, and a
+/// new file is created private (when the URL asks SQLite to create it,
+/// `mode=rwc`), so that no one else can open it even for an instant. SQLite
+/// gives its WAL and shared-memory files the mode of the database file.
+fn prepare_sqlite(file: &Path, url: &str) -> Result<(), StoreError> {
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        private_files::private_dir(dir).map_err(|source| StoreError::DataDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    if url.contains("mode=rwc") {
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(private_files::FILE_MODE)
+            .open(file);
+        match created {
+            // An empty file is an empty database to SQLite.
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(source) => return Err(permissions(file, source)),
         }
-        _ => Ok(()),
+    }
+    Ok(())
+}
+
+/// After SQLite opened `file`: the database and its WAL and shared-memory
+/// files are private, those an older version left readable included.
+fn tighten_sqlite(file: &Path) -> Result<(), StoreError> {
+    // The database first: SQLite creates the other two with its mode.
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = file.as_os_str().to_owned();
+        path.push(suffix);
+        let path = PathBuf::from(path);
+        private_files::private_file(&path).map_err(|source| permissions(&path, source))?;
+    }
+    Ok(())
+}
+
+fn permissions(path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::Permissions {
+        path: path.display().to_string(),
+        source,
     }
 }

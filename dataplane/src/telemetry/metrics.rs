@@ -79,6 +79,13 @@ pub struct Metrics {
     /// The last round's result per check (`database`, `cache`,
     /// `rate_limiter`, `smtp`, `ai`): 1 healthy, 0 not.
     pub health_check_status: prometheus::IntGaugeVec,
+    /// Client connections open, TLS handshakes in progress included.
+    pub http_connections_open: prometheus::IntGauge,
+    /// Connections closed by a timeout, by reason: `header_read` (no
+    /// complete request in time) or `idle` (no request for too long).
+    pub http_connections_timed_out_total: IntCounterVec,
+    /// Times a new connection had to wait because `MAX_CONNECTIONS` were open.
+    pub http_connection_limit_reached_total: IntCounter,
 }
 
 impl Metrics {
@@ -227,6 +234,25 @@ impl Metrics {
             &["result"],
         )?;
 
+        let http_connections_open = prometheus::IntGauge::new(
+            "http_connections_open",
+            "Client connections open, TLS handshakes in progress included",
+        )?;
+        let http_connections_timed_out_total = IntCounterVec::new(
+            Opts::new(
+                "http_connections_timed_out_total",
+                "Client connections closed by a timeout, by reason (header_read, idle)",
+            ),
+            &["reason"],
+        )?;
+        for reason in ["header_read", "idle"] {
+            http_connections_timed_out_total.with_label_values(&[reason]);
+        }
+        let http_connection_limit_reached_total = IntCounter::new(
+            "http_connection_limit_reached_total",
+            "Times a new connection had to wait because MAX_CONNECTIONS were open",
+        )?;
+
         registry.register(Box::new(http_requests_total.clone()))?;
         registry.register(Box::new(http_request_duration_seconds.clone()))?;
         registry.register(Box::new(emails_sent_total.clone()))?;
@@ -253,6 +279,9 @@ impl Metrics {
         registry.register(Box::new(auth_password_verifications_total.clone()))?;
         registry.register(Box::new(health_check_rounds_total.clone()))?;
         registry.register(Box::new(health_check_status.clone()))?;
+        registry.register(Box::new(http_connections_open.clone()))?;
+        registry.register(Box::new(http_connections_timed_out_total.clone()))?;
+        registry.register(Box::new(http_connection_limit_reached_total.clone()))?;
         // process_resident_memory_bytes, process_open_fds, process_cpu_seconds_total…
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -297,6 +326,9 @@ impl Metrics {
             auth_password_verifications_total,
             health_check_rounds_total,
             health_check_status,
+            http_connections_open,
+            http_connections_timed_out_total,
+            http_connection_limit_reached_total,
         })
     }
 
