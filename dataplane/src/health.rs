@@ -2,7 +2,8 @@
 //! in time, so a hung dependency shows as failed instead of hanging the probe.
 //!
 //! The checks run in the background, one round every [`CHECK_INTERVAL`]
-//! ([`HealthMonitor`]), and whoever wants them reads the last round: the
+//! (every second while one fails) ([`HealthMonitor`]), and whoever wants
+//! them reads the last round: the
 //! detailed health report and the webhook monitor. A request never causes a
 //! call to the model server or an SMTP connection, so asking for the report
 //! in a loop cannot be turned against those servers (or against the
@@ -25,6 +26,11 @@ use crate::{
 
 /// Time between two rounds of checks.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Time between two rounds while a check fails: a dependency that comes
+/// back is seen soon, and one that failed once on a busy moment is not
+/// reported for long.
+const RECHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Bound on one check: a round never waits longer for a dependency. No
 /// request waits on a round, so it can be generous.
@@ -74,9 +80,18 @@ impl HealthMonitor {
                         .with_label_values(&[name])
                         .set(i64::from(result.status == CheckStatus::Healthy));
                 }
+                let failing = round
+                    .checks
+                    .values()
+                    .any(|c| c.status != CheckStatus::Healthy);
                 tx.send_replace(Some(Arc::new(round)));
+                let next = if failing {
+                    RECHECK_INTERVAL
+                } else {
+                    CHECK_INTERVAL
+                };
                 tokio::select! {
-                    () = tokio::time::sleep(CHECK_INTERVAL) => {}
+                    () = tokio::time::sleep(next) => {}
                     () = shutdown.wait() => return,
                 }
             }
