@@ -10,10 +10,10 @@ use axum::{
     response::{IntoResponse, Redirect, Response},
 };
 
-use super::{form::csrf_token, layout};
+use super::layout;
 use crate::{
     app::AppState,
-    auth::{Credential, Principal},
+    auth::{Credential, Principal, csrf},
     middleware::auth::{Access, SESSION_COOKIE, cookie, spend},
     ratelimit::Decision,
 };
@@ -66,7 +66,7 @@ pub async fn require(State(guard): State<Guard>, mut req: Request, next: Next) -
         Err(refused) => return layout::failure(&refused),
     };
     let viewer = Viewer {
-        csrf: csrf_token(&principal),
+        csrf: csrf::token(&principal),
         principal,
         api_budget: decision,
     };

@@ -14,9 +14,9 @@ use serde::Deserialize;
 use crate::{
     app::AppState,
     audit,
-    auth::Principal,
+    auth::{Principal, csrf::same_token, tokens::hex},
     console::{
-        form::{CSRF_FIELD, CsrfForm, hex, same_token},
+        form::{CSRF_FIELD, CsrfForm},
         guard::session_cookie,
         layout,
     },
