@@ -21,8 +21,25 @@ use crate::{
     ratelimit::{Decision, Limiter, Policy},
 };
 
-/// The session cookie's name.
+/// The session cookie's name over plain HTTP (`SESSION_COOKIE_SECURE=false`).
 pub const SESSION_COOKIE: &str = "sv_session";
+
+/// The session cookie's name when it is `Secure`. A browser keeps a
+/// `__Host-` cookie only if it came over HTTPS with `Path=/` and no
+/// `Domain`, so no other host (a sibling subdomain) can plant or overwrite
+/// one: a session fixed by someone else cannot arrive under this name.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-sv_session";
+
+/// The session cookie's name, by whether it is `Secure`. Only this name is
+/// read: when it is `Secure`, an unprefixed `sv_session` may have been set by
+/// any subdomain, so it is ignored.
+pub fn session_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        SECURE_SESSION_COOKIE
+    } else {
+        SESSION_COOKIE
+    }
+}
 
 /// What a group of routes requires. Every guarded request spends the API
 /// budget; sending and generating spend their own budget too (reading an
@@ -66,7 +83,8 @@ pub struct Guard {
 
 /// Authenticates, authorises and rate-limits, then runs the route.
 pub async fn require(State(guard): State<Guard>, mut req: Request, next: Next) -> Response {
-    let principal = match authenticate(&guard.state, req.headers()).await {
+    let cookie_name = session_cookie_name(guard.state.auth.config.cookie_secure);
+    let principal = match authenticate(&guard.state, req.headers(), cookie_name).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
@@ -119,8 +137,12 @@ pub async fn require(State(guard): State<Guard>, mut req: Request, next: Next) -
     res
 }
 
-async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
-    let Some(token) = credentials(headers) else {
+async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    cookie_name: &str,
+) -> Result<Principal, ApiError> {
+    let Some(token) = credentials(headers, cookie_name) else {
         return Err(ApiError::Unauthorized(
             "sign in first (POST /api/auth/login) or send an API key as `Authorization: Bearer svk_…`"
                 .into(),
@@ -133,8 +155,8 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal
     })
 }
 
-/// The bearer token, or else the session cookie.
-pub fn credentials(headers: &HeaderMap) -> Option<&str> {
+/// The bearer token, or else the session cookie named `cookie_name`.
+pub fn credentials<'a>(headers: &'a HeaderMap, cookie_name: &str) -> Option<&'a str> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         return value
             .to_str()
@@ -142,7 +164,7 @@ pub fn credentials(headers: &HeaderMap) -> Option<&str> {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
     }
-    cookie(headers, SESSION_COOKIE)
+    cookie(headers, cookie_name)
 }
 
 /// The value of cookie `name`, if the request has a non-empty one.
@@ -235,14 +257,34 @@ mod tests {
             header::COOKIE,
             "theme=dark; sv_session=svs_cookie".parse().unwrap(),
         );
-        assert_eq!(credentials(&h), Some("svs_cookie"));
+        assert_eq!(credentials(&h, SESSION_COOKIE), Some("svs_cookie"));
         h.insert(header::AUTHORIZATION, "Bearer svk_key".parse().unwrap());
-        assert_eq!(credentials(&h), Some("svk_key"));
+        assert_eq!(credentials(&h, SESSION_COOKIE), Some("svk_key"));
         h.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
         assert_eq!(
-            credentials(&h),
+            credentials(&h, SESSION_COOKIE),
             None,
             "a non-bearer Authorization is not a cookie fallback"
+        );
+    }
+
+    #[test]
+    fn a_secure_cookie_is_read_only_under_its_host_prefixed_name() {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, "sv_session=svs_planted".parse().unwrap());
+        let secure = session_cookie_name(true);
+        assert_eq!(secure, "__Host-sv_session");
+        assert_eq!(credentials(&h, secure), None);
+        h.insert(
+            header::COOKIE,
+            "sv_session=svs_planted; __Host-sv_session=svs_ours"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(credentials(&h, secure), Some("svs_ours"));
+        assert_eq!(
+            credentials(&h, session_cookie_name(false)),
+            Some("svs_planted")
         );
     }
 
