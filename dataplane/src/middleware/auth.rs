@@ -3,12 +3,16 @@
 //! scope), and is it within their budget (the rate limits).
 //!
 //! Credentials come as `Authorization: Bearer <token>` or as the session
-//! cookie. Answers: 401 without valid credentials, 403 without the scope,
-//! 429 over a limit. Every answer that passed the guard carries the IETF
+//! cookie; a call by the cookie that changes something must also come from
+//! our own origin ([`super::csrf`]). Answers: 401 without valid
+//! credentials, 403 from another origin or without the scope, 429 over a
+//! limit. Every answer that passed the guard carries the IETF
 //! `RateLimit-Policy` and `RateLimit` headers of the budgets it spent.
 
+use std::net::SocketAddr;
+
 use axum::{
-    extract::{Request, State},
+    extract::{ConnectInfo, Request, State},
     http::{HeaderMap, HeaderValue, header},
     middleware::Next,
     response::{IntoResponse, Response},
@@ -16,8 +20,9 @@ use axum::{
 
 use crate::{
     app::AppState,
-    auth::{Principal, Scope},
+    auth::{Principal, Scope, client_ip, csrf::token as csrf_token},
     error::ApiError,
+    middleware::csrf::{self, Arrival, Refusal},
     ratelimit::{Decision, Limiter, Policy},
 };
 
@@ -89,6 +94,10 @@ pub async fn require(State(guard): State<Guard>, mut req: Request, next: Next) -
         Err(e) => return e.into_response(),
     };
     tracing::Span::current().record("user_id", principal.id.as_str());
+    // Before any budget is spent: a forged call must not drain the victim's.
+    if let Err(refusal) = same_origin(&guard.state, &req, &principal) {
+        return ApiError::from(refusal).into_response();
+    }
     if let Some(scope) = guard.access.scope()
         && !principal.has(scope)
     {
@@ -153,6 +162,27 @@ async fn authenticate(
             "the session has ended or the API key is unknown or revoked; sign in again".into(),
         )
     })
+}
+
+/// The cross-site check of a call that authenticated by the session cookie;
+/// a bearer token needs none ([`credentials`] reads the cookie only when
+/// there is no `Authorization` header).
+fn same_origin(state: &AppState, req: &Request, principal: &Principal) -> Result<(), Refusal> {
+    if req.headers().contains_key(header::AUTHORIZATION) {
+        return Ok(());
+    }
+    let via_trusted_proxy = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_some_and(|ConnectInfo(peer)| {
+            client_ip::is_trusted(peer.ip(), &state.config.auth.trusted_proxies)
+        });
+    let arrival = Arrival {
+        tls: state.tls.is_some(),
+        via_trusted_proxy,
+        uri_authority: req.uri().authority().map(|a| a.as_str()),
+    };
+    csrf::check(req.method(), req.headers(), arrival, &csrf_token(principal))
 }
 
 /// The bearer token, or else the session cookie named `cookie_name`.
