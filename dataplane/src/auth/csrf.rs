@@ -8,16 +8,15 @@
 
 use sha2::{Digest, Sha256};
 
-use super::{Credential, Principal, tokens::hex};
+use super::{Credential, tokens::hex};
 
-/// The CSRF token of `principal`'s session (empty for an API key, which has
-/// no session to protect and never matches).
-pub fn token(principal: &Principal) -> String {
-    match &principal.via {
-        Credential::Session { token_hash, .. } => {
-            hex(&Sha256::digest(format!("sv-console-csrf:{token_hash}")))
-        }
-        Credential::ApiKey => String::new(),
+/// The CSRF token of a session (empty for an API key, which has no session
+/// to protect and never matches).
+pub fn token(credential: &Credential) -> String {
+    if let Credential::Session { token_hash, .. } = credential {
+        hex(&Sha256::digest(format!("sv-console-csrf:{token_hash}")))
+    } else {
+        String::new()
     }
 }
 
@@ -36,15 +35,10 @@ pub fn same_token(a: &str, b: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn session(hash: &str) -> Principal {
-        Principal {
-            id: "user:1".into(),
-            name: "a".into(),
-            scopes: vec![],
-            via: Credential::Session {
-                token_hash: hash.into(),
-                expires_at: 0,
-            },
+    fn session(hash: &str) -> Credential {
+        Credential::Session {
+            token_hash: hash.into(),
+            expires_at: 0,
         }
     }
 

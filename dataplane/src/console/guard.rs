@@ -66,7 +66,7 @@ pub async fn require(State(guard): State<Guard>, mut req: Request, next: Next) -
         Err(refused) => return layout::failure(&refused),
     };
     let viewer = Viewer {
-        csrf: csrf::token(&principal),
+        csrf: csrf::token(&principal.via),
         principal,
         api_budget: decision,
     };

@@ -182,7 +182,12 @@ fn same_origin(state: &AppState, req: &Request, principal: &Principal) -> Result
         via_trusted_proxy,
         uri_authority: req.uri().authority().map(|a| a.as_str()),
     };
-    csrf::check(req.method(), req.headers(), arrival, &csrf_token(principal))
+    csrf::check(
+        req.method(),
+        req.headers(),
+        arrival,
+        &csrf_token(&principal.via),
+    )
 }
 
 /// The bearer token, or else the session cookie named `cookie_name`.
