@@ -40,7 +40,14 @@
     fetch(form.getAttribute("data-stream"), {
       method: "POST",
       credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "Accept": "text/event-stream" },
+      // The API refuses a call by the session cookie that does not show it
+      // comes from our own pages: the browser's Origin does, and the
+      // session's CSRF token covers a browser that sends no Origin.
+      headers: {
+        "Content-Type": "application/json",
+        "Accept": "text/event-stream",
+        "X-CSRF-Token": form.elements.csrf ? form.elements.csrf.value : ""
+      },
       body: JSON.stringify(body)
     }).then(function (res) {
       if (!res.ok) {

@@ -31,6 +31,15 @@ pub enum ApiError {
     /// 403: authenticated, but without the scope this route needs.
     #[error("{0}")]
     Forbidden(String),
+    /// 403: a call by the session cookie that changes something and does not
+    /// show it comes from our own pages (`middleware::csrf`).
+    #[error("{message}")]
+    CrossSite {
+        /// What is missing or wrong, and what to send instead.
+        message: String,
+        /// The request header at fault: `origin` or `x-csrf-token`.
+        header: String,
+    },
     /// 429: a rate limit or a login block; `Retry-After` says when to retry.
     #[error("{message}")]
     TooManyRequests {
@@ -107,7 +116,7 @@ impl ApiError {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::CrossSite { .. } => StatusCode::FORBIDDEN,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -128,6 +137,7 @@ impl ApiError {
             Self::BadRequest { .. } => "bad_request",
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
+            Self::CrossSite { .. } => "csrf_refused",
             Self::TooManyRequests { .. } => "rate_limited",
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
@@ -177,6 +187,7 @@ impl IntoResponse for ApiError {
                 None,
             ),
             Self::BadRequest { field, .. } => (self.to_string(), field.clone()),
+            Self::CrossSite { header, .. } => (self.to_string(), Some(header.clone())),
             Self::Validation { field, .. } if !field.is_empty() => {
                 (self.to_string(), Some(field.clone()))
             }
@@ -231,6 +242,15 @@ impl From<crate::auth::AuthError> for ApiError {
 impl From<crate::ratelimit::Unavailable> for ApiError {
     fn from(e: crate::ratelimit::Unavailable) -> Self {
         Self::Unavailable(e.to_string())
+    }
+}
+
+impl From<crate::middleware::csrf::Refusal> for ApiError {
+    fn from(refusal: crate::middleware::csrf::Refusal) -> Self {
+        Self::CrossSite {
+            header: refusal.header().to_owned(),
+            message: refusal.to_string(),
+        }
     }
 }
 

@@ -173,7 +173,7 @@ async fn a_session_works_as_cookie_and_bearer_until_logout_or_expiry() {
     }
     let body = json(r).await;
     let token = body["token"].as_str().unwrap().to_owned();
-    assert!(cookie.starts_with(&format!("sv_session={token};")));
+    assert!(cookie.starts_with(&format!("__Host-sv_session={token};")));
     assert_eq!(body["user"]["name"], "admin");
     assert_eq!(
         body["user"]["scopes"],
@@ -183,7 +183,7 @@ async fn a_session_works_as_cookie_and_bearer_until_logout_or_expiry() {
     // The cookie alone, as a browser sends it.
     let me = client()
         .get(dp.url("/api/auth/me"))
-        .header("cookie", format!("theme=dark; sv_session={token}"))
+        .header("cookie", format!("theme=dark; __Host-sv_session={token}"))
         .send()
         .await
         .unwrap();

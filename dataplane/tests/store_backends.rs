@@ -183,7 +183,7 @@ async fn console_queries(dp: &DataPlane, store_url: &str) {
         async move {
             client()
                 .get(path)
-                .header("cookie", format!("sv_session={token}"))
+                .header("cookie", format!("__Host-sv_session={token}"))
                 .send()
                 .await
                 .unwrap()

@@ -236,6 +236,55 @@ async fn slack_format_posts_a_readable_message() {
     assert!(!delivery.headers.contains_key("webhook-signature"));
 }
 
+/// What a sender could put in a recipient's display name to make the
+/// notification ping a whole channel, mention someone or show a disguised
+/// link, if Slack read it as markup.
+const SLACK_MARKUP: &str = "<!channel> <@U123> <http://x|y> & co";
+/// The same, escaped as Slack's mrkdwn wants: shown as typed, inert.
+const SLACK_ESCAPED: &str = "&lt;!channel&gt; &lt;@U123&gt; &lt;http://x|y&gt; &amp; co";
+
+/// Whether `text` holds no Slack control sequence: no `<` or `>`, and every
+/// `&` starts one of the three escapes.
+fn slack_inert(text: &str) -> bool {
+    !text.contains(['<', '>'])
+        && text.match_indices('&').all(|(at, _)| {
+            ["&amp;", "&lt;", "&gt;"]
+                .iter()
+                .any(|e| text[at..].starts_with(e))
+        })
+}
+
+#[tokio::test]
+async fn slack_messages_show_user_text_as_typed_without_pinging_or_linking() {
+    let mailpit = Mailpit::start().unwrap();
+    let receiver = WebhookReceiver::start(None).unwrap();
+    let dp = start_notifying(&mailpit, &receiver, &[("WEBHOOK_FORMAT", "slack")]);
+    let to = format!("\"{SLACK_MARKUP}\" <ada@example.com>");
+    let sent = send(&dp, json!({"to": to, "subject": SLACK_MARKUP, "text": "t"})).await;
+    let delivery = deliveries(&receiver, 1, |_| true).await.remove(0);
+    let text = delivery.body.unwrap()["text"].as_str().unwrap().to_owned();
+    assert_eq!(
+        text,
+        format!(
+            ":white_check_mark: SecureVault: email {sent} sent to \
+             \"{SLACK_ESCAPED}\" &lt;ada@example.com&gt; (attempt 1)."
+        )
+    );
+    assert!(slack_inert(&text), "{text}");
+
+    // A refusal names the recipient and the SMTP server's words: both are
+    // text from outside.
+    mailpit
+        .set_chaos(ChaosTrigger::Recipient, 550, 100)
+        .unwrap();
+    send(&dp, json!({"to": to, "subject": "s", "text": "t"})).await;
+    let failed = deliveries(&receiver, 2, |_| true).await.remove(1);
+    let text = failed.body.unwrap()["text"].as_str().unwrap().to_owned();
+    assert!(text.starts_with(":x: SecureVault: email "), "{text}");
+    assert!(text.contains(SLACK_ESCAPED), "{text}");
+    assert!(slack_inert(&text), "{text}");
+}
+
 #[tokio::test]
 async fn an_smtp_outage_is_announced_once_as_a_system_error() {
     let mut mailpit = Mailpit::start().unwrap();

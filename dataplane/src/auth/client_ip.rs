@@ -18,7 +18,7 @@ pub fn resolve<'a>(
     forwarded: impl IntoIterator<Item = &'a str>,
     trusted: &[IpNet],
 ) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let is_trusted = |ip: &IpAddr| is_trusted(*ip, trusted);
     let peer = peer.to_canonical();
     if !is_trusted(&peer) {
         return peer;
@@ -41,6 +41,13 @@ pub fn resolve<'a>(
         }
     }
     client
+}
+
+/// Whether `peer` is one of the `trusted` proxies, whose forwarded headers
+/// are believed.
+pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
+    let peer = peer.to_canonical();
+    trusted.iter().any(|net| net.contains(&peer))
 }
 
 #[cfg(test)]

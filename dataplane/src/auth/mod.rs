@@ -17,6 +17,7 @@ pub mod bootstrap;
 pub mod brute_force;
 pub mod cache;
 pub mod client_ip;
+pub mod csrf;
 pub mod passwords;
 pub mod sessions;
 pub mod tokens;

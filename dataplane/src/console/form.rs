@@ -1,12 +1,9 @@
 //! Form posts and their CSRF protection.
 //!
-//! Every form of a signed-in page carries a token derived from the session:
-//! `SHA-256("sv-console-csrf:" ‖ digest of the session token)`. Another site
-//! cannot read it (it never sees the page, and the cookie is `HttpOnly`), so
-//! a post without it, or with another session's, is refused. Nothing is
-//! stored: any replica derives the same token from the same session, and
-//! the token dies with the session. The sign-in form, which has no session
-//! yet, uses a random token in a short-lived cookie instead (double submit).
+//! Every form of a signed-in page carries the session's CSRF token
+//! ([`crate::auth::csrf`]); a post without it, or with another session's, is
+//! refused. The sign-in form, which has no session yet, uses a random token
+//! in a short-lived cookie instead (double submit).
 
 use axum::{
     body::Bytes,
@@ -15,40 +12,12 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::{Deserialize, de::DeserializeOwned};
-use sha2::{Digest, Sha256};
 
 use super::{guard::Viewer, layout};
-use crate::auth::{Credential, Principal};
+use crate::auth::csrf::same_token;
 
 /// The hidden field every form carries.
 pub const CSRF_FIELD: &str = "csrf";
-
-/// The CSRF token of `principal`'s session (empty for an API key, which
-/// never opens the console).
-pub fn csrf_token(principal: &Principal) -> String {
-    match &principal.via {
-        Credential::Session { token_hash, .. } => {
-            hex(&Sha256::digest(format!("sv-console-csrf:{token_hash}")))
-        }
-        Credential::ApiKey { .. } => String::new(),
-    }
-}
-
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Whether two tokens are equal, in time that does not depend on where they
-/// differ.
-pub fn same_token(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && !a.is_empty()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
 
 #[derive(Deserialize)]
 struct CsrfOnly {
@@ -98,40 +67,5 @@ where
                     &format!("The form could not be read: {e}."),
                 )
             })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn session(hash: &str) -> Principal {
-        Principal {
-            id: "user:1".into(),
-            name: "a".into(),
-            scopes: vec![],
-            via: Credential::Session {
-                token_hash: hash.into(),
-                expires_at: 0,
-            },
-            account: "1".into(),
-        }
-    }
-
-    #[test]
-    fn each_session_has_its_own_token() {
-        let a = csrf_token(&session("aaa"));
-        assert_eq!(a.len(), 64);
-        assert_eq!(a, csrf_token(&session("aaa")));
-        assert_ne!(a, csrf_token(&session("aab")));
-        assert!(!a.contains("aaa"), "the token must not reveal the session");
-    }
-
-    #[test]
-    fn tokens_compare_whole() {
-        assert!(same_token("abc", "abc"));
-        assert!(!same_token("abc", "abd"));
-        assert!(!same_token("abc", "ab"));
-        assert!(!same_token("", ""), "an empty token never matches");
     }
 }

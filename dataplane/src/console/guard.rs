@@ -10,11 +10,11 @@ use axum::{
     response::{IntoResponse, Redirect, Response},
 };
 
-use super::{form::csrf_token, layout};
+use super::layout;
 use crate::{
     app::AppState,
-    auth::{Credential, Principal},
-    middleware::auth::{Access, SESSION_COOKIE, cookie, spend},
+    auth::{Credential, Principal, csrf},
+    middleware::auth::{Access, cookie, session_cookie_name, spend},
     ratelimit::Decision,
 };
 
@@ -48,7 +48,7 @@ impl Viewer {
 /// Authenticates (session cookie only), authorises and rate-limits.
 pub async fn require(State(guard): State<Guard>, mut req: Request, next: Next) -> Response {
     let state = &guard.state;
-    let cookie = session_cookie(req.headers());
+    let cookie = session_cookie(req.headers(), state.auth.config.cookie_secure);
     let principal = match cookie {
         Some(token) => match state.auth.authenticate(token).await {
             Ok(p) => p.filter(|p| matches!(p.via, Credential::Session { .. })),
@@ -66,7 +66,7 @@ pub async fn require(State(guard): State<Guard>, mut req: Request, next: Next) -
         Err(refused) => return layout::failure(&refused),
     };
     let viewer = Viewer {
-        csrf: csrf_token(&principal),
+        csrf: csrf::token(&principal.via),
         principal,
         api_budget: decision,
     };
@@ -87,10 +87,11 @@ pub async fn require(State(guard): State<Guard>, mut req: Request, next: Next) -
     next.run(req).await
 }
 
-/// The session token from the cookie; the console never reads the
-/// `Authorization` header (a browser does not send one).
-pub fn session_cookie(headers: &axum::http::HeaderMap) -> Option<&str> {
-    cookie(headers, SESSION_COOKIE)
+/// The session token from the cookie (named by whether it is `Secure`); the
+/// console never reads the `Authorization` header (a browser does not send
+/// one).
+pub fn session_cookie(headers: &axum::http::HeaderMap, secure: bool) -> Option<&str> {
+    cookie(headers, session_cookie_name(secure))
 }
 
 /// To the sign-in page, coming back to this page afterwards (for a GET; a

@@ -17,8 +17,9 @@
 //!   to pages that work without it: the streamed answer of a prompt and the
 //!   live status of an email in flight. Charts are SVG drawn on the server.
 //! - Only sessions open the console (an API key is for programs). Each form
-//!   carries a CSRF token derived from the session ([`form`]); the session
-//!   cookie is also `SameSite=Strict`. No secret is ever put in a page, a
+//!   carries a CSRF token derived from the session ([`form`]), and the
+//!   script sends it to the API as `X-CSRF-Token` (`middleware::csrf`); the
+//!   session cookie is also `SameSite=Strict`. No secret is ever put in a page, a
 //!   URL or the browser's storage: an API key is shown once, in the answer
 //!   to the form that created it, which is never cached.
 

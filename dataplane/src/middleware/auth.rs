@@ -3,12 +3,16 @@
 //! scope), and is it within their budget (the rate limits).
 //!
 //! Credentials come as `Authorization: Bearer <token>` or as the session
-//! cookie. Answers: 401 without valid credentials, 403 without the scope,
-//! 429 over a limit. Every answer that passed the guard carries the IETF
+//! cookie; a call by the cookie that changes something must also come from
+//! our own origin ([`super::csrf`]). Answers: 401 without valid
+//! credentials, 403 from another origin or without the scope, 429 over a
+//! limit. Every answer that passed the guard carries the IETF
 //! `RateLimit-Policy` and `RateLimit` headers of the budgets it spent.
 
+use std::net::SocketAddr;
+
 use axum::{
-    extract::{Request, State},
+    extract::{ConnectInfo, Request, State},
     http::{HeaderMap, HeaderValue, header},
     middleware::Next,
     response::{IntoResponse, Response},
@@ -16,13 +20,31 @@ use axum::{
 
 use crate::{
     app::AppState,
-    auth::{Principal, Scope},
+    auth::{Principal, Scope, client_ip, csrf::token as csrf_token},
     error::ApiError,
+    middleware::csrf::{self, Arrival, Refusal},
     ratelimit::{Decision, Limiter, Policy},
 };
 
-/// The session cookie's name.
+/// The session cookie's name over plain HTTP (`SESSION_COOKIE_SECURE=false`).
 pub const SESSION_COOKIE: &str = "sv_session";
+
+/// The session cookie's name when it is `Secure`. A browser keeps a
+/// `__Host-` cookie only if it came over HTTPS with `Path=/` and no
+/// `Domain`, so no other host (a sibling subdomain) can plant or overwrite
+/// one: a session fixed by someone else cannot arrive under this name.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-sv_session";
+
+/// The session cookie's name, by whether it is `Secure`. Only this name is
+/// read: when it is `Secure`, an unprefixed `sv_session` may have been set by
+/// any subdomain, so it is ignored.
+pub fn session_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        SECURE_SESSION_COOKIE
+    } else {
+        SESSION_COOKIE
+    }
+}
 
 /// What a group of routes requires. Every guarded request spends the API
 /// budget; sending and generating spend their own budget too (reading an
@@ -69,11 +91,16 @@ pub struct Guard {
 
 /// Authenticates, authorises and rate-limits, then runs the route.
 pub async fn require(State(guard): State<Guard>, mut req: Request, next: Next) -> Response {
-    let principal = match authenticate(&guard.state, req.headers()).await {
+    let cookie_name = session_cookie_name(guard.state.auth.config.cookie_secure);
+    let principal = match authenticate(&guard.state, req.headers(), cookie_name).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
     tracing::Span::current().record("user_id", principal.id.as_str());
+    // Before any budget is spent: a forged call must not drain the victim's.
+    if let Err(refusal) = same_origin(&guard.state, &req, &principal) {
+        return ApiError::from(refusal).into_response();
+    }
     if let Some(scope) = guard.access.scope()
         && !principal.has(scope)
     {
@@ -122,8 +149,12 @@ pub async fn require(State(guard): State<Guard>, mut req: Request, next: Next) -
     res
 }
 
-async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
-    let Some(token) = credentials(headers) else {
+async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    cookie_name: &str,
+) -> Result<Principal, ApiError> {
+    let Some(token) = credentials(headers, cookie_name) else {
         return Err(ApiError::Unauthorized(
             "sign in first (POST /api/auth/login) or send an API key as `Authorization: Bearer svk_…`"
                 .into(),
@@ -136,8 +167,34 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal
     })
 }
 
-/// The bearer token, or else the session cookie.
-pub fn credentials(headers: &HeaderMap) -> Option<&str> {
+/// The cross-site check of a call that authenticated by the session cookie;
+/// a bearer token needs none ([`credentials`] reads the cookie only when
+/// there is no `Authorization` header).
+fn same_origin(state: &AppState, req: &Request, principal: &Principal) -> Result<(), Refusal> {
+    if req.headers().contains_key(header::AUTHORIZATION) {
+        return Ok(());
+    }
+    let via_trusted_proxy = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_some_and(|ConnectInfo(peer)| {
+            client_ip::is_trusted(peer.ip(), &state.config.auth.trusted_proxies)
+        });
+    let arrival = Arrival {
+        tls: state.tls.is_some(),
+        via_trusted_proxy,
+        uri_authority: req.uri().authority().map(|a| a.as_str()),
+    };
+    csrf::check(
+        req.method(),
+        req.headers(),
+        arrival,
+        &csrf_token(&principal.via),
+    )
+}
+
+/// The bearer token, or else the session cookie named `cookie_name`.
+pub fn credentials<'a>(headers: &'a HeaderMap, cookie_name: &str) -> Option<&'a str> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         return value
             .to_str()
@@ -145,7 +202,7 @@ pub fn credentials(headers: &HeaderMap) -> Option<&str> {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
     }
-    cookie(headers, SESSION_COOKIE)
+    cookie(headers, cookie_name)
 }
 
 /// The value of cookie `name`, if the request has a non-empty one.
@@ -238,14 +295,34 @@ mod tests {
             header::COOKIE,
             "theme=dark; sv_session=svs_cookie".parse().unwrap(),
         );
-        assert_eq!(credentials(&h), Some("svs_cookie"));
+        assert_eq!(credentials(&h, SESSION_COOKIE), Some("svs_cookie"));
         h.insert(header::AUTHORIZATION, "Bearer svk_key".parse().unwrap());
-        assert_eq!(credentials(&h), Some("svk_key"));
+        assert_eq!(credentials(&h, SESSION_COOKIE), Some("svk_key"));
         h.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
         assert_eq!(
-            credentials(&h),
+            credentials(&h, SESSION_COOKIE),
             None,
             "a non-bearer Authorization is not a cookie fallback"
+        );
+    }
+
+    #[test]
+    fn a_secure_cookie_is_read_only_under_its_host_prefixed_name() {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, "sv_session=svs_planted".parse().unwrap());
+        let secure = session_cookie_name(true);
+        assert_eq!(secure, "__Host-sv_session");
+        assert_eq!(credentials(&h, secure), None);
+        h.insert(
+            header::COOKIE,
+            "sv_session=svs_planted; __Host-sv_session=svs_ours"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(credentials(&h, secure), Some("svs_ours"));
+        assert_eq!(
+            credentials(&h, session_cookie_name(false)),
+            Some("svs_planted")
         );
     }
 

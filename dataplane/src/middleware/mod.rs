@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod client_ip;
+pub mod csrf;
 pub mod http_metrics;
 pub mod json_errors;
 pub mod request_id;

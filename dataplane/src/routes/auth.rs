@@ -21,7 +21,7 @@ use crate::{
     },
     error::{ApiError, ErrorBody},
     extract::ApiJson,
-    middleware::{auth::SESSION_COOKIE, client_ip::ClientIp},
+    middleware::{auth::session_cookie_name, client_ip::ClientIp},
     routes::rfc3339,
     store::unix_millis,
 };
@@ -42,8 +42,9 @@ pub struct LoginRequest {
 /// A session just opened.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct LoginResponse {
-    /// The session token: also set as the `sv_session` cookie; send it as
-    /// `Authorization: Bearer <token>` from programs.
+    /// The session token: also set as the session cookie
+    /// (`__Host-sv_session`, or `sv_session` when it is not `Secure`); send
+    /// it as `Authorization: Bearer <token>` from programs.
     pub token: String,
     /// When the session ends (RFC 3339).
     pub expires_at: String,
@@ -344,12 +345,15 @@ fn refused(wait: Duration, blocked: bool) -> ApiError {
 }
 
 /// The session cookie: script-proof (`HttpOnly`), never sent cross-site
-/// (`SameSite=Strict`, which also stops CSRF), HTTPS-only unless
-/// `SESSION_COOKIE_SECURE=false`. An empty token with no lifetime clears it.
+/// (`SameSite=Strict`; a sibling subdomain is same-site, hence the API's
+/// `Origin` check in `middleware::csrf`), HTTPS-only unless
+/// `SESSION_COOKIE_SECURE=false`, and then named `__Host-sv_session` (which
+/// `Path=/` and no `Domain` allow). An empty token with no lifetime clears it.
 pub fn session_cookie(token: &str, ttl: Duration, secure: bool) -> HeaderValue {
+    let name = session_cookie_name(secure);
     let secure = if secure { "; Secure" } else { "" };
     let cookie = format!(
-        "{SESSION_COOKIE}={token}; Path=/; Max-Age={}; HttpOnly; SameSite=Strict{secure}",
+        "{name}={token}; Path=/; Max-Age={}; HttpOnly; SameSite=Strict{secure}",
         ttl.as_secs()
     );
     HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
@@ -364,10 +368,11 @@ mod tests {
         let c = session_cookie("svs_x", Duration::from_secs(3600), true);
         assert_eq!(
             c,
-            "sv_session=svs_x; Path=/; Max-Age=3600; HttpOnly; SameSite=Strict; Secure"
+            "__Host-sv_session=svs_x; Path=/; Max-Age=3600; HttpOnly; SameSite=Strict; Secure"
         );
         let local = session_cookie("svs_x", Duration::from_secs(60), false);
         assert!(!local.to_str().unwrap().contains("Secure"));
+        assert!(local.to_str().unwrap().starts_with("sv_session=svs_x;"));
     }
 
     #[test]

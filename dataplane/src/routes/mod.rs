@@ -146,8 +146,12 @@ fn secured(mut group: OpenApiRouter<AppState>, access: Access) -> OpenApiRouter<
     );
     components.add_security_scheme(
         "session_cookie",
-        SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(
-            crate::middleware::auth::SESSION_COOKIE,
+        SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+            crate::middleware::auth::SECURE_SESSION_COOKIE,
+            "Set by POST /api/auth/login; named `sv_session` when served with \
+             SESSION_COOKIE_SECURE=false. POST, PUT, PATCH and DELETE with the cookie \
+             also need a same-origin `Origin` or, without one, the session's CSRF token \
+             in `X-CSRF-Token`.",
         ))),
     );
     group

@@ -84,18 +84,24 @@ pub fn render(format: WebhookFormat, event_type: &str, data: &Value, created_at_
     }
 }
 
-/// One line a person reads in a Slack channel.
+/// One line a person reads in a Slack channel. Every value in it is escaped
+/// ([`slack_escape`]): recipients and their display names come from whoever
+/// sent the email, errors quote SMTP servers, and none of them may ping a
+/// channel or show a link that says something else than where it goes.
 fn slack_text(event_type: &str, data: &Value) -> String {
-    let field = |name: &str| match &data[name] {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
+    let field = |name: &str| {
+        slack_escape(&match &data[name] {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        })
     };
     let to = data["to"]
         .as_array()
         .map(|to| {
             to.iter()
                 .filter_map(Value::as_str)
+                .map(slack_escape)
                 .collect::<Vec<_>>()
                 .join(", ")
         })
@@ -117,8 +123,23 @@ fn slack_text(event_type: &str, data: &Value) -> String {
             field("component"),
             field("error")
         ),
-        other => format!("SecureVault: {other}: {data}"),
+        other => format!(
+            "SecureVault: {}: {}",
+            slack_escape(other),
+            slack_escape(&data.to_string())
+        ),
     }
+}
+
+/// Text shown as typed in a Slack message: `&`, `<` and `>` are the only
+/// characters Slack's markup gives meaning to (`<!channel>` pings everyone,
+/// `<@U123>` mentions, `<https://a|b>` links to `a` showing `b`), and Slack
+/// asks for exactly these three escapes. `&` goes first, so an escape already
+/// in the text is shown as typed too.
+pub fn slack_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(test)]
@@ -166,5 +187,47 @@ mod tests {
             render(WebhookFormat::Slack, "system.error", &down.data, 0)["text"],
             ":rotating_light: SecureVault: smtp is failing: connection refused"
         );
+    }
+
+    #[test]
+    fn slack_escaping_escapes_the_three_and_nothing_else() {
+        assert_eq!(
+            slack_escape("a < b && c > d"),
+            "a &lt; b &amp;&amp; c &gt; d"
+        );
+        assert_eq!(slack_escape("&lt;"), "&amp;lt;", "shown as typed");
+        assert_eq!(
+            slack_escape("*bold* _it_ @here #c :x:"),
+            "*bold* _it_ @here #c :x:"
+        );
+    }
+
+    #[test]
+    fn slack_text_from_outside_cannot_ping_mention_or_link() {
+        let markup = "<!channel> <@U123> <http://x|y> & co";
+        let escaped = "&lt;!channel&gt; &lt;@U123&gt; &lt;http://x|y&gt; &amp; co";
+        let failed = NewEvent::email(
+            EventType::EmailFailed,
+            markup,
+            &[format!("\"{markup}\" <a@x.io>")],
+            2,
+            Some(markup),
+        );
+        assert_eq!(
+            render(WebhookFormat::Slack, "email.failed", &failed.data, 0)["text"],
+            format!(
+                ":x: SecureVault: email {escaped} to \"{escaped}\" &lt;a@x.io&gt; \
+                 failed after 2 attempt(s): {escaped}"
+            )
+        );
+        let down = NewEvent::system_error(markup, markup);
+        assert_eq!(
+            render(WebhookFormat::Slack, "system.error", &down.data, 0)["text"],
+            format!(":rotating_light: SecureVault: {escaped} is failing: {escaped}")
+        );
+        // An event type this version does not know shows its data escaped too.
+        let unknown = render(WebhookFormat::Slack, "<!here>", &json!({ "x": markup }), 0);
+        let text = unknown["text"].as_str().unwrap_or_default();
+        assert!(!text.contains(['<', '>']), "{text}");
     }
 }

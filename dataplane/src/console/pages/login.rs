@@ -14,9 +14,9 @@ use serde::Deserialize;
 use crate::{
     app::AppState,
     audit,
-    auth::Principal,
+    auth::{Principal, csrf::same_token, tokens::hex},
     console::{
-        form::{CSRF_FIELD, CsrfForm, hex, same_token},
+        form::{CSRF_FIELD, CsrfForm},
         guard::session_cookie,
         layout,
     },
@@ -66,7 +66,7 @@ pub async fn page(
     Query(params): Query<LoginParams>,
 ) -> Response {
     // Already signed in: straight to where they were going.
-    if let Some(token) = session_cookie(&headers)
+    if let Some(token) = session_cookie(&headers, state.auth.config.cookie_secure)
         && let Ok(Some(_)) = state.auth.authenticate(token).await
     {
         return Redirect::to(&safe_next(params.next.as_deref())).into_response();
