@@ -28,7 +28,7 @@
 //! oversized headers) never reach the router, so they do not carry the
 //! security headers of `middleware::security_headers`: hyper 1 offers no
 //! hook for them. They have no body, and the connection is closed after
-//! them; see `docs/security-notes-slow-clients.md`.
+//! them; see `docs/security.md` ("Slow clients cannot hold the server").
 
 mod activity;
 mod limit;
