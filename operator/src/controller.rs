@@ -7,6 +7,9 @@
 //! - Secrets, as metadata only (their values never sit in our memory): a
 //!   referenced Secret that appears or changes reconciles the SecureVaults
 //!   that reference it, so recovery needs no resync.
+//! - The optional kinds we own (ServiceMonitor, PrometheusRule), watched
+//!   only while the API server serves them; a change in what it serves
+//!   reconciles every SecureVault.
 
 use std::sync::Arc;
 
@@ -36,6 +39,7 @@ use crate::{
         SecureVault,
         monitoring::{PrometheusRule, ServiceMonitor},
     },
+    discovery::{Discovery, OptionalKind},
     names,
     reconcile::{error_policy, reconcile},
     telemetry::Metrics,
@@ -50,6 +54,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Reconcile counters and timings.
     pub metrics: Arc<Metrics>,
+    /// Which optional kinds the API server serves.
+    pub discovery: Discovery,
 }
 
 /// Runs the controller until `shutdown` resolves; reconciles in flight
@@ -57,6 +63,7 @@ pub struct Context {
 pub async fn run(
     client: Client,
     metrics: Arc<Metrics>,
+    discovery: Discovery,
     identity: &str,
     namespace: Option<&str>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
@@ -71,6 +78,7 @@ pub async fn run(
         ),
         client: client.clone(),
         metrics,
+        discovery: discovery.clone(),
     });
 
     fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -102,21 +110,32 @@ pub async fn run(
     .default_backoff()
     .touched_objects();
     let lookup = reader.clone();
-    // The Prometheus Operator's kinds may not be installed: their watches
-    // fail and retry with backoff (plain `owns` would retry at once, in a
-    // loop), and start delivering once the CRDs appear.
-    let service_monitors = watcher(
-        api::<PartialObjectMeta<ServiceMonitor>>(&client, namespace),
-        ours.clone(),
-    )
-    .default_backoff()
-    .touched_objects();
-    let prometheus_rules = watcher(
-        api::<PartialObjectMeta<PrometheusRule>>(&client, namespace),
-        ours.clone(),
-    )
-    .default_backoff()
-    .touched_objects();
+    // The Prometheus Operator's kinds may not be installed: each is watched
+    // only while the API server serves it.
+    let service_monitors = {
+        let (client, ours, namespace) =
+            (client.clone(), ours.clone(), namespace.map(str::to_owned));
+        discovery.while_served(OptionalKind::ServiceMonitor, move || {
+            watcher(
+                api::<PartialObjectMeta<ServiceMonitor>>(&client, namespace.as_deref()),
+                ours.clone(),
+            )
+            .default_backoff()
+            .touched_objects()
+        })
+    };
+    let prometheus_rules = {
+        let (client, ours, namespace) =
+            (client.clone(), ours.clone(), namespace.map(str::to_owned));
+        discovery.while_served(OptionalKind::PrometheusRule, move || {
+            watcher(
+                api::<PartialObjectMeta<PrometheusRule>>(&client, namespace.as_deref()),
+                ours.clone(),
+            )
+            .default_backoff()
+            .touched_objects()
+        })
+    };
 
     Controller::for_stream(vaults, reader)
         .owns(api::<Deployment>(&client, namespace), ours.clone())
@@ -146,27 +165,37 @@ pub async fn run(
                 .map(|sv| ObjectRef::from(sv.as_ref()))
                 .collect::<Vec<_>>()
         })
+        // A CRD installed or removed changes what every SecureVault gets.
+        .reconcile_all_on(discovery.changes())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            use kube::runtime::controller::Error as ControllerError;
-            match result {
-                // Reconcile failures are logged by `error_policy`.
-                Ok(_) | Err(ControllerError::ReconcilerFailed(..)) => {}
-                // A watch the API server refuses (RBAC, most often) leaves
-                // the operator blind to a kind: say so. A missing kind (the
-                // Prometheus Operator's CRDs) is expected and retried.
-                Err(ControllerError::QueueError(e)) if !is_not_found(&e) => {
-                    tracing::warn!(error = %e, "a watch failed; retrying with backoff");
+        .for_each(|result| {
+            let discovery = discovery.clone();
+            async move {
+                use kube::runtime::controller::Error as ControllerError;
+                match result {
+                    // Reconcile failures are logged by `error_policy`.
+                    Ok(_) | Err(ControllerError::ReconcilerFailed(..)) => {}
+                    // A watched optional kind went away (its CRD deleted):
+                    // discovery stops the watch once it knows.
+                    Err(ControllerError::QueueError(e)) if is_not_served(&e) => {
+                        tracing::debug!(error = %e, "a watched kind is no longer served");
+                        discovery.recheck();
+                    }
+                    // A watch the API server refuses (RBAC, most often)
+                    // leaves the operator blind to a kind: say so.
+                    Err(ControllerError::QueueError(e)) => {
+                        tracing::warn!(error = %e, "a watch failed; retrying with backoff");
+                    }
+                    Err(e) => tracing::debug!(error = %e, "reconcile did not complete"),
                 }
-                Err(e) => tracing::debug!(error = %e, "reconcile did not complete"),
             }
         })
         .await;
 }
 
-fn is_not_found(e: &watcher::Error) -> bool {
-    matches!(e, watcher::Error::InitialListFailed(kube::Error::Api(s))
-        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
-        | watcher::Error::WatchFailed(kube::Error::Api(s)) if s.code == 404)
+fn is_not_served(e: &watcher::Error) -> bool {
+    matches!(e, watcher::Error::InitialListFailed(e)
+        | watcher::Error::WatchStartFailed(e)
+        | watcher::Error::WatchFailed(e) if crate::discovery::is_not_served(e))
 }

@@ -26,6 +26,7 @@ pub mod build;
 pub mod controller;
 pub mod crd;
 pub mod crd_reference;
+pub mod discovery;
 pub mod env;
 pub mod leader;
 pub mod names;

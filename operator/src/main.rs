@@ -8,7 +8,7 @@ use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use kube::Client;
-use operator::{controller, leader, telemetry};
+use operator::{controller, discovery, leader, telemetry};
 use tokio_util::sync::CancellationToken;
 
 /// SecureVault operator: runs the data plane for each SecureVault object.
@@ -272,22 +272,29 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             done.cancel();
         });
     }
-    // One controller per watched namespace (or one for all): a namespaced
-    // watch needs only a Role there.
-    let namespaces: Vec<Option<&str>> = match args.watch_namespace.as_slice() {
-        [] => vec![None],
-        list => list.iter().map(|ns| Some(ns.trim())).collect(),
-    };
-    futures::future::join_all(namespaces.into_iter().map(|namespace| {
-        controller::run(
-            client.clone(),
-            metrics.clone(),
-            &identity,
-            namespace,
-            done.clone().cancelled_owned(),
-        )
-    }))
-    .await;
+    // What the cluster serves of the optional kinds, learned once for all
+    // the controllers below; `None` when stopped before discovery answered.
+    if let Some(discovery) =
+        discovery::Discovery::start(client.clone(), metrics.clone(), done.clone()).await
+    {
+        // One controller per watched namespace (or one for all): a
+        // namespaced watch needs only a Role there.
+        let namespaces: Vec<Option<&str>> = match args.watch_namespace.as_slice() {
+            [] => vec![None],
+            list => list.iter().map(|ns| Some(ns.trim())).collect(),
+        };
+        futures::future::join_all(namespaces.into_iter().map(|namespace| {
+            controller::run(
+                client.clone(),
+                metrics.clone(),
+                discovery.clone(),
+                &identity,
+                namespace,
+                done.clone().cancelled_owned(),
+            )
+        }))
+        .await;
+    }
     renewing.abort();
     metrics.leader.set(0);
     if lost.is_cancelled() {

@@ -44,6 +44,7 @@ use crate::{
         secret::{Generated, generate_key},
     },
     controller::Context,
+    discovery::{Kinds, Optional, OptionalKind},
     names,
     status::{
         self, AlertRoutingState, BackupState, CertificateState, MonitoringState, Problem, TlsState,
@@ -56,10 +57,10 @@ use crate::{
 /// changes to the children already trigger a reconcile through watches.
 const RESYNC: Duration = Duration::from_secs(600);
 
-/// How often a SecureVault whose monitoring waits for the Prometheus
-/// Operator's CRDs is looked at again: they get applied this long after the
-/// CRDs appear, without a restart.
-const MONITORING_CRDS_RETRY: Duration = Duration::from_secs(20);
+/// How often a SecureVault that waits for its certificate is looked at
+/// again. (One that waits for a CRD needs no such retry: a change in what
+/// the API server serves reconciles every SecureVault.)
+const WAITING_RETRY: Duration = Duration::from_secs(20);
 
 /// What can fail while reconciling; the `metric_label` is bounded.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +78,21 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// The API server does not serve the kind asked for (its CRD is not
+    /// installed): it answered with a plain `404 page not found`.
+    #[error(
+        "{verb} {kind} {name}: the API server does not serve {kind} ({api_version}); is its CRD installed?"
+    )]
+    NotServed {
+        /// `get`, `apply`, `delete` or `patch status`.
+        verb: &'static str,
+        /// The object's kind.
+        kind: &'static str,
+        /// `group/version` of the kind.
+        api_version: String,
+        /// The object's name.
+        name: String,
+    },
     /// The system's random source failed while generating a key.
     #[error("generating the secret key: {0}")]
     Random(#[from] getrandom::Error),
@@ -90,6 +106,7 @@ impl Error {
             Error::Kube { verb: "apply", .. } => "apply_failed",
             Error::Kube { verb: "delete", .. } => "delete_failed",
             Error::Kube { .. } => "status_failed",
+            Error::NotServed { .. } => "kind_not_served",
             Error::Random(_) => "random_failed",
         }
     }
@@ -100,11 +117,22 @@ fn kube_error<K: Resource<DynamicType = ()>>(
     name: &str,
 ) -> impl FnOnce(kube::Error) -> Error {
     let name = name.to_owned();
-    move |source| Error::Kube {
-        verb,
-        kind: kind_of::<K>(),
-        name,
-        source,
+    move |source| {
+        if crate::discovery::is_not_served(&source) {
+            Error::NotServed {
+                verb,
+                kind: kind_of::<K>(),
+                api_version: K::api_version(&()).into_owned(),
+                name,
+            }
+        } else {
+            Error::Kube {
+                verb,
+                kind: kind_of::<K>(),
+                name,
+                source,
+            }
+        }
     }
 }
 
@@ -124,6 +152,9 @@ fn kind_of<K: Resource<DynamicType = ()>>() -> &'static str {
         "NetworkPolicy" => "NetworkPolicy",
         "PrometheusRule" => "PrometheusRule",
         "Job" => "Job",
+        "Ingress" => "Ingress",
+        "AlertmanagerConfig" => "AlertmanagerConfig",
+        "Certificate" => "Certificate",
         "SecureVault" => "SecureVault",
         _ => "object",
     }
@@ -230,18 +261,14 @@ async fn pipeline(ctx: &Context, sv: &SecureVault, v: &ValidatedVault) -> Result
         upgrade_history: upgrade::record(history, &decision.finished),
     };
     update_status(ctx, sv, &deployed, observed_status).await?;
-    let next = match (monitoring, alert_routing) {
-        (MonitoringState::CrdsMissing, _) | (_, Some(AlertRoutingState::CrdMissing)) => {
-            MONITORING_CRDS_RETRY
-        }
-        // Waiting for a certificate: look again soon rather than at the resync.
-        _ if tls
-            .as_ref()
-            .is_some_and(|t| !matches!(t, TlsState::Valid { .. })) =>
-        {
-            MONITORING_CRDS_RETRY
-        }
-        _ => RESYNC,
+    // Waiting for a certificate: look again soon rather than at the resync.
+    let next = if tls
+        .as_ref()
+        .is_some_and(|t| !matches!(t, TlsState::Valid { .. }))
+    {
+        WAITING_RETRY
+    } else {
+        RESYNC
     };
     // A deadline is checked a second after it passes.
     Ok(decision
@@ -557,16 +584,16 @@ async fn apply(
         }
     }
     let certificate = match &certificate {
-        Some(c) => match apply_one(ctx, sv, &v.namespace, c).await {
-            Ok(_) => Some(CertificateState::Applied),
-            Err(e) if is_not_found(&e) => Some(CertificateState::CrdMissing),
-            Err(e) => return Err(e),
-        },
+        Some(c) => Some(if apply_optional(ctx, sv, &v.namespace, c).await? {
+            CertificateState::Applied
+        } else {
+            CertificateState::CrdMissing
+        }),
         None => {
             // issuerRef removed: the Secret stays (the user's now); cert-manager
             // must stop renewing it.
             if let Some(name) = certificate::name(v) {
-                delete_if_present::<Certificate>(ctx, sv, &v.namespace, &name).await?;
+                delete_optional::<Certificate>(ctx, sv, &v.namespace, &name).await?;
             }
             None
         }
@@ -670,10 +697,10 @@ async fn hand_replicas_over(
     Ok(())
 }
 
-/// Applies the dashboard, then the Prometheus Operator objects unless their
-/// CRDs are missing; deletes them all when monitoring is disabled. The
-/// AlertmanagerConfig has a CRD of its own (v1alpha1), which an installation
-/// may lack while it has the others.
+/// Applies the dashboard, then each Prometheus Operator object whose kind
+/// the API server serves; deletes them all when monitoring is disabled. The
+/// AlertmanagerConfig has a version of its own (v1alpha1), which a cluster
+/// may not serve while it serves the others (v1).
 async fn apply_monitoring(
     ctx: &Context,
     sv: &SecureVault,
@@ -685,13 +712,13 @@ async fn apply_monitoring(
         .as_ref()
         .and_then(|m| m.alertmanager_config.as_ref());
     let alert_routing = match alertmanager_config {
-        Some(config) => match apply_one(ctx, sv, &v.namespace, config).await {
-            Ok(_) => Some(AlertRoutingState::Applied),
-            Err(e) if is_not_found(&e) => Some(AlertRoutingState::CrdMissing),
-            Err(e) => return Err(e),
-        },
+        Some(config) => Some(if apply_optional(ctx, sv, &v.namespace, config).await? {
+            AlertRoutingState::Applied
+        } else {
+            AlertRoutingState::CrdMissing
+        }),
         None => {
-            delete_if_present::<AlertmanagerConfig>(
+            delete_optional::<AlertmanagerConfig>(
                 ctx,
                 sv,
                 &v.namespace,
@@ -705,11 +732,6 @@ async fn apply_monitoring(
     Ok((state, alert_routing))
 }
 
-/// A 404 from the API server: the object, or its kind, is not there.
-fn is_not_found(e: &Error) -> bool {
-    matches!(e, Error::Kube { source: kube::Error::Api(status), .. } if status.code == 404)
-}
-
 async fn apply_monitoring_objects(
     ctx: &Context,
     sv: &SecureVault,
@@ -718,22 +740,76 @@ async fn apply_monitoring_objects(
 ) -> Result<MonitoringState, Error> {
     let Some(m) = monitoring else {
         delete_if_present::<ConfigMap>(ctx, sv, &v.namespace, &dashboard::name(v)).await?;
-        // Without the CRDs these find nothing to delete (a 404 is "absent").
-        delete_if_present::<ServiceMonitor>(ctx, sv, &v.namespace, &names::workload(&v.name))
-            .await?;
-        delete_if_present::<PrometheusRule>(ctx, sv, &v.namespace, &prometheus_rule::name(v))
-            .await?;
+        delete_optional::<ServiceMonitor>(ctx, sv, &v.namespace, &names::workload(&v.name)).await?;
+        delete_optional::<PrometheusRule>(ctx, sv, &v.namespace, &prometheus_rule::name(v)).await?;
         return Ok(MonitoringState::Disabled);
     };
     apply_one(ctx, sv, &v.namespace, &m.dashboard).await?;
-    let applied = async {
-        apply_one(ctx, sv, &v.namespace, &m.service_monitor).await?;
-        apply_one(ctx, sv, &v.namespace, &m.prometheus_rule).await
-    };
-    match applied.await {
-        Ok(_) => Ok(MonitoringState::Applied),
-        Err(e) if is_not_found(&e) => Ok(MonitoringState::CrdsMissing),
+    let mut missing = Kinds::default();
+    if !apply_optional(ctx, sv, &v.namespace, &m.service_monitor).await? {
+        missing = missing.with(OptionalKind::ServiceMonitor);
+    }
+    if !apply_optional(ctx, sv, &v.namespace, &m.prometheus_rule).await? {
+        missing = missing.with(OptionalKind::PrometheusRule);
+    }
+    Ok(if missing.is_empty() {
+        MonitoringState::Applied
+    } else {
+        MonitoringState::CrdsMissing(missing)
+    })
+}
+
+/// Applies an object of an optional kind if the API server serves the kind:
+/// `true` when applied, `false` when the kind is not served (then nothing
+/// was read or written, or the API server has just said it does not serve
+/// it, and discovery is told).
+async fn apply_optional<K>(
+    ctx: &Context,
+    sv: &SecureVault,
+    namespace: &str,
+    obj: &K,
+) -> Result<bool, Error>
+where
+    K: Optional
+        + Resource<Scope = NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    if !ctx.discovery.served().contains(K::KIND) {
+        return Ok(false);
+    }
+    match apply_one(ctx, sv, namespace, obj).await {
+        Ok(_) => Ok(true),
+        Err(Error::NotServed { .. }) => {
+            ctx.discovery.not_served(K::KIND);
+            Ok(false)
+        }
         Err(e) => Err(e),
+    }
+}
+
+/// [`delete_if_present`] for an optional kind: a kind the API server does
+/// not serve has nothing to clean up.
+async fn delete_optional<K>(
+    ctx: &Context,
+    sv: &SecureVault,
+    namespace: &str,
+    name: &str,
+) -> Result<(), Error>
+where
+    K: Optional + Resource<Scope = NamespaceResourceScope> + Clone + Debug + DeserializeOwned,
+{
+    if !ctx.discovery.served().contains(K::KIND) {
+        return Ok(());
+    }
+    match delete_if_present::<K>(ctx, sv, namespace, name).await {
+        Err(Error::NotServed { .. }) => {
+            ctx.discovery.not_served(K::KIND);
+            Ok(())
+        }
+        other => other,
     }
 }
 

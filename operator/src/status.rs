@@ -14,6 +14,7 @@ use crate::{
         SecureVault, SecureVaultStatus, TLS_READY, Upgrade,
     },
     build::service,
+    discovery::{Kinds, OptionalKind},
     names,
     validate::ValidatedVault,
 };
@@ -34,9 +35,9 @@ pub enum MonitoringState {
     Disabled,
     /// ServiceMonitor, PrometheusRule and dashboard applied.
     Applied,
-    /// The Prometheus Operator's CRDs are not installed: only the dashboard
-    /// was applied.
-    CrdsMissing,
+    /// These Prometheus Operator kinds are not served (their CRDs are not
+    /// installed): the dashboard and the kinds served were applied.
+    CrdsMissing(Kinds),
 }
 
 /// What became of the alert routing, with `spec.monitoring.alertRouting`.
@@ -132,6 +133,39 @@ pub struct Observed<'a> {
     pub upgrade: Option<Upgrade>,
     /// Finished upgrades, newest first.
     pub upgrade_history: Vec<Upgrade>,
+}
+
+/// `MonitoringReady`'s message when some of the Prometheus Operator's kinds
+/// are not served: which, and what was applied without them.
+fn monitoring_crds_missing(missing: Kinds) -> String {
+    let kinds = [OptionalKind::ServiceMonitor, OptionalKind::PrometheusRule];
+    let list = |kinds: Vec<OptionalKind>| {
+        kinds
+            .into_iter()
+            .map(|k| format!("{} ({})", k.name(), k.api_version()))
+            .collect::<Vec<_>>()
+            .join(" and ")
+    };
+    let absent: Vec<OptionalKind> = kinds.into_iter().filter(|k| missing.contains(*k)).collect();
+    let applied: Vec<&str> = kinds
+        .into_iter()
+        .filter(|k| !missing.contains(*k))
+        .map(OptionalKind::name)
+        .chain(["Grafana dashboard"])
+        .collect();
+    let (crds, them) = if absent.len() == 1 {
+        ("CRD is", "it is")
+    } else {
+        ("CRDs are", "they are")
+    };
+    format!(
+        "the Prometheus Operator's {} {crds} not installed: only the {} applied; the rest follows once {them}",
+        list(absent),
+        match applied.as_slice() {
+            [one] => format!("{one} is"),
+            many => format!("{} are", many.join(" and ")),
+        },
+    )
 }
 
 /// How far `deployment` has rolled out its current pod template.
@@ -275,9 +309,9 @@ pub fn compute(
                     "Applied",
                     "ServiceMonitor, PrometheusRule and Grafana dashboard applied".to_owned(),
                 ),
-                MonitoringState::CrdsMissing => (
+                MonitoringState::CrdsMissing(missing) => (
                     "PrometheusOperatorMissing",
-                    "the Prometheus Operator's CRDs (monitoring.coreos.com/v1 ServiceMonitor and PrometheusRule) are not installed: only the Grafana dashboard is applied; the rest follows once they are".to_owned(),
+                    monitoring_crds_missing(missing),
                 ),
                 MonitoringState::Disabled => {
                     ("Disabled", "spec.monitoring.enabled is false".to_owned())
@@ -672,6 +706,37 @@ mod tests {
     }
 
     #[test]
+    fn monitoring_names_the_kinds_that_are_missing_and_what_was_applied() {
+        let sv = vault(MINIMAL);
+        let v = validate(&sv).unwrap();
+        let message = |missing: &[OptionalKind]| {
+            let s = compute_for(
+                &sv,
+                &v,
+                &deployment(1, 1, 1, 1, 1),
+                &[],
+                MonitoringState::CrdsMissing(missing.iter().copied().collect()),
+                None,
+                Timestamp::now(),
+            );
+            let c = cond(&s, MONITORING_READY);
+            assert_eq!(
+                (c.status.as_str(), c.reason.as_str()),
+                ("False", "PrometheusOperatorMissing")
+            );
+            c.message.clone()
+        };
+        assert_eq!(
+            message(&[OptionalKind::ServiceMonitor, OptionalKind::PrometheusRule]),
+            "the Prometheus Operator's ServiceMonitor (monitoring.coreos.com/v1) and PrometheusRule (monitoring.coreos.com/v1) CRDs are not installed: only the Grafana dashboard is applied; the rest follows once they are"
+        );
+        assert_eq!(
+            message(&[OptionalKind::PrometheusRule]),
+            "the Prometheus Operator's PrometheusRule (monitoring.coreos.com/v1) CRD is not installed: only the ServiceMonitor and Grafana dashboard are applied; the rest follows once it is"
+        );
+    }
+
+    #[test]
     fn a_failed_reconcile_sets_degraded_and_keeps_the_rest() {
         let mut sv = vault(MINIMAL);
         let v = validate(&sv).unwrap();
@@ -680,7 +745,7 @@ mod tests {
             &v,
             &deployment(1, 1, 1, 1, 1),
             &[],
-            MonitoringState::CrdsMissing,
+            MonitoringState::CrdsMissing(Kinds::all()),
             None,
             Timestamp::now(),
         ));

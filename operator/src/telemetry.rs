@@ -11,8 +11,8 @@ use axum::{
     routing::get,
 };
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramTimer, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramTimer, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tokio::net::TcpListener;
 
@@ -36,6 +36,7 @@ pub struct Metrics {
     failures: IntCounterVec,
     duration: Histogram,
     writes: IntCounterVec,
+    optional_kinds: IntGaugeVec,
     /// 1 while this process holds the leader lease.
     pub leader: IntGauge,
 }
@@ -68,6 +69,13 @@ impl Metrics {
             ),
             &["kind"],
         )?;
+        let optional_kinds = IntGaugeVec::new(
+            Opts::new(
+                "securevault_optional_kind_served",
+                "1 when the API server serves this optional kind (its CRD is installed), 0 when not, as discovery last said",
+            ),
+            &["kind"],
+        )?;
         let leader = IntGauge::new(
             "securevault_leader",
             "1 while this operator process is the leader",
@@ -76,6 +84,7 @@ impl Metrics {
         registry.register(Box::new(failures.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(writes.clone()))?;
+        registry.register(Box::new(optional_kinds.clone()))?;
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -86,6 +95,7 @@ impl Metrics {
             failures,
             duration,
             writes,
+            optional_kinds,
             leader,
         })
     }
@@ -104,6 +114,13 @@ impl Metrics {
     /// Counts a write that changed an object.
     pub fn count_write(&self, kind: &'static str) {
         self.writes.with_label_values(&[kind]).inc();
+    }
+
+    /// Records whether the optional kind `kind` is served.
+    pub fn set_optional_kind_served(&self, kind: &str, served: bool) {
+        self.optional_kinds
+            .with_label_values(&[kind])
+            .set(i64::from(served));
     }
 
     fn encode(&self) -> Result<String, String> {
