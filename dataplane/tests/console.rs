@@ -137,16 +137,6 @@ async fn add_member(dp: &DataPlane, name: &str) -> String {
     json(r).await["id"].as_str().unwrap().to_owned()
 }
 
-async fn key_names(dp: &DataPlane) -> Vec<String> {
-    json(get(dp, "/api/keys").await)
-        .await
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["name"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 const PAGES: [&str; 8] = [
     "/console",
     "/console/emails",

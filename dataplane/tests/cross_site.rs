@@ -59,16 +59,6 @@ fn create_key(dp: &DataPlane, cookie: &str, name: &str) -> RequestBuilder {
         .json(&json!({ "name": name, "scopes": ["email"] }))
 }
 
-async fn key_names(dp: &DataPlane) -> Vec<String> {
-    json(get(dp, "/api/keys").await)
-        .await
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["name"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 async fn user_names(dp: &DataPlane) -> Vec<String> {
     json(get(dp, "/api/users").await)
         .await

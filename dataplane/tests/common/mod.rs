@@ -91,6 +91,17 @@ pub async fn get(dp: &DataPlane, path: &str) -> Response {
     authed(dp).await.get(dp.url(path)).send().await.unwrap()
 }
 
+/// The names of every API key of `dp`, as the administrator lists them.
+pub async fn key_names(dp: &DataPlane) -> Vec<String> {
+    json(get(dp, "/api/keys").await)
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 pub async fn json(response: Response) -> serde_json::Value {
     response.json().await.unwrap()
 }
