@@ -41,6 +41,7 @@ use crate::{
     },
     discovery::{Discovery, OptionalKind},
     names,
+    policy::Policy,
     reconcile::{error_policy, reconcile},
     telemetry::Metrics,
     validate::validate,
@@ -56,6 +57,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Which optional kinds the API server serves.
     pub discovery: Discovery,
+    /// What a SecureVault may ask for.
+    pub policy: Arc<Policy>,
 }
 
 /// Runs the controller until `shutdown` resolves; reconciles in flight
@@ -64,6 +67,7 @@ pub async fn run(
     client: Client,
     metrics: Arc<Metrics>,
     discovery: Discovery,
+    policy: Arc<Policy>,
     identity: &str,
     namespace: Option<&str>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
@@ -79,6 +83,7 @@ pub async fn run(
         client: client.clone(),
         metrics,
         discovery: discovery.clone(),
+        policy,
     });
 
     fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>

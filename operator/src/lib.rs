@@ -30,6 +30,7 @@ pub mod discovery;
 pub mod env;
 pub mod leader;
 pub mod names;
+pub mod policy;
 pub mod reconcile;
 pub mod render;
 pub mod status;

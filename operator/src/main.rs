@@ -29,7 +29,7 @@ enum Command {
         reference: bool,
     },
     /// Reconcile SecureVaults in every namespace (uses KUBECONFIG or the in-cluster account).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print, as a Prometheus rule file, the alerts the operator writes for
     /// the SecureVault in a manifest (for promtool, or a Prometheus without
     /// the Prometheus Operator).
@@ -91,6 +91,22 @@ struct RunArgs {
     /// Seconds between renewals (and between a standby's tries).
     #[arg(long, env = "LEASE_RENEW_SECS", default_value_t = 5)]
     lease_renew_secs: u64,
+    /// Ingress annotation keys a SecureVault may set, comma-separated: a key,
+    /// a prefix ending in `*`, or `*` [default: *].
+    #[arg(long, env = "POLICY_INGRESS_ANNOTATIONS")]
+    policy_ingress_annotations: Option<String>,
+    /// cert-manager issuers a SecureVault may name: `ClusterIssuer/<name>`,
+    /// `Issuer/<name>` (a name may be `*`), or `*` [default: *].
+    #[arg(long, env = "POLICY_ISSUERS")]
+    policy_issuers: Option<String>,
+    /// Host names a SecureVault may claim (Ingress host, certificate DNS
+    /// names): a host, a suffix starting with `.`, or `*` [default: *].
+    #[arg(long, env = "POLICY_HOST_SUFFIXES")]
+    policy_host_suffixes: Option<String>,
+    /// Images a SecureVault may run: a registry, or a registry and path,
+    /// that `spec.image` starts with, or `*` [default: *].
+    #[arg(long, env = "POLICY_IMAGE_REGISTRIES")]
+    policy_image_registries: Option<String>,
 }
 
 /// Writes a command's output to stdout. A reader that stops early (`| head`)
@@ -190,7 +206,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(run(args)) {
+            match runtime.block_on(run(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "operator stopped on an error");
@@ -202,6 +218,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
+    // Checked before anything connects: a wrong entry is a typo to fix now,
+    // not a SecureVault refused (or allowed) later.
+    let policy = Arc::new(operator::policy::Policy::parse(
+        args.policy_ingress_annotations.as_deref(),
+        args.policy_issuers.as_deref(),
+        args.policy_host_suffixes.as_deref(),
+        args.policy_image_registries.as_deref(),
+    )?);
     let client = Client::try_default()
         .await
         .context("no Kubernetes configuration (KUBECONFIG or in-cluster)")?;
@@ -288,6 +312,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 client.clone(),
                 metrics.clone(),
                 discovery.clone(),
+                policy.clone(),
                 &identity,
                 namespace,
                 done.clone().cancelled_owned(),

@@ -93,6 +93,22 @@ pub enum Error {
         /// The object's name.
         name: String,
     },
+    /// A child's name is taken by an object this SecureVault does not own:
+    /// nothing is written to it (server-side apply with force would take it
+    /// over), and the SecureVault reports the conflict.
+    #[error(
+        "{kind} {namespace}/{name} already exists and is not this SecureVault's ({owner}): the operator leaves it untouched; delete or rename it, or give the SecureVault another name"
+    )]
+    NotOwned {
+        /// The object's kind.
+        kind: &'static str,
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// Who owns it, as far as its metadata says.
+        owner: String,
+    },
     /// The system's random source failed while generating a key.
     #[error("generating the secret key: {0}")]
     Random(#[from] getrandom::Error),
@@ -107,6 +123,7 @@ impl Error {
             Error::Kube { verb: "delete", .. } => "delete_failed",
             Error::Kube { .. } => "status_failed",
             Error::NotServed { .. } => "kind_not_served",
+            Error::NotOwned { .. } => "not_owned",
             Error::Random(_) => "random_failed",
         }
     }
@@ -187,6 +204,21 @@ pub async fn reconcile(sv: Arc<SecureVault>, ctx: Arc<Context>) -> Result<Action
             return Ok(Action::await_change());
         }
     };
+    // What the platform team does not allow is refused whole, with a
+    // condition that names it: nothing of this spec is written.
+    let violations = ctx.policy.violations(&v);
+    if !violations.is_empty() {
+        let message = violations
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        ctx.publish(&sv, EventType::Warning, "NotAllowed", &message)
+            .await;
+        let status = status::degraded(&sv, "NotAllowed", &message, Timestamp::now());
+        write_status(&ctx, &sv, &v, status).await?;
+        return Ok(Action::await_change());
+    }
     match pipeline(&ctx, &sv, &v).await {
         Ok(next) => Ok(Action::requeue(next)),
         Err(e) => {
@@ -204,7 +236,7 @@ pub async fn reconcile(sv: Arc<SecureVault>, ctx: Arc<Context>) -> Result<Action
 /// The steps after validation; any error ends the reconcile and is retried.
 /// Returns when to look again without news.
 async fn pipeline(ctx: &Context, sv: &SecureVault, v: &ValidatedVault) -> Result<Duration, Error> {
-    let (generated, mut problems) = dereference(ctx, v).await?;
+    let (generated, mut problems) = dereference(ctx, sv, v).await?;
     let (existing, observed) = observe(ctx, sv, v).await?;
     let mut target = Release {
         version: v.version.clone(),
@@ -425,6 +457,7 @@ fn refused_downgrade(
 /// Secret and key exists.
 async fn dereference(
     ctx: &Context,
+    sv: &SecureVault,
     v: &ValidatedVault,
 ) -> Result<(Generated, Vec<Problem>), Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &v.namespace);
@@ -434,6 +467,9 @@ async fn dereference(
             .get_opt(&name)
             .await
             .map_err(kube_error::<Secret>("get", &name))?
+            // A Secret of that name that is not ours is someone else's key:
+            // never used (and never written: the apply refuses it).
+            .filter(|s| owned_by(&s.metadata, sv))
             .and_then(|s| s.data)
             .unwrap_or_default()
     } else {
@@ -830,6 +866,18 @@ where
         .get_metadata_opt(&name)
         .await
         .map_err(kube_error::<K>("get", &name))?;
+    // Force takes every field we set from whoever held it: only ever on an
+    // object this SecureVault owns (or creates now).
+    if let Some(existing) = &before
+        && !owned_by(&existing.metadata, sv)
+    {
+        return Err(Error::NotOwned {
+            kind: kind_of::<K>(),
+            namespace: namespace.to_owned(),
+            name,
+            owner: owner_of(&existing.metadata),
+        });
+    }
     let params = PatchParams::apply(names::MANAGER).force();
     let after = api
         .patch(&name, &params, &Patch::Apply(obj))
@@ -876,13 +924,7 @@ where
     else {
         return Ok(());
     };
-    let ours = existing
-        .metadata
-        .owner_references
-        .unwrap_or_default()
-        .iter()
-        .any(|o| Some(&o.uid) == sv.metadata.uid.as_ref());
-    if ours {
+    if owned_by(&existing.metadata, sv) {
         api.delete(name, &DeleteParams::default())
             .await
             .map_err(kube_error::<K>("delete", name))?;
@@ -896,6 +938,41 @@ where
         .await;
     }
     Ok(())
+}
+
+/// Whether `meta` names `sv` among its owners.
+fn owned_by(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    sv: &SecureVault,
+) -> bool {
+    sv.metadata.uid.as_ref().is_some_and(|uid| {
+        meta.owner_references
+            .iter()
+            .flatten()
+            .any(|o| &o.uid == uid)
+    })
+}
+
+/// Who owns an object, as its metadata tells: its controller, else its
+/// other owners, else the field manager that created it.
+fn owner_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    let owners = meta.owner_references.as_deref().unwrap_or_default();
+    let controller = owners.iter().find(|o| o.controller == Some(true));
+    if let Some(o) = controller.or(owners.first()) {
+        return format!("owned by {} {}", o.kind, o.name);
+    }
+    match meta
+        .managed_fields
+        .iter()
+        .flatten()
+        .find(|f| {
+            f.operation.as_deref() == Some("Apply") || f.operation.as_deref() == Some("Update")
+        })
+        .and_then(|f| f.manager.as_deref())
+    {
+        Some(manager) => format!("no owner; created by {manager}"),
+        None => "no owner".to_owned(),
+    }
 }
 
 /// Writes the status computed from what was observed, only if it changed.

@@ -465,12 +465,23 @@ pub fn compute(
 /// The previous status with `Degraded` set to a failed reconcile's message;
 /// everything else stays as last observed.
 pub fn failed(sv: &SecureVault, message: &str, now: Timestamp) -> SecureVaultStatus {
+    degraded(sv, "ReconcileFailed", message, now)
+}
+
+/// The status of `sv` with `Degraded` set for `reason` (e.g. `NotAllowed`:
+/// the spec asks for what the operator's policy refuses), the rest kept.
+pub fn degraded(
+    sv: &SecureVault,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) -> SecureVaultStatus {
     let mut status = sv.status.clone().unwrap_or_default();
     let degraded = condition(
         &status,
         DEGRADED,
         true,
-        ("ReconcileFailed", message.to_owned()),
+        (reason, message.to_owned()),
         sv.metadata.generation,
         now,
     );

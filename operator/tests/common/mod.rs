@@ -114,7 +114,56 @@ impl World {
 
     /// Starts the operator binary for this namespace.
     pub fn operator(&self, identity: &str) -> Operator {
-        Operator::start(self, identity)
+        Operator::start(self, identity, &[])
+    }
+
+    /// Starts the operator binary for this namespace with `env` on top
+    /// (its policy settings, say).
+    pub fn operator_with(&self, identity: &str, env: &[(&str, &str)]) -> Operator {
+        Operator::start(self, identity, env)
+    }
+
+    /// A ServiceAccount `name` in this namespace that may do what `rules`
+    /// (a Role's rules, YAML indented by two) allow there and nothing
+    /// else, and a token of it: an ordinary namespace user.
+    pub fn user(&self, name: &str, rules: &str) -> String {
+        self.apply(&format!(
+            "apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: {name}}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: {name}}}
+rules:
+{rules}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: {name}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {name}}}
+subjects:
+- {{kind: ServiceAccount, name: {name}, namespace: {ns}}}
+",
+            ns = self.ns()
+        ))
+        .unwrap();
+        self.kubectl(&["create", "token", name])
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// A client of the same API server that authenticates with `token`
+    /// only (none of the administrator's credentials).
+    pub async fn client_as(&self, token: &str) -> Client {
+        let kubeconfig = Kubeconfig::read_from(self.cluster.kubeconfig()).unwrap();
+        let mut config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .unwrap();
+        config.auth_info = serde_json::from_value(serde_json::json!({ "token": token })).unwrap();
+        Client::try_from(config).unwrap()
     }
 }
 
@@ -149,7 +198,7 @@ pub struct Operator {
 }
 
 impl Operator {
-    fn start(world: &World, identity: &str) -> Operator {
+    fn start(world: &World, identity: &str, env: &[(&str, &str)]) -> Operator {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_operator"));
         cmd.arg("run")
             .env("KUBECONFIG", world.cluster.kubeconfig())
@@ -159,7 +208,8 @@ impl Operator {
             .env("METRICS_ADDR", "127.0.0.1:0")
             .env("LEASE_DURATION_SECS", "6")
             .env("LEASE_RENEW_SECS", "1")
-            .env("LOG_LEVEL", "info");
+            .env("LOG_LEVEL", "info")
+            .envs(env.iter().copied());
         let process = Process::spawn(&format!("operator-{identity}"), cmd).unwrap();
         process
             .wait_for_line(
