@@ -211,7 +211,18 @@ impl std::fmt::Display for Kinds {
 /// `404 page not found` has no `Status` body, which kube reports with the
 /// reason "Failed to parse error data".
 pub fn is_not_served(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(status) if status.code == 404 && status.reason != "NotFound")
+    match e {
+        kube::Error::Api(status) => {
+            (status.code == 404 && status.reason != "NotFound")
+                // A CRD being deleted still answers, but refuses every
+                // creation: the kind is on its way out.
+                || (status.code == 403
+                    && status
+                        .message
+                        .contains("custom resource definition is terminating"))
+        }
+        _ => false,
+    }
 }
 
 /// What the process knows of the served kinds, shared by every reconcile.
@@ -490,6 +501,24 @@ mod tests {
                 .boxed(),
         );
         assert!(!is_not_served(&missing));
+        let terminating = kube::Error::Api(
+            kube::core::Status::failure(
+                "servicemonitors.monitoring.coreos.com \"mail\" is forbidden: create not allowed while custom resource definition is terminating",
+                "Forbidden",
+            )
+            .with_code(403)
+            .boxed(),
+        );
+        assert!(is_not_served(&terminating));
+        let forbidden = kube::Error::Api(
+            kube::core::Status::failure(
+                "servicemonitors is forbidden: User cannot create",
+                "Forbidden",
+            )
+            .with_code(403)
+            .boxed(),
+        );
+        assert!(!is_not_served(&forbidden), "RBAC refusals stay errors");
     }
 
     #[tokio::test]
