@@ -78,7 +78,8 @@ if [ -z "${OPENAI_BASE_URL:-}" ] && [ -z "${OPENAI_API_KEY:-}" ]; then
   port_free "$LLAMA_ADDR" || die "$LLAMA_ADDR is in use; set LLAMA_ADDR to a free address, or OPENAI_BASE_URL to use your own model server"
   { read -r python; read -r model; } < <(tests/setup/llama-server.sh | tail -n 2)
   "$python" -m llama_cpp.server --model "$model" --host "${LLAMA_ADDR%:*}" \
-    --port "${LLAMA_ADDR##*:}" --model_alias smollm2 --n_ctx 2048 >"$DATA_DIR/llama-server.log" 2>&1 &
+    --port "${LLAMA_ADDR##*:}" --model_alias smollm2 --n_ctx 2048 --interrupt_requests false \
+    >"$DATA_DIR/llama-server.log" 2>&1 &
   children+=($!)
   for _ in $(seq 300); do
     curl -sf "http://$LLAMA_ADDR/v1/models" >/dev/null && break

@@ -37,7 +37,12 @@ impl LlamaServer {
         cmd.args(["-m", "llama_cpp.server", "--model"])
             .arg(model)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--model_alias", MODEL, "--n_ctx", "2048"]);
+            .args(["--model_alias", MODEL, "--n_ctx", "2048"])
+            // By default llama-cpp-python's server ends a stream early (with
+            // [DONE], no finish reason) whenever another request arrives:
+            // the data plane's background health check would cut every
+            // stream it overlaps. Real OpenAI-compatible servers queue.
+            .args(["--interrupt_requests", "false"]);
         let process = Process::spawn(&format!("llama:{port}"), cmd)?;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {

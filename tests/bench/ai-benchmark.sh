@@ -50,7 +50,7 @@ bench_scratch securevault-ai-bench
 
 LLAMA_PORT=$(free_port)
 "$LLAMA_PYTHON" -m llama_cpp.server --model "$MODEL" --host 127.0.0.1 --port "$LLAMA_PORT" \
-  --model_alias smollm2 --n_ctx 2048 >"$TMP/llama.log" 2>&1 &
+  --model_alias smollm2 --n_ctx 2048 --interrupt_requests false >"$TMP/llama.log" 2>&1 &
 PIDS+=($!)
 wait_until "llama.cpp's server answering http://127.0.0.1:$LLAMA_PORT/v1/models" 120 curl -sf "http://127.0.0.1:$LLAMA_PORT/v1/models"
 

@@ -6,7 +6,10 @@
 # Prints two lines on stdout, last: the venv's python, then the model file.
 #
 #   run: $python -m llama_cpp.server --model $model --host 127.0.0.1 \
-#          --port PORT --model_alias smollm2 --n_ctx 2048
+#          --port PORT --model_alias smollm2 --n_ctx 2048 --interrupt_requests false
+#
+#   (llama-cpp-python ends a stream early whenever another request arrives,
+#   unless told not to: a health check would cut it.)
 #
 # Both are kept under $SECUREVAULT_CACHE (default ~/.cache/securevault): the
 # server in its own venv (`venv-llama-portable`, see python-venv.sh), the model in
