@@ -13,9 +13,15 @@
 #   RELEASE    Helm release name                 (securevault-operator)
 #   NAMESPACE  the operator's namespace          (securevault-system)
 #   SAMPLE     SecureVault manifest to apply     (config/samples/minimal.yaml)
-#   SAMPLE_NAMESPACE  where it goes               (default)
+#   SAMPLE_NAMESPACE  where it goes, and the namespace the operator
+#                     watches                     (default)
 #   HELM_ARGS  more `helm upgrade --install` arguments, e.g.
-#              "--set watchNamespaces={team-a}"
+#              "--set watchNamespaces={team-a,team-b}" or, to give the
+#              operator every namespace (and every Secret),
+#              "--set clusterWide=true"; when they name watchNamespaces or
+#              clusterWide, the script leaves the choice of namespaces to them
+#              (it does not look inside a values file given with -f: set
+#              them with --set there)
 #   LOCAL_OPERATOR_DIR   state of the operator run on this host
 #                        ($SECUREVAULT_CACHE/cluster/local-operator)
 #   LOCAL_METRICS_ADDR   its metrics address           (127.0.0.1:8081)
@@ -70,9 +76,17 @@ KUBECTL=$(command -v kubectl || true)
 HELM=$(SECUREVAULT_CACHE="$CACHE" tests/setup/helm.sh)
 
 "$KUBECTL" version >/dev/null 2>&1 || die "the cluster of $KUBECONFIG does not answer"
+# The chart's rights reach only the namespaces it watches (its own by
+# default), and the sample goes in SAMPLE_NAMESPACE: watch that one, unless
+# HELM_ARGS chose (the chart refuses both a list and clusterWide at once).
+scope=()
+case "${HELM_ARGS:-}" in
+*watchNamespaces* | *clusterWide*) ;;
+*) scope=(--set "watchNamespaces={$SAMPLE_NAMESPACE}") ;;
+esac
 log "installing chart charts/securevault-operator as release $RELEASE in namespace $NAMESPACE"
 "$HELM" upgrade --install "$RELEASE" charts/securevault-operator \
-  --namespace "$NAMESPACE" --create-namespace --wait --timeout 5m ${HELM_ARGS:-}
+  --namespace "$NAMESPACE" --create-namespace --wait --timeout 5m "${scope[@]}" ${HELM_ARGS:-}
 
 # Nodes kwok simulates carry this annotation (kwokctl scale node). The
 # chart's pods really run only on another node without taints: the real node
@@ -109,6 +123,8 @@ contexts:
   context: {cluster: local, user: $account}
 current-context: local
 EOF
+  # Unset in the chart's cluster-wide mode: the operator then watches every
+  # namespace, as the chart's pod would.
   watch=$(setting WATCH_NAMESPACE)
   level=$(setting LOG_LEVEL)
   lease=$(setting LEASE_DURATION_SECS)
@@ -125,7 +141,7 @@ EOF
     sleep 0.2
   done
   grep -q "became the leader" "$STATE/operator.log" || die "the operator did not become the leader in 30 s; see $STATE/operator.log"
-  log "operator running (pid $(cat "$STATE/pid"), log $STATE/operator.log, metrics on $LOCAL_METRICS_ADDR)"
+  log "operator running (pid $(cat "$STATE/pid"), log $STATE/operator.log, metrics on $LOCAL_METRICS_ADDR), watching ${watch:-every namespace}"
 fi
 
 name=$("$KUBECTL" create --dry-run=client -o jsonpath='{.metadata.name}' -f "$SAMPLE")

@@ -28,7 +28,8 @@ enum Command {
         #[arg(long)]
         reference: bool,
     },
-    /// Reconcile SecureVaults in every namespace (uses KUBECONFIG or the in-cluster account).
+    /// Reconcile SecureVaults in the watched namespaces (WATCH_NAMESPACE; uses
+    /// KUBECONFIG or the in-cluster account).
     Run(Box<RunArgs>),
     /// Print, as a Prometheus rule file, the alerts the operator writes for
     /// the SecureVault in a manifest (for promtool, or a Prometheus without
@@ -73,7 +74,8 @@ struct RunArgs {
     log_level: String,
     /// Watch only these namespaces, comma-separated [default: every
     /// namespace]. With a list, the operator needs only Roles in those
-    /// namespaces, no ClusterRole.
+    /// namespaces, no ClusterRole (the Helm chart always sets one unless
+    /// `clusterWide`).
     #[arg(long, env = "WATCH_NAMESPACE", value_delimiter = ',')]
     watch_namespace: Vec<String>,
     /// Namespace of the leader-election Lease (the operator's own).
@@ -226,6 +228,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.policy_host_suffixes.as_deref(),
         args.policy_image_registries.as_deref(),
     )?);
+    let watched = watched_namespaces(&args.watch_namespace)?;
+    match &watched {
+        Some(list) => tracing::info!(
+            namespaces = list.join(","),
+            "watching only these namespaces"
+        ),
+        None => tracing::info!("watching every namespace (this needs cluster-wide rights)"),
+    }
     let client = Client::try_default()
         .await
         .context("no Kubernetes configuration (KUBECONFIG or in-cluster)")?;
@@ -303,9 +313,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     {
         // One controller per watched namespace (or one for all): a
         // namespaced watch needs only a Role there.
-        let namespaces: Vec<Option<&str>> = match args.watch_namespace.as_slice() {
-            [] => vec![None],
-            list => list.iter().map(|ns| Some(ns.trim())).collect(),
+        let namespaces: Vec<Option<&str>> = match &watched {
+            None => vec![None],
+            Some(list) => list.iter().map(|ns| Some(ns.as_str())).collect(),
         };
         futures::future::join_all(namespaces.into_iter().map(|namespace| {
             controller::run(
@@ -334,6 +344,30 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!("handed the leader lease back; stopped");
     let _ = serving.await;
     Ok(())
+}
+
+/// The namespaces of WATCH_NAMESPACE, in order and once each; `None`, every
+/// namespace, when it is unset or empty. An empty entry in a list (`a,,b`)
+/// is refused rather than guessed at: a typo must not widen the watch to
+/// every namespace, nor aim it at a namespace without a name.
+fn watched_namespaces(list: &[String]) -> anyhow::Result<Option<Vec<String>>> {
+    let entries: Vec<&str> = list.iter().map(|ns| ns.trim()).collect();
+    if matches!(entries.as_slice(), [] | [""]) {
+        return Ok(None);
+    }
+    if entries.contains(&"") {
+        anyhow::bail!(
+            "WATCH_NAMESPACE {:?} has an empty entry; unset it to watch every namespace",
+            list.join(",")
+        );
+    }
+    let mut unique: Vec<String> = Vec::with_capacity(entries.len());
+    for ns in entries {
+        if !unique.iter().any(|u| u == ns) {
+            unique.push(ns.to_owned());
+        }
+    }
+    Ok(Some(unique))
 }
 
 /// Renews the lease until `stop`; fires `lost` if another replica took it or
@@ -388,4 +422,44 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "operator".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// WATCH_NAMESPACE as the operator reads it, through the same parser.
+    fn watched(value: &str) -> anyhow::Result<Option<Vec<String>>> {
+        let Command::Run(args) =
+            Cli::try_parse_from(["operator", "run", "--watch-namespace", value])?.command
+        else {
+            panic!("`operator run` parsed as another command")
+        };
+        watched_namespaces(&args.watch_namespace)
+    }
+
+    #[test]
+    fn an_empty_watch_namespace_means_every_namespace() {
+        assert_eq!(watched("").unwrap(), None);
+        assert_eq!(watched(" ").unwrap(), None);
+        assert_eq!(watched_namespaces(&[]).unwrap(), None);
+    }
+
+    #[test]
+    fn a_list_is_trimmed_and_each_namespace_watched_once() {
+        assert_eq!(
+            watched("team-a, team-b,team-a").unwrap(),
+            Some(vec!["team-a".to_owned(), "team-b".to_owned()])
+        );
+    }
+
+    #[test]
+    fn an_empty_entry_in_a_list_is_refused_rather_than_widening_the_watch() {
+        for value in ["team-a,", ",team-a", "team-a,,team-b", ","] {
+            let error = watched(value).unwrap_err().to_string();
+            assert!(error.contains("empty entry"), "{value:?}: {error}");
+        }
+    }
 }

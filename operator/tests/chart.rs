@@ -1,9 +1,12 @@
 //! The Helm chart (charts/securevault-operator) against the real control
-//! plane: it lints, renders in both RBAC modes, and the API server accepts
+//! plane: it lints, renders in each RBAC mode, and the API server accepts
 //! what it renders; its CRD is the repository's; and its RBAC is exactly
-//! enough: the real operator, running with the chart's ServiceAccount token,
-//! brings the complete sample to Ready and through an upgrade and the
-//! removal of optional children without a single refused request.
+//! enough and no more. With the chart's ServiceAccount token (`kubectl
+//! create token`), in each mode: the real operator brings the complete
+//! sample to Ready and through an upgrade and the removal of optional
+//! children without a single refused request, and outside the watched
+//! namespaces the token can neither read a Secret nor create a workload;
+//! only the opt-in cluster-wide mode can, everywhere.
 //!
 //! Helm is built from its Go module by tests/setup/helm.sh (cached).
 
@@ -12,30 +15,10 @@
 
 mod common;
 
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::{process::Command, time::Duration};
 
-use common::*;
+use common::{chart::*, *};
 use operator::api::{SecureVault, UpgradePhase};
-
-fn chart() -> PathBuf {
-    repo_root().join("charts/securevault-operator")
-}
-
-/// The chart rendered as release `release` in `namespace` with `--set`s.
-fn template(release: &str, namespace: &str, sets: &[&str]) -> String {
-    let chart = chart();
-    let mut args = vec![
-        "template",
-        release,
-        chart.to_str().unwrap(),
-        "--namespace",
-        namespace,
-    ];
-    for set in sets {
-        args.extend(["--set", set]);
-    }
-    helm(&args)
-}
 
 #[test]
 fn the_chart_s_crd_is_the_repository_s() {
@@ -47,131 +30,307 @@ fn the_chart_s_crd_is_the_repository_s() {
     );
 }
 
+/// The three modes as rendered: where the operator's rules are granted (the
+/// Role or ClusterRole named after the release, and its binding), and the
+/// WATCH_NAMESPACE that keeps its watches inside them.
+#[test]
+fn each_rbac_mode_grants_rights_only_where_the_operator_watches() {
+    for (sets, granted, watch) in [
+        // The default: the release's own namespace, nothing cluster-wide.
+        (
+            vec![],
+            vec![
+                "Role sys/x-securevault-operator",
+                "RoleBinding sys/x-securevault-operator",
+            ],
+            Some("sys"),
+        ),
+        (
+            vec!["watchNamespaces={team-a,team-b}"],
+            vec![
+                "Role team-a/x-securevault-operator",
+                "Role team-b/x-securevault-operator",
+                "RoleBinding team-a/x-securevault-operator",
+                "RoleBinding team-b/x-securevault-operator",
+            ],
+            Some("team-a,team-b"),
+        ),
+        (
+            vec!["clusterWide=true"],
+            vec![
+                "ClusterRole x-securevault-operator",
+                "ClusterRoleBinding x-securevault-operator",
+            ],
+            None,
+        ),
+    ] {
+        let objects = objects(&template("x", "sys", &sets));
+        // The chart's other RBAC objects (the leader election's, in the
+        // release's namespace in every mode) hold none of those rules.
+        let found: Vec<String> = rbac(&objects)
+            .into_iter()
+            .filter(|r| r.rsplit([' ', '/']).next() == Some("x-securevault-operator"))
+            .collect();
+        assert_eq!(found, granted, "with {sets:?}");
+        assert_eq!(watch_namespace(&objects).as_deref(), watch, "with {sets:?}");
+    }
+}
+
+/// `helm template x CHART ARGS…`, expected to fail: its standard error.
+fn refused(args: &[&str]) -> String {
+    let out = Command::new(helm_binary())
+        .args(["template", "x", chart().to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "helm accepted {args:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn the_chart_refuses_values_it_cannot_honour_naming_them() {
+    // The schema names the value.
+    for (set, value) in [
+        ("replicaCount=0", "replicaCount"),
+        ("clusterWide=yes", "clusterWide"),
+    ] {
+        let error = refused(&["--set", set]);
+        assert!(error.contains(value), "{set}: {error}");
+    }
+    // Cluster-wide rights with a list of namespaces: one of the two would
+    // be a lie, so neither is guessed.
+    let error = refused(&[
+        "--set",
+        "clusterWide=true",
+        "--set",
+        "watchNamespaces={team-a}",
+    ]);
+    assert!(
+        error.contains("clusterWide") && error.contains("watchNamespaces"),
+        "{error}"
+    );
+}
+
 #[tokio::test]
-async fn the_chart_lints_and_the_api_server_accepts_both_rbac_modes() {
+async fn the_chart_lints_and_the_api_server_accepts_every_rbac_mode() {
     helm(&["lint", "--strict", chart().to_str().unwrap()]);
     let w = World::new("chart-render").await;
     let watched = w.cluster.create_namespace("chart-watched").unwrap();
-    for (sets, cluster_wide) in [
-        (vec![], true),
-        (
-            vec![format!("watchNamespaces={{{}}}", watched.name())],
-            false,
-        ),
-    ] {
-        let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+    let list = format!("watchNamespaces={{{}}}", watched.name());
+    for sets in [vec![], vec![list.as_str()], vec!["clusterWide=true"]] {
         let rendered = template(w.ns(), w.ns(), &sets);
-        assert_eq!(rendered.contains("kind: ClusterRole\n"), cluster_wide);
-        if !cluster_wide {
-            assert!(rendered.contains(&format!(
-                "WATCH_NAMESPACE\n          value: \"{}\"",
-                watched.name()
-            )));
-        }
         w.cluster
             .kubectl_stdin(
                 // Every object names its namespace (the Roles: the watched ones).
                 &["apply", "--dry-run=server", "-f", "-"],
                 &rendered,
             )
-            .unwrap();
+            .unwrap_or_else(|e| panic!("with {sets:?}: {e}"));
     }
-    // The schema refuses what the chart cannot honour, naming the value.
-    let out = Command::new(helm_binary())
-        .args([
-            "template",
-            "x",
-            chart().to_str().unwrap(),
-            "--set",
-            "replicaCount=0",
+}
+
+/// What the README's entry for `clusterWide` says the operator's token can
+/// then do in every namespace, as `kubectl auth can-i` arguments.
+const RIGHTS: &[(&str, &str)] = &[
+    ("get", "secrets"),
+    ("list", "secrets"),
+    ("create", "secrets"),
+    ("patch", "secrets"),
+    ("create", "deployments.apps"),
+    ("patch", "deployments.apps"),
+    ("create", "serviceaccounts"),
+    ("create", "jobs.batch"),
+    ("delete", "configmaps"),
+];
+
+/// What the token holds in no mode, not even cluster-wide: the blast radius
+/// the README states is all of it. No Pod, StatefulSet or DaemonSet but
+/// through the operator's own kinds, no RBAC of its own making (which would
+/// widen its rights), and no deleting a Secret or a Deployment.
+const NEVER: &[(&str, &str)] = &[
+    ("create", "pods"),
+    ("create", "statefulsets.apps"),
+    ("create", "daemonsets.apps"),
+    ("create", "rolebindings.rbac.authorization.k8s.io"),
+    ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
+    ("delete", "secrets"),
+    ("delete", "deployments.apps"),
+];
+
+/// Which of [`RIGHTS`] the release's token holds in `namespace`.
+fn rights_in(release: &Release, namespace: &str) -> Vec<(&'static str, &'static str, bool)> {
+    can_i(release, namespace, RIGHTS)
+}
+
+/// Which of `rights` (`kubectl auth can-i` verb and resource) the release's
+/// token holds in `namespace`.
+fn can_i(
+    release: &Release,
+    namespace: &str,
+    rights: &[(&'static str, &'static str)],
+) -> Vec<(&'static str, &'static str, bool)> {
+    rights
+        .iter()
+        .map(|&(verb, resource)| {
+            // `auth can-i` prints yes and exits 0, or prints no and exits 1;
+            // for a cluster-scoped resource a warning that `-n` does not
+            // apply follows the answer on its own line.
+            let allowed = match release
+                .as_operator
+                .kubectl(&["auth", "can-i", verb, resource, "-n", namespace])
+            {
+                Ok(out) => out.trim() == "yes",
+                Err(e) if e.to_string().lines().any(|l| l.trim() == "no") => false,
+                Err(e) => panic!("auth can-i {verb} {resource}: {e}"),
+            };
+            (verb, resource, allowed)
+        })
+        .collect()
+}
+
+/// A new namespace with a Secret in it, which only an admin put there.
+fn with_a_secret(w: &World, prefix: &str) -> Namespace {
+    let ns = w.cluster.create_namespace(prefix).unwrap();
+    w.cluster
+        .kubectl(&[
+            "create",
+            "secret",
+            "generic",
+            "precious",
+            "--from-literal=password=hunter2",
+            "-n",
+            ns.name(),
         ])
-        .output()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("replicaCount"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    ns
+}
+
+/// The release's token reads no Secret and creates no workload in
+/// `namespace`, nor lists Secrets across the cluster: each request is
+/// refused with 403.
+fn assert_confined(release: &Release, namespace: &str) {
+    let kubectl = |args: &[&str]| release.as_operator.kubectl(args);
+    assert_forbidden(
+        kubectl(&["get", "secret", "precious", "-n", namespace]),
+        &format!("reading a Secret in {namespace}"),
     );
+    assert_forbidden(
+        kubectl(&[
+            "create",
+            "deployment",
+            "intruder",
+            "--image=registry.example.com/intruder:1",
+            "-n",
+            namespace,
+        ]),
+        &format!("creating a Deployment in {namespace}"),
+    );
+    assert_forbidden(
+        kubectl(&["get", "secrets", "--all-namespaces"]),
+        "listing the Secrets of every namespace",
+    );
+    let granted: Vec<_> = rights_in(release, namespace)
+        .into_iter()
+        .filter(|r| r.2)
+        .collect();
+    assert!(granted.is_empty(), "granted in {namespace}: {granted:?}");
+}
+
+#[tokio::test]
+async fn by_default_the_operator_s_token_reads_and_writes_only_in_the_release_namespace() {
+    // The default install: no values. Its namespace holds the operator and
+    // the vaults it manages.
+    let w = World::new("chart-default").await;
+    let outside = with_a_secret(&w, "chart-outside");
+    let release = Release::install(w.cluster, w.ns(), &[]);
+    assert_confined(&release, outside.name());
+    assert_eq!(release.watch_namespace.as_deref(), Some(w.ns()));
+    // Not vacuous: the same questions in the watched namespace say yes.
+    assert!(
+        rights_in(&release, w.ns()).iter().all(|r| r.2),
+        "{:?}",
+        rights_in(&release, w.ns())
+    );
+
+    // And that is enough for the operator, started as the Deployment
+    // starts it, to make a SecureVault Ready.
+    let operator = release.run_operator("rbac-default");
+    let sample = std::fs::read_to_string(repo_root().join("config/samples/minimal.yaml")).unwrap();
+    w.apply(&sample).unwrap();
+    wait_ready(&w, "mail").await;
+    let log = operator.output_lines().join("\n");
+    assert!(
+        log.contains("watching only these namespaces") && log.contains(w.ns()),
+        "the operator should say which namespaces it watches:\n{log}"
+    );
+    assert!(
+        !log.to_lowercase().contains("forbidden"),
+        "the operator was refused something:\n{log}"
+    );
+}
+
+#[tokio::test]
+async fn cluster_wide_the_operator_s_token_reads_and_writes_in_every_namespace() {
+    // What the README warns of, shown: why cluster-wide is opt-in. The
+    // operator itself is not run: watching every namespace of the shared
+    // test cluster, it would reconcile other tests' SecureVaults.
+    let w = World::new("chart-cluster-wide").await;
+    let elsewhere = with_a_secret(&w, "chart-elsewhere");
+    let release = Release::install(w.cluster, w.ns(), &["clusterWide=true"]);
+    assert_eq!(release.watch_namespace, None);
+
+    let kubectl = |args: &[&str]| release.as_operator.kubectl(args).unwrap();
+    let password = kubectl(&[
+        "get",
+        "secret",
+        "precious",
+        "-n",
+        elsewhere.name(),
+        "-o",
+        "jsonpath={.data.password}",
+    ]);
+    assert_eq!(password, "aHVudGVyMg==", "hunter2, base64");
+    kubectl(&[
+        "create",
+        "deployment",
+        "intruder",
+        "--image=registry.example.com/intruder:1",
+        "-n",
+        elsewhere.name(),
+    ]);
+    let every = kubectl(&["get", "secrets", "--all-namespaces", "-o", "name"]);
+    assert!(every.contains("secret/precious"), "{every}");
+    let denied: Vec<_> = rights_in(&release, elsewhere.name())
+        .into_iter()
+        .filter(|r| !r.2)
+        .collect();
+    assert!(denied.is_empty(), "the README overstates: {denied:?}");
+    let beyond: Vec<_> = can_i(&release, elsewhere.name(), NEVER)
+        .into_iter()
+        .filter(|r| r.2)
+        .collect();
+    assert!(beyond.is_empty(), "the README understates: {beyond:?}");
 }
 
 #[tokio::test]
 async fn the_operator_needs_no_more_than_the_chart_s_rbac() {
     // The operator's own namespace holds the release; the vaults live in
-    // another, which the chart grants through a Role only.
+    // another, the one namespace listed, which the chart grants through a
+    // Role only. Neither the release's namespace (unlisted) nor any other
+    // is open to the token.
     let w = World::new("chart-vaults").await;
-    let home = w.cluster.create_namespace("chart-operator").unwrap();
-    let rendered = template(
-        home.name(),
+    let home = with_a_secret(&w, "chart-operator");
+    let outside = with_a_secret(&w, "chart-outside");
+    let release = Release::install(
+        w.cluster,
         home.name(),
         &[&format!("watchNamespaces={{{}}}", w.ns())],
     );
-    w.cluster
-        .kubectl_stdin(&["apply", "-f", "-"], &rendered)
-        .unwrap();
-    let account = format!("{}-securevault-operator", home.name());
-    let token = w
-        .cluster
-        .kubectl(&[
-            "create",
-            "token",
-            &account,
-            "-n",
-            home.name(),
-            "--duration=1h",
-        ])
-        .unwrap();
-    let view = |path: &str| {
-        w.cluster
-            .kubectl(&[
-                "config",
-                "view",
-                "--raw",
-                "--minify",
-                "--flatten",
-                "-o",
-                &format!("jsonpath={{.clusters[0].cluster.{path}}}"),
-            ])
-            .unwrap()
-    };
-    let dir = testkit::TempDir::new("chart-rbac").unwrap();
-    let kubeconfig = dir.path().join("operator-kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1
-kind: Config
-clusters:
-- name: c
-  cluster: {{server: '{}', certificate-authority-data: '{}'}}
-users:
-- name: operator
-  user: {{token: '{}'}}
-contexts:
-- name: c
-  context: {{cluster: c, user: operator}}
-current-context: c
-",
-            view("server"),
-            view("certificate-authority-data"),
-            token.trim()
-        ),
-    )
-    .unwrap();
+    assert_eq!(release.watch_namespace.as_deref(), Some(w.ns()));
+    assert_confined(&release, home.name());
+    assert_confined(&release, outside.name());
 
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_operator"));
-    cmd.arg("run")
-        .env("KUBECONFIG", &kubeconfig)
-        .env("WATCH_NAMESPACE", w.ns())
-        .env("POD_NAMESPACE", home.name())
-        .env("POD_NAME", "rbac")
-        .env("METRICS_ADDR", "127.0.0.1:0")
-        .env("LOG_LEVEL", "info");
-    let operator = Process::spawn("operator-rbac", cmd).unwrap();
-    operator
-        .wait_for_line(|l| l.contains("became the leader"), Duration::from_secs(30))
-        .unwrap();
-
+    let operator = release.run_operator("rbac");
     let sample = std::fs::read_to_string(repo_root().join("config/samples/complete.yaml")).unwrap();
     w.apply(&sample).unwrap();
     wait_ready(&w, "mail").await;
@@ -221,13 +380,6 @@ current-context: c
         !log.to_lowercase().contains("forbidden"),
         "the operator was refused something:\n{log}"
     );
-    // Clean up what the namespaces do not take with them.
-    let _ = w.cluster.kubectl(&[
-        "delete",
-        "clusterrole,clusterrolebinding",
-        "-l",
-        &format!("app.kubernetes.io/instance={}", home.name()),
-    ]);
 }
 
 #[tokio::test]
@@ -243,8 +395,6 @@ async fn helm_installs_and_uninstalls_the_operator_and_the_crd_stays() {
         w.ns(),
         "--kubeconfig",
         &kubeconfig,
-        "--set",
-        &format!("watchNamespaces={{{}}}", w.ns()),
         "--wait",
         "--timeout",
         "120s",
@@ -269,6 +419,19 @@ async fn helm_installs_and_uninstalls_the_operator_and_the_crd_stays() {
         ])
         .unwrap();
     assert_eq!(ready, "2");
+    // The default install: rights in its own namespace, none cluster-wide.
+    let cluster_wide = w
+        .cluster
+        .kubectl(&[
+            "get",
+            "clusterrole,clusterrolebinding",
+            "-l",
+            &format!("app.kubernetes.io/instance={release}"),
+            "-o",
+            "name",
+        ])
+        .unwrap();
+    assert_eq!(cluster_wide.trim(), "", "the default install is namespaced");
 
     helm(&[
         "uninstall",
@@ -292,10 +455,11 @@ async fn helm_installs_and_uninstalls_the_operator_and_the_crd_stays() {
         .unwrap();
 }
 
-/// `make k8s-deploy` as the quick start runs it, in namespaces of its own:
-/// the chart installed, the minimal sample Ready, reconciled (kwok runs no
-/// container) by the operator the script starts on this host with the
-/// chart's ServiceAccount; `k8s-undeploy` stops that process.
+/// `make k8s-deploy` as the quick start runs it (no HELM_ARGS), in
+/// namespaces of its own: the chart installed, watching the sample's
+/// namespace, the minimal sample Ready, reconciled (kwok runs no container)
+/// by the operator the script starts on this host with the chart's
+/// ServiceAccount; `k8s-undeploy` stops that process.
 #[tokio::test]
 async fn make_k8s_deploy_installs_the_chart_and_the_minimal_sample_becomes_ready() {
     let w = World::new("deploy-vaults").await;
@@ -309,7 +473,7 @@ async fn make_k8s_deploy_installs_the_chart_and_the_minimal_sample_becomes_ready
             .env("RELEASE", home.name())
             .env("NAMESPACE", home.name())
             .env("SAMPLE_NAMESPACE", w.ns())
-            .env("HELM_ARGS", format!("--set watchNamespaces={{{}}}", w.ns()))
+            .env_remove("HELM_ARGS")
             .env("LOCAL_OPERATOR_DIR", state.path())
             .env("LOCAL_METRICS_ADDR", "127.0.0.1:0")
             .env("OPERATOR_BIN", env!("CARGO_BIN_EXE_operator"))

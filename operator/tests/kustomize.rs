@@ -53,12 +53,16 @@ async fn every_entry_point_renders_and_the_api_server_applies_it() {
             "-n",
             "securevault-system",
             "-o",
-            "jsonpath={.spec.replicas} {.spec.template.spec.serviceAccountName}",
+            "jsonpath={.spec.replicas} {.spec.template.spec.serviceAccountName} \
+             {.spec.template.spec.containers[0].env[?(@.name==\"WATCH_NAMESPACE\")].value}",
         ])
         .unwrap();
-    assert_eq!(deployment, "2 securevault-operator");
-    // The sample goes in the user's namespace, and the operator (run here,
-    // as the Deployment would) makes it Ready.
+    // The chart's default: the operator watches its own namespace only,
+    // where its Role is (config/rbac holds no ClusterRole).
+    assert_eq!(deployment, "2 securevault-operator securevault-system");
+    // The sample goes in a namespace of the test's own, and the operator
+    // (run here with the admin's rights, watching that namespace) makes it
+    // Ready.
     let samples = config.join("samples");
     w.kubectl(&["apply", "-k", samples.to_str().unwrap()])
         .unwrap();
@@ -66,12 +70,8 @@ async fn every_entry_point_renders_and_the_api_server_applies_it() {
     op.wait_leader();
     wait_ready(&w, "mail").await;
 
+    // Everything config/default made is in that namespace (the CRD stays).
     let _ = w
         .cluster
         .kubectl(&["delete", "namespace", "securevault-system", "--wait=false"]);
-    let _ = w.cluster.kubectl(&[
-        "delete",
-        "clusterrole,clusterrolebinding",
-        "securevault-operator",
-    ]);
 }

@@ -2,12 +2,13 @@
 # Renders the Helm chart into the kustomize bases, so the chart stays the one
 # place where the operator's Deployment and RBAC are written:
 #
-#   config/rbac/rbac.yaml        ServiceAccount, ClusterRole(Binding), leader-election Role(Binding)
+#   config/rbac/rbac.yaml        ServiceAccount, Role(Binding), leader-election Role(Binding)
 #   config/manager/manager.yaml  Deployment, metrics Service, PodDisruptionBudget
 #   config/monitoring/servicemonitor.yaml   the operator's ServiceMonitor
 #
 # Release `securevault-operator` in namespace `securevault-system`, default
-# values. `make manifests` runs it; operator/tests/kustomize.rs fails when the
+# values: the operator watches securevault-system only, with a Role there and
+# no cluster-wide rights. `make manifests` runs it; operator/tests/kustomize.rs fails when the
 # files differ from what it would write (`--check` does that comparison).
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -10,9 +10,11 @@
 #      cargo-audit keep theirs); otherwise says that advisories were not
 #      checked, and why;
 #   3. cargo clippy --workspace --all-targets -D warnings;
-#   4. kube-score over the Helm chart rendered with default values, and
-#   5. with namespaced values (watchNamespaces: a Role per namespace);
-#   6. kube-score over every object the operator writes for
+#   4. kube-score over the Helm chart rendered with default values (a Role
+#      in the release's namespace),
+#   5. with namespaced values (watchNamespaces: a Role per namespace), and
+#   6. cluster-wide (clusterWide: a ClusterRole);
+#   7. kube-score over every object the operator writes for
 #      config/samples/complete.yaml, upgrade Jobs included (`operator render`).
 #
 # kube-score's exceptions, each justified, are in .kube-score.conf. The tools
@@ -145,6 +147,12 @@ if "$HELM" template securevault-operator "$chart" --namespace securevault-system
   score "kube-score: chart, namespaced values" chart "$work/chart-namespaced.yaml"
 else
   fail "kube-score: chart, namespaced values (helm template failed)"
+fi
+if "$HELM" template securevault-operator "$chart" --namespace securevault-system \
+  --set clusterWide=true >"$work/chart-cluster-wide.yaml"; then
+  score "kube-score: chart, cluster-wide" chart "$work/chart-cluster-wide.yaml"
+else
+  fail "kube-score: chart, cluster-wide (helm template failed)"
 fi
 
 sample=config/samples/complete.yaml

@@ -23,3 +23,21 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
+
+{{/*
+The namespaces whose SecureVaults the operator manages, as a JSON list (read
+it with `fromJsonArray`): those given, or the release's own when none is;
+empty in cluster-wide mode. The RBAC and the Deployment's WATCH_NAMESPACE
+both come from here, so the operator never watches where it has no rights,
+nor has rights where it does not watch.
+*/}}
+{{- define "securevault-operator.watchNamespaces" -}}
+{{- if .Values.clusterWide -}}
+{{- if .Values.watchNamespaces -}}
+{{- fail (printf "clusterWide: true grants the operator every namespace, yet watchNamespaces lists %s: set one or the other (clusterWide: true with watchNamespaces: [], or watchNamespaces with clusterWide: false)" (join ", " .Values.watchNamespaces)) -}}
+{{- end -}}
+{{- list | toJson -}}
+{{- else -}}
+{{- default (list .Release.Namespace) .Values.watchNamespaces | toJson -}}
+{{- end -}}
+{{- end -}}

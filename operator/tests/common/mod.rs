@@ -28,6 +28,7 @@ use kube::{
 use operator::api::SecureVault;
 pub use testkit::{Cluster, Process, cluster::Namespace};
 
+pub mod chart;
 pub mod node;
 
 /// The repository's root (charts, config, scripts live there).
