@@ -61,7 +61,13 @@ async fn the_chart_lints_and_the_api_server_accepts_both_rbac_modes() {
     ] {
         let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
         let rendered = template(w.ns(), w.ns(), &sets);
-        assert_eq!(rendered.contains("kind: ClusterRole\n"), cluster_wide);
+        // The watch rules' ClusterRole; the metrics' review rights are
+        // cluster-wide in both modes (metrics-rbac.yaml).
+        let watch_role = format!(
+            "kind: ClusterRole\nmetadata:\n  name: {}-securevault-operator\n",
+            w.ns()
+        );
+        assert_eq!(rendered.contains(&watch_role), cluster_wide);
         if !cluster_wide {
             assert!(rendered.contains(&format!(
                 "WATCH_NAMESPACE\n          value: \"{}\"",
@@ -76,6 +82,23 @@ async fn the_chart_lints_and_the_api_server_accepts_both_rbac_modes() {
             )
             .unwrap();
     }
+    // A ServiceMonitor sending a Secret's token: the API server (with the
+    // Prometheus Operator's CRDs) accepts it.
+    let scraped = template(
+        w.ns(),
+        w.ns(),
+        &[
+            "metrics.serviceMonitor.enabled=true",
+            "metrics.serviceMonitor.tokenSecret.name=scrape-token",
+            "metrics.serviceMonitor.tokenSecret.key=token",
+        ],
+    );
+    assert!(scraped.contains("credentials: {name: scrape-token, key: token}"));
+    assert!(!scraped.contains("bearerTokenFile"), "one token, not two");
+    w.cluster
+        .kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &scraped)
+        .unwrap();
+
     // The schema refuses what the chart cannot honour, naming the value.
     let out = Command::new(helm_binary())
         .args([
@@ -106,6 +129,11 @@ async fn the_operator_needs_no_more_than_the_chart_s_rbac() {
         home.name(),
         &[&format!("watchNamespaces={{{}}}", w.ns())],
     );
+    // The release's ClusterRoles and the scraper's binding go, pass or fail.
+    let _cluster_scoped = ClusterScoped {
+        cluster: w.cluster,
+        instance: home.name().to_owned(),
+    };
     w.cluster
         .kubectl_stdin(&["apply", "-f", "-"], &rendered)
         .unwrap();
@@ -166,6 +194,8 @@ current-context: c
         .env("POD_NAMESPACE", home.name())
         .env("POD_NAME", "rbac")
         .env("METRICS_ADDR", "127.0.0.1:0")
+        // Its TokenReviews and SubjectAccessReviews need the chart's rules too.
+        .env("METRICS_AUTH", "on")
         .env("LOG_LEVEL", "info");
     let operator = Process::spawn("operator-rbac", cmd).unwrap();
     operator
@@ -216,18 +246,48 @@ current-context: c
             .unwrap();
         assert!(out.trim().is_empty(), "{gone} still exists");
     }
+    // A scraper bound to the chart's metrics-reader reads the metrics; the
+    // operator's own account may not.
+    w.cluster
+        .kubectl(&["create", "serviceaccount", "scraper", "-n", home.name()])
+        .unwrap();
+    w.cluster
+        .kubectl_stdin(
+            &["apply", "-f", "-"],
+            &format!(
+                "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: {ns}-scraper
+  labels: {{app.kubernetes.io/instance: {ns}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {ns}-securevault-operator-metrics-reader}}
+subjects: [{{kind: ServiceAccount, name: scraper, namespace: {ns}}}]
+",
+                ns = home.name()
+            ),
+        )
+        .unwrap();
+    let scraper = w
+        .cluster
+        .kubectl(&["create", "token", "scraper", "-n", home.name()])
+        .unwrap();
+    let addr = metrics_addr(&operator);
+    let scraped = eventually(
+        Duration::from_secs(60),
+        "the scraper's token reads /metrics",
+        || async { Some(http_get_as(&addr, "/metrics", Some(scraper.trim()))) },
+        // Until the binding is in force: 403, kept 30 s.
+        |(status, _)| *status == 200,
+    )
+    .await;
+    assert!(scraped.1.contains("securevault_reconciles_total"));
+    assert_eq!(http_get_as(&addr, "/metrics", Some(token.trim())).0, 403);
+
     let log = operator.output_lines().join("\n");
     assert!(
         !log.to_lowercase().contains("forbidden"),
         "the operator was refused something:\n{log}"
     );
-    // Clean up what the namespaces do not take with them.
-    let _ = w.cluster.kubectl(&[
-        "delete",
-        "clusterrole,clusterrolebinding",
-        "-l",
-        &format!("app.kubernetes.io/instance={}", home.name()),
-    ]);
 }
 
 #[tokio::test]

@@ -69,9 +69,13 @@ async fn every_entry_point_renders_and_the_api_server_applies_it() {
     let _ = w
         .cluster
         .kubectl(&["delete", "namespace", "securevault-system", "--wait=false"]);
+    // Some of these names are a ClusterRole only: kubectl deletes the
+    // others and reports those as not found.
     let _ = w.cluster.kubectl(&[
         "delete",
         "clusterrole,clusterrolebinding",
         "securevault-operator",
+        "securevault-operator-metrics-auth",
+        "securevault-operator-metrics-reader",
     ]);
 }
