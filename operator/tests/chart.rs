@@ -82,8 +82,9 @@ async fn the_chart_lints_and_the_api_server_accepts_both_rbac_modes() {
             )
             .unwrap();
     }
-    // A ServiceMonitor sending a Secret's token: the API server (with the
-    // Prometheus Operator's CRDs) accepts it.
+    // The metrics' settings: a ServiceMonitor sending a Secret's token, the
+    // nodes' CIDRs let through for the probes; the API server (with the
+    // Prometheus Operator's CRDs) accepts both.
     let scraped = template(
         w.ns(),
         w.ns(),
@@ -91,13 +92,19 @@ async fn the_chart_lints_and_the_api_server_accepts_both_rbac_modes() {
             "metrics.serviceMonitor.enabled=true",
             "metrics.serviceMonitor.tokenSecret.name=scrape-token",
             "metrics.serviceMonitor.tokenSecret.key=token",
+            "networkPolicy.probesFrom={10.0.0.0/8}",
         ],
     );
     assert!(scraped.contains("credentials: {name: scrape-token, key: token}"));
     assert!(!scraped.contains("bearerTokenFile"), "one token, not two");
+    assert!(scraped.contains("- ipBlock: {cidr: \"10.0.0.0/8\"}"));
     w.cluster
         .kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &scraped)
         .unwrap();
+    // No namespace listed and no CIDR: the policy stays, denying every
+    // connection, rather than going away with its last rule.
+    let closed = template(w.ns(), w.ns(), &["networkPolicy.metricsNamespaces=null"]);
+    assert!(closed.contains("policyTypes: [Ingress]\n  ingress: []\n"));
 
     // The schema refuses what the chart cannot honour, naming the value.
     let out = Command::new(helm_binary())

@@ -4,7 +4,7 @@
 #
 #   config/rbac/rbac.yaml        ServiceAccount, ClusterRole(Binding), leader-election Role(Binding),
 #                                the metrics' review ClusterRole(Binding) and metrics-reader ClusterRole
-#   config/manager/manager.yaml  Deployment, metrics Service, PodDisruptionBudget
+#   config/manager/manager.yaml  Deployment, metrics Service, PodDisruptionBudget, NetworkPolicy
 #   config/monitoring/servicemonitor.yaml   the operator's ServiceMonitor
 #
 # Release `securevault-operator` in namespace `securevault-system`, default
@@ -34,7 +34,8 @@ check=
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 render "$dir/rbac.yaml" templates/serviceaccount.yaml templates/rbac.yaml templates/metrics-rbac.yaml
-render "$dir/manager.yaml" templates/deployment.yaml templates/service.yaml templates/pdb.yaml
+render "$dir/manager.yaml" templates/deployment.yaml templates/service.yaml templates/pdb.yaml \
+  templates/networkpolicy.yaml
 render "$dir/servicemonitor.yaml" templates/servicemonitor.yaml
 
 status=0
