@@ -14,7 +14,8 @@
 //!   apply -> update_status`, the only place that writes;
 //! - [`status`]: the status computed from what was observed;
 //! - [`controller`]: watches and wiring; [`leader`]: Lease-based election;
-//! - [`telemetry`]: logs, metrics, health endpoints;
+//! - [`telemetry`]: logs, metrics, health endpoints; [`metrics_auth`]: who
+//!   may read the metrics (TokenReview and SubjectAccessReview);
 //! - [`crd`]: the CRD YAML that `operator crd` prints; [`render`]: the
 //!   children, as YAML, that `operator render` prints (no cluster).
 //! - [`crd_reference`]: the Markdown reference of the CRD's fields that
@@ -29,6 +30,7 @@ pub mod crd_reference;
 pub mod discovery;
 pub mod env;
 pub mod leader;
+pub mod metrics_auth;
 pub mod names;
 pub mod policy;
 pub mod reconcile;

@@ -8,7 +8,7 @@ use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use kube::Client;
-use operator::{controller, discovery, leader, telemetry};
+use operator::{controller, discovery, leader, metrics_auth, telemetry};
 use tokio_util::sync::CancellationToken;
 
 /// SecureVault operator: runs the data plane for each SecureVault object.
@@ -69,6 +69,12 @@ struct RunArgs {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8081")]
     metrics_addr: SocketAddr,
+    /// Whether /metrics needs a bearer token allowed to `get` the
+    /// non-resource URL /metrics (a TokenReview and a SubjectAccessReview):
+    /// `on` or `off` [default: on, off when METRICS_ADDR is loopback]. `off`
+    /// is refused on any other address. /healthz and /readyz never need one.
+    #[arg(long, env = "METRICS_AUTH")]
+    metrics_auth: Option<metrics_auth::Setting>,
     /// Log level or tracing filter directive.
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -220,6 +226,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
+    // Before anything starts: a setting that would open the metrics stops it.
+    let auth_required = metrics_auth::required(args.metrics_auth, args.metrics_addr)?;
     // Checked before anything connects: a wrong entry is a typo to fix now,
     // not a SecureVault refused (or allowed) later.
     let policy = Arc::new(operator::policy::Policy::parse(
@@ -247,10 +255,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} (METRICS_ADDR)", args.metrics_addr))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "metrics listening on http://{addr}");
+    tracing::info!(%addr, metrics_auth = auth_required, "metrics listening on http://{addr}");
+    let authorizer = auth_required.then(|| {
+        Arc::new(metrics_auth::Authorizer::new(metrics_auth::ApiServer::new(
+            client.clone(),
+        )))
+    });
     let serving = tokio::spawn(telemetry::serve(
         listener,
         metrics.clone(),
+        authorizer,
         stop.clone().cancelled_owned(),
     ));
 

@@ -1,5 +1,6 @@
 //! The operator's own telemetry: JSON logs, Prometheus metrics, and the
-//! `/metrics`, `/healthz` and `/readyz` endpoints.
+//! `/metrics`, `/healthz` and `/readyz` endpoints (`/metrics` behind
+//! [`crate::metrics_auth`] unless that is off).
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -7,6 +8,7 @@ use axum::{
     Router,
     extract::State,
     http::{StatusCode, header},
+    middleware,
     response::IntoResponse,
     routing::get,
 };
@@ -15,6 +17,8 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tokio::net::TcpListener;
+
+use crate::metrics_auth::{self, Authorizer};
 
 /// Installs JSON logs on stdout with the given filter (e.g. `info`).
 pub fn init_logging(filter: &str) -> Result<(), String> {
@@ -132,20 +136,32 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown`.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let app = Router::new()
+/// `/metrics`, `/healthz` and `/readyz`; with `auth`, every path but the
+/// probes' needs a token allowed to `get` `/metrics`.
+pub fn app(metrics: Arc<Metrics>, auth: Option<Arc<Authorizer>>) -> Router {
+    let routes = Router::new()
         .route("/metrics", get(export))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
         .with_state(metrics);
+    match auth {
+        // Around the whole router, not one route: a path added later is
+        // guarded unless `metrics_auth::ANONYMOUS_PATHS` lists it.
+        Some(auth) => routes.layer(middleware::from_fn_with_state(auth, metrics_auth::guard)),
+        None => routes,
+    }
+}
+
+/// Serves [`app`] on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    auth: Option<Arc<Authorizer>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     axum::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        app(metrics, auth).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await
@@ -160,5 +176,93 @@ async fn export(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
         )
             .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::{body::Body, http::Request};
+    use futures::future::BoxFuture;
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::metrics_auth::{Decision, ReviewError, Reviewer};
+
+    /// The API server's answers, by token.
+    struct Answers;
+
+    impl Reviewer for Answers {
+        fn review<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Decision, ReviewError>> {
+            Box::pin(async move {
+                match token {
+                    "reader" => Ok(Decision::Allowed),
+                    "nobody" => Ok(Decision::Forbidden),
+                    "down" => Err(ReviewError::TokenReview(kube::Error::Service(
+                        "the API server is unreachable".into(),
+                    ))),
+                    _ => Ok(Decision::Unauthenticated),
+                }
+            })
+        }
+    }
+
+    async fn get(app: &Router, path: &str, token: Option<&str>) -> (StatusCode, String) {
+        let mut request = Request::get(path);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let response = app
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn with_auth_metrics_need_an_allowed_token_and_the_probes_none() {
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let app = app(metrics, Some(Arc::new(Authorizer::new(Answers))));
+        assert_eq!(
+            get(&app, "/metrics", None).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            get(&app, "/metrics", Some("junk")).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            get(&app, "/metrics", Some("nobody")).await.0,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            get(&app, "/metrics", Some("down")).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let (status, body) = get(&app, "/metrics", Some("reader")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("securevault_reconciles_total"), "{body}");
+        for probe in ["/healthz", "/readyz"] {
+            assert_eq!(
+                get(&app, probe, None).await,
+                (StatusCode::OK, "ok".to_owned())
+            );
+        }
+        // Deny by default: an unknown path says nothing without a token.
+        assert_eq!(get(&app, "/debug", None).await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            get(&app, "/debug", Some("reader")).await.0,
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    #[tokio::test]
+    async fn without_auth_metrics_are_served_to_anyone() {
+        let app = app(Arc::new(Metrics::new().unwrap()), None);
+        assert_eq!(get(&app, "/metrics", None).await.0, StatusCode::OK);
     }
 }

@@ -127,6 +127,29 @@ async fn the_chart_lints_and_the_api_server_accepts_every_rbac_mode() {
             )
             .unwrap_or_else(|e| panic!("with {sets:?}: {e}"));
     }
+    // The metrics' settings: a ServiceMonitor sending a Secret's token, the
+    // nodes' CIDRs let through for the probes; the API server (with the
+    // Prometheus Operator's CRDs) accepts both.
+    let scraped = template(
+        w.ns(),
+        w.ns(),
+        &[
+            "metrics.serviceMonitor.enabled=true",
+            "metrics.serviceMonitor.tokenSecret.name=scrape-token",
+            "metrics.serviceMonitor.tokenSecret.key=token",
+            "networkPolicy.probesFrom={10.0.0.0/8}",
+        ],
+    );
+    assert!(scraped.contains("credentials: {name: scrape-token, key: token}"));
+    assert!(!scraped.contains("bearerTokenFile"), "one token, not two");
+    assert!(scraped.contains("- ipBlock: {cidr: \"10.0.0.0/8\"}"));
+    w.cluster
+        .kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &scraped)
+        .unwrap();
+    // No namespace listed and no CIDR: the policy stays, denying every
+    // connection, rather than going away with its last rule.
+    let closed = template(w.ns(), w.ns(), &["networkPolicy.metricsNamespaces=null"]);
+    assert!(closed.contains("policyTypes: [Ingress]\n  ingress: []\n"));
 }
 
 /// What the README's entry for `clusterWide` says the operator's token can
@@ -375,6 +398,43 @@ async fn the_operator_needs_no_more_than_the_chart_s_rbac() {
             .unwrap();
         assert!(out.trim().is_empty(), "{gone} still exists");
     }
+    // A scraper bound to the chart's metrics-reader reads the metrics; the
+    // operator's own account may not.
+    w.cluster
+        .kubectl(&["create", "serviceaccount", "scraper", "-n", home.name()])
+        .unwrap();
+    w.cluster
+        .kubectl_stdin(
+            &["apply", "-f", "-"],
+            &format!(
+                "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: {ns}-scraper
+  labels: {{app.kubernetes.io/instance: {ns}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {ns}-securevault-operator-metrics-reader}}
+subjects: [{{kind: ServiceAccount, name: scraper, namespace: {ns}}}]
+",
+                ns = home.name()
+            ),
+        )
+        .unwrap();
+    let scraper = w
+        .cluster
+        .kubectl(&["create", "token", "scraper", "-n", home.name()])
+        .unwrap();
+    let addr = metrics_addr(&operator);
+    let scraped = eventually(
+        Duration::from_secs(60),
+        "the scraper's token reads /metrics",
+        || async { Some(http_get_as(&addr, "/metrics", Some(scraper.trim()))) },
+        // Until the binding is in force: 403, kept 30 s.
+        |(status, _)| *status == 200,
+    )
+    .await;
+    assert!(scraped.1.contains("securevault_reconciles_total"));
+    assert_eq!(http_get_as(&addr, "/metrics", Some(&release.token)).0, 403);
+
     let log = operator.output_lines().join("\n");
     assert!(
         !log.to_lowercase().contains("forbidden"),

@@ -74,4 +74,12 @@ async fn every_entry_point_renders_and_the_api_server_applies_it() {
     let _ = w
         .cluster
         .kubectl(&["delete", "namespace", "securevault-system", "--wait=false"]);
+    // The metrics' ClusterRoles, the only cluster-scoped objects
+    // config/default makes: no namespace takes them along.
+    let _ = w.cluster.kubectl(&[
+        "delete",
+        "clusterrole,clusterrolebinding",
+        "securevault-operator-metrics-auth",
+        "securevault-operator-metrics-reader",
+    ]);
 }

@@ -185,8 +185,11 @@ async fn restricted_world(prefix: &str) -> World {
 }
 
 /// Installs the operator's Helm chart into the world's namespace, watching
-/// it, with the operator on the real node; returns once its pod is ready.
-async fn install_operator(world: &World) -> Pod {
+/// it, with the operator on the real node; returns once its pod is ready,
+/// with the release's cluster-scoped objects (the metrics' RBAC) to delete.
+/// The release is named after the namespace, so a run never meets an
+/// earlier one's.
+async fn install_operator(world: &World) -> (Pod, ClusterScoped<'_>) {
     let (repository, tag) = image("operator");
     let values = TempDir::new("operator-values").unwrap();
     let file = values.path().join("values.yaml");
@@ -203,9 +206,13 @@ tolerations: [{{key: securevault.io/node, operator: Equal, value: real, effect: 
         ),
     )
     .unwrap();
+    let cleanup = ClusterScoped {
+        cluster: world.cluster,
+        instance: world.ns().to_owned(),
+    };
     helm(&[
         "install",
-        "operator",
+        world.ns(),
         repo_root()
             .join("charts/securevault-operator")
             .to_str()
@@ -219,7 +226,7 @@ tolerations: [{{key: securevault.io/node, operator: Equal, value: real, effect: 
         file.to_str().unwrap(),
     ]);
     let selector = "app.kubernetes.io/name=securevault-operator";
-    wait_pods_ready(world, selector, 1).await.remove(0)
+    (wait_pods_ready(world, selector, 1).await.remove(0), cleanup)
 }
 
 /// The host's services a SecureVault depends on.
@@ -351,7 +358,7 @@ async fn the_chart_s_operator_runs_a_real_data_plane_that_serves_through_its_ser
 
     // The operator: the chart's Deployment, in a pod on the real node,
     // talking to the API server from inside (the `kubernetes` Service).
-    let operator = install_operator(&world).await;
+    let (operator, _cluster_scoped) = install_operator(&world).await;
     let operator_log = world
         .kubectl(&["logs", &operator.name_any()])
         .unwrap_or_default();

@@ -2,8 +2,9 @@
 # Renders the Helm chart into the kustomize bases, so the chart stays the one
 # place where the operator's Deployment and RBAC are written:
 #
-#   config/rbac/rbac.yaml        ServiceAccount, Role(Binding), leader-election Role(Binding)
-#   config/manager/manager.yaml  Deployment, metrics Service, PodDisruptionBudget
+#   config/rbac/rbac.yaml        ServiceAccount, Role(Binding), leader-election Role(Binding),
+#                                the metrics' review ClusterRole(Binding) and metrics-reader ClusterRole
+#   config/manager/manager.yaml  Deployment, metrics Service, PodDisruptionBudget, NetworkPolicy
 #   config/monitoring/servicemonitor.yaml   the operator's ServiceMonitor
 #
 # Release `securevault-operator` in namespace `securevault-system`, default
@@ -33,8 +34,9 @@ check=
 [ "${1:-}" = --check ] && check=1
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-render "$dir/rbac.yaml" templates/serviceaccount.yaml templates/rbac.yaml
-render "$dir/manager.yaml" templates/deployment.yaml templates/service.yaml templates/pdb.yaml
+render "$dir/rbac.yaml" templates/serviceaccount.yaml templates/rbac.yaml templates/metrics-rbac.yaml
+render "$dir/manager.yaml" templates/deployment.yaml templates/service.yaml templates/pdb.yaml \
+  templates/networkpolicy.yaml
 render "$dir/servicemonitor.yaml" templates/servicemonitor.yaml
 
 status=0

@@ -105,6 +105,8 @@ pub struct Release {
     pub watch_namespace: Option<String>,
     /// kubectl acting as the operator's pod does.
     pub as_operator: Cluster,
+    /// The token of its ServiceAccount, which the operator's pod holds.
+    pub token: String,
     kubeconfig: PathBuf,
     _dir: TempDir,
 }
@@ -172,6 +174,7 @@ current-context: c
             namespace: namespace.to_owned(),
             watch_namespace: watch_namespace(&objects(&rendered)),
             as_operator: Cluster::new(&kubeconfig, cluster.kubectl_path()),
+            token: token.trim().to_owned(),
             kubeconfig,
             _dir: dir,
         }
@@ -187,6 +190,9 @@ current-context: c
             .env("POD_NAMESPACE", &self.namespace)
             .env("POD_NAME", identity)
             .env("METRICS_ADDR", "127.0.0.1:0")
+            // As in the Deployment: its TokenReviews and SubjectAccessReviews
+            // need the chart's rules too.
+            .env("METRICS_AUTH", "on")
             .env("LOG_LEVEL", "info");
         match &self.watch_namespace {
             Some(list) => cmd.env("WATCH_NAMESPACE", list),

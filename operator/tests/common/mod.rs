@@ -168,6 +168,27 @@ subjects:
     }
 }
 
+/// The ClusterRoles and ClusterRoleBindings labelled
+/// `app.kubernetes.io/instance=INSTANCE` (a chart release's, or a test's
+/// own), deleted on drop, pass or fail: no namespace takes them along, and
+/// a release's left behind would stop the next install of the same name.
+pub struct ClusterScoped<'a> {
+    pub cluster: &'a Cluster,
+    pub instance: String,
+}
+
+impl Drop for ClusterScoped<'_> {
+    fn drop(&mut self) {
+        let _ = self.cluster.kubectl(&[
+            "delete",
+            "clusterrole,clusterrolebinding",
+            "-l",
+            &format!("app.kubernetes.io/instance={}", self.instance),
+            "--wait=false",
+        ]);
+    }
+}
+
 /// Installs the checked-in CRD once per test process and waits until the
 /// API server serves it.
 fn install_crd(cluster: &Cluster) {
@@ -230,19 +251,7 @@ impl Operator {
 
     /// What `/metrics` says now.
     pub fn metrics(&self) -> String {
-        let line = self
-            .process
-            .wait_for_line(
-                |l| l.contains("metrics listening on http://"),
-                Duration::from_secs(5),
-            )
-            .unwrap();
-        let addr = line
-            .split("metrics listening on http://")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .unwrap();
-        http_get(addr, "/metrics")
+        http_get(&metrics_addr(&self.process), "/metrics")
     }
 
     /// SIGTERM, then the exit status.
@@ -260,14 +269,45 @@ impl Drop for Operator {
     }
 }
 
+/// Where an operator process serves `/metrics`, from its "metrics
+/// listening on" log line.
+pub fn metrics_addr(operator: &Process) -> String {
+    let line = operator
+        .wait_for_line(
+            |l| l.contains("metrics listening on http://"),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    line.split("metrics listening on http://")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned()
+}
+
 /// The body of a plain HTTP GET of `path` on `addr` (`host:port`).
 pub fn http_get(addr: &str, path: &str) -> String {
+    http_get_as(addr, path, None).1
+}
+
+/// The status and body of a plain HTTP GET of `path` on `addr`, with
+/// `Authorization: Bearer TOKEN` when a token is given.
+pub fn http_get_as(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let authorization = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{authorization}\r\n"
+    )
+    .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
-    response.split_once("\r\n\r\n").unwrap().1.to_owned()
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
 }
 
 /// Polls `get` until `check` holds, or fails after `limit` with `what`.
