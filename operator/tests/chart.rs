@@ -479,7 +479,9 @@ async fn helm_installs_and_uninstalls_the_operator_and_the_crd_stays() {
         ])
         .unwrap();
     assert_eq!(ready, "2");
-    // The default install: rights in its own namespace, none cluster-wide.
+    // The default install: rights in its own namespace; cluster-wide only
+    // the metrics' reviews (those APIs exist nowhere else) and the role a
+    // scraper is bound to, which nobody holds until the admin binds it.
     let cluster_wide = w
         .cluster
         .kubectl(&[
@@ -491,7 +493,31 @@ async fn helm_installs_and_uninstalls_the_operator_and_the_crd_stays() {
             "name",
         ])
         .unwrap();
-    assert_eq!(cluster_wide.trim(), "", "the default install is namespaced");
+    let prefix = format!("{release}-securevault-operator");
+    assert_eq!(
+        cluster_wide.trim(),
+        format!(
+            "clusterrole.rbac.authorization.k8s.io/{prefix}-metrics-auth\n\
+             clusterrole.rbac.authorization.k8s.io/{prefix}-metrics-reader\n\
+             clusterrolebinding.rbac.authorization.k8s.io/{prefix}-metrics-auth"
+        ),
+        "the default install is namespaced"
+    );
+    let reviews = w
+        .cluster
+        .kubectl(&[
+            "get",
+            "clusterrole",
+            &format!("{prefix}-metrics-auth"),
+            "-o",
+            "jsonpath={range .rules[*]}{.resources} {.verbs}{\"\\n\"}{end}",
+        ])
+        .unwrap();
+    assert_eq!(
+        reviews.trim(),
+        "[\"tokenreviews\"] [\"create\"]\n[\"subjectaccessreviews\"] [\"create\"]",
+        "the reviews' ClusterRole grants creating reviews and nothing else"
+    );
 
     helm(&[
         "uninstall",
