@@ -348,11 +348,46 @@ fn unauthorized() -> Response {
         .into_response()
 }
 
+/// A stand-in for the API server's reviews, for unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use futures::future::BoxFuture;
+
+    use super::{Decision, ReviewError, Reviewer};
+
+    /// Counts the reviews it is asked for; the answer comes from the token:
+    /// `reader` may read, `nobody` may not, `down` finds the API server
+    /// unreachable, any other is not a token the API server knows.
+    pub(crate) struct Counting(pub(crate) Arc<AtomicUsize>);
+
+    impl Reviewer for Counting {
+        fn review<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Decision, ReviewError>> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                match token {
+                    "reader" => Ok(Decision::Allowed),
+                    "nobody" => Ok(Decision::Forbidden),
+                    "down" => Err(ReviewError::TokenReview(kube::Error::Service(
+                        "the API server is unreachable".into(),
+                    ))),
+                    _ => Ok(Decision::Unauthenticated),
+                }
+            })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+    use crate::metrics_auth::testing::Counting;
 
     #[test]
     fn unset_needs_a_token_except_on_loopback_and_off_stays_on_loopback() {
@@ -436,25 +471,6 @@ mod tests {
             cache.insert(&format!("flood-{i}"), Decision::Unauthenticated, now);
         }
         assert_eq!(cache.len(), 3);
-    }
-
-    /// Counts the reviews it is asked for; the answer comes from the token.
-    struct Counting(Arc<AtomicUsize>);
-
-    impl Reviewer for Counting {
-        fn review<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Decision, ReviewError>> {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            Box::pin(async move {
-                match token {
-                    "reader" => Ok(Decision::Allowed),
-                    "nobody" => Ok(Decision::Forbidden),
-                    "down" => Err(ReviewError::TokenReview(kube::Error::Service(
-                        "the API server is unreachable".into(),
-                    ))),
-                    _ => Ok(Decision::Unauthenticated),
-                }
-            })
-        }
     }
 
     #[tokio::test(start_paused = true)]

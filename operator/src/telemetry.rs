@@ -182,29 +182,10 @@ async fn export(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use axum::{body::Body, http::Request};
-    use futures::future::BoxFuture;
     use tower::ServiceExt as _;
 
     use super::*;
-    use crate::metrics_auth::{Decision, ReviewError, Reviewer};
-
-    /// The API server's answers, by token.
-    struct Answers;
-
-    impl Reviewer for Answers {
-        fn review<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Decision, ReviewError>> {
-            Box::pin(async move {
-                match token {
-                    "reader" => Ok(Decision::Allowed),
-                    "nobody" => Ok(Decision::Forbidden),
-                    "down" => Err(ReviewError::TokenReview(kube::Error::Service(
-                        "the API server is unreachable".into(),
-                    ))),
-                    _ => Ok(Decision::Unauthenticated),
-                }
-            })
-        }
-    }
+    use crate::metrics_auth::testing::Counting;
 
     async fn get(app: &Router, path: &str, token: Option<&str>) -> (StatusCode, String) {
         let mut request = Request::get(path);
@@ -226,7 +207,10 @@ mod tests {
     #[tokio::test]
     async fn with_auth_metrics_need_an_allowed_token_and_the_probes_none() {
         let metrics = Arc::new(Metrics::new().unwrap());
-        let app = app(metrics, Some(Arc::new(Authorizer::new(Answers))));
+        let app = app(
+            metrics,
+            Some(Arc::new(Authorizer::new(Counting(Default::default())))),
+        );
         assert_eq!(
             get(&app, "/metrics", None).await.0,
             StatusCode::UNAUTHORIZED

@@ -403,22 +403,12 @@ async fn the_operator_needs_no_more_than_the_chart_s_rbac() {
     w.cluster
         .kubectl(&["create", "serviceaccount", "scraper", "-n", home.name()])
         .unwrap();
-    w.cluster
-        .kubectl_stdin(
-            &["apply", "-f", "-"],
-            &format!(
-                "apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: {ns}-scraper
-  labels: {{app.kubernetes.io/instance: {ns}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {ns}-securevault-operator-metrics-reader}}
-subjects: [{{kind: ServiceAccount, name: scraper, namespace: {ns}}}]
-",
-                ns = home.name()
-            ),
-        )
-        .unwrap();
+    bind_cluster_role(
+        w.cluster,
+        home.name(),
+        "scraper",
+        &format!("{}-securevault-operator-metrics-reader", home.name()),
+    );
     let scraper = w
         .cluster
         .kubectl(&["create", "token", "scraper", "-n", home.name()])

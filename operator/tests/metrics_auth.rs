@@ -38,22 +38,7 @@ async fn metrics_need_a_token_allowed_to_get_them_and_the_probes_none() {
         .kubectl_stdin(&["apply", "-f", "-"], &rbac)
         .unwrap();
     let reader_role = format!("{}-securevault-operator-metrics-reader", w.ns());
-    w.cluster
-        .kubectl_stdin(
-            &["apply", "-f", "-"],
-            &format!(
-                "apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: {ns}-metrics-reader
-  labels: {{app.kubernetes.io/instance: {ns}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {reader_role}}}
-subjects: [{{kind: ServiceAccount, name: reader, namespace: {ns}}}]
-",
-                ns = w.ns()
-            ),
-        )
-        .unwrap();
+    bind_cluster_role(w.cluster, w.ns(), "reader", &reader_role);
     for account in ["reader", "nobody"] {
         w.kubectl(&["create", "serviceaccount", account]).unwrap();
     }

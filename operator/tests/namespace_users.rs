@@ -31,27 +31,30 @@ fn secure_vault(spec: &str) -> SecureVault {
     serde_saphyr::from_str(&vault("mail", spec)).unwrap()
 }
 
-/// The SecureVault's Degraded condition, once it has this reason.
+/// The SecureVault's Degraded message, once it has this reason.
 async fn degraded(w: &World, reason: &str) -> String {
+    degraded_when(w, &format!("Degraded with reason {reason}"), |r, _| {
+        r == reason
+    })
+    .await
+}
+
+/// The SecureVault's Degraded message, once the condition is true and its
+/// reason and message satisfy `expected`.
+async fn degraded_when(w: &World, what: &str, expected: impl Fn(&str, &str) -> bool) -> String {
     let api = w.api::<SecureVault>();
-    let sv = eventually(
-        Duration::from_secs(30),
-        &format!("Degraded with reason {reason}"),
-        || async { api.get_opt("mail").await.ok().flatten() },
-        |sv: &SecureVault| {
-            sv.status
-                .as_ref()
-                .and_then(|s| s.condition("Degraded"))
-                .is_some_and(|c| c.status == "True" && c.reason == reason)
+    eventually(
+        Duration::from_secs(40),
+        what,
+        || async {
+            let sv = api.get_opt("mail").await.ok().flatten()?;
+            let c = sv.status?.condition("Degraded")?.clone();
+            (c.status == "True").then_some((c.reason, c.message))
         },
+        |(reason, message): &(String, String)| expected(reason, message),
     )
-    .await;
-    sv.status
-        .unwrap()
-        .condition("Degraded")
-        .unwrap()
-        .message
-        .clone()
+    .await
+    .1
 }
 
 #[tokio::test]
@@ -121,14 +124,10 @@ stringData: {secret-key: payments-own-signing-key}
         .delete("mail-secret-key", &Default::default())
         .await
         .unwrap();
-    let message = eventually(
-        Duration::from_secs(40),
+    let message = degraded_when(
+        &w,
         "the Service named as the next object in the way",
-        || async {
-            let sv = w.api::<SecureVault>().get("mail").await.ok()?;
-            Some(sv.status?.condition("Degraded")?.message.clone())
-        },
-        |m: &String| m.contains(&format!("Service {}/mail", w.ns())),
+        |_, m| m.contains(&format!("Service {}/mail", w.ns())),
     )
     .await;
     assert!(message.contains("no owner"), "{message}");
@@ -244,15 +243,9 @@ async fn what_the_policy_refuses_is_refused_whole_and_named() {
         .patch("mail", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    let message = eventually(
-        Duration::from_secs(30),
-        "the image and the host refused",
-        || async {
-            let sv = w.api::<SecureVault>().get("mail").await.ok()?;
-            Some(sv.status?.condition("Degraded")?.message.clone())
-        },
-        |m: &String| m.contains("spec.image") && m.contains("spec.ingress.host"),
-    )
+    let message = degraded_when(&w, "the image and the host refused", |_, m| {
+        m.contains("spec.image") && m.contains("spec.ingress.host")
+    })
     .await;
     assert!(
         !message.contains("annotations"),

@@ -269,6 +269,27 @@ impl Drop for Operator {
     }
 }
 
+/// Binds the ClusterRole `role` to the ServiceAccount `account` of
+/// `namespace`, labelled with that namespace as its instance so that
+/// [`ClusterScoped`] (or a chart release of that name) deletes it.
+pub fn bind_cluster_role(cluster: &Cluster, namespace: &str, account: &str, role: &str) {
+    cluster
+        .kubectl_stdin(
+            &["apply", "-f", "-"],
+            &format!(
+                "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: {namespace}-{account}
+  labels: {{app.kubernetes.io/instance: {namespace}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {role}}}
+subjects: [{{kind: ServiceAccount, name: {account}, namespace: {namespace}}}]
+"
+            ),
+        )
+        .unwrap();
+}
+
 /// Where an operator process serves `/metrics`, from its "metrics
 /// listening on" log line.
 pub fn metrics_addr(operator: &Process) -> String {
