@@ -154,7 +154,7 @@ async fn the_chart_lints_and_the_api_server_accepts_every_rbac_mode() {
 
 /// What the README's entry for `clusterWide` says the operator's token can
 /// then do in every namespace, as `kubectl auth can-i` arguments.
-const RIGHTS: &[(&str, &str)] = &[
+const RIGHTS: &[Right] = &[
     ("get", "secrets"),
     ("list", "secrets"),
     ("create", "secrets"),
@@ -170,7 +170,7 @@ const RIGHTS: &[(&str, &str)] = &[
 /// the README states is all of it. No Pod, StatefulSet or DaemonSet but
 /// through the operator's own kinds, no RBAC of its own making (which would
 /// widen its rights), and no deleting a Secret or a Deployment.
-const NEVER: &[(&str, &str)] = &[
+const NEVER: &[Right] = &[
     ("create", "pods"),
     ("create", "statefulsets.apps"),
     ("create", "daemonsets.apps"),
@@ -180,35 +180,38 @@ const NEVER: &[(&str, &str)] = &[
     ("delete", "deployments.apps"),
 ];
 
-/// Which of [`RIGHTS`] the release's token holds in `namespace`.
-fn rights_in(release: &Release, namespace: &str) -> Vec<(&'static str, &'static str, bool)> {
-    can_i(release, namespace, RIGHTS)
+/// `kubectl auth can-i` verb and resource.
+type Right = (&'static str, &'static str);
+
+/// Which of some rights a token holds in a namespace, and which not.
+#[derive(Debug, Default)]
+struct Answers {
+    granted: Vec<Right>,
+    denied: Vec<Right>,
 }
 
-/// Which of `rights` (`kubectl auth can-i` verb and resource) the release's
-/// token holds in `namespace`.
-fn can_i(
-    release: &Release,
-    namespace: &str,
-    rights: &[(&'static str, &'static str)],
-) -> Vec<(&'static str, &'static str, bool)> {
-    rights
-        .iter()
-        .map(|&(verb, resource)| {
-            // `auth can-i` prints yes and exits 0, or prints no and exits 1;
-            // for a cluster-scoped resource a warning that `-n` does not
-            // apply follows the answer on its own line.
-            let allowed = match release
-                .as_operator
-                .kubectl(&["auth", "can-i", verb, resource, "-n", namespace])
-            {
-                Ok(out) => out.trim() == "yes",
-                Err(e) if e.to_string().lines().any(|l| l.trim() == "no") => false,
-                Err(e) => panic!("auth can-i {verb} {resource}: {e}"),
-            };
-            (verb, resource, allowed)
-        })
-        .collect()
+/// Asks, as the release's token, for each of `rights` in `namespace`.
+fn can_i(release: &Release, namespace: &str, rights: &[Right]) -> Answers {
+    let mut answers = Answers::default();
+    for &(verb, resource) in rights {
+        // `auth can-i` prints yes and exits 0, or prints no and exits 1;
+        // for a cluster-scoped resource a warning that `-n` does not
+        // apply follows the answer on its own line.
+        let allowed = match release
+            .as_operator
+            .kubectl(&["auth", "can-i", verb, resource, "-n", namespace])
+        {
+            Ok(out) => out.trim() == "yes",
+            Err(e) if e.to_string().lines().any(|l| l.trim() == "no") => false,
+            Err(e) => panic!("auth can-i {verb} {resource}: {e}"),
+        };
+        if allowed {
+            answers.granted.push((verb, resource));
+        } else {
+            answers.denied.push((verb, resource));
+        }
+    }
+    answers
 }
 
 /// A new namespace with a Secret in it, which only an admin put there.
@@ -252,10 +255,7 @@ fn assert_confined(release: &Release, namespace: &str) {
         kubectl(&["get", "secrets", "--all-namespaces"]),
         "listing the Secrets of every namespace",
     );
-    let granted: Vec<_> = rights_in(release, namespace)
-        .into_iter()
-        .filter(|r| r.2)
-        .collect();
+    let granted = can_i(release, namespace, RIGHTS).granted;
     assert!(granted.is_empty(), "granted in {namespace}: {granted:?}");
 }
 
@@ -269,11 +269,8 @@ async fn by_default_the_operator_s_token_reads_and_writes_only_in_the_release_na
     assert_confined(&release, outside.name());
     assert_eq!(release.watch_namespace.as_deref(), Some(w.ns()));
     // Not vacuous: the same questions in the watched namespace say yes.
-    assert!(
-        rights_in(&release, w.ns()).iter().all(|r| r.2),
-        "{:?}",
-        rights_in(&release, w.ns())
-    );
+    let denied = can_i(&release, w.ns(), RIGHTS).denied;
+    assert!(denied.is_empty(), "denied at home: {denied:?}");
 
     // And that is enough for the operator, started as the Deployment
     // starts it, to make a SecureVault Ready.
@@ -323,15 +320,9 @@ async fn cluster_wide_the_operator_s_token_reads_and_writes_in_every_namespace()
     ]);
     let every = kubectl(&["get", "secrets", "--all-namespaces", "-o", "name"]);
     assert!(every.contains("secret/precious"), "{every}");
-    let denied: Vec<_> = rights_in(&release, elsewhere.name())
-        .into_iter()
-        .filter(|r| !r.2)
-        .collect();
+    let denied = can_i(&release, elsewhere.name(), RIGHTS).denied;
     assert!(denied.is_empty(), "the README overstates: {denied:?}");
-    let beyond: Vec<_> = can_i(&release, elsewhere.name(), NEVER)
-        .into_iter()
-        .filter(|r| r.2)
-        .collect();
+    let beyond = can_i(&release, elsewhere.name(), NEVER).granted;
     assert!(beyond.is_empty(), "the README understates: {beyond:?}");
 }
 
