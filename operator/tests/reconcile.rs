@@ -862,3 +862,46 @@ async fn a_downgrade_is_refused_unless_allowed_and_the_spec_is_never_rewritten()
     let sv = wait_ready(&w, "mail").await;
     assert_eq!(sv.status.unwrap().version.as_deref(), Some("0.1.0"));
 }
+
+#[tokio::test]
+async fn a_later_pre_release_is_an_upgrade_in_semver_s_order() {
+    // Compared as strings, "rc.10" sorts before "rc.9": the upgrade was
+    // refused as a downgrade. SemVer compares the numbers as numbers.
+    let w = World::new("pre-release").await;
+    let op = w.operator("solo");
+    op.wait_leader();
+    w.apply(&vault("mail", "  version: 0.2.0-rc.9\n  replicas: 1\n"))
+        .unwrap();
+    let sv = wait_ready(&w, "mail").await;
+    assert_eq!(sv.status.unwrap().version.as_deref(), Some("0.2.0-rc.9"));
+
+    w.apply(&vault("mail", "  version: 0.2.0-rc.10\n  replicas: 1\n"))
+        .unwrap();
+    let api = w.api::<SecureVault>();
+    let sv = eventually(
+        Duration::from_secs(60),
+        "0.2.0-rc.10 rolled out, or the upgrade refused",
+        || async { api.get_opt("mail").await.ok().flatten() },
+        |sv: &SecureVault| {
+            sv.status.as_ref().is_some_and(|s| {
+                s.version.as_deref() == Some("0.2.0-rc.10")
+                    || s.condition("Degraded")
+                        .is_some_and(|c| c.reason == "DowngradeRefused")
+            })
+        },
+    )
+    .await;
+    let status = sv.status.unwrap();
+    assert_eq!(
+        status.version.as_deref(),
+        Some("0.2.0-rc.10"),
+        "{:?}",
+        status.condition("Degraded")
+    );
+    let d = w.api::<Deployment>().get("mail").await.unwrap();
+    let image = d.spec.template.spec.unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap();
+    assert!(image.ends_with(":0.2.0-rc.10"), "{image}");
+}
