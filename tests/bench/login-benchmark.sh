@@ -73,7 +73,7 @@ ADDR="127.0.0.1:$(free_port)"
 mkdir -p "$TMP/data"
 env -i PATH="$PATH" HOME="$HOME" LISTEN_ADDR="$ADDR" METRICS_ADDR="127.0.0.1:$(free_port)" \
   DATA_DIR="$TMP/data" LOG_LEVEL=warn \
-  REDIS_URL="redis://127.0.0.1:$REDIS_PORT/" LOGIN_MAX_FAILURES=100000 \
+  REDIS_URL="redis://127.0.0.1:$REDIS_PORT/" LOGIN_MAX_FAILURES=1000 \
   "${BENCH_AUTH_ENV[@]}" "$BIN" serve >"$TMP/dataplane.log" 2>&1 &
 PIDS+=($!)
 wait_until "the data plane's start" 30 curl -sf "http://$ADDR/api/health/ready"
