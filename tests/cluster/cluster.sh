@@ -389,6 +389,14 @@ componentsPatches:
     override: true
   - key: manage-nodes-with-annotation-selector
     value: kwok.x-k8s.io/node=fake
+# Claims bind: kube-controller-manager's own HostPath provisioner (for
+# development clusters of one machine, which this is) makes a directory
+# under /tmp/hostpath_pv on this host for each claim of the default
+# StorageClass (install_storage_class).
+- name: kube-controller-manager
+  extraArgs:
+  - key: enable-hostpath-provisioner
+    value: "true"
 - name: kube-apiserver
   extraArgs:
   - key: service-cluster-ip-range
@@ -498,6 +506,21 @@ install_crds() {
     crd/alertmanagerconfigs.monitoring.coreos.com crd/certificates.cert-manager.io
 }
 
+# The default StorageClass, served by the provisioner above; a volume goes
+# (and its directory with it) when its claim is deleted.
+install_storage_class() {
+  kubectl_ apply -f - <<'EOF'
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: hostpath
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: kubernetes.io/host-path
+reclaimPolicy: Delete
+volumeBindingMode: Immediate
+EOF
+}
+
 nodes_ready() {
   local ready
   kubectl_ wait --for=condition=Ready node --all --timeout=60s >/dev/null
@@ -541,6 +564,7 @@ cmd_up() {
     rm -f "$CLUSTER_DIR/kwokctl.yaml.new"
     # Idempotent, and brings a cluster made before a CRD was added up to date.
     install_crds >/dev/null
+    install_storage_class >/dev/null
     [ "$REAL_NODE" = 0 ] || step "starting the real node" node_ up
     log "cluster $CLUSTER_NAME already runs and answers; nothing else to do"
     log "kubeconfig: $KUBECONFIG_FILE"
@@ -564,6 +588,7 @@ cmd_up() {
   step "creating cluster $CLUSTER_NAME (kwokctl, binary runtime)" create_cluster
   step "adding 2 kwok nodes" scale_nodes
   step "installing the Prometheus Operator and cert-manager CRDs" install_crds
+  step "installing the default StorageClass (host-path provisioner)" install_storage_class
   step "checking that both nodes are Ready" nodes_ready
   [ "$REAL_NODE" = 0 ] || step "starting the real node" node_ up
   log "cluster $CLUSTER_NAME up in $(elapsed "$t0") s; API server $(kubectl_ config view --minify -o jsonpath='{.clusters[0].cluster.server}')"

@@ -5,7 +5,8 @@
 # pods really run: images start, probes really hit the process, Service
 # traffic really goes through kube-proxy.
 #
-#   node.sh up     start it and wait until the Node is Ready (idempotent)
+#   node.sh up     start it and wait until the Node is Ready, with local
+#                  volumes of the StorageClass real-node (idempotent)
 #   node.sh down   stop everything it started and leave nothing mounted,
 #                  running or routed (a no-op when nothing runs)
 #   node.sh load IMAGE.tar...   import docker-saved images into its containerd
@@ -299,6 +300,52 @@ host_access() {
   iptables -t nat -A "$chain-INPUT" -s "$POD_CIDR" -d 127.0.0.1 -p tcp -j SNAT --to-source 127.0.0.1
 }
 
+# Storage on this node, as a cluster administrator provisions local disks:
+# a StorageClass `real-node` without a provisioner and VOLUMES local
+# PersistentVolumes of it, each a directory under $DIR/volumes that any user
+# may write (the data plane runs as nobody, and a local volume has no
+# fsGroup ownership). The default class's host-path provisioner makes
+# directories only root can write, fine for kwok's pods, not for these.
+# A volume whose claim went (Released) is wiped and offered again.
+VOLUMES=4
+local_volumes() {
+  local i name phase
+  kubectl_ apply -f - >/dev/null <<EOF
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: real-node}
+provisioner: kubernetes.io/no-provisioner
+volumeBindingMode: WaitForFirstConsumer
+EOF
+  for ((i = 0; i < VOLUMES; i++)); do
+    name=$NODE_NAME-volume-$i
+    phase=$(kubectl_ get pv "$name" -o jsonpath='{.status.phase}' 2>/dev/null || true)
+    case "$phase" in
+      Available | Bound | Pending) continue ;;
+      Released | Failed) kubectl_ delete pv "$name" --wait=true >/dev/null ;;
+    esac
+    rm -rf "${DIR:?}/volumes/$i"
+    mkdir -p "$DIR/volumes/$i"
+    chmod 0777 "$DIR/volumes/$i"
+    kubectl_ apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: $name}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: real-node
+  local: {path: $DIR/volumes/$i}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+      - matchExpressions:
+        - {key: kubernetes.io/hostname, operator: In, values: [$NODE_NAME]}
+EOF
+  done
+}
+
 node_ready() {
   [ "$(kubectl_ get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]
 }
@@ -313,6 +360,7 @@ cmd_up() {
   [ -n "$ip" ] || die "no address on a default route for the node"
   host_access
   if running containerd && running kubelet && running kube-proxy && node_ready; then
+    local_volumes
     log "node $NODE_NAME already runs ($ip)"
     return 0
   fi
@@ -339,7 +387,8 @@ cmd_up() {
     sleep 0.1
   done
   node_ready || die "node $NODE_NAME is not Ready after 60 s: $(tail -20 "$DIR/kubelet.log")"
-  log "node $NODE_NAME Ready ($ip; pods on $POD_CIDR reach the host at $GATEWAY)"
+  local_volumes
+  log "node $NODE_NAME Ready ($ip; pods on $POD_CIDR reach the host at $GATEWAY; $VOLUMES local volumes of class real-node)"
 }
 
 # Drops a chain and every rule that jumps to it.
@@ -401,7 +450,12 @@ cmd_down() {
   remove_chains
   rm -rf /run/containerd/fifo /run/containerd/s /var/lib/kubelet/device-plugins /var/lib/cni/results
   rm -rf "$DIR"
-  [ -s "$KUBECONFIG_FILE" ] && kubectl_ delete node "$NODE_NAME" --ignore-not-found >/dev/null 2>&1 || true
+  if [ -s "$KUBECONFIG_FILE" ]; then
+    kubectl_ delete node "$NODE_NAME" --ignore-not-found >/dev/null 2>&1 || true
+    for ((i = 0; i < VOLUMES; i++)); do
+      kubectl_ delete pv "$NODE_NAME-volume-$i" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+    done
+  fi
   log "node $NODE_NAME stopped"
 }
 
