@@ -36,6 +36,7 @@ pub mod policy;
 pub mod reconcile;
 pub mod render;
 pub mod status;
+pub mod storage;
 pub mod telemetry;
 pub mod upgrade;
 pub mod validate;

@@ -52,6 +52,17 @@ pub fn config_map(name: &str) -> String {
     format!("{name}-config")
 }
 
+/// The PersistentVolumeClaim holding the embedded store.
+pub fn data_claim(name: &str) -> String {
+    format!("{name}-data")
+}
+
+/// Annotation on a claim the operator keeps past its SecureVault
+/// (`whenDeleted: Retain`), naming that SecureVault: such a claim carries no
+/// owner reference (the garbage collector would delete it), and this is how
+/// a SecureVault of that name recognises it as its own.
+pub const RETAINED_FOR_ANNOTATION: &str = "securevault.io/retained-for";
+
 /// The Secret holding the generated `SECRET_KEY`.
 pub fn generated_secret(name: &str) -> String {
     format!("{name}-secret-key")

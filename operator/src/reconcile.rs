@@ -16,15 +16,16 @@ use k8s_openapi::{
         apps::v1::Deployment,
         autoscaling::v2::HorizontalPodAutoscaler,
         batch::v1::{CronJob, Job},
-        core::v1::{ConfigMap, ObjectReference, Secret},
+        core::v1::{ConfigMap, Event as CoreEvent, ObjectReference, PersistentVolumeClaim, Secret},
         networking::v1::{Ingress, NetworkPolicy},
         policy::v1::PodDisruptionBudget,
     },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
     jiff::Timestamp,
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams},
     runtime::{
         controller::Action,
         events::{Event, EventType},
@@ -33,7 +34,7 @@ use kube::{
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
-    api::{SecureVault, UpgradePhase},
+    api::{SecureVault, StorageStatus, UpgradePhase},
     api::{
         cert_manager::Certificate,
         monitoring::{AlertmanagerConfig, PrometheusRule, ServiceMonitor},
@@ -49,6 +50,7 @@ use crate::{
     status::{
         self, AlertRoutingState, BackupState, CertificateState, MonitoringState, Problem, TlsState,
     },
+    storage,
     upgrade::{self, JobState, Release},
     validate::{ValidatedVault, validate},
 };
@@ -265,18 +267,29 @@ async fn pipeline(ctx: &Context, sv: &SecureVault, v: &ValidatedVault) -> Result
         };
         ctx.publish(sv, type_, note.reason, &note.message).await;
     }
-    let deployed = with_release(v, &decision.deploy);
+    let mut deployed = with_release(v, &decision.deploy);
+    // An older operator's emptyDir holds the store: it stays until the spec
+    // asks for a claim (see `storage`).
+    let left_on_empty_dir = storage::left_on_empty_dir(sv, existing.as_ref());
+    if left_on_empty_dir {
+        deployed.storage = None;
+    }
     if let Some(step) = &decision.step {
         run_step(ctx, sv, v, &deployed, step).await?;
     }
     let resources = build::build(&deployed, &generated);
     let Applied {
+        claim,
         deployment,
         monitoring,
         alert_routing,
         tls,
         backup,
     } = apply(ctx, sv, &deployed, existing.as_ref(), resources).await?;
+    let storage = match &claim {
+        Some(claim) => Some(observe_claim(ctx, &v.namespace, claim).await?),
+        None => left_on_empty_dir.then(storage::on_empty_dir),
+    };
     let history = sv
         .status
         .as_ref()
@@ -289,6 +302,7 @@ async fn pipeline(ctx: &Context, sv: &SecureVault, v: &ValidatedVault) -> Result
         alert_routing,
         tls: tls.as_ref(),
         backup: backup.as_ref(),
+        storage: storage.clone(),
         upgrade: decision.upgrade.clone(),
         upgrade_history: upgrade::record(history, &decision.finished),
     };
@@ -297,6 +311,9 @@ async fn pipeline(ctx: &Context, sv: &SecureVault, v: &ValidatedVault) -> Result
     let next = if tls
         .as_ref()
         .is_some_and(|t| !matches!(t, TlsState::Valid { .. }))
+        // The claim is not watched (a retained one has no owner to map it
+        // back): while it binds, look again soon.
+        || storage.as_ref().is_some_and(|s| s.phase == "Pending")
     {
         WAITING_RETRY
     } else {
@@ -554,6 +571,7 @@ async fn apply(
         service_account,
         config_map,
         secret,
+        claim,
         deployment,
         service,
         pdb,
@@ -569,6 +587,11 @@ async fn apply(
     if let Some(secret) = &secret {
         apply_one(ctx, sv, &v.namespace, secret).await?;
     }
+    // Before the Deployment whose pod mounts it.
+    let claim = match &claim {
+        Some(claim) => Some(apply_checked(ctx, sv, &v.namespace, claim, claim_is_ours).await?),
+        None => None,
+    };
     if let (None, Some(existing)) = (deployment.spec.replicas, existing) {
         hand_replicas_over(ctx, &v.namespace, existing).await?;
     }
@@ -653,6 +676,7 @@ async fn apply(
         }
     };
     Ok(Applied {
+        claim,
         deployment,
         monitoring,
         alert_routing,
@@ -687,6 +711,7 @@ async fn observe_tls(
 
 /// What [`apply`] found out: the objects as the API server has them now.
 struct Applied {
+    claim: Option<PersistentVolumeClaim>,
     deployment: Deployment,
     monitoring: MonitoringState,
     alert_routing: Option<AlertRoutingState>,
@@ -860,6 +885,25 @@ where
         + Serialize
         + DeserializeOwned,
 {
+    apply_checked(ctx, sv, namespace, obj, owned_by).await
+}
+
+/// [`apply_one`], with `is_ours` deciding whether an existing object of that
+/// name is this SecureVault's to write.
+async fn apply_checked<K>(
+    ctx: &Context,
+    sv: &SecureVault,
+    namespace: &str,
+    obj: &K,
+    is_ours: fn(&ObjectMeta, &SecureVault) -> bool,
+) -> Result<K, Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
     let name = obj.meta().name.clone().unwrap_or_default();
     let before = api
@@ -869,7 +913,7 @@ where
     // Force takes every field we set from whoever held it: only ever on an
     // object this SecureVault owns (or creates now).
     if let Some(existing) = &before
-        && !owned_by(&existing.metadata, sv)
+        && !is_ours(&existing.metadata, sv)
     {
         return Err(Error::NotOwned {
             kind: kind_of::<K>(),
@@ -941,16 +985,53 @@ where
 }
 
 /// Whether `meta` names `sv` among its owners.
-fn owned_by(
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    sv: &SecureVault,
-) -> bool {
+fn owned_by(meta: &ObjectMeta, sv: &SecureVault) -> bool {
     sv.metadata.uid.as_ref().is_some_and(|uid| {
         meta.owner_references
             .iter()
             .flatten()
             .any(|o| &o.uid == uid)
     })
+}
+
+/// Whether a claim is this SecureVault's: owned by it, or retained for a
+/// SecureVault of its name (`whenDeleted: Retain`, no owner reference).
+/// Whoever may create claims in the namespace could forge the annotation,
+/// but such a user can already mount the claim in a pod of their own.
+fn claim_is_ours(meta: &ObjectMeta, sv: &SecureVault) -> bool {
+    owned_by(meta, sv)
+        || meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(names::RETAINED_FOR_ANNOTATION))
+            .is_some_and(|name| Some(name) == sv.metadata.name.as_ref())
+}
+
+/// The claim's status; when it is not bound, why, from the latest event
+/// about it.
+async fn observe_claim(
+    ctx: &Context,
+    namespace: &str,
+    claim: &PersistentVolumeClaim,
+) -> Result<StorageStatus, Error> {
+    let bound = claim
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|p| p == "Bound");
+    if bound {
+        return Ok(storage::of_claim(claim, &[]));
+    }
+    let name = claim.metadata.name.clone().unwrap_or_default();
+    let events: Api<CoreEvent> = Api::namespaced(ctx.client.clone(), namespace);
+    let about = ListParams::default().fields(&format!(
+        "involvedObject.kind=PersistentVolumeClaim,involvedObject.name={name}"
+    ));
+    let events = events
+        .list(&about)
+        .await
+        .map_err(kube_error::<CoreEvent>("list", &name))?;
+    Ok(storage::of_claim(claim, &events.items))
 }
 
 /// Who owns an object, as its metadata tells: its controller, else its

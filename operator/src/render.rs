@@ -83,6 +83,7 @@ pub fn yaml_stream(
         service_account,
         config_map,
         secret,
+        claim,
         deployment,
         service,
         pdb,
@@ -97,6 +98,7 @@ pub fn yaml_stream(
     docs.push(&service_account)?;
     docs.push(&config_map)?;
     docs.push_some(secret.as_ref())?;
+    docs.push_some(claim.as_ref())?;
     docs.push(&deployment)?;
     docs.push(&service)?;
     docs.push_some(certificate.as_ref())?;

@@ -129,6 +129,8 @@ pub struct Observed<'a> {
     pub tls: Option<&'a TlsState>,
     /// What the backup CronJob shows, with `spec.backup`.
     pub backup: Option<&'a BackupState>,
+    /// Where the embedded store lives, without `spec.database`.
+    pub storage: Option<crate::api::StorageStatus>,
     /// The upgrade under way, or the last one.
     pub upgrade: Option<Upgrade>,
     /// Finished upgrades, newest first.
@@ -452,6 +454,7 @@ pub fn compute(
             previous.version.clone()
         },
         selector: Some(names::selector_string(&v.name)),
+        storage: observed.storage.clone(),
         last_backup_time: backup
             .and_then(|b| b.last_success)
             .map(|t| t.to_string())
@@ -560,6 +563,7 @@ mod tests {
             alert_routing: None,
             tls: None,
             backup,
+            storage: None,
             upgrade: None,
             upgrade_history: Vec::new(),
         };
@@ -590,6 +594,7 @@ mod tests {
             alert_routing: None,
             tls: None,
             backup: None,
+            storage: None,
             upgrade: Some(upgrade.clone()),
             upgrade_history: Vec::new(),
         };
@@ -913,6 +918,7 @@ mod tests {
             alert_routing: Some(AlertRoutingState::CrdMissing),
             tls: Some(&invalid),
             backup: None,
+            storage: None,
             upgrade: None,
             upgrade_history: Vec::new(),
         };

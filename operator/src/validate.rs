@@ -13,7 +13,9 @@ use k8s_openapi::{
 use kube::{Resource, ResourceExt};
 
 use crate::{
-    api::{LogLevel, OnRedisFailure, Placement, SecureVault, SmtpTls, WebhookFormat},
+    api::{
+        ClaimRetention, LogLevel, OnRedisFailure, Placement, SecureVault, SmtpTls, WebhookFormat,
+    },
     env, names,
 };
 
@@ -50,6 +52,17 @@ pub struct Backup {
     pub volume_claim_name: String,
     /// Oldest acceptable last success.
     pub max_age: std::time::Duration,
+}
+
+/// The embedded store's claim as the spec asks for it, defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Storage {
+    /// Requested size, a quantity.
+    pub size: String,
+    /// StorageClass; `None` for the cluster's default.
+    pub storage_class_name: Option<String>,
+    /// Whether the claim outlives the SecureVault.
+    pub retain: bool,
 }
 
 /// Managed upgrades as the spec asks for them, defaults filled in.
@@ -113,6 +126,10 @@ pub struct ValidatedVault {
     /// Whether the store is an external PostgreSQL (`spec.database`), which
     /// a Job can reach; otherwise SQLite inside the pod.
     pub external_database: bool,
+    /// The claim holding the embedded store: `None` with an external
+    /// database, or for a store an older operator left on an emptyDir
+    /// (see `reconcile`), which stays there until the spec asks for a claim.
+    pub storage: Option<Storage>,
     /// How version changes roll out.
     pub upgrade: Upgrade,
     /// Autoscaling, when asked for: the Deployment then leaves its replica
@@ -334,6 +351,14 @@ pub fn validate(sv: &SecureVault) -> Result<ValidatedVault, ValidationError> {
             max_age: std::time::Duration::from_secs(u64::from(b.max_age_seconds.unwrap_or(3600))),
         }),
         external_database: spec.database.is_some(),
+        storage: spec.database.is_none().then(|| {
+            let st = spec.storage.clone().unwrap_or_default();
+            Storage {
+                size: st.size.unwrap_or_else(|| "1Gi".to_owned()),
+                storage_class_name: st.storage_class_name,
+                retain: st.when_deleted != Some(ClaimRetention::Delete),
+            }
+        }),
         upgrade: {
             let u = spec.upgrade.clone();
             let seconds = |f: fn(&crate::api::UpgradeSpec) -> Option<u32>, default: u32| {

@@ -111,10 +111,15 @@ pub struct SecureVaultSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_password_secret_ref: Option<SecretKeyRef>,
 
-    /// The SQL store. Absent: SQLite in the pod (one replica only; the data
-    /// lives as long as the pod).
+    /// The SQL store. Absent: SQLite in the pod (one replica only), on the
+    /// PersistentVolumeClaim of `storage`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseSpec>,
+
+    /// The PersistentVolumeClaim holding the embedded SQLite store (without
+    /// `database`): it outlives the pod, and by default the SecureVault too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageSpec>,
 
     /// Redis for a cache shared by every replica. Absent: an in-process cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -501,6 +506,40 @@ pub struct AutoscalingSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 10, max = 100))]
     pub target_cpu_utilization_percent: Option<i32>,
+}
+
+/// The claim of the embedded store.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Size of the claim, a Kubernetes quantity such as `1Gi` [default:
+    /// `1Gi`]. It may grow later where the storage class allows expansion;
+    /// Kubernetes refuses to shrink a claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))").message("spec.storage.size must be a positive quantity such as 1Gi"))]
+    #[schemars(length(min = 1, max = 32))]
+    pub size: Option<String>,
+    /// The StorageClass of the claim [default: the cluster's default
+    /// class]. Fixed once the claim exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub storage_class_name: Option<String>,
+    /// What becomes of the claim, and the data on it, when the SecureVault
+    /// is deleted [default: `Retain`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when_deleted: Option<ClaimRetention>,
+}
+
+/// What becomes of the store's claim when its SecureVault is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[schemars(transform = super::described_by_its_field)]
+pub enum ClaimRetention {
+    /// The claim stays, with the data: a SecureVault of the same name
+    /// created again in the namespace takes it back.
+    Retain,
+    /// The claim goes with the SecureVault (the garbage collector deletes
+    /// it), and with it the data unless its volume is retained.
+    Delete,
 }
 
 /// Scheduled backups.

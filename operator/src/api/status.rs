@@ -61,6 +61,10 @@ pub struct SecureVaultStatus {
     /// `http://name.namespace.svc:8080`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
+    /// Where the embedded store lives (without `spec.database`): its claim
+    /// and whether it is bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageStatus>,
     /// When the last backup succeeded (RFC 3339), with `spec.backup`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup_time: Option<String>,
@@ -71,6 +75,26 @@ pub struct SecureVaultStatus {
     /// Finished upgrades, newest first (at most five).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub upgrade_history: Vec<Upgrade>,
+}
+
+/// Where the embedded store lives.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageStatus {
+    /// The PersistentVolumeClaim holding the store; absent while the store
+    /// is still on the emptyDir an older operator gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_name: Option<String>,
+    /// The claim's phase (`Pending`, `Bound`, `Lost`), or `EmptyDir`: the
+    /// store goes with the pod until `spec.storage` is set.
+    pub phase: String,
+    /// Its size once bound, e.g. `1Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<String>,
+    /// Why it is not bound (the latest event about the claim), or what to
+    /// do about an emptyDir.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Where an upgrade stands.

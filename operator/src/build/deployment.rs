@@ -1,7 +1,8 @@
 //! The Deployment running the data plane.
 //!
 //! The pod is built to pass the Pod Security Standards "restricted" profile:
-//! non-root, read-only root filesystem (state and /tmp on emptyDir volumes),
+//! non-root, read-only root filesystem (the store on its claim, /tmp on an
+//! emptyDir),
 //! every capability dropped, RuntimeDefault seccomp. A digest of the rendered
 //! configuration sits in a pod annotation, so a configuration change rolls
 //! the pods even though the ConfigMap is read only at start.
@@ -14,9 +15,9 @@ use k8s_openapi::{
         core::v1::{
             Affinity, Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort,
             EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
-            PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-            SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Volume,
-            VolumeMount, WeightedPodAffinityTerm,
+            PersistentVolumeClaimVolumeSource, PodAffinityTerm, PodAntiAffinity,
+            PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector,
+            SecretVolumeSource, SecurityContext, Volume, VolumeMount, WeightedPodAffinityTerm,
         },
     },
     apimachinery::pkg::{
@@ -52,15 +53,7 @@ pub fn build(v: &ValidatedVault, config_map: &ConfigMap) -> Deployment {
                 match_labels: Some(names::selector_labels(&v.name)),
                 ..LabelSelector::default()
             },
-            // Serving never stops during a rollout: a new pod must be ready
-            // before an old one goes.
-            strategy: Some(DeploymentStrategy {
-                type_: Some("RollingUpdate".into()),
-                rolling_update: Some(RollingUpdateDeployment {
-                    max_unavailable: Some(IntOrString::Int(0)),
-                    max_surge: Some(IntOrString::Int(1)),
-                }),
-            }),
+            strategy: Some(strategy(v)),
             revision_history_limit: Some(5),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
@@ -73,6 +66,27 @@ pub fn build(v: &ValidatedVault, config_map: &ConfigMap) -> Deployment {
             ..DeploymentSpec::default()
         },
         ..Deployment::default()
+    }
+}
+
+/// On an external database serving never stops during a rollout: a new
+/// pod must be ready before an old one goes. On the embedded store the one
+/// pod goes first: its claim is ReadWriteOnce (a second pod on another node
+/// could not mount it, and a rolling update would wait for it forever), and
+/// two processes must never write one SQLite file.
+fn strategy(v: &ValidatedVault) -> DeploymentStrategy {
+    if v.storage.is_some() {
+        return DeploymentStrategy {
+            type_: Some("Recreate".into()),
+            rolling_update: None,
+        };
+    }
+    DeploymentStrategy {
+        type_: Some("RollingUpdate".into()),
+        rolling_update: Some(RollingUpdateDeployment {
+            max_unavailable: Some(IntOrString::Int(0)),
+            max_surge: Some(IntOrString::Int(1)),
+        }),
     }
 }
 
@@ -194,7 +208,18 @@ fn container(v: &ValidatedVault) -> Container {
 }
 
 fn volumes(v: &ValidatedVault) -> Vec<Volume> {
-    let mut volumes = vec![empty_dir("data"), empty_dir("tmp")];
+    let data = match &v.storage {
+        Some(_) => Volume {
+            name: "data".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: names::data_claim(&v.name),
+                read_only: None,
+            }),
+            ..Volume::default()
+        },
+        None => empty_dir("data"),
+    };
+    let mut volumes = vec![data, empty_dir("tmp")];
     if let Some(tls) = &v.tls {
         volumes.push(Volume {
             name: "tls".into(),
@@ -371,6 +396,42 @@ mod tests {
             .map(|m| m.mount_path)
             .collect();
         assert_eq!(mounts, [names::DATA_DIR, "/tmp"]);
+    }
+
+    #[test]
+    fn the_embedded_store_is_on_its_claim_and_its_one_pod_goes_before_the_next() {
+        let d = deployment(&minimal());
+        let strategy = d.spec.clone().strategy.unwrap();
+        assert_eq!(strategy.type_.as_deref(), Some("Recreate"));
+        assert_eq!(strategy.rolling_update, None);
+        let data = pod(&d)
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "data")
+            .unwrap();
+        assert_eq!(
+            data.persistent_volume_claim.unwrap().claim_name,
+            "mail-data"
+        );
+        assert!(data.empty_dir.is_none());
+    }
+
+    #[test]
+    fn on_an_external_database_it_rolls_one_new_pod_in_before_an_old_one_goes() {
+        let v = validate(&vault(COMPLETE)).unwrap();
+        let d = deployment(&v);
+        let strategy = d.spec.clone().strategy.unwrap();
+        assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+        let rolling = strategy.rolling_update.unwrap();
+        assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(0)));
+        let data = pod(&d)
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "data")
+            .unwrap();
+        assert!(data.empty_dir.is_some(), "no claim beside a database");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod job_pod;
 pub mod migration_job;
 pub mod network_policy;
 pub mod pdb;
+pub mod persistent_volume_claim;
 pub mod prometheus_rule;
 pub mod secret;
 pub mod service;
@@ -41,6 +42,9 @@ pub struct Resources {
     /// The generated `SECRET_KEY` and administrator password, when the spec
     /// references its own.
     pub secret: Option<Secret>,
+    /// The claim holding the embedded store (none with an external
+    /// database). Retained, it has no owner reference: see its module.
+    pub claim: Option<k8s_openapi::api::core::v1::PersistentVolumeClaim>,
     /// The data plane.
     pub deployment: Deployment,
     /// Its in-cluster address.
@@ -81,6 +85,7 @@ pub fn build(v: &ValidatedVault, generated: &secret::Generated) -> Resources {
     Resources {
         service_account: service_account::build(v),
         secret: secret::build(v, generated),
+        claim: persistent_volume_claim::build(v),
         deployment: deployment::build(v, &config_map),
         service: service::build(v),
         pdb: pdb::build(v),
