@@ -831,12 +831,7 @@ async fn apply_optional<K>(
     obj: &K,
 ) -> Result<bool, Error>
 where
-    K: Optional
-        + Resource<Scope = NamespaceResourceScope>
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned,
+    K: Optional + Child,
 {
     if !ctx.discovery.served().contains(K::KIND) {
         return Ok(false);
@@ -874,16 +869,31 @@ where
     }
 }
 
+/// A kind of child: namespaced, written with server-side apply.
+trait Child:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+{
+}
+
+impl<K> Child for K where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned
+{
+}
+
 /// Server-side applies `obj`, forcing ownership of the fields we set (and
 /// only those: fields other managers set are left alone). Publishes an Event
 /// when the object was created or changed.
 async fn apply_one<K>(ctx: &Context, sv: &SecureVault, namespace: &str, obj: &K) -> Result<K, Error>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned,
+    K: Child,
 {
     apply_checked(ctx, sv, namespace, obj, owned_by).await
 }
@@ -898,11 +908,7 @@ async fn apply_checked<K>(
     is_ours: fn(&ObjectMeta, &SecureVault) -> bool,
 ) -> Result<K, Error>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned,
+    K: Child,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
     let name = obj.meta().name.clone().unwrap_or_default();

@@ -590,7 +590,6 @@ stringData: {{secret-key: {SECRET_KEY}, admin-password: {ADMIN_PASSWORD}}}
   secretKeyRef: {{name: credentials, key: secret-key}}
   adminPasswordSecretRef: {{name: credentials, key: admin-password}}
   upgrade: {{progressDeadlineSeconds: 15, verifySeconds: 5}}
-  storage: {{storageClassName: real-node, whenDeleted: Delete}}
   smtp: {{host: '{GATEWAY}', port: 9, tls: none, from: noreply@example.com}}
 {ON_THE_REAL_NODE}"
         )

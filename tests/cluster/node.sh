@@ -307,7 +307,7 @@ host_access() {
 # fsGroup ownership). The default class's host-path provisioner makes
 # directories only root can write, fine for kwok's pods, not for these.
 # A volume whose claim went (Released) is wiped and offered again.
-VOLUMES=4
+VOLUMES=8
 local_volumes() {
   local i name phase
   kubectl_ apply -f - >/dev/null <<EOF

@@ -364,6 +364,15 @@ mod tests {
         d.spec.clone().template.spec.unwrap()
     }
 
+    fn volume(d: &Deployment, name: &str) -> Volume {
+        pod(d)
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == name)
+            .unwrap()
+    }
+
     fn checksum(d: &Deployment) -> String {
         d.spec
             .clone()
@@ -404,12 +413,7 @@ mod tests {
         let strategy = d.spec.clone().strategy.unwrap();
         assert_eq!(strategy.type_.as_deref(), Some("Recreate"));
         assert_eq!(strategy.rolling_update, None);
-        let data = pod(&d)
-            .volumes
-            .unwrap()
-            .into_iter()
-            .find(|v| v.name == "data")
-            .unwrap();
+        let data = volume(&d, "data");
         assert_eq!(
             data.persistent_volume_claim.unwrap().claim_name,
             "mail-data"
@@ -425,12 +429,7 @@ mod tests {
         assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
         let rolling = strategy.rolling_update.unwrap();
         assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(0)));
-        let data = pod(&d)
-            .volumes
-            .unwrap()
-            .into_iter()
-            .find(|v| v.name == "data")
-            .unwrap();
+        let data = volume(&d, "data");
         assert!(data.empty_dir.is_some(), "no claim beside a database");
     }
 

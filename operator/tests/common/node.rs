@@ -15,10 +15,14 @@ pub const GATEWAY: &str = "10.244.0.1";
 /// The real node's name (node.sh).
 pub const NODE: &str = "securevault-real";
 
-/// Where a workload may go on the real node: its label and its taint.
+/// Where a workload may go on the real node: its label and its taint; and,
+/// for a SQLite store, a claim on one of the node's local volumes (node.sh:
+/// the default class's volumes are writable by root only), deleted with the
+/// SecureVault. Ignored beside `spec.database`.
 pub const ON_THE_REAL_NODE: &str = "  placement:
     nodeSelector: {securevault.io/node: real}
     tolerations: [{key: securevault.io/node, operator: Equal, value: real, effect: NoSchedule}]
+  storage: {storageClassName: real-node, whenDeleted: Delete}
 ";
 
 /// Builds the production images with docker/build.sh (`make docker-prod`;
