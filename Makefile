@@ -101,7 +101,7 @@ metrics: ## Print the Prometheus metrics of a running data plane, from its metri
 	@curl -sS --fail-with-body "$(METRICS_URL)/metrics"
 
 .PHONY: coverage
-coverage: ## Line coverage of the whole workspace's tests; updates the figure in README.md
+coverage: ## Line coverage of the whole workspace's tests; updates the figure in docs/testing.md
 	@tests/setup/debian-packages.sh $(COVER_PACKAGES)
 	tests/coverage/coverage.sh
 
@@ -162,7 +162,7 @@ alertmanager-config: ## Regenerate config/alertmanager/alertmanager.yml (the com
 	mv config/alertmanager/alertmanager.yml.new config/alertmanager/alertmanager.yml
 
 .PHONY: crds
-crds: ## Regenerate crds/securevault.yaml (and the Helm chart's copy) and README.md's CRD reference from the operator's Rust types
+crds: ## Regenerate crds/securevault.yaml (and the Helm chart's copy) and docs/operator.md's CRD reference from the operator's Rust types
 	cargo run --quiet -p operator -- crd > crds/securevault.yaml
 	cp crds/securevault.yaml charts/securevault-operator/crds/securevault.yaml
-	cargo run --quiet -p operator -- crd --reference | tests/setup/crd-reference.sh README.md
+	cargo run --quiet -p operator -- crd --reference | tests/setup/crd-reference.sh docs/operator.md

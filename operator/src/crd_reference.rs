@@ -3,8 +3,8 @@
 //! [`crate::api`]'s types stay the one place the fields are described.
 //!
 //! `operator crd --reference` prints it, `make crds` writes it into
-//! README.md (section "CRD reference"), and `operator/tests/crd_reference.rs`
-//! fails when the README's copy is stale.
+//! docs/operator.md (section "CRD reference"), and `operator/tests/crd_reference.rs`
+//! fails when docs/operator.md's copy is stale.
 //!
 //! One row per field, with its dotted path (`spec.database.urlSecretRef.key`;
 //! `[]` for an array's items), in the schema's order (alphabetical). A
@@ -64,7 +64,7 @@ pub const KUBERNETES_TYPES: &[KubernetesType] = &[
     },
 ];
 
-/// The SecureVault CRD's reference, as README.md carries it.
+/// The SecureVault CRD's reference, as docs/operator.md carries it.
 pub fn markdown() -> Result<String, ReferenceError> {
     render(&SecureVault::crd(), KUBERNETES_TYPES)
 }

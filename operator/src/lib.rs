@@ -19,7 +19,7 @@
 //! - [`crd`]: the CRD YAML that `operator crd` prints; [`render`]: the
 //!   children, as YAML, that `operator render` prints (no cluster).
 //! - [`crd_reference`]: the Markdown reference of the CRD's fields that
-//!   `operator crd --reference` prints (README.md's "CRD reference").
+//!   `operator crd --reference` prints (docs/operator.md's "CRD reference").
 
 pub mod alerts;
 pub mod api;

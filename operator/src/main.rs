@@ -23,7 +23,7 @@ struct Cli {
 enum Command {
     /// Print the SecureVault CustomResourceDefinition as YAML.
     Crd {
-        /// Print instead the Markdown reference of its fields (README.md's
+        /// Print instead the Markdown reference of its fields (docs/operator.md's
         /// "CRD reference"), from the same doc comments.
         #[arg(long)]
         reference: bool,

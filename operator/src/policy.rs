@@ -12,7 +12,7 @@
 //!
 //! Every list defaults to `*` (anything): right for a cluster of one team,
 //! where the author of a SecureVault is the platform team. A shared cluster
-//! narrows them (see the README's "What a SecureVault may ask for").
+//! narrows them (see docs/security.md, "What a SecureVault author can cause").
 
 use std::fmt;
 

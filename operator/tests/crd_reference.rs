@@ -1,4 +1,4 @@
-//! README.md's "CRD reference" is exactly what `operator crd --reference`
+//! docs/operator.md's "CRD reference" is exactly what `operator crd --reference`
 //! prints: the doc comments on the Rust types are the source, the README's
 //! tables a copy that must not drift.
 
@@ -10,15 +10,15 @@ const END: &str = "<!-- /crd-reference -->\n";
 
 /// The README's text between the marker lines.
 fn readme_section() -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/operator.md");
     let readme = std::fs::read_to_string(path).unwrap();
     let start = readme
         .find(BEGIN)
-        .expect("README.md has no `<!-- crd-reference -->` line")
+        .expect("docs/operator.md has no `<!-- crd-reference -->` line")
         + BEGIN.len();
     let end = start
         + readme[start..].find(END).expect(
-            "README.md has no `<!-- /crd-reference -->` line after `<!-- crd-reference -->`",
+            "docs/operator.md has no `<!-- /crd-reference -->` line after `<!-- crd-reference -->`",
         );
     readme[start..end].to_owned()
 }
@@ -37,7 +37,7 @@ fn the_readme_s_crd_reference_matches_the_rust_types() {
         .unwrap_or_default();
     assert!(
         expected == checked_in,
-        "README.md's CRD reference is stale: run `make crds` and commit the result{first_difference}"
+        "docs/operator.md's CRD reference is stale: run `make crds` and commit the result{first_difference}"
     );
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Line coverage of the whole workspace's tests (`make coverage`), measured
-# with cargo-llvm-cov, and the figure written into README.md between the
+# with cargo-llvm-cov, and the figure written into docs/testing.md between the
 # markers <!-- coverage --> and <!-- /coverage -->.
 #
 # Every test runs, unit and integration alike (the integration tests start
@@ -29,7 +29,7 @@ export CARGO_LLVM_COV_TARGET_DIR=${CARGO_LLVM_COV_TARGET_DIR:-$CACHE_DIR/coverag
 export PATH="$HOME/.cargo/bin:$PATH"
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-README=README.md
+README=docs/testing.md
 
 die() {
   echo "coverage: $*" >&2

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Writes the CRD reference (Markdown on stdin) into README.md between the
+# Writes the CRD reference (Markdown on stdin) into docs/operator.md between the
 # lines `<!-- crd-reference -->` and `<!-- /crd-reference -->`, leaving the
 # rest of the file as it is. `make crds` runs
 #
 #   operator crd --reference | tests/setup/crd-reference.sh [FILE]
 #
-# (FILE relative to the repository's root; README.md by default).
+# (FILE relative to the repository's root; docs/operator.md by default).
 #
 # The section becomes: the begin line, a blank line, the text, a blank line,
 # the end line (the blank lines keep Markdown from gluing the tables to the
@@ -13,7 +13,7 @@
 # changes nothing, on empty input or unless FILE has one pair of markers.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-FILE=${1:-README.md}
+FILE=${1:-docs/operator.md}
 BEGIN='<!-- crd-reference -->'
 END='<!-- /crd-reference -->'
 
