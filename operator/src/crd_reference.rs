@@ -129,7 +129,7 @@ fn section(
     columns: Columns,
     kubernetes_types: &[KubernetesType],
 ) {
-    out.push_str(&format!("#### `{name}`\n\n"));
+    out.push_str(&format!("### `{name}`\n\n"));
     if let Some(description) = schema.description.as_deref() {
         let description = one_line(description);
         if !description.is_empty() {
@@ -688,7 +688,7 @@ mod tests {
     #[test]
     fn the_status_section_is_shorter() {
         let markdown = markdown().unwrap();
-        let status = &markdown[markdown.find("#### `status`").unwrap()..];
+        let status = &markdown[markdown.find("### `status`").unwrap()..];
         assert!(status.contains("| Field | Type | Description |\n"));
         assert_eq!(
             row_of(status, "status.version"),
