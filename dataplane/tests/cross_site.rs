@@ -78,6 +78,12 @@ async fn assert_refused(r: reqwest::Response, field: &str, what: &str) {
     assert_eq!(body["error"]["field"], field, "{what}: {body}");
 }
 
+/// The key was created: the request was let through.
+async fn assert_created(r: reqwest::Response) {
+    let status = r.status();
+    assert_eq!(status, StatusCode::CREATED, "{}", r.text().await.unwrap());
+}
+
 #[tokio::test]
 async fn a_cross_site_request_with_the_session_cookie_is_refused_and_changes_nothing() {
     let dp = start(&[PLAIN_HTTP]);
@@ -169,12 +175,7 @@ async fn the_consoles_own_calls_with_the_cookie_work() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        r.status(),
-        StatusCode::CREATED,
-        "{}",
-        r.text().await.unwrap()
-    );
+    assert_created(r).await;
 
     // No Origin, but the session's CSRF token, as the console's script
     // sends it beside the Origin.
@@ -184,12 +185,7 @@ async fn the_consoles_own_calls_with_the_cookie_work() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        r.status(),
-        StatusCode::CREATED,
-        "{}",
-        r.text().await.unwrap()
-    );
+    assert_created(r).await;
     // The token does not make a foreign origin acceptable.
     let r = create_key(&dp, &cookie, "foreign-with-token")
         .header("origin", "https://evil.example")
@@ -271,12 +267,7 @@ async fn behind_a_trusted_proxy_the_forwarded_host_and_scheme_are_the_origin() {
             .header("x-forwarded-host", "vault.example.com")
     };
     let r = proxied("through-the-proxy").send().await.unwrap();
-    assert_eq!(
-        r.status(),
-        StatusCode::CREATED,
-        "{}",
-        r.text().await.unwrap()
-    );
+    assert_created(r).await;
     // The proxy's own view wins: another host named by the page is refused.
     let r = create_key(&dp, &cookie, "other-host")
         .header("origin", "https://evil.example")

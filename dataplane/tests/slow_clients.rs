@@ -160,6 +160,33 @@ where
     }
 }
 
+/// After the slow login was answered on `connection`: it stays open while
+/// idle for about the idle timeout, then the server closes it. `sender` is
+/// held until then (a client whose last sender is gone closes by itself).
+async fn closed_once_idle<S, E>(
+    connection: tokio::task::JoinHandle<Result<(), E>>,
+    sender: S,
+    what: &str,
+) where
+    E: std::fmt::Debug + Send + 'static,
+{
+    let idle_from = Instant::now();
+    connection_closed_within(
+        async { connection.await.unwrap() },
+        Duration::from_secs(IDLE) + MARGIN,
+        what,
+    )
+    .await;
+    drop(sender);
+    // Closed by the idle timeout, not right after the answer (the server's
+    // clock started a moment before `idle_from`).
+    assert!(
+        idle_from.elapsed() >= Duration::from_secs(IDLE) / 2,
+        "closed {:?} after the answer",
+        idle_from.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn half_sent_and_silent_connections_are_closed_after_the_header_read_timeout() {
     let dp = start(&[("HEADER_READ_TIMEOUT_SECS", &HEADER_READ.to_string())]);
@@ -330,22 +357,7 @@ async fn over_http1_a_slow_upload_outlasting_the_idle_timeout_is_served_then_the
     assert_eq!(response.version(), hyper::Version::HTTP_11);
     assert_signed_in(response, started).await;
 
-    let idle_from = Instant::now();
-    connection_closed_within(
-        async { connection.await.unwrap() },
-        Duration::from_secs(IDLE) + MARGIN,
-        "HTTP/1.1",
-    )
-    .await;
-    // Held until here: a client whose last sender is gone closes by itself.
-    drop(sender);
-    // Closed by the idle timeout, not right after the answer (the server's
-    // clock started a moment before `idle_from`).
-    assert!(
-        idle_from.elapsed() >= Duration::from_secs(IDLE) / 2,
-        "closed {:?} after the answer",
-        idle_from.elapsed()
-    );
+    closed_once_idle(connection, sender, "HTTP/1.1").await;
 }
 
 #[tokio::test]
@@ -370,21 +382,7 @@ async fn over_http2_a_slow_upload_outlasting_the_idle_timeout_is_served_then_the
     assert_eq!(response.version(), hyper::Version::HTTP_2);
     assert_signed_in(response, started).await;
 
-    let idle_from = Instant::now();
-    connection_closed_within(
-        async { connection.await.unwrap() },
-        Duration::from_secs(IDLE) + MARGIN,
-        "HTTP/2",
-    )
-    .await;
-    drop(sender);
-    // Closed by the idle timeout, not right after the answer (the server's
-    // clock started a moment before `idle_from`).
-    assert!(
-        idle_from.elapsed() >= Duration::from_secs(IDLE) / 2,
-        "closed {:?} after the answer",
-        idle_from.elapsed()
-    );
+    closed_once_idle(connection, sender, "HTTP/2").await;
     let closed = metric(&dp, "http_connections_timed_out_total{reason=\"idle\"}").await;
     assert!(closed >= Some(1.0), "{closed:?}");
 }
