@@ -129,11 +129,15 @@ EOF
   level=$(setting LOG_LEVEL)
   lease=$(setting LEASE_DURATION_SECS)
   renew=$(setting LEASE_RENEW_SECS)
+  # Emptied here, not by the background job's redirection: that runs
+  # later, in the forked shell, and the wait below would first find the
+  # replaced operator's "became the leader" in the old log.
+  : >"$STATE/operator.log"
   KUBECONFIG=$STATE/kubeconfig POD_NAMESPACE=$NAMESPACE POD_NAME=local-$(hostname) \
     WATCH_NAMESPACE=$watch LOG_LEVEL=${level:-info} \
     LEASE_DURATION_SECS=${lease:-15} LEASE_RENEW_SECS=${renew:-5} \
     METRICS_ADDR=$LOCAL_METRICS_ADDR \
-    setsid "$OPERATOR_BIN" run >"$STATE/operator.log" 2>&1 </dev/null &
+    setsid "$OPERATOR_BIN" run >>"$STATE/operator.log" 2>&1 </dev/null &
   echo $! >"$STATE/pid"
   for _ in $(seq 1 150); do
     grep -q "became the leader" "$STATE/operator.log" && break
