@@ -27,21 +27,30 @@ pub enum Command {
     /// Apply pending database migrations and exit. Safe to run more than once.
     Migrate,
     /// Write a consistent snapshot of the store (SQLite: `VACUUM INTO`;
-    /// PostgreSQL: one transaction's export), then delete the oldest beyond
+    /// PostgreSQL: one transaction's export) to the backup destination
+    /// (BACKUP_S3_BUCKET or BACKUP_DIR), then delete the oldest beyond
     /// `--retain`. Safe while the data plane serves.
     Backup {
-        /// Directory of the backups [default: DATA_DIR/backups].
+        /// Directory of the backups, instead of the configured destination
+        /// [default: BACKUP_S3_BUCKET or BACKUP_DIR, else DATA_DIR/backups].
         #[arg(long)]
         output: Option<std::path::PathBuf>,
-        /// How many backups to keep in that directory.
-        #[arg(long, default_value_t = 24)]
-        retain: usize,
+        /// How many backups to keep there [default: BACKUP_RETAIN].
+        #[arg(long)]
+        retain: Option<usize>,
     },
     /// Replace every table's rows with those of a backup, in one transaction
     /// (migrating the schema first). Stop the data plane first.
     Restore {
-        /// The backup file (`securevault-<time>.sqlite` or `.pgjson`).
-        file: std::path::PathBuf,
+        /// The backup file (`securevault-<time>.sqlite` or `.pgjson`), or,
+        /// with a backup destination configured, the name of a backup there
+        /// or `latest`.
+        source: String,
+        /// Restore only into a store that holds no row yet, and succeed
+        /// without touching it otherwise: what a pod's init container runs,
+        /// so that a restart never rolls a serving store back.
+        #[arg(long)]
+        if_empty: bool,
     },
 }
 
@@ -261,4 +270,57 @@ pub struct Settings {
     /// (503) [default: local].
     #[arg(long, env = "RATE_LIMIT_ON_REDIS_FAILURE", global = true)]
     pub rate_limit_on_redis_failure: Option<String>,
+
+    /// An S3-compatible bucket that backups go to; with it (or BACKUP_DIR)
+    /// `serve` backs the store up every BACKUP_INTERVAL_SECS [default: none].
+    #[arg(long, env = "BACKUP_S3_BUCKET", global = true)]
+    pub backup_s3_bucket: Option<String>,
+
+    /// The bucket's S3 endpoint, `http(s)://HOST[:PORT]` [default: AWS S3
+    /// of BACKUP_S3_REGION].
+    #[arg(long, env = "BACKUP_S3_ENDPOINT", global = true)]
+    pub backup_s3_endpoint: Option<String>,
+
+    /// Region the bucket is in [default: us-east-1].
+    #[arg(long, env = "BACKUP_S3_REGION", global = true)]
+    pub backup_s3_region: Option<String>,
+
+    /// Folder of the backups in the bucket, such as `team-a/mail/` [default:
+    /// the bucket's top].
+    #[arg(long, env = "BACKUP_S3_PREFIX", global = true)]
+    pub backup_s3_prefix: Option<String>,
+
+    /// Access key id for the bucket.
+    #[arg(
+        long,
+        env = "BACKUP_S3_ACCESS_KEY_ID",
+        global = true,
+        hide_env_values = true
+    )]
+    pub backup_s3_access_key_id: Option<String>,
+
+    /// Secret access key for the bucket.
+    #[arg(
+        long,
+        env = "BACKUP_S3_SECRET_ACCESS_KEY",
+        global = true,
+        hide_env_values = true
+    )]
+    pub backup_s3_secret_access_key: Option<String>,
+
+    /// A directory that backups go to when no bucket is set (a second
+    /// volume: a copy on the store's own disk survives little) [default:
+    /// none].
+    #[arg(long, env = "BACKUP_DIR", global = true)]
+    pub backup_dir: Option<String>,
+
+    /// Seconds between two scheduled backups, counted from the last one in
+    /// the destination, so a restart neither skips nor repeats one
+    /// [default: 3600].
+    #[arg(long, env = "BACKUP_INTERVAL_SECS", global = true)]
+    pub backup_interval_secs: Option<String>,
+
+    /// Backups kept in the destination; older ones are deleted [default: 24].
+    #[arg(long, env = "BACKUP_RETAIN", global = true)]
+    pub backup_retain: Option<String>,
 }

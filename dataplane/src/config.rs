@@ -296,6 +296,43 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Request budgets.
     pub rate_limits: RateLimitConfig,
+    /// Where backups go and how often, when a destination is set.
+    pub backup: Option<BackupConfig>,
+}
+
+/// Scheduled backups (`BACKUP_*`).
+#[derive(Debug, Clone)]
+pub struct BackupConfig {
+    /// Where they go.
+    pub destination: BackupDestination,
+    /// Time between two backups.
+    pub interval: Duration,
+    /// Backups kept.
+    pub retain: usize,
+}
+
+/// Where backups go.
+#[derive(Debug, Clone)]
+pub enum BackupDestination {
+    /// An S3-compatible bucket.
+    Bucket(BucketConfig),
+    /// A directory (a second volume).
+    Directory(PathBuf),
+}
+
+/// An S3-compatible bucket (`BACKUP_S3_*`).
+#[derive(Debug, Clone)]
+pub struct BucketConfig {
+    /// `http(s)://host:port`; `None` for AWS S3 itself.
+    pub endpoint: Option<Url>,
+    /// The bucket's name.
+    pub bucket: String,
+    /// Region the bucket is in.
+    pub region: String,
+    /// Folder of the backups: empty, or ending in `/`.
+    pub prefix: String,
+    /// Access key id and secret access key, when the bucket needs them.
+    pub credentials: Option<(Secret, Secret)>,
 }
 
 /// Smallest accepted `SECRET_KEY`, in characters: 32 random characters carry
@@ -437,8 +474,125 @@ impl Config {
             connections: connection_limits(s)?,
             auth: auth_config(s)?,
             rate_limits: rate_limit_config(s)?,
+            backup: backup_config(s)?,
         })
     }
+}
+
+fn backup_config(s: &Settings) -> Result<Option<BackupConfig>, ConfigError> {
+    let destination = match (non_empty(&s.backup_s3_bucket), non_empty(&s.backup_dir)) {
+        (Some(_), Some(dir)) => {
+            return Err(ConfigError::new(
+                "BACKUP_DIR",
+                dir,
+                "set BACKUP_DIR or BACKUP_S3_BUCKET, not both",
+            ));
+        }
+        (Some(bucket), None) => BackupDestination::Bucket(bucket_config(s, bucket)?),
+        (None, Some(dir)) => BackupDestination::Directory(PathBuf::from(dir)),
+        (None, None) => {
+            for (var, value) in [
+                ("BACKUP_S3_ENDPOINT", &s.backup_s3_endpoint),
+                ("BACKUP_S3_PREFIX", &s.backup_s3_prefix),
+                ("BACKUP_S3_ACCESS_KEY_ID", &s.backup_s3_access_key_id),
+            ] {
+                if non_empty(value).is_some() {
+                    return Err(ConfigError::secret(
+                        var,
+                        "has no effect without BACKUP_S3_BUCKET: set the bucket too",
+                    ));
+                }
+            }
+            return Ok(None);
+        }
+    };
+    Ok(Some(BackupConfig {
+        destination,
+        interval: Duration::from_secs(parse_or(
+            &s.backup_interval_secs,
+            "BACKUP_INTERVAL_SECS",
+            "3600",
+            |v| bounded_u64(v, 10, 7 * 24 * 3600),
+        )?),
+        retain: parse_or(&s.backup_retain, "BACKUP_RETAIN", "24", |v| {
+            bounded_u64(v, 1, 10_000).map(|n| n as usize)
+        })?,
+    }))
+}
+
+fn bucket_config(s: &Settings, bucket: &str) -> Result<BucketConfig, ConfigError> {
+    // S3's own rule for bucket names (3 to 63 lowercase letters, digits,
+    // dots and hyphens): a wrong one is named here, not by a signature
+    // error at the first backup an hour later.
+    let valid = (3..=63).contains(&bucket.len())
+        && bucket
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !valid {
+        return Err(ConfigError::new(
+            "BACKUP_S3_BUCKET",
+            bucket,
+            "expected an S3 bucket name: 3 to 63 lowercase letters, digits, dots and hyphens",
+        ));
+    }
+    let endpoint = match non_empty(&s.backup_s3_endpoint) {
+        None => None,
+        Some(v) => {
+            let url = http_url(v).map_err(|r| ConfigError::new("BACKUP_S3_ENDPOINT", v, r))?;
+            if url.path() != "/" || url.query().is_some() {
+                return Err(ConfigError::new(
+                    "BACKUP_S3_ENDPOINT",
+                    v,
+                    "expected the server alone, http(s)://HOST[:PORT], without a path: the bucket is BACKUP_S3_BUCKET",
+                ));
+            }
+            Some(url)
+        }
+    };
+    let prefix = match non_empty(&s.backup_s3_prefix).map(|p| p.trim_matches('/')) {
+        None | Some("") => String::new(),
+        Some(p)
+            if p.split('/')
+                .any(|part| part.is_empty() || part == "." || part == "..") =>
+        {
+            return Err(ConfigError::new(
+                "BACKUP_S3_PREFIX",
+                p,
+                "expected folder names separated by `/`, such as `team-a/mail`",
+            ));
+        }
+        Some(p) => format!("{p}/"),
+    };
+    let credentials = match (
+        non_empty(&s.backup_s3_access_key_id),
+        non_empty(&s.backup_s3_secret_access_key),
+    ) {
+        (Some(id), Some(key)) => Some((Secret(id.to_owned()), Secret(key.to_owned()))),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::secret(
+                "BACKUP_S3_SECRET_ACCESS_KEY",
+                "required when BACKUP_S3_ACCESS_KEY_ID is set",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::secret(
+                "BACKUP_S3_ACCESS_KEY_ID",
+                "required when BACKUP_S3_SECRET_ACCESS_KEY is set",
+            ));
+        }
+    };
+    Ok(BucketConfig {
+        endpoint,
+        bucket: bucket.to_owned(),
+        region: non_empty(&s.backup_s3_region)
+            .unwrap_or("us-east-1")
+            .to_owned(),
+        prefix,
+        credentials,
+    })
 }
 
 fn connection_limits(s: &Settings) -> Result<ConnectionLimits, ConfigError> {
@@ -944,7 +1098,67 @@ mod tests {
 
     #[test]
     fn each_bad_value_names_its_variable() {
+        let bucket = || Settings {
+            backup_s3_bucket: Some("backups".into()),
+            ..settings()
+        };
         let cases: Vec<(&str, Settings)> = vec![
+            (
+                "BACKUP_S3_BUCKET",
+                Settings {
+                    backup_s3_bucket: Some("My_Backups".into()),
+                    ..settings()
+                },
+            ),
+            (
+                "BACKUP_S3_ENDPOINT",
+                Settings {
+                    backup_s3_endpoint: Some("http://s3.local:8333/backups".into()),
+                    ..bucket()
+                },
+            ),
+            (
+                "BACKUP_S3_ENDPOINT",
+                Settings {
+                    backup_s3_endpoint: Some("http://s3.local:8333".into()),
+                    ..settings()
+                },
+            ),
+            (
+                "BACKUP_S3_PREFIX",
+                Settings {
+                    backup_s3_prefix: Some("team/../other".into()),
+                    ..bucket()
+                },
+            ),
+            (
+                "BACKUP_S3_SECRET_ACCESS_KEY",
+                Settings {
+                    backup_s3_access_key_id: Some("id".into()),
+                    ..bucket()
+                },
+            ),
+            (
+                "BACKUP_DIR",
+                Settings {
+                    backup_dir: Some("/backups".into()),
+                    ..bucket()
+                },
+            ),
+            (
+                "BACKUP_INTERVAL_SECS",
+                Settings {
+                    backup_interval_secs: Some("0".into()),
+                    ..bucket()
+                },
+            ),
+            (
+                "BACKUP_RETAIN",
+                Settings {
+                    backup_retain: Some("0".into()),
+                    ..bucket()
+                },
+            ),
             (
                 "SECUREVAULT_ENV",
                 Settings {

@@ -27,6 +27,7 @@ pub mod ai;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod cache;
 pub mod cli;
 pub mod config;

@@ -50,7 +50,9 @@ fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Command::Serve => server::run(config).await?,
             Command::Migrate => server::migrate(config).await?,
             Command::Backup { output, retain } => server::backup(config, output, retain).await?,
-            Command::Restore { file } => server::restore(config, &file).await?,
+            Command::Restore { source, if_empty } => {
+                server::restore(config, &source, if_empty).await?
+            }
         }
         Ok(())
     })

@@ -11,6 +11,7 @@ use crate::{
     app::{AppState, app},
     audit,
     auth::{self, Auth, AuthError, passwords::Passwords},
+    backup::{Destination, DestinationError, Plan, schedule},
     cache::{Cache, CacheError},
     config::{Config, ConnectionLimits},
     connections::{self, LimitedListener},
@@ -58,6 +59,12 @@ pub enum ServeError {
     /// A backup or restore failed.
     #[error(transparent)]
     Backup(#[from] crate::store::backup::BackupError),
+    /// The backup destination failed.
+    #[error(transparent)]
+    Destination(#[from] DestinationError),
+    /// A restore has nothing to restore from.
+    #[error("{0}")]
+    NoBackup(String),
     /// The certificate files cannot be read.
     #[error(transparent)]
     Tls(#[from] TlsError),
@@ -125,6 +132,21 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
 
     let (trigger, shutdown) = Shutdown::new();
     let mut workers = Vec::new();
+    match &config.backup {
+        Some(backup) => {
+            let plan = Plan {
+                destination: Destination::new(&backup.destination, &config.data_dir)?,
+                config: backup.clone(),
+            };
+            workers.push(tokio::spawn(schedule::run(
+                plan,
+                store.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            )));
+        }
+        None => tracing::info!("BACKUP_S3_BUCKET and BACKUP_DIR are not set: no scheduled backups"),
+    }
     tokio::spawn(system::run_sampler(
         metrics.clone(),
         system::SAMPLE_INTERVAL,
@@ -347,30 +369,80 @@ pub async fn migrate(config: Config) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// Writes a backup and prunes old ones (`dataplane backup`).
+/// Writes a backup and prunes old ones (`dataplane backup`): to `output`
+/// when given, else to the configured destination, else to
+/// `DATA_DIR/backups`.
 pub async fn backup(
     config: Config,
     output: Option<std::path::PathBuf>,
-    retain: usize,
+    retain: Option<usize>,
 ) -> Result<(), ServeError> {
-    let dir = output.unwrap_or_else(|| config.data_dir.join("backups"));
+    let destination = match (output, &config.backup) {
+        (Some(dir), _) => Destination::Directory(dir),
+        (None, Some(backup)) => Destination::new(&backup.destination, &config.data_dir)?,
+        (None, None) => Destination::Directory(config.data_dir.join("backups")),
+    };
+    let retain = retain
+        .or(config.backup.as_ref().map(|b| b.retain))
+        .unwrap_or(24);
     let store = Store::connect(&config.database).await?;
-    let written = store.backup(&dir, std::time::SystemTime::now()).await;
+    let taken = destination.take(&store, retain).await;
     store.close().await;
-    let path = written?;
-    let pruned = crate::store::backup::prune(&dir, retain.max(1))?;
-    tracing::info!(path = %path.display(), pruned, "backup written");
+    let taken = taken?;
+    tracing::info!(
+        destination = %destination.describe(),
+        name = %taken.name,
+        bytes = taken.bytes,
+        pruned = taken.pruned,
+        "backup written"
+    );
     Ok(())
 }
 
-/// Restores a backup (`dataplane restore`).
-pub async fn restore(config: Config, file: &std::path::Path) -> Result<(), ServeError> {
+/// Restores a backup (`dataplane restore`): `source` is a file, or a
+/// backup's name (or `latest`) in the configured destination. With
+/// `if_empty`, a store that holds rows is left as it is.
+pub async fn restore(config: Config, source: &str, if_empty: bool) -> Result<(), ServeError> {
     let store = Store::connect(&config.database).await?;
-    let restored = store.restore(file).await;
+    let restored = restore_into(&store, &config, source, if_empty).await;
     store.close().await;
+    restored
+}
+
+async fn restore_into(
+    store: &Store,
+    config: &Config,
+    source: &str,
+    if_empty: bool,
+) -> Result<(), ServeError> {
+    if if_empty {
+        store.migrate().await?;
+        if store.holds_rows().await? {
+            tracing::info!(source, "the store already holds rows: nothing restored");
+            return Ok(());
+        }
+    }
+    let file = std::path::Path::new(source);
+    let (path, downloaded) = if file.is_file() {
+        (file.to_owned(), false)
+    } else {
+        let Some(backup) = &config.backup else {
+            return Err(ServeError::NoBackup(format!(
+                "{source} is not a file, and no backup destination is set (BACKUP_S3_BUCKET or BACKUP_DIR) to find it in"
+            )));
+        };
+        let destination = Destination::new(&backup.destination, &config.data_dir)?;
+        let (path, downloaded) = destination.fetch(source).await?;
+        tracing::info!(destination = %destination.describe(), file = %path.display(), "backup fetched");
+        (path, downloaded)
+    };
+    let restored = store.restore(&path).await;
+    if downloaded {
+        let _ = std::fs::remove_file(&path);
+    }
     let restored = restored?;
     let rows: u64 = restored.rows.iter().map(|(_, n)| n).sum();
-    tracing::info!(file = %file.display(), rows, tables = ?restored.rows, "backup restored");
+    tracing::info!(source, rows, tables = ?restored.rows, "backup restored");
     Ok(())
 }
 

@@ -342,3 +342,12 @@ impl Listener for TlsListener {
         Ok(self.local_addr)
     }
 }
+
+/// Makes ring the process's TLS provider for outgoing HTTPS. reqwest is
+/// built without one (`rustls-no-provider`): ring, which lettre already
+/// links, serves every client (model server, webhooks, backup bucket).
+/// Called where each client is built, so the library works wherever it is
+/// embedded; a second install is a no-op.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

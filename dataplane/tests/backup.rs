@@ -2,6 +2,12 @@
 //! real PostgreSQL: write data through the API and the store, back up while
 //! the data plane serves, wipe, restore, and compare every row of every
 //! table; then a data plane on the restored store still knows its sessions.
+//!
+//! Then the schedule `serve` runs, into a real S3-compatible server
+//! (SeaweedFS): backups land in the bucket, a new store restores the latest
+//! one and the old session and API key work on it; a missing bucket,
+//! refused credentials and an endpoint that does not answer are each named,
+//! and the data plane serves on.
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 
@@ -16,6 +22,7 @@ use std::{
 use common::*;
 use serde_json::json;
 use sqlx::{Column, Row};
+use testkit::SeaweedFs;
 
 const TABLES: [&str; 7] = [
     "users",
@@ -68,7 +75,7 @@ async fn dump(url: &str) -> BTreeMap<&'static str, Vec<String>> {
 
 /// Users, a session, an API key, audit entries (through the API), and
 /// emails, generations and a webhook event (through the store).
-async fn write_data(dp: &DataPlane, url: &str) -> String {
+async fn write_data(dp: &DataPlane, url: &str) -> (String, String) {
     let admin = authed(dp).await;
     let r = admin
         .post(dp.url("/api/users"))
@@ -84,6 +91,7 @@ async fn write_data(dp: &DataPlane, url: &str) -> String {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
+    let key = json(r).await["key"].as_str().unwrap().to_owned();
     let session = login(dp, "ops", "a long member password").await;
     let pool = store_pool(url).await;
     insert_email(&pool, "e1", "sent", Duration::from_secs(60)).await;
@@ -97,7 +105,7 @@ async fn write_data(dp: &DataPlane, url: &str) -> String {
     .await
     .unwrap();
     pool.close().await;
-    session
+    (session, key)
 }
 
 fn cli(database_url: &str, args: &[&str]) {
@@ -141,7 +149,7 @@ async fn still_signed_in(dp: &DataPlane, session: &str) {
 async fn round_trip(url: &str, extension: &str, wipe: impl FnOnce()) {
     let backups = TempDir::new("backups").unwrap();
     let dp = start(&[("DATABASE_URL", url)]);
-    let session = write_data(&dp, url).await;
+    let (session, _) = write_data(&dp, url).await;
     let before = dump(url).await;
     assert!(before.values().all(|rows| !rows.is_empty()), "{before:#?}");
 
@@ -246,4 +254,226 @@ async fn keys_from_a_postgres_backup_older_than_key_owners_get_their_owners() {
     let old = pg.create_database("old").unwrap();
     let new = pg.create_database("new").unwrap();
     keys_from_an_older_backup_get_their_owners(&old, &new, ".pgjson").await;
+}
+
+/// The settings of a destination in `seaweed`'s bucket `bucket`, folder
+/// `team-a/mail`, with backups every 10 s (the shortest allowed).
+fn bucket_env(endpoint: &str, bucket: &str, secret: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("BACKUP_S3_ENDPOINT", endpoint.to_owned()),
+        ("BACKUP_S3_BUCKET", bucket.to_owned()),
+        ("BACKUP_S3_PREFIX", "team-a/mail".to_owned()),
+        ("BACKUP_S3_ACCESS_KEY_ID", SeaweedFs::ACCESS_KEY.to_owned()),
+        ("BACKUP_S3_SECRET_ACCESS_KEY", secret.to_owned()),
+        ("BACKUP_INTERVAL_SECS", "10".to_owned()),
+        ("BACKUP_RETAIN", "2".to_owned()),
+    ]
+}
+
+fn with<'a>(
+    env: &'a [(&'static str, String)],
+    more: &[(&'static str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    env.iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .chain(more.iter().copied())
+        .collect()
+}
+
+async fn successful_backups(dp: &DataPlane) -> f64 {
+    metric(dp, "backup_runs_total{result=\"success\"}")
+        .await
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn scheduled_backups_reach_the_bucket_and_a_new_store_restores_the_latest() {
+    let seaweed = SeaweedFs::start().unwrap();
+    seaweed.create_bucket("backups").unwrap();
+    let env = bucket_env(&seaweed.endpoint(), "backups", SeaweedFs::SECRET_KEY);
+    let store_dir = TempDir::new("store").unwrap();
+    let url = format!(
+        "sqlite://{}",
+        store_dir.path().join("securevault.db").display()
+    );
+    let dp = start(&with(&env, &[("DATABASE_URL", &url)]));
+    // The bucket is empty: the first backup is due at once.
+    eventually(Duration::from_secs(30), "a first backup", || async {
+        successful_backups(&dp).await >= 1.0
+    })
+    .await;
+    let (session, key) = write_data(&dp, &url).await;
+    let before = dump(&url).await;
+    // Two more, ten seconds apart: retention keeps the two newest.
+    eventually(Duration::from_secs(60), "two more backups", || async {
+        successful_backups(&dp).await >= 3.0
+    })
+    .await;
+    let objects = seaweed.objects("backups/team-a/mail").unwrap();
+    assert_eq!(objects.len(), 2, "{objects:?}");
+    assert!(
+        objects.iter().all(|o| o.name.starts_with("securevault-")
+            && o.name.ends_with(".sqlite")
+            && o.size > 0),
+        "{objects:?}"
+    );
+    let taken = metric(&dp, "backup_last_success_timestamp_seconds")
+        .await
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        now - taken < 30.0,
+        "the last backup is {}s old",
+        now - taken
+    );
+    drop(dp);
+
+    // A new store, as a restoring pod's init container fills it.
+    let new_dir = TempDir::new("restored").unwrap();
+    let new_url = format!(
+        "sqlite://{}",
+        new_dir.path().join("securevault.db").display()
+    );
+    let restore = |args: &[&str]| {
+        let out = run(&with(&env, &[("DATABASE_URL", &new_url)]), args);
+        assert!(
+            out.status.success(),
+            "dataplane {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    restore(&["restore", "latest", "--if-empty"]);
+    assert_eq!(dump(&new_url).await, before);
+
+    // A restart runs the init container again: a store that serves is
+    // never rolled back.
+    let pool = store_pool(&new_url).await;
+    insert_email(&pool, "after-restore", "queued", Duration::from_secs(1)).await;
+    pool.close().await;
+    restore(&["restore", "latest", "--if-empty"]);
+    let after = dump(&new_url).await;
+    assert!(
+        after["emails"]
+            .iter()
+            .any(|row| row.contains("after-restore")),
+        "the second restore rolled the store back"
+    );
+
+    let dp = start(&[("DATABASE_URL", &new_url)]);
+    still_signed_in(&dp, &session).await;
+    // The key is known (404: the email is not its owner's to see); a key
+    // the store does not hold is refused (401).
+    for (key, status) in [(key.as_str(), 404), ("sv_not-a-key-the-store-holds", 401)] {
+        let r = bearer(key)
+            .get(dp.url("/api/emails/e1"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "an API key on the restored store");
+    }
+}
+
+/// A data plane whose bucket fails in one way: the problem is counted under
+/// `reason`, its log says `message`, the data plane serves on, and a
+/// one-off `dataplane backup` fails with the same message.
+async fn a_failing_bucket_is_named(env: Vec<(&'static str, String)>, reason: &str, message: &str) {
+    let mut dp = start(&with(&env, &[]));
+    let sample = format!("backup_runs_total{{result=\"{reason}\"}}");
+    eventually(Duration::from_secs(60), &sample, || async {
+        metric(&dp, &sample).await.unwrap_or(0.0) >= 1.0
+    })
+    .await;
+    let r = client()
+        .get(dp.url("/api/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "a failing backup must not stop serving");
+    assert_eq!(successful_backups(&dp).await, 0.0);
+    let logged = dp.process().output_lines().join("\n");
+    assert!(logged.contains(message), "{message} not in:\n{logged}");
+
+    let out = run(&with(&env, &[]), &["backup"]);
+    assert!(!out.status.success());
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(output.contains(message), "{output}");
+}
+
+#[tokio::test]
+async fn a_bucket_that_does_not_exist_is_named() {
+    let seaweed = SeaweedFs::start().unwrap();
+    let env = bucket_env(&seaweed.endpoint(), "no-such-bucket", SeaweedFs::SECRET_KEY);
+    a_failing_bucket_is_named(
+        env,
+        "BucketNotFound",
+        "bucket `no-such-bucket` does not exist",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn refused_credentials_are_named() {
+    let seaweed = SeaweedFs::start().unwrap();
+    seaweed.create_bucket("backups").unwrap();
+    let env = bucket_env(&seaweed.endpoint(), "backups", "not-the-secret-key");
+    a_failing_bucket_is_named(
+        env,
+        "CredentialsRefused",
+        "refused the credentials for bucket `backups` (SignatureDoesNotMatch)",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_endpoint_that_does_not_answer_is_named() {
+    let mut seaweed = SeaweedFs::start().unwrap();
+    let endpoint = seaweed.endpoint();
+    seaweed.stop();
+    let env = bucket_env(&endpoint, "backups", SeaweedFs::SECRET_KEY);
+    a_failing_bucket_is_named(
+        env,
+        "EndpointUnreachable",
+        &format!("{endpoint} cannot be reached"),
+    )
+    .await;
+}
+
+/// A PostgreSQL store as its CronJob backs it up (`dataplane backup` with
+/// the bucket's settings) and as a new vault's init container restores it.
+#[tokio::test]
+async fn a_postgres_store_goes_through_the_bucket_too() {
+    let seaweed = SeaweedFs::start().unwrap();
+    seaweed.create_bucket("backups").unwrap();
+    let env = bucket_env(&seaweed.endpoint(), "backups", SeaweedFs::SECRET_KEY);
+    let pg = Postgres::start().unwrap();
+    let url = pg.create_database("old").unwrap();
+    let dp = start(&[("DATABASE_URL", &url)]);
+    let (session, _) = write_data(&dp, &url).await;
+    drop(dp);
+    let before = dump(&url).await;
+    let cli_with = |url: &str, args: &[&str]| {
+        let out = run(&with(&env, &[("DATABASE_URL", url)]), args);
+        assert!(
+            out.status.success(),
+            "dataplane {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    };
+    cli_with(&url, &["backup"]);
+    let objects = seaweed.objects("backups/team-a/mail").unwrap();
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    assert!(objects[0].name.ends_with(".pgjson"), "{objects:?}");
+
+    let new = pg.create_database("new").unwrap();
+    cli_with(&new, &["restore", "latest", "--if-empty"]);
+    assert_eq!(dump(&new).await, before);
+    let dp = start(&[("DATABASE_URL", &new)]);
+    still_signed_in(&dp, &session).await;
 }

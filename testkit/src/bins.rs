@@ -114,19 +114,34 @@ fn id_of(args: &[&str]) -> Result<u32> {
 /// Runs a short command to completion and returns its stdout; a non-zero
 /// exit becomes [`Error::CommandFailed`] carrying both output streams.
 pub(crate) fn run(cmd: &mut Command) -> Result<String> {
+    run_with_input(cmd, "")
+}
+
+/// [`run`], with `input` on the command's stdin (then closed).
+pub(crate) fn run_with_input(cmd: &mut Command, input: &str) -> Result<String> {
+    use std::io::Write;
     let line = command_line(cmd);
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let spawn_error = |source| Error::Spawn {
+        name: line.clone(),
+        program: program.clone(),
+        source,
+    };
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(spawn_error)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A command that exits without reading is judged by its status.
+        let _ = stdin.write_all(input.as_bytes());
+    }
     let Output {
         status,
         stdout,
         stderr,
-    } = cmd
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| Error::Spawn {
-            name: line.clone(),
-            program: cmd.get_program().to_string_lossy().into_owned(),
-            source: e,
-        })?;
+    } = child.wait_with_output().map_err(spawn_error)?;
     let stdout = String::from_utf8_lossy(&stdout).into_owned();
     if status.success() {
         return Ok(stdout);

@@ -31,6 +31,9 @@
 //!   HTTP API lets a test read back the mail that arrived, with chaos
 //!   triggers that make SMTP stages fail on demand. Built from Go modules by
 //!   `tests/setup/mailpit.sh` once and cached.
+//! * [`seaweedfs`] — [`SeaweedFs`], a private SeaweedFS: a real
+//!   S3-compatible server for backups, with one identity and the buckets a
+//!   test creates. Built from Go modules by `tests/setup/seaweedfs.sh`.
 //! * [`webhook_receiver`] — [`WebhookReceiver`], an HTTP receiver that
 //!   verifies each webhook with the reference Standard Webhooks library and
 //!   records it; the test queues the statuses it answers.
@@ -80,6 +83,7 @@ pub mod postgres;
 pub mod process;
 pub mod prometheus;
 pub mod redis;
+pub mod seaweedfs;
 pub mod webhook_receiver;
 
 use std::path::PathBuf;
@@ -97,6 +101,7 @@ pub use postgres::Postgres;
 pub use process::Process;
 pub use prometheus::{Alertmanager, Prometheus};
 pub use redis::Redis;
+pub use seaweedfs::SeaweedFs;
 pub use webhook_receiver::WebhookReceiver;
 
 /// The result type of every fallible testkit function.

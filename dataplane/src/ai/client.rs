@@ -77,8 +77,7 @@ impl ModelServer {
 /// A client for `config`'s server. Timeouts are the caller's: one deadline
 /// covers the whole request, retries and streaming included.
 pub fn client(config: &OpenAiConfig) -> Result<ModelServer, ClientError> {
-    // reqwest is built without a default TLS provider; ring is ours.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::tls::install_crypto_provider();
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .redirect(reqwest::redirect::Policy::none())

@@ -46,7 +46,7 @@ pub const TABLES: [&str; 7] = [
 pub const DATA_MIGRATIONS: [i64; 1] = [20261206000002];
 
 /// File names start with this, so retention never touches other files.
-const PREFIX: &str = "securevault-";
+pub const PREFIX: &str = "securevault-";
 
 /// Why a backup or a restore failed.
 #[derive(Debug, thiserror::Error)]
@@ -90,15 +90,13 @@ impl Store {
     /// returns its path: `securevault-<UTC time>.sqlite` or `.pgjson`.
     pub async fn backup(&self, dir: &Path, now: SystemTime) -> Result<PathBuf, BackupError> {
         private_files::private_dir(dir).map_err(file_error(dir))?;
-        let stamp = humantime::format_rfc3339_seconds(now)
-            .to_string()
-            .replace([':', '-'], "");
         let extension = match self.kind {
             DatabaseKind::Sqlite => "sqlite",
             DatabaseKind::Postgres => "pgjson",
         };
-        let path = dir.join(format!("{PREFIX}{stamp}.{extension}"));
-        let partial = dir.join(format!(".{PREFIX}{stamp}.{extension}.partial"));
+        let name = file_name(now, extension);
+        let path = dir.join(&name);
+        let partial = dir.join(format!(".{name}.partial"));
         let _ = std::fs::remove_file(&partial);
         match self.kind {
             DatabaseKind::Sqlite => {
@@ -119,6 +117,21 @@ impl Store {
             private_files::private_file(&backup).map_err(file_error(&backup))?;
         }
         Ok(path)
+    }
+
+    /// Whether any table of ours holds a row (the schema is migrated).
+    pub async fn holds_rows(&self) -> Result<bool, BackupError> {
+        for table in TABLES {
+            // Table names come from TABLES, never from input.
+            let found: Option<i64> =
+                sqlx::query_scalar(AssertSqlSafe(format!("SELECT 1 FROM {table} LIMIT 1")))
+                    .fetch_optional(&self.pool)
+                    .await?;
+            if found.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     async fn export_postgres(&self, path: &Path) -> Result<(), BackupError> {
@@ -329,6 +342,14 @@ fn check_version(version: Option<i64>) -> Result<(), BackupError> {
     }
 }
 
+/// The name of a backup taken at `at`: `securevault-<UTC time>.<extension>`.
+pub fn file_name(at: SystemTime, extension: &str) -> String {
+    let stamp = humantime::format_rfc3339_seconds(at)
+        .to_string()
+        .replace([':', '-'], "");
+    format!("{PREFIX}{stamp}.{extension}")
+}
+
 /// Deletes all but the `keep` newest backups in `dir`; returns how many.
 pub fn prune(dir: &Path, keep: usize) -> Result<usize, BackupError> {
     let backups = backups_in(dir)?;
@@ -341,7 +362,7 @@ pub fn prune(dir: &Path, keep: usize) -> Result<usize, BackupError> {
 
 /// The backups in `dir`, oldest first (the names hold the UTC time: name
 /// order is time order); other files are never touched.
-fn backups_in(dir: &Path) -> Result<Vec<PathBuf>, BackupError> {
+pub fn backups_in(dir: &Path) -> Result<Vec<PathBuf>, BackupError> {
     let mut backups: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(file_error(dir))?
         .filter_map(Result::ok)

@@ -86,6 +86,16 @@ pub struct Metrics {
     pub http_connections_timed_out_total: IntCounterVec,
     /// Times a new connection had to wait because `MAX_CONNECTIONS` were open.
     pub http_connection_limit_reached_total: IntCounter,
+    /// Scheduled backups by result: `success`, or the problem's reason
+    /// (`BucketNotFound`, `CredentialsRefused`, `EndpointUnreachable`, …).
+    pub backup_runs_total: IntCounterVec,
+    /// When the last backup that reached its destination was taken (Unix
+    /// seconds; 0 before the first): `time() - this` is the RPO now.
+    pub backup_last_success_timestamp_seconds: Gauge,
+    /// Size of the last backup that reached its destination.
+    pub backup_last_size_bytes: prometheus::IntGauge,
+    /// Time the last successful backup took, snapshot and upload.
+    pub backup_last_duration_seconds: Gauge,
 }
 
 impl Metrics {
@@ -253,6 +263,30 @@ impl Metrics {
             "Times a new connection had to wait because MAX_CONNECTIONS were open",
         )?;
 
+        let backup_runs_total = IntCounterVec::new(
+            Opts::new(
+                "backup_runs_total",
+                "Scheduled backups, by result (success, or why one failed)",
+            ),
+            &["result"],
+        )?;
+        backup_runs_total.with_label_values(&["success"]);
+        let backup_last_success_timestamp_seconds = Gauge::new(
+            "backup_last_success_timestamp_seconds",
+            "When the last backup that reached its destination was taken (Unix time)",
+        )?;
+        let backup_last_size_bytes = prometheus::IntGauge::new(
+            "backup_last_size_bytes",
+            "Size of the last backup that reached its destination",
+        )?;
+        let backup_last_duration_seconds = Gauge::new(
+            "backup_last_duration_seconds",
+            "Time the last successful backup took, snapshot and upload",
+        )?;
+        registry.register(Box::new(backup_runs_total.clone()))?;
+        registry.register(Box::new(backup_last_success_timestamp_seconds.clone()))?;
+        registry.register(Box::new(backup_last_size_bytes.clone()))?;
+        registry.register(Box::new(backup_last_duration_seconds.clone()))?;
         registry.register(Box::new(http_requests_total.clone()))?;
         registry.register(Box::new(http_request_duration_seconds.clone()))?;
         registry.register(Box::new(emails_sent_total.clone()))?;
@@ -329,6 +363,10 @@ impl Metrics {
             http_connections_open,
             http_connections_timed_out_total,
             http_connection_limit_reached_total,
+            backup_runs_total,
+            backup_last_success_timestamp_seconds,
+            backup_last_size_bytes,
+            backup_last_duration_seconds,
         })
     }
 

@@ -64,10 +64,7 @@ pub struct Worker {
 /// An HTTP client for webhooks: bounded in time, and never following
 /// redirects, so a receiver cannot bounce signed events elsewhere.
 pub fn client() -> Result<reqwest::Client, ClientError> {
-    // reqwest is built without a default TLS provider: ring, which lettre
-    // already links, serves both. Done here too (not only in `main`) so the
-    // library works wherever it is embedded; a second install is a no-op.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::tls::install_crypto_provider();
     Ok(reqwest::Client::builder()
         .timeout(TIMEOUT)
         .connect_timeout(Duration::from_secs(5))
