@@ -9,6 +9,8 @@ use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 use tracing_subscriber::EnvFilter;
 use url::Url;
 
+pub use backup_bucket::{BucketConfig, Credentials};
+
 use crate::{
     cli::Settings,
     ratelimit::{OnRedisFailure, Policy},
@@ -320,21 +322,6 @@ pub enum BackupDestination {
     Directory(PathBuf),
 }
 
-/// An S3-compatible bucket (`BACKUP_S3_*`).
-#[derive(Debug, Clone)]
-pub struct BucketConfig {
-    /// `http(s)://host:port`; `None` for AWS S3 itself.
-    pub endpoint: Option<Url>,
-    /// The bucket's name.
-    pub bucket: String,
-    /// Region the bucket is in.
-    pub region: String,
-    /// Folder of the backups: empty, or ending in `/`.
-    pub prefix: String,
-    /// Access key id and secret access key, when the bucket needs them.
-    pub credentials: Option<(Secret, Secret)>,
-}
-
 /// Smallest accepted `SECRET_KEY`, in characters: 32 random characters carry
 /// enough entropy for HMAC keys.
 const MIN_SECRET_KEY_LEN: usize = 32;
@@ -569,7 +556,10 @@ fn bucket_config(s: &Settings, bucket: &str) -> Result<BucketConfig, ConfigError
         non_empty(&s.backup_s3_access_key_id),
         non_empty(&s.backup_s3_secret_access_key),
     ) {
-        (Some(id), Some(key)) => Some((Secret(id.to_owned()), Secret(key.to_owned()))),
+        (Some(id), Some(key)) => Some(Credentials {
+            access_key_id: id.to_owned(),
+            secret_access_key: key.to_owned(),
+        }),
         (None, None) => None,
         (Some(_), None) => {
             return Err(ConfigError::secret(

@@ -7,7 +7,7 @@
 //!
 //! - to a directory (a second volume): written there directly, as
 //!   `securevault-<UTC time>.sqlite` (or `.pgjson`), private to the process;
-//! - to an S3-compatible bucket ([`bucket`]): written to a staging directory
+//! - to an S3-compatible bucket ([`backup_bucket`]): written to a staging directory
 //!   beside the store first, then uploaded under the same name (in parts,
 //!   so a large store never sits in memory), then deleted locally.
 //!
@@ -15,7 +15,6 @@
 //! the newest name is what `latest` restores. Retention deletes the oldest
 //! names beyond the count to keep, and never anything else.
 
-pub mod bucket;
 pub mod schedule;
 
 use std::{
@@ -30,7 +29,7 @@ use crate::{
         backup::{self as snapshot, BackupError},
     },
 };
-use bucket::{Bucket, BucketError};
+use backup_bucket::{Bucket, BucketError, names::taken_at};
 
 /// Why a backup could not be taken, listed or fetched.
 #[derive(Debug, thiserror::Error)]
@@ -242,61 +241,4 @@ fn file_size(path: &Path) -> Result<u64, BackupError> {
             path: path.to_owned(),
             source,
         })
-}
-
-/// The time in a backup's name (`securevault-20261206T101500Z.sqlite`);
-/// `None` for any other name.
-pub fn taken_at(name: &str) -> Option<SystemTime> {
-    let stamp = name
-        .strip_prefix(snapshot::PREFIX)?
-        .split_once('.')
-        .filter(|(_, ext)| matches!(*ext, "sqlite" | "pgjson"))?
-        .0;
-    // 20261206T101500Z -> 2026-12-06T10:15:00Z
-    let b = stamp.as_bytes();
-    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
-        return None;
-    }
-    let rfc3339 = format!(
-        "{}-{}-{}T{}:{}:{}Z",
-        &stamp[0..4],
-        &stamp[4..6],
-        &stamp[6..8],
-        &stamp[9..11],
-        &stamp[11..13],
-        &stamp[13..15]
-    );
-    humantime::parse_rfc3339(&rfc3339).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_time_of_a_backup_comes_from_its_name() {
-        let t = taken_at("securevault-20261206T101500Z.sqlite").unwrap();
-        assert_eq!(
-            humantime::format_rfc3339_seconds(t).to_string(),
-            "2026-12-06T10:15:00Z"
-        );
-        assert!(taken_at("securevault-20261206T101500Z.pgjson").is_some());
-        for other in [
-            "securevault-20261206T101500Z.sqlite.partial",
-            ".securevault-20261206T101500Z.sqlite.partial",
-            "securevault-latest.sqlite",
-            "notes.txt",
-            "securevault-20261306T101500Z.sqlite",
-        ] {
-            assert_eq!(taken_at(other), None, "{other}");
-        }
-    }
-
-    #[test]
-    fn names_from_store_backup_are_understood() {
-        // The name `Store::backup` gives a snapshot taken at a known time.
-        let at = humantime::parse_rfc3339("2026-01-02T03:04:05Z").unwrap();
-        let name = snapshot::file_name(at, "sqlite");
-        assert_eq!(taken_at(&name), Some(at));
-    }
 }

@@ -22,6 +22,7 @@ use std::{
     time::SystemTime,
 };
 
+use backup_bucket::names::{PREFIX, file_name};
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{MIGRATOR, Store, StoreError};
@@ -44,9 +45,6 @@ pub const TABLES: [&str; 7] = [
 /// (`..._api_key_owners_backfill.sql`: keys from before owners were
 /// recorded would otherwise be refused for want of one.)
 pub const DATA_MIGRATIONS: [i64; 1] = [20261206000002];
-
-/// File names start with this, so retention never touches other files.
-pub const PREFIX: &str = "securevault-";
 
 /// Why a backup or a restore failed.
 #[derive(Debug, thiserror::Error)]
@@ -340,14 +338,6 @@ fn check_version(version: Option<i64>) -> Result<(), BackupError> {
         ))),
         _ => Ok(()),
     }
-}
-
-/// The name of a backup taken at `at`: `securevault-<UTC time>.<extension>`.
-pub fn file_name(at: SystemTime, extension: &str) -> String {
-    let stamp = humantime::format_rfc3339_seconds(at)
-        .to_string()
-        .replace([':', '-'], "");
-    format!("{PREFIX}{stamp}.{extension}")
 }
 
 /// Deletes all but the `keep` newest backups in `dir`; returns how many.

@@ -1,7 +1,14 @@
-//! An S3-compatible bucket, through `object_store` (request signing,
-//! retries, multipart uploads), and what its failures mean to the person who
-//! configured it: a missing bucket, refused credentials and an endpoint that
-//! does not answer each get a message of their own, with a stable reason.
+//! SecureVault's backups in an S3-compatible bucket, through `object_store`
+//! (request signing, retries, multipart uploads), and what a failure means to
+//! the person who configured it: a missing bucket, refused credentials and an
+//! endpoint that does not answer each get a message of their own, with a
+//! stable reason. The data plane writes and reads backups with it; the
+//! operator lists them to report the newest one's age and any problem.
+//!
+//! A backup's name carries the time of its snapshot ([`names`]), so name
+//! order is time order, and the newest name is the latest backup.
+
+pub mod names;
 
 use std::{path::Path, sync::Arc, time::Duration};
 
@@ -15,10 +22,40 @@ use object_store::{
 };
 use tokio::io::AsyncWriteExt;
 
-use crate::config::BucketConfig;
+use url::Url;
 
 /// Parts of a large upload are this big: what one backup holds in memory.
 const PART_BYTES: usize = 8 * 1024 * 1024;
+
+/// Where a bucket is and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketConfig {
+    /// `http(s)://host:port`; `None` for AWS S3 itself.
+    pub endpoint: Option<Url>,
+    /// The bucket's name.
+    pub bucket: String,
+    /// Region the bucket is in.
+    pub region: String,
+    /// Folder of the backups: empty, or ending in `/`.
+    pub prefix: String,
+    /// The access key, when the bucket needs one.
+    pub credentials: Option<Credentials>,
+}
+
+/// An access key id and its secret; `Debug` shows neither.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The access key id.
+    pub access_key_id: String,
+    /// The secret access key.
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials(***)")
+    }
+}
 
 /// Why the bucket failed us.
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +135,10 @@ impl Bucket {
             || format!("https://s3.{}.amazonaws.com", config.region),
             |e| e.as_str().trim_end_matches('/').to_owned(),
         );
-        crate::tls::install_crypto_provider();
+        // reqwest is built without a TLS provider here (`rustls-no-provider`
+        // in the workspace); ring is the one every SecureVault client uses.
+        // A second install is a no-op.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&config.bucket)
             .with_region(&config.region)
@@ -122,10 +162,10 @@ impl Bucket {
                 .with_endpoint(url.as_str().trim_end_matches('/'))
                 .with_virtual_hosted_style_request(false);
         }
-        if let Some((id, key)) = &config.credentials {
+        if let Some(c) = &config.credentials {
             builder = builder
-                .with_access_key_id(id.expose())
-                .with_secret_access_key(key.expose());
+                .with_access_key_id(&c.access_key_id)
+                .with_secret_access_key(&c.secret_access_key);
         }
         let store = builder.build().map_err(|e| BucketError::Failed {
             endpoint: endpoint.clone(),
@@ -189,7 +229,7 @@ impl Bucket {
             .get(&self.path(name))
             .await
             .map_err(|e| self.classify(e))?;
-        let mut out = crate::private_files::create_private(to).map_err(file_error)?;
+        let mut out = create_private(to).map_err(file_error)?;
         let mut chunks = got.into_stream();
         while let Some(chunk) = chunks.try_next().await.map_err(|e| self.classify(e))? {
             std::io::Write::write_all(&mut out, &chunk).map_err(file_error)?;
@@ -296,4 +336,16 @@ fn http_error_kind(e: &(dyn std::error::Error + 'static)) -> Option<HttpErrorKin
         source = s.source();
     }
     None
+}
+
+/// Creates `path` readable by its owner only: a downloaded backup holds
+/// password hashes and mail.
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
 }
