@@ -661,7 +661,7 @@ mod tests {
         // The rules on the whole spec come before its table.
         let rules = markdown.find("Rules across fields").unwrap();
         assert!(rules < markdown.find("| Field |").unwrap());
-        assert!(markdown.contains("\n- spec.backup needs spec.database (PostgreSQL)"));
+        assert!(markdown.contains("\n- spec.backup on PostgreSQL needs spec.backup.s3"));
     }
 
     #[test]

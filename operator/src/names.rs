@@ -57,6 +57,12 @@ pub fn data_claim(name: &str) -> String {
     format!("{name}-data")
 }
 
+/// The PersistentVolumeClaim the embedded store's backups go to when no
+/// bucket is configured.
+pub fn backup_claim(name: &str) -> String {
+    format!("{name}-backups")
+}
+
 /// Annotation on a claim the operator keeps past its SecureVault
 /// (`whenDeleted: Retain`), naming that SecureVault: such a claim carries no
 /// owner reference (the garbage collector would delete it), and this is how

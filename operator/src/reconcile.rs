@@ -52,7 +52,7 @@ use crate::{
     },
     storage,
     upgrade::{self, JobState, Release},
-    validate::{ValidatedVault, validate},
+    validate::{BackupDestination, ValidatedVault, validate},
 };
 
 /// How often an unchanged SecureVault is looked at again, as a safety net:
@@ -273,6 +273,10 @@ async fn pipeline(ctx: &Context, sv: &SecureVault, v: &ValidatedVault) -> Result
     let left_on_empty_dir = storage::left_on_empty_dir(sv, existing.as_ref());
     if left_on_empty_dir {
         deployed.storage = None;
+        // Scheduled backups would change the pod template, and a new pod
+        // starts on a new, empty emptyDir: the store would be lost. Such a
+        // vault moves with a backup by hand and `spec.restoreFrom`.
+        deployed.backup = None;
     }
     if let Some(step) = &decision.step {
         run_step(ctx, sv, v, &deployed, step).await?;
@@ -572,6 +576,7 @@ async fn apply(
         config_map,
         secret,
         claim,
+        backup_claim,
         deployment,
         service,
         pdb,
@@ -592,6 +597,11 @@ async fn apply(
         Some(claim) => Some(apply_checked(ctx, sv, &v.namespace, claim, claim_is_ours).await?),
         None => None,
     };
+    // A backup claim the spec no longer uses (a bucket now) is left as it
+    // is: it holds backups, and only a person deletes those.
+    if let Some(backup_claim) = &backup_claim {
+        apply_checked(ctx, sv, &v.namespace, backup_claim, claim_is_ours).await?;
+    }
     if let (None, Some(existing)) = (deployment.spec.replicas, existing) {
         hand_replicas_over(ctx, &v.namespace, existing).await?;
     }
@@ -668,12 +678,19 @@ async fn apply(
                     .status
                     .and_then(|s| s.last_successful_time)
                     .map(|t| t.0),
+                bucket: None,
+                problem: None,
             })
         }
         None => {
             delete_if_present::<CronJob>(ctx, sv, &v.namespace, &backup_cron_job::name(v)).await?;
             None
         }
+    };
+    // A bucket is seen directly: its newest backup, or what is wrong.
+    let backup = match v.backup.as_ref().map(|b| &b.destination) {
+        Some(BackupDestination::Bucket(bucket)) => Some(observe_bucket(ctx, sv, v, bucket).await?),
+        _ => backup,
     };
     Ok(Applied {
         claim,
@@ -682,6 +699,108 @@ async fn apply(
         alert_routing,
         tls,
         backup,
+    })
+}
+
+/// How long listing the bucket may hold up a reconcile.
+const BUCKET_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Lists the bucket the backups go to, with the pods' credentials, for the
+/// newest backup's time, or what is wrong with the bucket, its credentials
+/// or its endpoint (the data plane's own messages: one crate says both).
+async fn observe_bucket(
+    ctx: &Context,
+    sv: &SecureVault,
+    v: &ValidatedVault,
+    bucket: &crate::validate::Bucket,
+) -> Result<BackupState, Error> {
+    let state = |last_success, problem| BackupState {
+        created: sv.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        last_success,
+        bucket: Some(bucket.describe()),
+        problem,
+    };
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &v.namespace);
+    let mut credentials = Vec::new();
+    for r in [&bucket.access_key_id, &bucket.secret_access_key]
+        .into_iter()
+        .flatten()
+    {
+        let secret = secrets
+            .get_opt(&r.name)
+            .await
+            .map_err(kube_error::<Secret>("get", &r.name))?;
+        let value = secret
+            .as_ref()
+            .and_then(|s| s.data.as_ref()?.get(&r.key))
+            .and_then(|b| String::from_utf8(b.0.clone()).ok());
+        match value {
+            Some(value) => credentials.push(value),
+            None => {
+                return Ok(state(
+                    None,
+                    Some((
+                        "CredentialsMissing",
+                        format!("Secret {} has no key {} (spec.backup.s3)", r.name, r.key),
+                    )),
+                ));
+            }
+        }
+    }
+    let config = backup_bucket::BucketConfig {
+        endpoint: bucket
+            .endpoint
+            .as_deref()
+            .and_then(|e| url::Url::parse(e).ok()),
+        bucket: bucket.bucket.clone(),
+        region: bucket.region.clone(),
+        prefix: bucket.prefix.clone(),
+        credentials: match credentials.as_slice() {
+            [id, key] => Some(backup_bucket::Credentials {
+                access_key_id: id.clone(),
+                secret_access_key: key.clone(),
+            }),
+            _ => None,
+        },
+    };
+    let listed = match backup_bucket::Bucket::new(&config) {
+        Ok(b) => tokio::time::timeout(BUCKET_TIMEOUT, b.names()).await,
+        Err(e) => Ok(Err(e)),
+    };
+    Ok(match listed {
+        Ok(Ok(names)) => {
+            let newest = names
+                .iter()
+                .filter_map(|n| backup_bucket::names::taken_at(n))
+                .max()
+                .and_then(|t| Timestamp::try_from(t).ok());
+            state(newest, None)
+        }
+        // The endpoint is the namespace user's choice, and the operator
+        // may reach what their pods cannot: what an endpoint that is no S3
+        // server answered stays out of the status (the data plane logs it).
+        Ok(Err(e @ backup_bucket::BucketError::Failed { .. })) => state(
+            None,
+            Some((
+                e.reason(),
+                format!(
+                    "listing {} failed with an answer that is not an S3 error; the data plane's log has it",
+                    bucket.describe()
+                ),
+            )),
+        ),
+        Ok(Err(e)) => state(None, Some((e.reason(), e.to_string()))),
+        Err(_) => state(
+            None,
+            Some((
+                "EndpointUnreachable",
+                format!(
+                    "listing {} took more than {} s",
+                    bucket.describe(),
+                    BUCKET_TIMEOUT.as_secs()
+                ),
+            )),
+        ),
     })
 }
 

@@ -84,6 +84,7 @@ pub fn yaml_stream(
         config_map,
         secret,
         claim,
+        backup_claim,
         deployment,
         service,
         pdb,
@@ -99,6 +100,7 @@ pub fn yaml_stream(
     docs.push(&config_map)?;
     docs.push_some(secret.as_ref())?;
     docs.push_some(claim.as_ref())?;
+    docs.push_some(backup_claim.as_ref())?;
     docs.push(&deployment)?;
     docs.push(&service)?;
     docs.push_some(certificate.as_ref())?;

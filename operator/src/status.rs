@@ -16,7 +16,7 @@ use crate::{
     build::service,
     discovery::{Kinds, OptionalKind},
     names,
-    validate::ValidatedVault,
+    validate::{BackupDestination, ValidatedVault},
 };
 
 /// Something that needs the user's attention, for the `Degraded` condition.
@@ -105,13 +105,21 @@ pub fn tls_state(
     }
 }
 
-/// What the backup CronJob shows, with `spec.backup`.
+/// What the operator sees of the backups: the CronJob's last success (a
+/// PostgreSQL store onto a claim), or the newest backup in the bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupState {
-    /// When the CronJob was created.
+    /// Since when backups are expected: the CronJob's creation, or the
+    /// SecureVault's.
     pub created: Option<Timestamp>,
-    /// When a backup Job last succeeded.
+    /// When the last backup was taken.
     pub last_success: Option<Timestamp>,
+    /// `Some(bucket)` when seen in a bucket (`s3://bucket/prefix`), `None`
+    /// for the CronJob.
+    pub bucket: Option<String>,
+    /// Why the bucket could not be listed: a stable reason and a message
+    /// that says what to fix.
+    pub problem: Option<(&'static str, String)>,
 }
 
 /// What a reconcile observed and decided, from which the status follows.
@@ -327,27 +335,49 @@ pub fn compute(
     if let (Some(b), Some(wanted)) = (backup, v.backup.as_ref()) {
         let max_age = wanted.max_age.as_secs();
         let age = |t: Timestamp| (now - t).get_seconds().max(0).unsigned_abs();
-        let (ok, reason, message) = match b.last_success {
-            Some(t) if age(t) <= max_age => {
+        let (seen_in, since) = match &b.bucket {
+            Some(bucket) => (
+                format!("the data plane's log says why (the bucket is {bucket})"),
+                "the SecureVault was created".to_owned(),
+            ),
+            None => {
+                let cron_job = crate::build::backup_cron_job::name(v);
+                (
+                    format!("see the Jobs of CronJob {cron_job}"),
+                    format!("the CronJob {cron_job} was created"),
+                )
+            }
+        };
+        let (ok, reason, message) = match (&b.problem, b.last_success) {
+            (Some((reason, problem)), _) => (
+                false,
+                *reason,
+                format!("the backups cannot be listed: {problem}"),
+            ),
+            (None, Some(t)) if age(t) <= max_age => {
                 (true, "Recent", format!("the last backup succeeded at {t}"))
             }
-            Some(t) => (
+            (None, Some(t)) => (
                 false,
                 "BackupTooOld",
                 format!(
-                    "the last successful backup ({t}) is older than {max_age} s (spec.backup.maxAgeSeconds): see the Jobs of CronJob {}",
-                    crate::build::backup_cron_job::name(v)
+                    "the last successful backup ({t}) is older than {max_age} s (spec.backup.maxAgeSeconds): {seen_in}"
                 ),
             ),
-            None if b.created.is_some_and(|c| age(c) > max_age) => (
+            (None, None) if b.created.is_some_and(|c| age(c) > max_age) => (
                 false,
                 "BackupTooOld",
+                format!("no backup has succeeded in the {max_age} s since {since}: {seen_in}"),
+            ),
+            (None, None) if b.bucket.is_some() => (
+                true,
+                "Scheduled",
                 format!(
-                    "no backup has succeeded in the {max_age} s since the CronJob {} was created",
-                    crate::build::backup_cron_job::name(v)
+                    "the first backup is due within {} s",
+                    wanted.interval.as_secs()
                 ),
             ),
-            None => (
+            (None, None) => (
                 true,
                 "Scheduled",
                 format!("the first backup runs on schedule `{}`", wanted.schedule),
@@ -459,6 +489,10 @@ pub fn compute(
             .and_then(|b| b.last_success)
             .map(|t| t.to_string())
             .or(previous.last_backup_time.clone()),
+        backup_destination: v.backup.as_ref().map(|b| match &b.destination {
+            BackupDestination::Bucket(bucket) => bucket.describe(),
+            BackupDestination::Claim { name, .. } => format!("claim {name}"),
+        }),
         service: Some(service::address(v)),
         upgrade: observed.upgrade.clone(),
         upgrade_history: observed.upgrade_history.clone(),
@@ -815,6 +849,8 @@ mod tests {
                 created: Some(now - k8s_openapi::jiff::SignedDuration::from_secs(created)),
                 last_success: success
                     .map(|s| now - k8s_openapi::jiff::SignedDuration::from_secs(s)),
+                bucket: None,
+                problem: None,
             };
             compute_for(
                 &sv,

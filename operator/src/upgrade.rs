@@ -391,7 +391,9 @@ impl Settings {
         Settings {
             progress_deadline: v.upgrade.progress_deadline,
             verify: v.upgrade.verify,
-            backup: v.backup.is_some(),
+            // The embedded store backs itself up from its pod; a Job
+            // cannot reach it.
+            backup: v.backup.is_some() && v.external_database,
             migrate: v.external_database,
         }
     }

@@ -41,17 +41,88 @@ pub struct SecretEnv {
     pub key: String,
 }
 
-/// Backups as the spec asks for them, defaults filled in.
+/// Backups as the spec asks for them, defaults filled in: every embedded
+/// store has them; a PostgreSQL store with `spec.backup`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backup {
-    /// Cron schedule.
+    /// Where they go.
+    pub destination: BackupDestination,
+    /// Cron schedule of the CronJob (PostgreSQL).
     pub schedule: String,
+    /// Time between two backups the data plane takes (embedded store).
+    pub interval: std::time::Duration,
     /// Backups kept.
     pub retain: u32,
-    /// The claim written to.
-    pub volume_claim_name: String,
     /// Oldest acceptable last success.
     pub max_age: std::time::Duration,
+}
+
+/// Where backups go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupDestination {
+    /// An S3-compatible bucket.
+    Bucket(Bucket),
+    /// A claim: the user's, or `<name>-backups`, which the operator
+    /// creates like the store's own.
+    Claim {
+        /// The claim's name.
+        name: String,
+        /// How the operator creates it; `None` for the user's claim.
+        created: Option<Storage>,
+    },
+}
+
+/// A bucket as the spec names it, defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bucket {
+    /// `http(s)://host:port`, or `None` for AWS S3.
+    pub endpoint: Option<String>,
+    /// The bucket.
+    pub bucket: String,
+    /// Its region.
+    pub region: String,
+    /// The folder of the backups, ending in `/`.
+    pub prefix: String,
+    /// The access key id, from a Secret.
+    pub access_key_id: Option<crate::api::SecretKeyRef>,
+    /// The secret access key, from a Secret.
+    pub secret_access_key: Option<crate::api::SecretKeyRef>,
+}
+
+impl Bucket {
+    /// The bucket `s3` names; its folder is `<namespace>/<owner>/` unless
+    /// `s3.prefix` names one.
+    fn new(s3: &crate::api::S3Spec, namespace: &str, owner: &str) -> Self {
+        let prefix = match s3.prefix.as_deref().map(|p| p.trim_matches('/')) {
+            Some(p) if !p.is_empty() => format!("{p}/"),
+            _ => format!("{namespace}/{owner}/"),
+        };
+        Bucket {
+            endpoint: s3
+                .endpoint
+                .as_ref()
+                .map(|e| e.trim_end_matches('/').to_owned()),
+            bucket: s3.bucket.clone(),
+            region: s3.region.clone().unwrap_or_else(|| "us-east-1".to_owned()),
+            prefix,
+            access_key_id: s3.access_key_id_secret_ref.clone(),
+            secret_access_key: s3.secret_access_key_secret_ref.clone(),
+        }
+    }
+
+    /// `s3://bucket/prefix`, for status and messages.
+    pub fn describe(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
+    }
+}
+
+/// A restore before the first start, as `spec.restoreFrom` asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restore {
+    /// The bucket and folder holding the backup.
+    pub bucket: Bucket,
+    /// `latest` or a backup's name.
+    pub backup: String,
 }
 
 /// The embedded store's claim as the spec asks for it, defaults filled in.
@@ -121,8 +192,11 @@ pub struct ValidatedVault {
     pub generates_admin_password: bool,
     /// Monitoring objects.
     pub monitoring: Monitoring,
-    /// Scheduled backups, when asked for.
+    /// Scheduled backups: always for the embedded store, with
+    /// `spec.backup` for PostgreSQL.
     pub backup: Option<Backup>,
+    /// A restore before the first start, with `spec.restoreFrom`.
+    pub restore: Option<Restore>,
     /// Whether the store is an external PostgreSQL (`spec.database`), which
     /// a Job can reach; otherwise SQLite inside the pod.
     pub external_database: bool,
@@ -344,21 +418,19 @@ pub fn validate(sv: &SecureVault) -> Result<ValidatedVault, ValidationError> {
         autoscaling: spec.autoscaling.clone(),
         network_policy: spec.network_policy.clone(),
         egress_ports: egress_ports(spec),
-        backup: spec.backup.as_ref().map(|b| Backup {
-            schedule: b.schedule.clone().unwrap_or_else(|| "0 * * * *".to_owned()),
-            retain: b.retain.unwrap_or(24),
-            volume_claim_name: b.volume_claim_name.clone(),
-            max_age: std::time::Duration::from_secs(u64::from(b.max_age_seconds.unwrap_or(3600))),
+        backup: backup(spec, &namespace, &name),
+        restore: spec.restore_from.as_ref().and_then(|r| {
+            let owner = r.secure_vault.as_deref().unwrap_or(&name);
+            let s3 =
+                r.s3.as_ref()
+                    .or(spec.backup.as_ref().and_then(|b| b.s3.as_ref()))?;
+            Some(Restore {
+                bucket: Bucket::new(s3, &namespace, owner),
+                backup: r.backup.clone().unwrap_or_else(|| "latest".to_owned()),
+            })
         }),
         external_database: spec.database.is_some(),
-        storage: spec.database.is_none().then(|| {
-            let st = spec.storage.clone().unwrap_or_default();
-            Storage {
-                size: st.size.unwrap_or_else(|| "1Gi".to_owned()),
-                storage_class_name: st.storage_class_name,
-                retain: st.when_deleted != Some(ClaimRetention::Delete),
-            }
-        }),
+        storage: spec.database.is_none().then(|| storage(spec)),
         upgrade: {
             let u = spec.upgrade.clone();
             let seconds = |f: fn(&crate::api::UpgradeSpec) -> Option<u32>, default: u32| {
@@ -429,6 +501,57 @@ impl ValidatedVault {
     }
 }
 
+/// The embedded store's claim with defaults filled in; the operator's
+/// backup claim is made alike.
+fn storage(spec: &crate::api::SecureVaultSpec) -> Storage {
+    let st = spec.storage.clone().unwrap_or_default();
+    Storage {
+        size: st.size.unwrap_or_else(|| "1Gi".to_owned()),
+        storage_class_name: st.storage_class_name,
+        retain: st.when_deleted != Some(ClaimRetention::Delete),
+    }
+}
+
+/// Backups with defaults filled in: the embedded store always has them
+/// (into `<name>-backups` unless the spec names a bucket or a claim); a
+/// PostgreSQL store when `spec.backup` asks.
+fn backup(spec: &crate::api::SecureVaultSpec, namespace: &str, name: &str) -> Option<Backup> {
+    let embedded = spec.database.is_none();
+    let b = match (&spec.backup, embedded) {
+        (Some(b), _) => b.clone(),
+        (None, true) => crate::api::BackupSpec::default(),
+        (None, false) => return None,
+    };
+    let destination = match (&b.s3, &b.volume_claim_name) {
+        (Some(s3), _) => BackupDestination::Bucket(Bucket::new(s3, namespace, name)),
+        (None, Some(claim)) => BackupDestination::Claim {
+            name: claim.clone(),
+            created: None,
+        },
+        (None, None) => BackupDestination::Claim {
+            name: names::backup_claim(name),
+            created: Some(storage(spec)),
+        },
+    };
+    let interval = std::time::Duration::from_secs(u64::from(b.interval_seconds.unwrap_or(3600)));
+    // The embedded store's next backup is due an interval after the last:
+    // it is late only once a second interval has passed.
+    let default_max_age = if embedded {
+        (2 * interval).max(std::time::Duration::from_secs(3600))
+    } else {
+        std::time::Duration::from_secs(3600)
+    };
+    Some(Backup {
+        destination,
+        schedule: b.schedule.clone().unwrap_or_else(|| "0 * * * *".to_owned()),
+        interval,
+        retain: b.retain.unwrap_or(24),
+        max_age: b.max_age_seconds.map_or(default_max_age, |s| {
+            std::time::Duration::from_secs(u64::from(s))
+        }),
+    })
+}
+
 /// The ports the pods connect to, from what the spec configures.
 fn egress_ports(spec: &crate::api::SecureVaultSpec) -> Vec<i32> {
     let np = spec.network_policy.clone().unwrap_or_default();
@@ -448,6 +571,14 @@ fn egress_ports(spec: &crate::api::SecureVaultSpec) -> Vec<i32> {
     if spec.webhook.is_some() {
         // The URL is in a Secret the operator does not read: HTTPS's port.
         ports.push(443);
+    }
+    // The buckets backups go to and come from (AWS S3 itself: HTTPS).
+    let buckets = [
+        spec.backup.as_ref().and_then(|b| b.s3.as_ref()),
+        spec.restore_from.as_ref().and_then(|r| r.s3.as_ref()),
+    ];
+    for s3 in buckets.into_iter().flatten() {
+        ports.push(s3.endpoint.as_deref().map_or(443, url_port));
     }
     ports.sort_unstable();
     ports.dedup();

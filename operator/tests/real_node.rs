@@ -725,3 +725,107 @@ stringData: {{secret-key: {SECRET_KEY}, admin-password: {ADMIN_PASSWORD}}}
         "Degraded says why: {message:?}"
     );
 }
+
+/// Durable by default, as a user meets it: a vault on the real node backs
+/// itself up into a real S3 server (SeaweedFS on this host); the vault and
+/// its claim are deleted; a new one of the same name, restored from the
+/// bucket, serves the same email to the same API key.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_vault_comes_back_from_its_bucket_with_its_rows_and_keys() {
+    let world = restricted_world("real-restore").await;
+    load_images();
+    let seaweed = testkit::SeaweedFs::start().unwrap();
+    seaweed.create_bucket("backups").unwrap();
+    let operator = world.operator("real-restore");
+    operator.wait_leader();
+    world
+        .apply(&format!(
+            "apiVersion: v1
+kind: Secret
+metadata: {{name: credentials}}
+stringData:
+  secret-key: {SECRET_KEY}
+  admin-password: {ADMIN_PASSWORD}
+  s3-id: {}
+  s3-secret: {}
+",
+            testkit::SeaweedFs::ACCESS_KEY,
+            testkit::SeaweedFs::SECRET_KEY
+        ))
+        .unwrap();
+    // Pods reach the host's SeaweedFS at GATEWAY, as they would a bucket's
+    // endpoint in the cluster.
+    let port = seaweed.endpoint().rsplit(':').next().unwrap().to_owned();
+    let spec = |restore: &str| {
+        format!(
+            "  version: 0.1.0
+  imagePullPolicy: Never
+  replicas: 1
+  secretKeyRef: {{name: credentials, key: secret-key}}
+  adminPasswordSecretRef: {{name: credentials, key: admin-password}}
+  smtp: {{host: '{GATEWAY}', port: 9, tls: none, from: noreply@example.com}}
+  backup:
+    intervalSeconds: 10
+    s3:
+      endpoint: 'http://{GATEWAY}:{port}'
+      bucket: backups
+      accessKeyIdSecretRef: {{name: credentials, key: s3-id}}
+      secretAccessKeySecretRef: {{name: credentials, key: s3-secret}}
+{restore}{ON_THE_REAL_NODE}"
+        )
+    };
+    world.apply(&vault("mail", &spec(""))).unwrap();
+    wait_really_ready(&world, "mail").await;
+    let url = service_url(&world, "mail").await;
+    let (_, key) = api_key(&url).await;
+    let accepted = send(&url, &key, "kept through a restore").await.unwrap();
+    let written = std::time::SystemTime::now();
+
+    // A backup taken after the email was accepted lands in the bucket,
+    // in the vault's own folder.
+    let folder = format!("backups/{}/mail", world.ns());
+    let backups = eventually(
+        Duration::from_secs(90),
+        "a backup newer than the email in the bucket",
+        || async { seaweed.objects(&folder).ok() },
+        |objects: &Vec<testkit::seaweedfs::Object>| {
+            objects.iter().any(|o| {
+                backup_bucket::names::taken_at(&o.name)
+                    .is_some_and(|t| t > written + Duration::from_secs(1))
+            })
+        },
+    )
+    .await;
+    assert!(backups.iter().all(|o| o.size > 0), "{backups:?}");
+
+    // Deleted with its claim (whenDeleted: Delete on the real node).
+    world
+        .api::<SecureVault>()
+        .delete("mail", &kube::api::DeleteParams::foreground())
+        .await
+        .unwrap();
+    let claims = world.api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>();
+    eventually(
+        Duration::from_secs(120),
+        "the vault's claim gone",
+        || async { Some(claims.get_opt("mail-data").await.ok()?.is_none()) },
+        |gone: &bool| *gone,
+    )
+    .await;
+
+    // Created again from the bucket: the pod serves once the restore ran.
+    world
+        .apply(&vault("mail", &spec("  restoreFrom: {}\n")))
+        .unwrap();
+    wait_really_ready(&world, "mail").await;
+    let url = service_url(&world, "mail").await;
+    let read = client()
+        .get(format!("{url}/api/emails/{accepted}"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200, "{}", read.text().await.unwrap());
+    let email: Value = read.json().await.unwrap();
+    assert_eq!(email["subject"], "kept through a restore", "{email}");
+}

@@ -295,8 +295,24 @@ async fn invalid_secure_vaults_are_refused_by_the_api_server_with_what_to_fix() 
             "spec.auth.trustedProxies must hold IP addresses or CIDR ranges",
         ),
         (
-            "  version: 0.1.0\n  replicas: 1\n  backup: {volumeClaimName: backups}\n",
-            "spec.backup needs spec.database (PostgreSQL)",
+            "  version: 0.1.0\n  replicas: 1\n  backup: {schedule: '0 * * * *'}\n",
+            "spec.backup.schedule is the CronJob of PostgreSQL vaults",
+        ),
+        (
+            "  version: 0.1.0\n  replicas: 1\n  database: {urlSecretRef: {name: db, key: url}}\n  backup: {retain: 5}\n",
+            "spec.backup on PostgreSQL needs spec.backup.s3 or spec.backup.volumeClaimName",
+        ),
+        (
+            "  version: 0.1.0\n  replicas: 1\n  backup: {s3: {bucket: My_Backups}}\n",
+            "the bucket must be an S3 bucket name",
+        ),
+        (
+            "  version: 0.1.0\n  replicas: 1\n  backup: {s3: {bucket: backups, endpoint: 'http://s3.local/backups'}}\n",
+            "spec.backup.s3.endpoint must be http(s)://HOST[:PORT], without a path",
+        ),
+        (
+            "  version: 0.1.0\n  replicas: 1\n  backup: {s3: {bucket: backups, accessKeyIdSecretRef: {name: s3, key: id}}}\n",
+            "set both accessKeyIdSecretRef and secretAccessKeySecretRef, or neither",
         ),
         (
             "  version: 0.1.0\n  replicas: 1\n  networkPolicy: {egressCidrs: [db.example]}\n",

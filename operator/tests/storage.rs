@@ -187,6 +187,22 @@ async fn a_store_an_older_operator_left_on_an_empty_dir_stays_there_until_the_sp
             v.empty_dir = Some(Default::default());
         }
     }
+    // Nor did it back anything up.
+    pod.volumes
+        .as_mut()
+        .unwrap()
+        .retain(|v| v.name != "backups");
+    let container = &mut pod.containers[0];
+    container
+        .volume_mounts
+        .as_mut()
+        .unwrap()
+        .retain(|m| m.name != "backups");
+    container
+        .env
+        .as_mut()
+        .unwrap()
+        .retain(|e| !e.name.starts_with("BACKUP_"));
     deployments
         .patch(
             "mail",
@@ -196,6 +212,7 @@ async fn a_store_an_older_operator_left_on_an_empty_dir_stays_there_until_the_sp
         .await
         .unwrap();
     assert_eq!(data_claim(&w).await, None);
+    let template = deployments.get("mail").await.unwrap().spec.template;
 
     // A new operator leaves it there (moving it would start the pod on an
     // empty claim), and says so.
@@ -208,6 +225,13 @@ async fn a_store_an_older_operator_left_on_an_empty_dir_stays_there_until_the_sp
         "the status says what to do"
     );
     assert_eq!(data_claim(&w).await, None);
+    // Not even scheduled backups: any change to the pod template would
+    // replace the pod, and with it the emptyDir that holds the store.
+    assert_eq!(
+        deployments.get("mail").await.unwrap().spec.template,
+        template,
+        "the pod on the emptyDir must not be replaced"
+    );
 
     // The user asks for the claim: the pod moves to it.
     w.apply(&vault(
@@ -218,4 +242,166 @@ async fn a_store_an_older_operator_left_on_an_empty_dir_stays_there_until_the_sp
     storage_status(&w, "the claim Bound", |s| s.phase == "Bound").await;
     assert_eq!(data_claim(&w).await.as_deref(), Some("mail-data"));
     wait_ready(&w, "mail").await;
+}
+
+/// The condition `BackupReady` of `mail` once `done` holds for it.
+async fn backup_ready(
+    w: &World,
+    what: &str,
+    done: impl Fn(&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition) -> bool,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    let api = w.api::<SecureVault>();
+    eventually(
+        Duration::from_secs(60),
+        what,
+        || async {
+            let sv = api.get_opt("mail").await.ok().flatten()?;
+            sv.status?.condition("BackupReady").cloned()
+        },
+        |c: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition| done(c),
+    )
+    .await
+}
+
+/// Patches `mail`'s spec.backup; a new generation makes the operator look
+/// again at once.
+async fn set_backup(w: &World, backup: serde_json::Value) {
+    w.api::<SecureVault>()
+        .patch(
+            "mail",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"backup": backup}})),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn backups_go_to_their_own_claim_or_a_bucket_and_the_status_says_which_and_what_is_wrong() {
+    let w = World::new("storage-backups").await;
+    let refused = w
+        .apply(&vault(
+            "bad",
+            "  version: 0.1.0\n  replicas: 1\n  restoreFrom: {backup: latest}\n",
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("spec.restoreFrom needs a bucket"),
+        "{refused}"
+    );
+
+    let op = w.operator("solo");
+    op.wait_leader();
+    w.apply(&vault("mail", "  version: 0.1.0\n  replicas: 1\n"))
+        .unwrap();
+    let sv = wait_ready(&w, "mail").await;
+    // By default, a second claim: the operator cannot look inside it, so
+    // no condition claims to know how old the last backup is.
+    let status = sv.status.unwrap();
+    assert_eq!(
+        status.backup_destination.as_deref(),
+        Some("claim mail-backups")
+    );
+    assert!(status.condition("BackupReady").is_none());
+    let claim = w
+        .api::<PersistentVolumeClaim>()
+        .get("mail-backups")
+        .await
+        .unwrap();
+    assert_eq!(
+        claim.metadata.annotations.unwrap()["securevault.io/retained-for"],
+        "mail"
+    );
+    let d = w.api::<Deployment>().get("mail").await.unwrap();
+    let pod = d.spec.template.spec.unwrap();
+    let env = pod.containers[0].env.clone().unwrap();
+    assert!(env.iter().any(|e| e.name == "BACKUP_DIR"), "{env:?}");
+
+    // A real bucket, reached from here as the pods would reach theirs.
+    let seaweed = testkit::SeaweedFs::start().unwrap();
+    seaweed.create_bucket("backups").unwrap();
+    let ns = w.ns().to_owned();
+    w.apply(&format!(
+        "apiVersion: v1
+kind: Secret
+metadata: {{name: s3, namespace: {ns}}}
+stringData: {{id: {}, secret: {}, wrong: not-the-secret}}
+",
+        testkit::SeaweedFs::ACCESS_KEY,
+        testkit::SeaweedFs::SECRET_KEY
+    ))
+    .unwrap();
+    let s3 = |bucket: &str, secret_key: &str| {
+        serde_json::json!({"s3": {
+            "endpoint": seaweed.endpoint(),
+            "bucket": bucket,
+            "accessKeyIdSecretRef": {"name": "s3", "key": "id"},
+            "secretAccessKeySecretRef": {"name": "s3", "key": secret_key},
+        }})
+    };
+
+    set_backup(&w, s3("no-such-bucket", "secret")).await;
+    let c = backup_ready(&w, "BucketNotFound", |c| c.reason == "BucketNotFound").await;
+    assert_eq!(c.status, "False");
+    assert!(
+        c.message.contains("bucket `no-such-bucket` does not exist"),
+        "{}",
+        c.message
+    );
+
+    set_backup(&w, s3("backups", "wrong")).await;
+    let c = backup_ready(&w, "CredentialsRefused", |c| {
+        c.reason == "CredentialsRefused"
+    })
+    .await;
+    assert!(c.message.contains("SignatureDoesNotMatch"), "{}", c.message);
+
+    set_backup(&w, s3("backups", "secret")).await;
+    let c = backup_ready(&w, "Scheduled", |c| c.reason == "Scheduled").await;
+    assert_eq!(c.status, "True");
+    let sv = w.api::<SecureVault>().get("mail").await.unwrap();
+    let status = sv.status.unwrap();
+    let folder = format!("{ns}/mail/");
+    assert_eq!(
+        status.backup_destination.as_deref(),
+        Some(format!("s3://backups/{folder}").as_str())
+    );
+    // A new destination rolls the pod (its settings changed); a backup
+    // problem is no outage: Ready comes back with the bucket still empty.
+    wait_ready(&w, "mail").await;
+    let d = w.api::<Deployment>().get("mail").await.unwrap();
+    let env = d.spec.template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    let prefix = env.iter().find(|e| e.name == "BACKUP_S3_PREFIX").unwrap();
+    assert_eq!(prefix.value.as_deref(), Some(folder.as_str()));
+
+    // A backup lands where the pod would put it (the data plane's own
+    // `backup`, with the pod's settings); the next look sees it.
+    let store = testkit::TempDir::new("store").unwrap();
+    let out = std::process::Command::new(testkit::workspace_binary("dataplane").unwrap())
+        .arg("backup")
+        .env("DATA_DIR", store.path())
+        .env("BACKUP_S3_ENDPOINT", seaweed.endpoint())
+        .env("BACKUP_S3_BUCKET", "backups")
+        .env("BACKUP_S3_PREFIX", &folder)
+        .env("BACKUP_S3_ACCESS_KEY_ID", testkit::SeaweedFs::ACCESS_KEY)
+        .env(
+            "BACKUP_S3_SECRET_ACCESS_KEY",
+            testkit::SeaweedFs::SECRET_KEY,
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    set_backup(&w, serde_json::json!({"maxAgeSeconds": 7200})).await;
+    let c = backup_ready(&w, "Recent", |c| c.reason == "Recent").await;
+    assert_eq!(c.status, "True");
+    let sv = w.api::<SecureVault>().get("mail").await.unwrap();
+    assert!(sv.status.unwrap().last_backup_time.is_some());
 }

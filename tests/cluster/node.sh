@@ -300,14 +300,15 @@ host_access() {
   iptables -t nat -A "$chain-INPUT" -s "$POD_CIDR" -d 127.0.0.1 -p tcp -j SNAT --to-source 127.0.0.1
 }
 
-# Storage on this node, as a cluster administrator provisions local disks:
+# Storage on this node, as a cluster administrator provisions local disks
+# (each embedded-store vault claims two: its store and its backups):
 # a StorageClass `real-node` without a provisioner and VOLUMES local
 # PersistentVolumes of it, each a directory under $DIR/volumes that any user
 # may write (the data plane runs as nobody, and a local volume has no
 # fsGroup ownership). The default class's host-path provisioner makes
 # directories only root can write, fine for kwok's pods, not for these.
 # A volume whose claim went (Released) is wiped and offered again.
-VOLUMES=8
+VOLUMES=16
 local_volumes() {
   local i name phase
   kubectl_ apply -f - >/dev/null <<EOF

@@ -62,7 +62,10 @@ use super::SecureVaultStatus;
 )]
 #[x_kube(validation = Rule::new("self.replicas <= 1 || has(self.database)").message("spec.replicas above 1 needs spec.database.urlSecretRef (PostgreSQL): the default SQLite store serves a single replica"))]
 #[x_kube(validation = Rule::new("!has(self.autoscaling) || self.autoscaling.maxReplicas <= 1 || has(self.database)").message("spec.autoscaling.maxReplicas above 1 needs spec.database.urlSecretRef (PostgreSQL): the default SQLite store serves a single replica"))]
-#[x_kube(validation = Rule::new("!has(self.backup) || has(self.database)").message("spec.backup needs spec.database (PostgreSQL): the default SQLite store lives inside the pod, where a backup Job cannot reach it"))]
+#[x_kube(validation = Rule::new("!has(self.backup) || !has(self.database) || has(self.backup.s3) || has(self.backup.volumeClaimName)").message("spec.backup on PostgreSQL needs spec.backup.s3 or spec.backup.volumeClaimName: where the backup CronJob writes"))]
+#[x_kube(validation = Rule::new("!has(self.backup) || !has(self.backup.schedule) || has(self.database)").message("spec.backup.schedule is the CronJob of PostgreSQL vaults; the embedded store backs itself up every spec.backup.intervalSeconds"))]
+#[x_kube(validation = Rule::new("!has(self.backup) || !has(self.backup.intervalSeconds) || !has(self.database)").message("spec.backup.intervalSeconds is for the embedded store; PostgreSQL vaults back up on spec.backup.schedule"))]
+#[x_kube(validation = Rule::new("!has(self.restoreFrom) || has(self.restoreFrom.s3) || (has(self.backup) && has(self.backup.s3))").message("spec.restoreFrom needs a bucket: spec.restoreFrom.s3, or spec.backup.s3"))]
 #[serde(rename_all = "camelCase")]
 pub struct SecureVaultSpec {
     /// Version of the data plane to run, e.g. `0.1.0`; the image tag unless
@@ -173,9 +176,18 @@ pub struct SecureVaultSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_policy: Option<NetworkPolicySpec>,
 
-    /// Scheduled backups of the store (`dataplane backup`) to a volume.
+    /// Scheduled backups of the store. The embedded store is always backed
+    /// up, by the data plane itself: hourly, to an S3-compatible bucket
+    /// with `s3`, else to a second claim, `<name>-backups`. A PostgreSQL
+    /// store is backed up by a CronJob when this is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupSpec>,
+
+    /// Fill a new store from a backup in a bucket before the data plane
+    /// serves (an init container restores it; a store that already holds
+    /// rows is never touched, so a restart does not roll it back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<RestoreSpec>,
 
     /// How a change of `version` (or `image`) is rolled out: a backup
     /// first (with `backup`), the migration Job (with `database`), the
@@ -543,28 +555,95 @@ pub enum ClaimRetention {
 }
 
 /// Scheduled backups.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupSpec {
-    /// When, in cron syntax [default: `0 * * * *`, hourly, for a one-hour
-    /// recovery point objective].
+    /// PostgreSQL vaults: when the backup CronJob runs, in cron syntax
+    /// [default: `0 * * * *`, hourly, for a one-hour recovery point
+    /// objective].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.split(' ').size() == 5").message("spec.backup.schedule must be a cron schedule of five fields, such as `0 * * * *`"))]
     #[schemars(length(min = 9, max = 100))]
     pub schedule: Option<String>,
-    /// How many backups the volume keeps [default: 24].
+    /// Embedded-store vaults: seconds between two backups, counted from the
+    /// newest one, so a replaced pod neither skips nor repeats one
+    /// [default: 3600].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 10, max = 604_800))]
+    pub interval_seconds: Option<u32>,
+    /// How many backups are kept; older ones are deleted [default: 24].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10000))]
     pub retain: Option<u32>,
-    /// The PersistentVolumeClaim (in the SecureVault's namespace) the
-    /// backups are written to.
+    /// An S3-compatible bucket the backups go to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Spec>,
+    /// Without `s3`: the PersistentVolumeClaim (in the SecureVault's
+    /// namespace) the backups are written to [default for the embedded
+    /// store: `<name>-backups`, created like the store's claim].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
-    pub volume_claim_name: String,
+    pub volume_claim_name: Option<String>,
     /// Age of the last successful backup, in seconds, beyond which the
-    /// `BackupReady` condition turns False [default: 3600].
+    /// `BackupReady` condition turns False [default: 3600; for the
+    /// embedded store twice `intervalSeconds`, at least 3600].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 60, max = 31_536_000))]
     pub max_age_seconds: Option<u32>,
+}
+
+/// An S3-compatible bucket (AWS S3, SeaweedFS, Ceph, Garage, …).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.accessKeyIdSecretRef) == has(self.secretAccessKeySecretRef)").message("set both accessKeyIdSecretRef and secretAccessKeySecretRef, or neither"))]
+#[serde(rename_all = "camelCase")]
+pub struct S3Spec {
+    /// The server, `http(s)://HOST[:PORT]` without a path; requests are
+    /// path-style [default: AWS S3 of `region`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#]+/?$')").message("spec.backup.s3.endpoint must be http(s)://HOST[:PORT], without a path: the bucket goes in bucket"))]
+    #[schemars(length(min = 8, max = 2048))]
+    pub endpoint: Option<String>,
+    /// The bucket's name.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$')").message("the bucket must be an S3 bucket name: 3 to 63 lowercase letters, digits, dots and hyphens"))]
+    pub bucket: String,
+    /// The bucket's region [default: `us-east-1`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub region: Option<String>,
+    /// The folder of this SecureVault's backups in the bucket [default:
+    /// `<namespace>/<name>`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9!_.*()-]+(/[A-Za-z0-9!_.*()-]+)*/?$') && !self.split('/').exists(p, p == '.' || p == '..')").message("the prefix must be folder names separated by /, such as team-a/mail"))]
+    #[schemars(length(min = 1, max = 512))]
+    pub prefix: Option<String>,
+    /// The access key id, from a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id_secret_ref: Option<SecretKeyRef>,
+    /// The secret access key, from a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key_secret_ref: Option<SecretKeyRef>,
+}
+
+/// Where a new SecureVault's store comes from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreSpec {
+    /// Whose backups: the SecureVault (in this namespace) that wrote them;
+    /// its folder in the bucket is `<namespace>/<its name>` unless the
+    /// bucket's `prefix` says otherwise [default: this SecureVault's name,
+    /// as when one deleted by mistake is created again].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secure_vault: Option<String>,
+    /// The bucket holding the backup [default: `spec.backup.s3`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Spec>,
+    /// The backup: `latest`, or a name such as
+    /// `securevault-20261206T100000Z.sqlite` [default: `latest`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == 'latest' || self.matches('^securevault-[0-9]{8}T[0-9]{6}Z[.](sqlite|pgjson)$')").message("spec.restoreFrom.backup must be latest or a backup's name, such as securevault-20261206T100000Z.sqlite"))]
+    #[schemars(length(min = 6, max = 64))]
+    pub backup: Option<String>,
 }
 
 /// Managed upgrades.

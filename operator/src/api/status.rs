@@ -36,7 +36,8 @@ pub struct SecureVaultStatus {
     /// `Degraded` (something needs the user's attention; its message says
     /// what), `MonitoringReady` (the ServiceMonitor, PrometheusRule and
     /// Grafana dashboard are applied) and `BackupReady` (the last successful
-    /// backup is recent enough; only with `spec.backup`).
+    /// backup is recent enough; where the operator can see it: in a bucket,
+    /// or through the backup CronJob).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Data-plane pods that exist (the scale subresource reads this).
@@ -65,9 +66,14 @@ pub struct SecureVaultStatus {
     /// and whether it is bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageStatus>,
-    /// When the last backup succeeded (RFC 3339), with `spec.backup`.
+    /// When the last backup succeeded (RFC 3339), as the operator sees it:
+    /// the newest backup in the bucket, or the backup CronJob's last
+    /// success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup_time: Option<String>,
+    /// Where backups go: `s3://bucket/prefix/` or `claim <name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_destination: Option<String>,
     /// The upgrade under way, or the last one. The operator resumes it from
     /// here after a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,28 +1,24 @@
-//! The CronJob running `dataplane backup` on the spec's schedule, writing to
-//! the spec's PersistentVolumeClaim, and the one-off backup Job a managed
-//! upgrade runs first. Their pods are [`job_pod`](super::job_pod)s of
-//! component `backup`.
+//! The CronJob running `dataplane backup` on the spec's schedule for a
+//! PostgreSQL store, writing to the spec's bucket or claim, and the one-off
+//! backup Job a managed upgrade runs first. Their pods are
+//! [`job_pod`](super::job_pod)s of component `backup`. (The embedded store
+//! backs itself up, in its pod: see `backup_settings`.)
 
-use k8s_openapi::api::{
-    batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec},
-    core::v1::{PersistentVolumeClaimVolumeSource, Volume},
-};
+use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
 
-use super::job_pod;
-use crate::validate::ValidatedVault;
+use super::{backup_settings, deployment::empty_dir, job_pod};
+use crate::{names, validate::ValidatedVault};
 
 /// How late after its scheduled time a backup may still start.
 const STARTING_DEADLINE_SECONDS: i64 = 600;
-
-/// Where the claim is mounted in the backup pod.
-const BACKUP_DIR: &str = "/backups";
 
 /// The CronJob's name.
 pub fn name(v: &ValidatedVault) -> String {
     format!("{}-backup", v.name)
 }
 
-/// The backup CronJob of `v`, when `spec.backup` asks for one.
+/// The backup CronJob of `v`, when its store is PostgreSQL and
+/// `spec.backup` asks for one.
 pub fn build(v: &ValidatedVault) -> Option<CronJob> {
     Some(CronJob {
         metadata: super::metadata(v, name(v)),
@@ -60,28 +56,23 @@ pub fn one_off(v: &ValidatedVault, name: String, deadline: std::time::Duration) 
 }
 
 fn job_spec(v: &ValidatedVault) -> Option<JobSpec> {
+    if !v.external_database {
+        return None;
+    }
     let backup = v.backup.as_ref()?;
-    let claim = Volume {
-        name: "backups".into(),
-        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-            claim_name: backup.volume_claim_name.clone(),
-            read_only: Some(false),
-        }),
-        ..Volume::default()
-    };
+    // The snapshot is staged in DATA_DIR before its upload: an emptyDir.
+    let mut volumes = vec![(empty_dir("data"), names::DATA_DIR)];
+    if let Some((claim, _)) = backup_settings::volume(backup) {
+        volumes.push((claim, backup_settings::BACKUP_DIR));
+    }
     Some(JobSpec {
         backoff_limit: Some(2),
         template: job_pod::template(
             v,
             "backup",
-            vec![
-                "backup".into(),
-                "--output".into(),
-                BACKUP_DIR.into(),
-                "--retain".into(),
-                backup.retain.to_string(),
-            ],
-            vec![(claim, BACKUP_DIR)],
+            vec!["backup".into()],
+            volumes,
+            backup_settings::env(backup, false),
             "OnFailure",
         ),
         ..JobSpec::default()
@@ -111,17 +102,14 @@ mod tests {
         assert_eq!(labels["app.kubernetes.io/component"], "backup");
         let pod = pod.spec.unwrap();
         let c = &pod.containers[0];
-        assert_eq!(
-            c.args.as_deref().unwrap(),
-            ["backup", "--output", "/backups", "--retain", "48"]
-        );
-        assert!(
-            c.env
-                .as_ref()
-                .unwrap()
-                .iter()
-                .any(|e| e.name == "DATABASE_URL")
-        );
+        assert_eq!(c.args.as_deref().unwrap(), ["backup"]);
+        let env = c.env.as_ref().unwrap();
+        let get = |n: &str| env.iter().find(|e| e.name == n).map(|e| e.value.clone());
+        assert!(get("DATABASE_URL").is_some());
+        assert_eq!(get("BACKUP_DIR"), Some(Some("/backups".into())));
+        assert_eq!(get("BACKUP_RETAIN"), Some(Some("48".into())));
+        // The CronJob is the schedule: the data plane keeps none of its own.
+        assert_eq!(get("BACKUP_INTERVAL_SECS"), None);
         assert_eq!(
             c.security_context
                 .as_ref()
@@ -129,9 +117,11 @@ mod tests {
                 .read_only_root_filesystem,
             Some(true)
         );
-        let claim = pod.volumes.unwrap()[0]
-            .persistent_volume_claim
-            .clone()
+        let claim = pod
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find_map(|v| v.persistent_volume_claim)
             .unwrap();
         assert_eq!(claim.claim_name, "mail-backups");
     }
@@ -158,7 +148,38 @@ mod tests {
     }
 
     #[test]
-    fn none_without_spec_backup() {
+    fn none_without_spec_backup_nor_for_the_embedded_store() {
+        assert!(
+            build(&validated(
+                "  database: {urlSecretRef: {name: db, key: url}}
+"
+            ))
+            .is_none()
+        );
+        // It backs itself up.
+        assert!(minimal().backup.is_some());
         assert!(build(&minimal()).is_none());
+    }
+
+    #[test]
+    fn to_a_bucket_the_job_stages_in_an_empty_dir_and_uploads() {
+        let v = validated(
+            "  database: {urlSecretRef: {name: db, key: url}}
+  backup: {s3: {bucket: backups, endpoint: 'http://s3.storage:8333'}}
+",
+        );
+        let pod = build(&v)
+            .unwrap()
+            .spec
+            .job_template
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        let volumes = pod.volumes.unwrap();
+        assert!(volumes.iter().all(|v| v.persistent_volume_claim.is_none()));
+        let env = pod.containers[0].env.clone().unwrap();
+        assert!(env.iter().any(|e| e.name == "BACKUP_S3_BUCKET"));
     }
 }

@@ -27,6 +27,7 @@ use k8s_openapi::{
 };
 use sha2::{Digest, Sha256};
 
+use super::backup_settings;
 use crate::{names, validate::ValidatedVault};
 
 /// The non-root user and group the data plane runs as (`nobody`).
@@ -96,6 +97,7 @@ fn pod_spec(v: &ValidatedVault) -> PodSpec {
         service_account_name: Some(names::workload(&v.name)),
         automount_service_account_token: Some(false),
         security_context: Some(pod_security_context()),
+        init_containers: restore_container(v).map(|c| vec![c]),
         containers: vec![container(v)],
         volumes: Some(volumes(v)),
         // The data plane drains for up to 25 s after SIGTERM; leave it 30.
@@ -194,7 +196,7 @@ fn container(v: &ValidatedVault) -> Container {
             },
         ]),
         env_from: Some(settings_env(v)),
-        env: Some(secret_env(v)),
+        env: Some(secret_env(v).into_iter().chain(own_backups(v)).collect()),
         // Liveness touches no dependency: a database outage must not restart
         // healthy pods. Readiness checks the store and its migrations.
         liveness_probe: Some(http_probe(v, "/api/health", 10, 3)),
@@ -205,6 +207,43 @@ fn container(v: &ValidatedVault) -> Container {
         volume_mounts: Some(volume_mounts(v)),
         ..Container::default()
     }
+}
+
+/// The embedded store backs itself up, from its own pod (see
+/// `backup_settings`); a PostgreSQL store's CronJob does it instead.
+fn own_backups(v: &ValidatedVault) -> Vec<EnvVar> {
+    match &v.backup {
+        Some(b) if !v.external_database => backup_settings::env(b, true),
+        _ => Vec::new(),
+    }
+}
+
+/// With `spec.restoreFrom`: fills the store from the bucket before the data
+/// plane starts, so it serves only once every row is back; a store that
+/// already holds rows (the pod restarted) is left as it is.
+fn restore_container(v: &ValidatedVault) -> Option<Container> {
+    let restore = v.restore.as_ref()?;
+    Some(Container {
+        name: "restore".into(),
+        image: Some(v.image.clone()),
+        image_pull_policy: v.image_pull_policy.clone(),
+        args: Some(vec![
+            "restore".into(),
+            restore.backup.clone(),
+            "--if-empty".into(),
+        ]),
+        env_from: Some(settings_env(v)),
+        env: Some(
+            secret_env(v)
+                .into_iter()
+                .chain(backup_settings::bucket_env(&restore.bucket))
+                .collect(),
+        ),
+        resources: v.resources.clone(),
+        security_context: Some(container_security_context()),
+        volume_mounts: Some(volume_mounts(v)),
+        ..Container::default()
+    })
 }
 
 fn volumes(v: &ValidatedVault) -> Vec<Volume> {
@@ -220,6 +259,9 @@ fn volumes(v: &ValidatedVault) -> Vec<Volume> {
         None => empty_dir("data"),
     };
     let mut volumes = vec![data, empty_dir("tmp")];
+    if let Some((backups, _)) = own_backup_claim(v) {
+        volumes.push(backups);
+    }
     if let Some(tls) = &v.tls {
         volumes.push(Volume {
             name: "tls".into(),
@@ -237,6 +279,14 @@ fn volumes(v: &ValidatedVault) -> Vec<Volume> {
         });
     }
     volumes
+}
+
+/// The backup claim, when the embedded store backs itself up to one.
+fn own_backup_claim(v: &ValidatedVault) -> Option<(Volume, VolumeMount)> {
+    if v.external_database {
+        return None;
+    }
+    backup_settings::volume(v.backup.as_ref()?)
 }
 
 fn key_to_path(key: &str) -> KeyToPath {
@@ -260,6 +310,9 @@ fn volume_mounts(v: &ValidatedVault) -> Vec<VolumeMount> {
             ..VolumeMount::default()
         },
     ];
+    if let Some((_, backups)) = own_backup_claim(v) {
+        mounts.push(backups);
+    }
     if v.tls.is_some() {
         // The whole directory, never a subPath: a subPath mount is not
         // updated when the Secret changes, and renewal would go unseen.
@@ -404,7 +457,50 @@ mod tests {
             .into_iter()
             .map(|m| m.mount_path)
             .collect();
-        assert_eq!(mounts, [names::DATA_DIR, "/tmp"]);
+        // And the claim its backups go to.
+        assert_eq!(mounts, [names::DATA_DIR, "/tmp", "/backups"]);
+    }
+
+    #[test]
+    fn the_embedded_store_backs_itself_up_and_a_postgres_one_does_not() {
+        let d = deployment(&minimal());
+        let env = pod(&d).containers[0].env.clone().unwrap();
+        assert!(env.iter().any(|e| e.name == "BACKUP_DIR"));
+        assert!(env.iter().any(|e| e.name == "BACKUP_INTERVAL_SECS"));
+        let pg = validated(
+            "  database: {urlSecretRef: {name: db, key: url}}
+  backup: {volumeClaimName: mail-backups}
+",
+        );
+        let pod = pod(&deployment(&pg));
+        let env = pod.containers[0].env.clone().unwrap();
+        assert!(env.iter().all(|e| !e.name.starts_with("BACKUP_")));
+        assert!(pod.volumes.unwrap().iter().all(|v| v.name != "backups"));
+    }
+
+    #[test]
+    fn restoring_runs_before_serving_with_the_old_vaults_folder() {
+        let v = validated(
+            "  restoreFrom: {secureVault: old-mail}
+  backup:
+    s3: {bucket: backups, endpoint: 'http://s3.storage:8333'}
+",
+        );
+        let pod = pod(&deployment(&v));
+        let init = &pod.init_containers.unwrap()[0];
+        assert_eq!(
+            init.args.as_deref().unwrap(),
+            ["restore", "latest", "--if-empty"]
+        );
+        let env = init.env.clone().unwrap();
+        let prefix = env.iter().find(|e| e.name == "BACKUP_S3_PREFIX").unwrap();
+        assert_eq!(prefix.value.as_deref(), Some("team-a/old-mail/"));
+        // It writes into the store the data plane then serves.
+        assert_eq!(init.volume_mounts, pod.containers[0].volume_mounts);
+        // The serving container backs up into this vault's own folder.
+        let env = pod.containers[0].env.clone().unwrap();
+        let prefix = env.iter().find(|e| e.name == "BACKUP_S3_PREFIX").unwrap();
+        assert_eq!(prefix.value.as_deref(), Some("team-a/mail/"));
     }
 
     #[test]

@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, Volume, VolumeMount};
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar, PodSpec, PodTemplateSpec, Volume, VolumeMount,
+};
 use kube::api::ObjectMeta;
 
 use super::deployment::{
@@ -16,12 +18,14 @@ use super::deployment::{
 use crate::validate::ValidatedVault;
 
 /// A pod running `dataplane ARGS…` with `v`'s image, as `component`, with
-/// `volumes` mounted (name, path) besides a writable `/tmp`.
+/// `volumes` mounted (name, path) besides a writable `/tmp`, and `env`
+/// besides the settings and secrets every pod has.
 pub fn template(
     v: &ValidatedVault,
     component: &str,
     args: Vec<String>,
     volumes: Vec<(Volume, &str)>,
+    env: Vec<EnvVar>,
     restart_policy: &str,
 ) -> PodTemplateSpec {
     let mut labels: BTreeMap<String, String> = v
@@ -63,7 +67,7 @@ pub fn template(
                 image_pull_policy: v.image_pull_policy.clone(),
                 args: Some(args),
                 env_from: Some(settings_env(v)),
-                env: Some(secret_env(v)),
+                env: Some(secret_env(v).into_iter().chain(env).collect()),
                 security_context: Some(container_security_context()),
                 // The same binary as the serving pods, bounded alike: a
                 // Job's pod without requests or limits could take a node's

@@ -30,6 +30,7 @@ pub fn build(v: &ValidatedVault, name: String, deadline: Duration) -> Job {
                 "migration",
                 vec!["migrate".into()],
                 vec![(empty_dir("data"), names::DATA_DIR)],
+                Vec::new(),
                 "Never",
             ),
             ..JobSpec::default()

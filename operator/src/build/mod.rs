@@ -4,6 +4,7 @@
 //!
 pub mod alertmanager_config;
 pub mod backup_cron_job;
+pub mod backup_settings;
 pub mod certificate;
 pub mod config_map;
 pub mod dashboard;
@@ -45,6 +46,9 @@ pub struct Resources {
     /// The claim holding the embedded store (none with an external
     /// database). Retained, it has no owner reference: see its module.
     pub claim: Option<k8s_openapi::api::core::v1::PersistentVolumeClaim>,
+    /// The claim backups go to, when the operator creates it (the embedded
+    /// store without a bucket); like the store's own.
+    pub backup_claim: Option<k8s_openapi::api::core::v1::PersistentVolumeClaim>,
     /// The data plane.
     pub deployment: Deployment,
     /// Its in-cluster address.
@@ -86,6 +90,7 @@ pub fn build(v: &ValidatedVault, generated: &secret::Generated) -> Resources {
         service_account: service_account::build(v),
         secret: secret::build(v, generated),
         claim: persistent_volume_claim::build(v),
+        backup_claim: persistent_volume_claim::backups(v),
         deployment: deployment::build(v, &config_map),
         service: service::build(v),
         pdb: pdb::build(v),

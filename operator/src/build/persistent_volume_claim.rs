@@ -1,6 +1,7 @@
 //! The PersistentVolumeClaim holding the embedded SQLite store, so that what
 //! a vault has accepted (users, keys, the outbox, the audit trail) survives
-//! its pod: a configuration change, an upgrade, a node drain.
+//! its pod: a configuration change, an upgrade, a node drain; and the one its
+//! backups go to when no bucket is configured (`<name>-backups`), made alike.
 //!
 //! ReadWriteOnce: one node mounts it, and the Deployment replaces its single
 //! pod with `Recreate` so two pods never share the file (`deployment.rs`).
@@ -18,13 +19,30 @@ use k8s_openapi::{
     apimachinery::pkg::api::resource::Quantity,
 };
 
-use crate::{names, validate::ValidatedVault};
+use crate::{
+    names,
+    validate::{BackupDestination, Storage, ValidatedVault},
+};
 
 /// The claim, unless the store is an external database (or an older
 /// operator's emptyDir, kept until the spec asks for a claim).
 pub fn build(v: &ValidatedVault) -> Option<PersistentVolumeClaim> {
-    let storage = v.storage.as_ref()?;
-    let mut metadata = super::metadata(v, names::data_claim(&v.name));
+    Some(claim(v, names::data_claim(&v.name), v.storage.as_ref()?))
+}
+
+/// The claim backups go to, when the operator creates it.
+pub fn backups(v: &ValidatedVault) -> Option<PersistentVolumeClaim> {
+    match &v.backup.as_ref()?.destination {
+        BackupDestination::Claim {
+            name,
+            created: Some(storage),
+        } => Some(claim(v, name.clone(), storage)),
+        _ => None,
+    }
+}
+
+fn claim(v: &ValidatedVault, name: String, storage: &Storage) -> PersistentVolumeClaim {
+    let mut metadata = super::metadata(v, name);
     if storage.retain {
         metadata.owner_references = None;
         metadata
@@ -32,7 +50,7 @@ pub fn build(v: &ValidatedVault) -> Option<PersistentVolumeClaim> {
             .get_or_insert_with(BTreeMap::new)
             .insert(names::RETAINED_FOR_ANNOTATION.into(), v.name.clone());
     }
-    Some(PersistentVolumeClaim {
+    PersistentVolumeClaim {
         metadata,
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(vec!["ReadWriteOnce".into()]),
@@ -47,7 +65,7 @@ pub fn build(v: &ValidatedVault) -> Option<PersistentVolumeClaim> {
             ..PersistentVolumeClaimSpec::default()
         }),
         ..PersistentVolumeClaim::default()
-    })
+    }
 }
 
 #[cfg(test)]
