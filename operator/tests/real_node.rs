@@ -727,15 +727,20 @@ stringData: {{secret-key: {SECRET_KEY}, admin-password: {ADMIN_PASSWORD}}}
 }
 
 /// Durable by default, as a user meets it: a vault on the real node backs
-/// itself up into a real S3 server (SeaweedFS on this host); the vault and
-/// its claim are deleted; a new one of the same name, restored from the
-/// bucket, serves the same email to the same API key.
+/// itself up into a real S3 server (SeaweedFS on this host) while its SMTP
+/// relay is down; the vault and its claim are deleted; a new one of the
+/// same name, restored from the bucket, serves the same email to the same
+/// API key, and delivers it, once, when the relay is back.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deleted_vault_comes_back_from_its_bucket_with_its_rows_and_keys() {
     let world = restricted_world("real-restore").await;
     load_images();
     let seaweed = testkit::SeaweedFs::start().unwrap();
     seaweed.create_bucket("backups").unwrap();
+    // The relay is down: what the vault accepts stays in its outbox.
+    let mut mailpit = Mailpit::start().unwrap();
+    mailpit.stop().unwrap();
+    let smtp = mailpit.smtp_port();
     let operator = world.operator("real-restore");
     operator.wait_leader();
     world
@@ -763,7 +768,7 @@ stringData:
   replicas: 1
   secretKeyRef: {{name: credentials, key: secret-key}}
   adminPasswordSecretRef: {{name: credentials, key: admin-password}}
-  smtp: {{host: '{GATEWAY}', port: 9, tls: none, from: noreply@example.com}}
+  smtp: {{host: '{GATEWAY}', port: {smtp}, tls: none, from: noreply@example.com}}
   backup:
     intervalSeconds: 10
     s3:
@@ -828,4 +833,27 @@ stringData:
     assert_eq!(read.status(), 200, "{}", read.text().await.unwrap());
     let email: Value = read.json().await.unwrap();
     assert_eq!(email["subject"], "kept through a restore", "{email}");
+
+    mailpit.restart().unwrap();
+    let status = eventually(
+        Duration::from_secs(90),
+        "the restored email sent",
+        || async {
+            let r = client()
+                .get(format!("{url}/api/emails/{accepted}"))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .ok()?;
+            Some(r.json::<Value>().await.ok()?["status"].as_str()?.to_owned())
+        },
+        |status: &String| status == "sent",
+    )
+    .await;
+    assert_eq!(status, "sent");
+    assert_eq!(
+        subjects(&mailpit),
+        ["kept through a restore"],
+        "delivered exactly once"
+    );
 }
