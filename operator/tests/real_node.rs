@@ -341,6 +341,18 @@ async fn send(url: &str, key: &str, subject: &str) -> Result<String, String> {
     Ok(body["id"].as_str().unwrap().to_owned())
 }
 
+/// `GET /api/emails/{id}` through `url` with `key`, which must answer 200.
+async fn read_email(url: &str, key: &str, id: &str) -> Value {
+    let read = client()
+        .get(format!("{url}/api/emails/{id}"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200, "{}", read.text().await.unwrap());
+    read.json().await.unwrap()
+}
+
 /// The subjects mailpit received.
 fn subjects(mailpit: &Mailpit) -> Vec<String> {
     mailpit
@@ -706,14 +718,7 @@ stringData: {{secret-key: {SECRET_KEY}, admin-password: {ADMIN_PASSWORD}}}
         failures.lock().unwrap().first()
     );
     // Both replacements kept the store: the same key reads the same email.
-    let read = client()
-        .get(format!("{url}/api/emails/{accepted}"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(read.status(), 200, "{}", read.text().await.unwrap());
-    let email: Value = read.json().await.unwrap();
+    let email = read_email(&url, &key, &accepted).await;
     assert_eq!(email["subject"], "accepted before the upgrade", "{email}");
     let message = rolled_back
         .status
@@ -824,14 +829,7 @@ stringData:
         .unwrap();
     wait_really_ready(&world, "mail").await;
     let url = service_url(&world, "mail").await;
-    let read = client()
-        .get(format!("{url}/api/emails/{accepted}"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(read.status(), 200, "{}", read.text().await.unwrap());
-    let email: Value = read.json().await.unwrap();
+    let email = read_email(&url, &key, &accepted).await;
     assert_eq!(email["subject"], "kept through a restore", "{email}");
 
     mailpit.restart().unwrap();
@@ -839,13 +837,8 @@ stringData:
         Duration::from_secs(90),
         "the restored email sent",
         || async {
-            let r = client()
-                .get(format!("{url}/api/emails/{accepted}"))
-                .bearer_auth(&key)
-                .send()
-                .await
-                .ok()?;
-            Some(r.json::<Value>().await.ok()?["status"].as_str()?.to_owned())
+            let email = read_email(&url, &key, &accepted).await;
+            Some(email["status"].as_str()?.to_owned())
         },
         |status: &String| status == "sent",
     )
