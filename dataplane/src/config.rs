@@ -499,7 +499,7 @@ fn backup_config(s: &Settings) -> Result<Option<BackupConfig>, ConfigError> {
             &s.backup_interval_secs,
             "BACKUP_INTERVAL_SECS",
             "3600",
-            |v| bounded_u64(v, 10, 7 * 24 * 3600),
+            |v| bounded_u64(v, 1, 7 * 24 * 3600),
         )?),
         retain: parse_or(&s.backup_retain, "BACKUP_RETAIN", "24", |v| {
             bounded_u64(v, 1, 10_000).map(|n| n as usize)
