@@ -238,6 +238,15 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         shutdown.clone(),
     );
 
+    if let Some(wake) = &email_wake {
+        tokio::spawn(crate::email::relay_return::run(
+            health.clone(),
+            store.clone(),
+            wake.clone(),
+            shutdown.clone(),
+        ));
+    }
+
     if let (Some(webhook), Some(wake)) = (&config.webhook, webhook_wake) {
         let worker = webhooks::worker::Worker {
             store: store.clone(),

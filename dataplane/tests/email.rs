@@ -293,6 +293,53 @@ async fn emails_accepted_while_smtp_is_down_arrive_exactly_once_when_it_returns(
 }
 
 #[tokio::test]
+async fn when_the_relay_returns_a_queued_email_goes_at_once_not_at_its_retry_time() {
+    let mut mailpit = Mailpit::start().unwrap();
+    let dp = start_with_smtp(&mailpit, &[]);
+    mailpit.stop().unwrap();
+    let response = send(
+        &dp,
+        json!({"to": "a@example.com", "subject": "Back soon", "text": "t"}),
+    )
+    .await;
+    let id = json(response).await["id"].as_str().unwrap().to_owned();
+    // Four failures: the next retry is 8 s (±20 %) after the last.
+    wait_for("four failed attempts", Duration::from_secs(30), || async {
+        let e = json(get(&dp, &format!("/api/emails/{id}")).await).await;
+        if e["status"] == "queued" && e["attempts"].as_i64() >= Some(4) {
+            Ok(())
+        } else {
+            Err(e.to_string())
+        }
+    })
+    .await;
+    let pool = store_pool(&dp.sqlite_url()).await;
+    let column = |name: &'static str| {
+        let (pool, id) = (pool.clone(), id.clone());
+        async move {
+            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
+                "SELECT {name} FROM emails WHERE id = $1"
+            )))
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let due = column("next_attempt_at").await;
+
+    mailpit.restart().unwrap();
+    wait_status(&dp, &id, "sent", Duration::from_secs(60)).await;
+    let sent_at = column("sent_at").await;
+    assert!(
+        sent_at < due,
+        "sent {} ms after its retry time: the relay's return did not make it due",
+        sent_at - due
+    );
+    assert_eq!(mailpit.message_count().unwrap(), 1);
+}
+
+#[tokio::test]
 async fn a_temporary_refusal_is_retried_and_a_permanent_one_fails() {
     let mailpit = Mailpit::start().unwrap();
     let dp = start_with_smtp(&mailpit, &[]);

@@ -330,6 +330,22 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
+    /// Makes every queued email that waits for a retry due at `now`, and
+    /// returns how many: the relay that failed them is back, and waiting
+    /// out each one's backoff (up to five minutes) would only delay mail.
+    /// Claimed emails are left to their worker.
+    pub async fn retry_queued_now(&self, now: SystemTime) -> Result<u64, StoreError> {
+        let now = unix_millis(now);
+        let done = sqlx::query(
+            "UPDATE emails SET next_attempt_at = $1 \
+             WHERE status = 'queued' AND next_attempt_at > $1 AND claimed_by IS NULL",
+        )
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Records what became of a claimed email, queues `event` (the webhook
     /// that announces it) in the same transaction, and releases the claim.
     /// Only the worker holding the claim may: `false` means its lease expired
