@@ -218,10 +218,12 @@ impl Bucket {
         writer.shutdown().await.map_err(|e| self.classify_io(e))
     }
 
-    /// Downloads `name` into the file `to`.
-    pub async fn download(&self, name: &str, to: &Path) -> Result<(), BucketError> {
+    /// Downloads `name` into `to`, a file the caller opened (and made
+    /// private: a backup holds password hashes and mail), and flushes it
+    /// to disk.
+    pub async fn download(&self, name: &str, to: &mut std::fs::File) -> Result<(), BucketError> {
         let file_error = |source| BucketError::File {
-            path: to.display().to_string(),
+            path: name.to_owned(),
             source,
         };
         let got = self
@@ -229,12 +231,11 @@ impl Bucket {
             .get(&self.path(name))
             .await
             .map_err(|e| self.classify(e))?;
-        let mut out = create_private(to).map_err(file_error)?;
         let mut chunks = got.into_stream();
         while let Some(chunk) = chunks.try_next().await.map_err(|e| self.classify(e))? {
-            std::io::Write::write_all(&mut out, &chunk).map_err(file_error)?;
+            std::io::Write::write_all(to, &chunk).map_err(file_error)?;
         }
-        out.sync_all().map_err(file_error)
+        to.sync_all().map_err(file_error)
     }
 
     /// Deletes `name`.
@@ -336,16 +337,4 @@ fn http_error_kind(e: &(dyn std::error::Error + 'static)) -> Option<HttpErrorKin
         source = s.source();
     }
     None
-}
-
-/// Creates `path` readable by its owner only: a downloaded backup holds
-/// password hashes and mail.
-fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
 }

@@ -136,7 +136,8 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         Some(backup) => {
             let plan = Plan {
                 destination: Destination::new(&backup.destination, &config.data_dir)?,
-                config: backup.clone(),
+                interval: backup.interval,
+                retain: backup.retain,
             };
             workers.push(tokio::spawn(schedule::run(
                 plan,

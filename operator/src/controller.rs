@@ -59,6 +59,9 @@ pub struct Context {
     pub discovery: Discovery,
     /// What a SecureVault may ask for.
     pub policy: Arc<Policy>,
+    /// The last look into each SecureVault's backup bucket (by uid): see
+    /// `reconcile::observe_bucket`.
+    pub bucket_views: crate::reconcile::BucketViews,
 }
 
 /// Runs the controller until `shutdown` resolves; reconciles in flight
@@ -84,6 +87,7 @@ pub async fn run(
         metrics,
         discovery: discovery.clone(),
         policy,
+        bucket_views: Default::default(),
     });
 
     fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>

@@ -705,10 +705,45 @@ async fn apply(
 /// How long listing the bucket may hold up a reconcile.
 const BUCKET_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// How long a look into a bucket stands for the same spec. A reconcile runs
+/// on every event of every child (a rollout makes dozens); the bucket
+/// changes once an interval, so they share one listing.
+const BUCKET_VIEW_TTL: Duration = Duration::from_secs(60);
+
+/// The last look into each SecureVault's bucket, by uid: when, for which
+/// generation and bucket, and what it saw.
+pub type BucketViews =
+    std::sync::Mutex<BTreeMap<String, (std::time::Instant, String, BackupState)>>;
+
 /// Lists the bucket the backups go to, with the pods' credentials, for the
 /// newest backup's time, or what is wrong with the bucket, its credentials
 /// or its endpoint (the data plane's own messages: one crate says both).
 async fn observe_bucket(
+    ctx: &Context,
+    sv: &SecureVault,
+    v: &ValidatedVault,
+    bucket: &crate::validate::Bucket,
+) -> Result<BackupState, Error> {
+    // A spec change (a new generation) or another bucket looks again at once.
+    let uid = sv.metadata.uid.clone().unwrap_or_default();
+    let spec_key = format!("{:?}/{bucket:?}", sv.metadata.generation);
+    if let Ok(views) = ctx.bucket_views.lock()
+        && let Some((at, key, seen)) = views.get(&uid)
+        && *key == spec_key
+        && at.elapsed() < BUCKET_VIEW_TTL
+    {
+        return Ok(seen.clone());
+    }
+    let seen = list_bucket(ctx, sv, v, bucket).await?;
+    if let Ok(mut views) = ctx.bucket_views.lock() {
+        // Those of deleted SecureVaults go once they are old.
+        views.retain(|_, (at, _, _)| at.elapsed() < 10 * BUCKET_VIEW_TTL);
+        views.insert(uid, (std::time::Instant::now(), spec_key, seen.clone()));
+    }
+    Ok(seen)
+}
+
+async fn list_bucket(
     ctx: &Context,
     sv: &SecureVault,
     v: &ValidatedVault,

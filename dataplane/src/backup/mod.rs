@@ -23,7 +23,7 @@ use std::{
 };
 
 use crate::{
-    config::{BackupConfig, BackupDestination},
+    config::BackupDestination,
     store::{
         Store,
         backup::{self as snapshot, BackupError},
@@ -212,7 +212,13 @@ impl Destination {
                     source,
                 })?;
                 let path = staging.join(&found.name);
-                bucket.download(&found.name, &path).await?;
+                let mut file = crate::private_files::create_private(&path).map_err(|source| {
+                    BackupError::File {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                bucket.download(&found.name, &mut file).await?;
                 Ok((path, true))
             }
         }
@@ -223,8 +229,10 @@ impl Destination {
 pub struct Plan {
     /// Where.
     pub destination: Destination,
-    /// How often and how many kept.
-    pub config: BackupConfig,
+    /// Time between two backups.
+    pub interval: Duration,
+    /// Backups kept.
+    pub retain: usize,
 }
 
 fn file_name(path: &Path) -> String {

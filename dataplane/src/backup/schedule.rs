@@ -32,7 +32,7 @@ const LAST_RETRY: Duration = Duration::from_secs(15 * 60);
 /// one, and the previous backups are intact.
 pub async fn run(plan: Plan, store: Store, metrics: Arc<Metrics>, shutdown: Shutdown) {
     let destination = plan.destination.describe();
-    let interval = plan.config.interval;
+    let interval = plan.interval;
     let mut wait = match plan.destination.list().await {
         Ok(listed) => match listed.last() {
             Some(newest) => {
@@ -59,7 +59,7 @@ pub async fn run(plan: Plan, store: Store, metrics: Arc<Metrics>, shutdown: Shut
             () = shutdown.wait() => return,
         }
         let taken = tokio::select! {
-            taken = plan.destination.take(&store, plan.config.retain) => taken,
+            taken = plan.destination.take(&store, plan.retain) => taken,
             () = shutdown.wait() => return,
         };
         match taken {

@@ -9,14 +9,10 @@
 //! ConfigMap is every container's, and the Deployment of a PostgreSQL vault
 //! must not see a destination.
 
-use k8s_openapi::api::core::v1::{
-    EnvVar, EnvVarSource, PersistentVolumeClaimVolumeSource, SecretKeySelector, Volume, VolumeMount,
-};
+use k8s_openapi::api::core::v1::{EnvVar, PersistentVolumeClaimVolumeSource, Volume, VolumeMount};
 
-use crate::{
-    api::SecretKeyRef,
-    validate::{Backup, BackupDestination, Bucket},
-};
+use super::deployment::from_secret;
+use crate::validate::{Backup, BackupDestination, Bucket};
 
 /// Where a backup claim is mounted.
 pub const BACKUP_DIR: &str = "/backups";
@@ -52,10 +48,10 @@ pub fn bucket_env(bucket: &Bucket) -> Vec<EnvVar> {
         env.push(value("BACKUP_S3_ENDPOINT", endpoint));
     }
     if let Some(r) = &bucket.access_key_id {
-        env.push(secret("BACKUP_S3_ACCESS_KEY_ID", r));
+        env.push(from_secret("BACKUP_S3_ACCESS_KEY_ID", &r.name, &r.key));
     }
     if let Some(r) = &bucket.secret_access_key {
-        env.push(secret("BACKUP_S3_SECRET_ACCESS_KEY", r));
+        env.push(from_secret("BACKUP_S3_SECRET_ACCESS_KEY", &r.name, &r.key));
     }
     env
 }
@@ -86,21 +82,6 @@ fn value(name: &str, value: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: Some(value.into()),
-        ..EnvVar::default()
-    }
-}
-
-fn secret(name: &str, r: &SecretKeyRef) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: r.name.clone(),
-                key: r.key.clone(),
-                optional: Some(false),
-            }),
-            ..EnvVarSource::default()
-        }),
         ..EnvVar::default()
     }
 }

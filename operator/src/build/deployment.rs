@@ -160,19 +160,25 @@ pub(super) fn settings_env(v: &ValidatedVault) -> Vec<EnvFromSource> {
 pub(super) fn secret_env(v: &ValidatedVault) -> Vec<EnvVar> {
     v.secret_env
         .iter()
-        .map(|s| EnvVar {
-            name: s.var.to_owned(),
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: s.secret.clone(),
-                    key: s.key.clone(),
-                    optional: Some(false),
-                }),
-                ..EnvVarSource::default()
-            }),
-            ..EnvVar::default()
-        })
+        .map(|s| from_secret(s.var, &s.secret, &s.key))
         .collect()
+}
+
+/// The variable `var` read from key `key` of Secret `secret`, which must
+/// exist: the pod waits for it rather than starting without.
+pub(super) fn from_secret(var: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: var.to_owned(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.to_owned(),
+                key: key.to_owned(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
 }
 
 fn container(v: &ValidatedVault) -> Container {
