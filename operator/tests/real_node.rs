@@ -745,22 +745,102 @@ stringData: {{secret-key: {SECRET_KEY}, admin-password: {ADMIN_PASSWORD}}}
     );
 }
 
-/// Durable by default, as a user meets it: a vault on the real node backs
-/// itself up into a real S3 server (SeaweedFS on this host) while its SMTP
-/// relay is down; the vault and its claim are deleted; a new one of the
-/// same name, restored from the bucket, serves the same email to the same
-/// API key, and delivers it, once, when the relay is back.
+/// The one pod of SecureVault `name` once it is really ready, and not the
+/// pod `replaced` (the uid of the pod before a replacement).
+async fn the_pod(world: &World, name: &str, replaced: Option<&str>) -> Pod {
+    let selector = format!("app.kubernetes.io/instance={name},app.kubernetes.io/name=securevault");
+    eventually(
+        Duration::from_secs(180),
+        &format!("one ready pod of {name} other than {replaced:?}"),
+        || async { Some(pods(world, &selector).await) },
+        |pods: &Vec<Pod>| {
+            pods.len() == 1 && really_ready(&pods[0]) && pods[0].metadata.uid.as_deref() != replaced
+        },
+    )
+    .await
+    .remove(0)
+}
+
+/// What a vault's store holds in the durability test: an email the relay
+/// took, emails still queued, an account with its password, the
+/// administrator's session and an API key.
+struct Holdings {
+    token: String,
+    key: String,
+    sent: (String, &'static str),
+    queued: Vec<(String, &'static str)>,
+}
+
+impl Holdings {
+    /// Checks, through `url`, that every row is there as it was: the key
+    /// reads each email, delivered or still queued (never sent twice nor
+    /// given up); the administrator's session lists alice, who signs in
+    /// with her password.
+    async fn are_all_in(&self, url: &str, after: &str) {
+        let email = read_email(url, &self.key, &self.sent.0).await;
+        assert_eq!(email["subject"], self.sent.1, "after {after}: {email}");
+        assert_eq!(email["status"], "sent", "after {after}: {email}");
+        for (id, subject) in &self.queued {
+            let email = read_email(url, &self.key, id).await;
+            assert_eq!(email["subject"], *subject, "after {after}: {email}");
+            let status = email["status"].as_str().unwrap_or_default();
+            assert!(
+                status == "queued" || status == "sending",
+                "after {after}, still in the outbox: {email}"
+            );
+        }
+        let users = client()
+            .get(format!("{url}/api/users"))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(users.status(), 200, "after {after}: the session works");
+        let users = users.text().await.unwrap();
+        assert!(users.contains(r#""alice""#), "after {after}: {users}");
+        let login = client()
+            .post(format!("{url}/api/auth/login"))
+            .json(&json!({"username": "alice", "password": ALICE_PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(login.status(), 200, "after {after}: alice signs in");
+    }
+}
+
+/// The password of the durability test's member account.
+const ALICE_PASSWORD: &str = "alice-has-a-long-password";
+
+/// Durable by default, as a user meets it, on the real node: a default
+/// vault (SQLite on its claim) takes emails, an account and a key; its
+/// relay goes down and emails queue. Its pod is deleted, its spec changed
+/// (a rollout), it is upgraded, and it backs itself up into a real S3
+/// server (SeaweedFS on this host); then the vault and its claim are
+/// deleted, and a new one of the same name is restored from the bucket.
+/// After each, every row is there; when the relay returns, every queued
+/// email is delivered exactly once, and the one sent before never again.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_deleted_vault_comes_back_from_its_bucket_with_its_rows_and_keys() {
-    let world = restricted_world("real-restore").await;
+async fn a_vault_keeps_its_rows_and_outbox_through_each_replacement_and_a_restore_from_its_bucket()
+{
+    let world = restricted_world("real-durable").await;
     load_images();
+    // The upgrade's release: the same build under the next version. There
+    // is one data plane build; what the upgrade exercises is the
+    // operator's managed upgrade and the store across it.
+    let (repository, tag) = image("dataplane");
+    node_sh(
+        &[
+            "tag",
+            &format!("docker.io/{repository}:{tag}"),
+            &format!("docker.io/{repository}:0.1.1"),
+        ],
+        &[],
+    );
     let seaweed = testkit::SeaweedFs::start().unwrap();
     seaweed.create_bucket("backups").unwrap();
-    // The relay is down: what the vault accepts stays in its outbox.
     let mut mailpit = Mailpit::start().unwrap();
-    mailpit.stop().unwrap();
     let smtp = mailpit.smtp_port();
-    let operator = world.operator("real-restore");
+    let operator = world.operator("real-durable");
     operator.wait_leader();
     world
         .apply(&format!(
@@ -780,14 +860,15 @@ stringData:
     // Pods reach the host's SeaweedFS at GATEWAY, as they would a bucket's
     // endpoint in the cluster.
     let port = seaweed.endpoint().rsplit(':').next().unwrap().to_owned();
-    let spec = |restore: &str| {
+    let spec = |version: &str, more: &str| {
         format!(
-            "  version: 0.1.0
+            "  version: {version}
   imagePullPolicy: Never
   replicas: 1
   secretKeyRef: {{name: credentials, key: secret-key}}
   adminPasswordSecretRef: {{name: credentials, key: admin-password}}
   smtp: {{host: '{GATEWAY}', port: {smtp}, tls: none, from: noreply@example.com}}
+  upgrade: {{verifySeconds: 5}}
   backup:
     intervalSeconds: 10
     s3:
@@ -795,22 +876,115 @@ stringData:
       bucket: backups
       accessKeyIdSecretRef: {{name: credentials, key: s3-id}}
       secretAccessKeySecretRef: {{name: credentials, key: s3-secret}}
-{restore}{ON_THE_REAL_NODE}"
+{more}{ON_THE_REAL_NODE}"
         )
     };
-    world.apply(&vault("mail", &spec(""))).unwrap();
+    world.apply(&vault("mail", &spec(&tag, ""))).unwrap();
     wait_really_ready(&world, "mail").await;
+    let pod = the_pod(&world, "mail", None).await;
     let url = service_url(&world, "mail").await;
-    let (_, key) = api_key(&url).await;
-    let accepted = send(&url, &key, "kept through a restore").await.unwrap();
-    let written = std::time::SystemTime::now();
+    let (token, key) = api_key(&url).await;
 
-    // A backup taken after the email was accepted lands in the bucket,
-    // in the vault's own folder.
+    // Sent while the relay is up; an account of its own.
+    let subject = "sent before anything happened";
+    let sent = send(&url, &key, subject).await.unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "the first email in mailpit",
+        || async { Some(subjects(&mailpit)) },
+        |got: &Vec<String>| !got.is_empty(),
+    )
+    .await;
+    let created = client()
+        .post(format!("{url}/api/users"))
+        .bearer_auth(&token)
+        .json(&json!({"username": "alice", "password": ALICE_PASSWORD, "role": "member"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
+    let mut holdings = Holdings {
+        token,
+        key,
+        sent: (sent, subject),
+        queued: Vec::new(),
+    };
+    // The relay goes down: what the vault accepts now stays in its outbox.
+    mailpit.stop().unwrap();
+    let queue = {
+        let (url, key) = (url.clone(), holdings.key.clone());
+        move |subject: &'static str| {
+            let (url, key) = (url.clone(), key.clone());
+            async move { (send(&url, &key, subject).await.unwrap(), subject) }
+        }
+    };
+
+    // 1. Its pod is deleted (as a node drain or a crash would).
+    holdings
+        .queued
+        .push(queue("queued before the pod was deleted").await);
+    let uid = pod.metadata.uid.clone().unwrap();
+    world
+        .api::<Pod>()
+        .delete(&pod.name_any(), &Default::default())
+        .await
+        .unwrap();
+    let pod = the_pod(&world, "mail", Some(&uid)).await;
+    service_url(&world, "mail").await;
+    holdings.are_all_in(&url, "the pod was deleted").await;
+
+    // 2. Its spec changes: the pods roll on the new configuration.
+    holdings
+        .queued
+        .push(queue("queued before the rollout").await);
+    let uid = pod.metadata.uid.clone().unwrap();
+    world
+        .apply(&vault(
+            "mail",
+            &spec(&tag, "  rateLimits: {email: 500/1m}\n"),
+        ))
+        .unwrap();
+    let pod = the_pod(&world, "mail", Some(&uid)).await;
+    wait_really_ready(&world, "mail").await;
+    service_url(&world, "mail").await;
+    holdings.are_all_in(&url, "the rollout").await;
+
+    // 3. It is upgraded, through the operator's managed upgrade.
+    holdings
+        .queued
+        .push(queue("queued before the upgrade").await);
+    let uid = pod.metadata.uid.clone().unwrap();
+    let upgraded = spec("0.1.1", "  rateLimits: {email: 500/1m}\n");
+    world.apply(&vault("mail", &upgraded)).unwrap();
+    let api = world.api::<SecureVault>();
+    eventually(
+        Duration::from_secs(180),
+        "the upgrade to 0.1.1 succeeded",
+        || async { api.get_opt("mail").await.ok().flatten() },
+        |sv: &SecureVault| {
+            sv.status
+                .as_ref()
+                .and_then(|s| s.upgrade_history.first())
+                .is_some_and(|u| u.to_version == "0.1.1" && u.phase == UpgradePhase::Succeeded)
+        },
+    )
+    .await;
+    let pod = the_pod(&world, "mail", Some(&uid)).await;
+    let image = pod.spec.as_ref().unwrap().containers[0].image.clone();
+    assert!(image.as_deref().unwrap().ends_with(":0.1.1"), "{image:?}");
+    service_url(&world, "mail").await;
+    holdings.are_all_in(&url, "the upgrade").await;
+
+    // 4. A backup taken after the last email was accepted lands in the
+    // bucket, in the vault's own folder.
+    holdings
+        .queued
+        .push(queue("queued before the vault was deleted").await);
+    let written = std::time::SystemTime::now();
     let folder = format!("backups/{}/mail", world.ns());
     let backups = eventually(
         Duration::from_secs(90),
-        "a backup newer than the email in the bucket",
+        "a backup newer than the last email in the bucket",
         || async { seaweed.objects(&folder).ok() },
         |objects: &Vec<testkit::seaweedfs::Object>| {
             objects.iter().any(|o| {
@@ -823,9 +997,7 @@ stringData:
     assert!(backups.iter().all(|o| o.size > 0), "{backups:?}");
 
     // Deleted with its claim (whenDeleted: Delete on the real node).
-    world
-        .api::<SecureVault>()
-        .delete("mail", &kube::api::DeleteParams::foreground())
+    api.delete("mail", &kube::api::DeleteParams::foreground())
         .await
         .unwrap();
     let claims = world.api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>();
@@ -837,38 +1009,45 @@ stringData:
     )
     .await;
 
-    // Created again from the bucket: the pod serves once the restore ran.
+    // Created again from the bucket: the pod serves once the restore ran,
+    // with every row, the key and the session.
     world
-        .apply(&vault("mail", &spec("  restoreFrom: {}\n")))
+        .apply(&vault("mail", &spec("0.1.1", "  restoreFrom: {}\n")))
         .unwrap();
     wait_really_ready(&world, "mail").await;
     let url = service_url(&world, "mail").await;
-    let email = read_email(&url, &key, &accepted).await;
-    assert_eq!(email["subject"], "kept through a restore", "{email}");
+    holdings.are_all_in(&url, "the restore").await;
 
+    // The relay returns: each queued email goes, once; the one sent before
+    // never again. Watched in mailpit, not through the API: polling that
+    // would spend the key's rate limit.
     mailpit.restart().unwrap();
-    // Watched in mailpit, not through the API: polling that would spend
-    // the key's rate limit.
+    // mailpit keeps what it received before it stopped: the first email.
+    let mut expected: Vec<String> = std::iter::once(&holdings.sent)
+        .chain(&holdings.queued)
+        .map(|(_, subject)| subject.to_string())
+        .collect();
     eventually(
         Duration::from_secs(90),
-        "the restored email in mailpit",
+        "every queued email in mailpit",
         || async { Some(subjects(&mailpit)) },
-        |subjects: &Vec<String>| !subjects.is_empty(),
+        |got: &Vec<String>| got.len() >= expected.len(),
     )
     .await;
-    let mut status = String::new();
-    for _ in 0..20 {
-        let email = read_email(&url, &key, &accepted).await;
-        status = email["status"].as_str().unwrap_or_default().to_owned();
-        if status == "sent" {
-            break;
+    for (id, subject) in &holdings.queued {
+        let mut status = String::new();
+        for _ in 0..20 {
+            let email = read_email(&url, &holdings.key, id).await;
+            status = email["status"].as_str().unwrap_or_default().to_owned();
+            if status == "sent" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(status, "sent", "{subject}");
     }
-    assert_eq!(status, "sent");
-    assert_eq!(
-        subjects(&mailpit),
-        ["kept through a restore"],
-        "delivered exactly once"
-    );
+    let mut got = subjects(&mailpit);
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected, "each email delivered exactly once");
 }

@@ -10,6 +10,8 @@
 #   node.sh down   stop everything it started and leave nothing mounted,
 #                  running or routed (a no-op when nothing runs)
 #   node.sh load IMAGE.tar...   import docker-saved images into its containerd
+#   node.sh tag IMAGE NEW   give an imported image another name (a release
+#                  of the same build under a new version, for upgrades)
 #   node.sh ip     print the node's address
 #   node.sh pause-binary   print the path of the sandbox program (a static
 #                  binary that only waits for SIGTERM)
@@ -470,6 +472,14 @@ cmd_load() {
   done
 }
 
+cmd_tag() {
+  [ $# -eq 2 ] || die "usage: node.sh tag IMAGE NEW"
+  running containerd || die "the node does not run (tests/cluster/cluster.sh up with NODE=real)"
+  # --force: a second test process of the same run tags it again.
+  ctr_ images tag --force "$1" "$2" >/dev/null || die "tagging $1 as $2 failed"
+  log "tagged $1 as $2"
+}
+
 case "${1:-}" in
 up) cmd_up ;;
 down) cmd_down ;;
@@ -477,11 +487,15 @@ load)
   shift
   cmd_load "$@"
   ;;
+tag)
+  shift
+  cmd_tag "$@"
+  ;;
 ip) node_ip ;;
 pause-binary) pause_binary ;;
 build) build ;;
 *)
-  echo "usage: $0 up|down|load IMAGE.tar...|ip|pause-binary|build" >&2
+  echo "usage: $0 up|down|load IMAGE.tar...|tag IMAGE NEW|ip|pause-binary|build" >&2
   exit 2
   ;;
 esac
