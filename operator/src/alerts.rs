@@ -4,9 +4,10 @@
 //! Every expression selects the instance's series by the labels Prometheus
 //! gives a ServiceMonitor's targets (`namespace`, and `service` = the
 //! SecureVault's Service), and uses only metrics the data plane exports
-//! (`up` excepted, which Prometheus records for each scrape). The tests in
-//! `operator/tests/alert_rules.rs` run each through promtool, and the
-//! monitoring test through a real Prometheus scraping a real data plane.
+//! (`up` excepted, which Prometheus records for each scrape).
+//! `operator/tests/monitoring.rs` runs each through promtool (a unit test
+//! per alert in `tests/monitoring/alerts_test.yaml`) and through a real
+//! Prometheus scraping a real data plane.
 
 use std::collections::BTreeMap;
 

@@ -102,8 +102,11 @@ pub struct SecureVaultSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_level: Option<LogLevel>,
 
-    /// Key signing sessions and webhooks. When absent, the operator generates
-    /// one once, in a Secret it owns, and never rotates it.
+    /// The data plane's `SECRET_KEY` (at least 32 characters). It is
+    /// required and checked at start but protects nothing yet: sessions are
+    /// random tokens stored hashed, and webhooks are signed with their own
+    /// secret. When absent, the operator generates one once, in a Secret it
+    /// owns, and never rotates it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_key_ref: Option<SecretKeyRef>,
 
