@@ -294,11 +294,15 @@ host_access() {
   ip link set "$BRIDGE" up
   sysctl -qw "net.ipv4.conf.$BRIDGE.route_localnet=1"
   local chain=SV-HOST-ACCESS hook
-  for hook in PREROUTING INPUT; do
+  for hook in PREROUTING OUTPUT INPUT; do
     iptables -t nat -N "$chain-$hook" 2>/dev/null || iptables -t nat -F "$chain-$hook"
     iptables -t nat -C "$hook" -j "$chain-$hook" 2>/dev/null || iptables -t nat -I "$hook" -j "$chain-$hook"
   done
   iptables -t nat -A "$chain-PREROUTING" -i "$BRIDGE" -d "$GATEWAY" -p tcp -j DNAT --to-destination 127.0.0.1
+  # The same address from this host (an operator run here, as the tests
+  # do, reading the bucket a spec names at the gateway) reaches the same
+  # services: an address in a spec means one thing wherever it is used.
+  iptables -t nat -A "$chain-OUTPUT" -d "$GATEWAY" -p tcp -j DNAT --to-destination 127.0.0.1
   iptables -t nat -A "$chain-INPUT" -s "$POD_CIDR" -d 127.0.0.1 -p tcp -j SNAT --to-source 127.0.0.1
 }
 
@@ -417,7 +421,7 @@ remove_chains() {
       for chain in KUBE-FIREWALL KUBE-KUBELET-CANARY KUBE-IPTABLES-HINT; do drop_chain "$ipt" "$table" "$chain"; done
     done
   done
-  for chain in SV-HOST-ACCESS-PREROUTING SV-HOST-ACCESS-INPUT; do drop_chain iptables nat "$chain"; done
+  for chain in SV-HOST-ACCESS-PREROUTING SV-HOST-ACCESS-OUTPUT SV-HOST-ACCESS-INPUT; do drop_chain iptables nat "$chain"; done
   for chain in $(iptables -t nat -S 2>/dev/null | sed -n 's/^-N \(CNI-.*\)$/\1/p'); do
     drop_chain iptables nat "$chain"
   done
