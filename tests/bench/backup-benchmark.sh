@@ -34,31 +34,12 @@ REVISION=$(bench_revision)
 echo "==> building the release binary and SeaweedFS"
 cargo build --release --locked -p dataplane
 BIN="$CARGO_TARGET_DIR/release/dataplane"
-WEED=$(tests/setup/seaweedfs.sh | tail -1)
 
 bench_scratch securevault-backup-bench
-# One identity that may read, write and list; no bucket but the one made.
-KEY=bench-backup SECRET=bench-backup-secret-0123456789
-cat >"$TMP/s3.json" <<EOF
-{"identities":[{"name":"bench","credentials":[{"accessKey":"$KEY","secretKey":"$SECRET"}],"actions":["Read","Write","List","Tagging"]}]}
-EOF
-mkdir -p "$TMP/weed"
-master=$(free_port) master_grpc=$(free_port) filer=$(free_port) filer_grpc=$(free_port) s3=$(free_port)
-"$WEED" server -dir="$TMP/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
-  -master.port="$master" -master.port.grpc="$master_grpc" -master.volumeSizeLimitMB=64 -volume.max=16 \
-  -volume.port="$(free_port)" -volume.port.grpc="$(free_port)" \
-  -filer -filer.port="$filer" -filer.port.grpc="$filer_grpc" \
-  -s3 -s3.port="$s3" -s3.port.grpc="$(free_port)" -s3.port.iceberg=0 -s3.port.lance=0 \
-  -s3.autoCreateBucket=false -s3.config="$TMP/s3.json" >"$TMP/weed.log" 2>&1 &
-PIDS+=($!)
-# An unsigned request is refused (403) once the gateway is up.
-s3_up() { [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$s3/")" = 403 ]; }
-wait_until "SeaweedFS's S3 gateway answering" 60 s3_up
-echo "s3.bucket.create -name backups" |
-  "$WEED" shell -master="127.0.0.1:$master.$master_grpc" -filer="127.0.0.1:$filer.$filer_grpc" >/dev/null
+start_seaweedfs "$TMP/weed" backups
 
-BUCKET_ENV=(BACKUP_S3_ENDPOINT="http://127.0.0.1:$s3" BACKUP_S3_BUCKET=backups
-  BACKUP_S3_PREFIX=bench/mail BACKUP_S3_ACCESS_KEY_ID="$KEY" BACKUP_S3_SECRET_ACCESS_KEY="$SECRET")
+BUCKET_ENV=(BACKUP_S3_ENDPOINT="http://127.0.0.1:$S3_PORT" BACKUP_S3_BUCKET=backups
+  BACKUP_S3_PREFIX=bench/mail BACKUP_S3_ACCESS_KEY_ID="$S3_KEY" BACKUP_S3_SECRET_ACCESS_KEY="$S3_SECRET")
 dataplane() { # DATA_DIR ARGS...
   local dir=$1
   shift
@@ -74,10 +55,7 @@ echo "==> backing it up into the bucket"
 start=$(now)
 dataplane "$TMP/old" backup >"$TMP/backup.log" 2>&1 || die "the backup failed: $(tail -3 "$TMP/backup.log")"
 BACKUP_S=$(since "$start")
-BYTES=$(python3 -c 'import json, sys
-for line in open(sys.argv[1]):
-    if line.startswith("{") and json.loads(line).get("message") == "backup written":
-        print(json.loads(line)["bytes"])' "$TMP/backup.log")
+BYTES=$(backup_bytes "$TMP/backup.log")
 [ -n "$BYTES" ] || die "the backup's log names no size: $(tail -3 "$TMP/backup.log")"
 BACKUP_MB=$(awk -v b="$BYTES" 'BEGIN { printf "%.1f", b / 1048576 }')
 

@@ -137,3 +137,41 @@ to_ms() {
     printf "%.2f", n
   }'
 }
+
+# A real S3 server for the backup figures: SeaweedFS (tests/setup/
+# seaweedfs.sh) on free loopback ports, its data in DIR, one identity
+# (S3_KEY, S3_SECRET) that may read, write and list, and one bucket,
+# BUCKET (no other is made on the fly). Sets S3_PORT; the server joins PIDS
+# (bench_scratch stops it); fails (the script's `die`) if the gateway never
+# answers.
+S3_KEY=bench-backup S3_SECRET=bench-backup-secret-0123456789
+start_seaweedfs() { # DIR BUCKET
+  local dir=$1 bucket=$2 weed master master_grpc filer filer_grpc
+  weed=$(tests/setup/seaweedfs.sh | tail -1)
+  mkdir -p "$dir/data"
+  cat >"$dir/s3.json" <<EOF
+{"identities":[{"name":"bench","credentials":[{"accessKey":"$S3_KEY","secretKey":"$S3_SECRET"}],"actions":["Read","Write","List","Tagging"]}]}
+EOF
+  master=$(free_port) master_grpc=$(free_port) filer=$(free_port) filer_grpc=$(free_port)
+  S3_PORT=$(free_port)
+  "$weed" server -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+    -master.port="$master" -master.port.grpc="$master_grpc" -master.volumeSizeLimitMB=64 -volume.max=16 \
+    -volume.port="$(free_port)" -volume.port.grpc="$(free_port)" \
+    -filer -filer.port="$filer" -filer.port.grpc="$filer_grpc" \
+    -s3 -s3.port="$S3_PORT" -s3.port.grpc="$(free_port)" -s3.port.iceberg=0 -s3.port.lance=0 \
+    -s3.autoCreateBucket=false -s3.config="$dir/s3.json" >"$dir/weed.log" 2>&1 &
+  PIDS+=($!)
+  # An unsigned request is refused (403) once the gateway is up.
+  s3_up() { [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$S3_PORT/")" = 403 ]; }
+  wait_until "SeaweedFS's S3 gateway answering" 60 s3_up
+  echo "s3.bucket.create -name $bucket" |
+    "$weed" shell -master="127.0.0.1:$master.$master_grpc" -filer="127.0.0.1:$filer.$filer_grpc" >/dev/null
+}
+
+# The size in bytes of the backup a `dataplane backup` run logged in LOG.
+backup_bytes() { # LOG
+  python3 -c 'import json, sys
+for line in open(sys.argv[1]):
+    if line.startswith("{") and json.loads(line).get("message") == "backup written":
+        print(json.loads(line)["bytes"])' "$1"
+}

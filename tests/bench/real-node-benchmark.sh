@@ -12,7 +12,14 @@
 #   3. seconds of a full managed upgrade with real pods (0.1.0 -> 0.2.0,
 #      the same binary under a second tag, verifySeconds 5) until Succeeded,
 #      and of a rollback: a release whose process never listens (the node's
-#      pause program as 0.3.0, progressDeadlineSeconds 10) until RolledBack.
+#      pause program as 0.3.0, progressDeadlineSeconds 10) until RolledBack;
+#   4. the recovery time a user sees: a store of BENCH_EMAILS (100,000)
+#      emails is backed up into a real S3 server (SeaweedFS on this host,
+#      which pods reach at the node's gateway), then seconds from `kubectl
+#      apply` of a SecureVault restoring it (`restoreFrom: {}`) to the first
+#      200 on /api/health/ready through its Service; and the age of the
+#      newest backup its status reports. Added to the "Restore on the real
+#      node" table.
 #
 # The images are the release ones docker/build.sh builds (`make
 # docker-prod`), imported into the node's containerd. It is a measurement,
@@ -26,6 +33,7 @@ set -euo pipefail
 BENCH_DURATION=${BENCH_DURATION:-10s}
 BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-32}
 BENCH_THREADS=${BENCH_THREADS:-2}
+EMAILS=${BENCH_EMAILS:-100000}
 export SECUREVAULT_CACHE=${SECUREVAULT_CACHE:-$HOME/.cache/securevault}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/securevault/target}
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -36,6 +44,7 @@ source tests/bench/lib.sh
 CLUSTER_SH=tests/cluster/cluster.sh
 NODE_SH=tests/cluster/node.sh
 TABLE_HEADER='| Date (UTC) | Machine | Revision | apply to first pod Ready s |'
+RTO_HEADER='| Date (UTC) | Machine | Revision | emails in store | backup MB | apply to first ready 200 s | status backup age s |'
 SECRET_KEY=5ec0e7ba5eca1ab1e5ec0e7ba5eca1ab1e5ec0e7ba5eca1ab1e5ec0e7ba5eca1
 
 log() { printf '==> %s\n' "$*"; }
@@ -48,6 +57,8 @@ die() {
 command -v wrk >/dev/null || die "wrk not found (make benchmark installs it)"
 grep -qF "$TABLE_HEADER" "$RESULTS" 2>/dev/null ||
   die "$RESULTS lacks the 'Real node' table header ($TABLE_HEADER ...)"
+grep -qF "$RTO_HEADER" "$RESULTS" 2>/dev/null ||
+  die "$RESULTS lacks the 'Restore on the real node' table header ($RTO_HEADER ...)"
 
 REVISION=$(bench_revision)
 log "building the release images (docker/build.sh)"
@@ -60,11 +71,12 @@ STARTED_CLUSTER=
 NS=
 OP_PID=
 DP_PID=
+PIDS=() # started by lib.sh (SeaweedFS)
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/securevault-real-node-bench.XXXXXX")
 cleanup() {
   local status=$?
   set +e
-  for pid in "$OP_PID" "$DP_PID"; do
+  for pid in "$OP_PID" "$DP_PID" "${PIDS[@]}"; do
     [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
   done
   if [ "$status" -ne 0 ] && [ -s "$TMP/operator.log" ]; then
@@ -127,9 +139,17 @@ spec:
   adminPasswordSecretRef: {name: credentials, key: admin-password}
   monitoring: {enabled: false}
   upgrade: {verifySeconds: 5, progressDeadlineSeconds: ${2:-120}}
+$(placement)
+EOF
+}
+# On the real node, with the store's and the backups' claims on its local
+# volumes (node.sh; the default class's volumes only root may write).
+placement() {
+  cat <<EOF
   placement:
     nodeSelector: {securevault.io/node: real}
     tolerations: [{key: securevault.io/node, operator: Equal, value: real, effect: NoSchedule}]
+  storage: {storageClassName: real-node, whenDeleted: Delete}
 EOF
 }
 
@@ -196,8 +216,74 @@ vault 0.3.0 10 | k -n "$NS" apply -f - >/dev/null
 ROLLBACK=$(await "$start" "0.3.0 RolledBack" phase)
 echo "    upgrade $UPGRADE s, rollback $ROLLBACK s"
 
+log "4. RTO: kubectl apply of a SecureVault restoring $EMAILS emails -> its first 200 on /api/health/ready"
+start_seaweedfs "$TMP/weed" backups
+# The store to restore, made and backed up on this host by the release
+# binary, under the prefix the restoring vault's own backups use
+# (<namespace>/<name>).
+host_dataplane() {
+  env -i PATH="$PATH" HOME="$HOME" DATA_DIR="$TMP/store" LOG_LEVEL=info \
+    BACKUP_S3_ENDPOINT="http://127.0.0.1:$S3_PORT" BACKUP_S3_BUCKET=backups \
+    BACKUP_S3_PREFIX="$NS/restored" BACKUP_S3_ACCESS_KEY_ID="$S3_KEY" \
+    BACKUP_S3_SECRET_ACCESS_KEY="$S3_SECRET" "$DP_BIN" "$@"
+}
+host_dataplane migrate >/dev/null
+python3 tests/bench/seed_emails.py "$TMP/store/securevault.db" "$EMAILS"
+host_dataplane backup >"$TMP/backup.log" 2>&1 || die "the backup failed: $(tail -3 "$TMP/backup.log")"
+BACKUP_MB=$(awk -v b="$(backup_bytes "$TMP/backup.log")" 'BEGIN { printf "%.1f", b / 1048576 }')
+k -n "$NS" create secret generic bucket --from-literal=id="$S3_KEY" \
+  --from-literal=secret="$S3_SECRET" >/dev/null
+start=$(now)
+cat <<EOF | k -n "$NS" apply -f - >/dev/null
+apiVersion: securevault.io/v1alpha1
+kind: SecureVault
+metadata: {name: restored}
+spec:
+  version: 0.1.0
+  imagePullPolicy: Never
+  replicas: 1
+  secretKeyRef: {name: credentials, key: secret-key}
+  adminPasswordSecretRef: {name: credentials, key: admin-password}
+  monitoring: {enabled: false}
+  backup:
+    s3:
+      endpoint: http://10.244.0.1:$S3_PORT
+      bucket: backups
+      accessKeyIdSecretRef: {name: bucket, key: id}
+      secretAccessKeySecretRef: {name: bucket, key: secret}
+  restoreFrom: {}
+$(placement)
+EOF
+RESTORED_URL=
+restored_ready() {
+  local ip
+  ip=$(k -n "$NS" get service restored -o jsonpath='{.spec.clusterIP}' 2>/dev/null) && [ -n "$ip" ] || return 1
+  RESTORED_URL="http://$ip:8080"
+  [ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$RESTORED_URL/api/health/ready")" = 200 ]
+}
+wait_until "the restored vault's first 200 on /api/health/ready" 900 restored_ready
+RTO=$(since "$start")
+# What it serves is the backup: every email of it.
+token=$(curl -sf -H 'Content-Type: application/json' \
+  -d '{"username":"admin","password":"real-node-benchmark"}' "$RESTORED_URL/api/auth/login" |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])') || die "cannot sign in to the restored vault"
+served=$(curl -sf -H "Authorization: Bearer $token" "$RESTORED_URL/api/stats" |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["emails"]["total"]["all_time"])')
+[ "$served" = "$EMAILS" ] || die "the restored vault serves $served emails, not $EMAILS"
+# The recovery point as the status reports it: the newest backup's age
+# (the operator lists the bucket; the schedule keeps it under intervalSeconds).
+last_backup() { k -n "$NS" get sv restored -o jsonpath='{.status.lastBackupTime}'; }
+has_last_backup() { [ -n "$(last_backup)" ]; }
+wait_until "status.lastBackupTime of the restored vault" 120 has_last_backup
+AGE=$(( $(date +%s) - $(date -d "$(last_backup)" +%s) ))
+echo "    $RTO s for $EMAILS emails ($BACKUP_MB MB); status.lastBackupTime is $AGE s old"
+
 RATIO=$(awk -v s="$SERVICE_RPS" -v h="$HOST_RPS" 'BEGIN { printf "%.2f", s / h }')
 ROW="| $(date -u '+%Y-%m-%d %H:%M') | $(bench_machine) | $REVISION | $FIRST_READY | $SERVICE_RPS | $HOST_RPS | $RATIO | $UPGRADE | $ROLLBACK |"
 insert_row "$TABLE_HEADER" "$ROW"
+RTO_ROW="| $(date -u '+%Y-%m-%d %H:%M') | $(bench_machine) | $REVISION | $EMAILS | $BACKUP_MB | $RTO | $AGE |"
+insert_row "$RTO_HEADER" "$RTO_ROW"
+target "restore: apply to first ready 200" "$RTO" "<" 900 s
 log "added to $RESULTS:"
 echo "$ROW"
+echo "$RTO_ROW"
