@@ -49,10 +49,12 @@ test: test-deps ## Run every test (fmt, clippy, unit tests, integration tests ag
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	cargo build --workspace --locked --bins
+	cargo test --workspace --locked --no-run
 	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/setup/argocd.sh >/dev/null
 	SECUREVAULT_CACHE="$(CACHE_DIR)" NODE=real tests/cluster/cluster.sh up
 	@# The cluster goes down whatever the tests' outcome; their status is kept.
-	status=0; SECUREVAULT_KUBECONFIG="$(KUBECONFIG_PATH)" cargo test --workspace --locked --no-fail-fast || status=$$?; \
+	@# Two lanes at once: the operator's tests beside the rest (tests/run-tests.sh).
+	status=0; SECUREVAULT_KUBECONFIG="$(KUBECONFIG_PATH)" tests/run-tests.sh || status=$$?; \
 	  SECUREVAULT_CACHE="$(CACHE_DIR)" tests/cluster/cluster.sh down; exit $$status
 
 .PHONY: test-all
