@@ -48,14 +48,22 @@ pub struct Alert {
 
 /// The eight alerts, in the seed's order.
 pub const ALERTS: [Alert; 8] = [
+    // Three ways a vault stops serving, each its own series: a pod that
+    // cannot be scraped, a pod that lives but cannot reach its store (its
+    // readiness fails, so it gets no traffic, yet `up` stays 1), and no pod
+    // scraped at all (deleted, never scheduled: `up` is absent, not 0).
     Alert {
         name: "HealthCheckFailing",
         severity: "critical",
         threshold: None,
         for_: "2m",
-        summary: "SecureVault {instance}: a data-plane pod does not answer",
-        expr: |sel, _| format!("up{{{sel}}} == 0"),
-        description: "Prometheus cannot scrape pod {{ $labels.pod }} of SecureVault {instance} (its health and metrics endpoint).",
+        summary: "SecureVault {instance}: a data-plane pod is down or not ready",
+        expr: |sel, _| {
+            format!(
+                "max by (namespace, service, pod) (up{{{sel}}} == 0) or max by (namespace, service, pod) (health_check_status{{{sel},check=\"database\"}} == 0) or absent(up{{{sel}}})"
+            )
+        },
+        description: "{{ if $labels.pod }}Pod {{ $labels.pod }} of SecureVault {instance} cannot be scraped, or cannot reach its store (its readiness fails).{{ else }}No pod of SecureVault {instance} is scraped: none runs, or Prometheus finds none.{{ end }}",
         tuning: |a| a.health_check_failing.as_ref(),
     },
     Alert {

@@ -8,7 +8,9 @@
 //! An email that fails for good must arrive at Slack as EmailDeliveryFailed;
 //! the data plane stopping must arrive at PagerDuty as HealthCheckFailing,
 //! in Events API v2 shape with the routing key; nothing critical goes to
-//! Slack and nothing of warning level to PagerDuty.
+//! Slack and nothing of warning level to PagerDuty. HealthCheckFailing also
+//! pages when the process lives but its store does not answer (readiness
+//! fails, `up` stays 1), and when its pods are gone (`up` absent, not 0).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -22,20 +24,27 @@ mod common;
 use common::shop_vault as vault;
 use operator::build::{alertmanager_config, prometheus_rule};
 use testkit::{
-    Alertmanager, DataPlane, HttpRecorder, Mailpit, Prometheus, TempDir, http_recorder::Recorded,
-    mailpit::ChaosTrigger, prometheus::amtool_binary, workspace_binary,
+    Alertmanager, DataPlane, HttpRecorder, Mailpit, Postgres, Prometheus, TempDir,
+    http_recorder::Recorded, mailpit::ChaosTrigger, prometheus::amtool_binary, workspace_binary,
 };
 
 const ROUTING_KEY: &str = "R0UT1NGKEYR0UT1NGKEYR0UT1NGKEY01";
 
-/// Waits until a request to `path` whose body contains `needle` arrived.
-fn wait_for(receiver: &HttpRecorder, path: &str, needle: &str, limit: Duration) -> Recorded {
+/// Waits until a request to `path` whose body contains `needle` arrived
+/// after `since`.
+fn wait_for(
+    receiver: &HttpRecorder,
+    path: &str,
+    needle: &str,
+    since: Instant,
+    limit: Duration,
+) -> Recorded {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(r) = receiver
             .requests()
             .into_iter()
-            .find(|r| r.path == path && r.body.contains(needle))
+            .find(|r| r.path == path && r.at >= since && r.body.contains(needle))
         {
             return r;
         }
@@ -178,11 +187,13 @@ scrape_configs:
     mailpit
         .set_chaos(ChaosTrigger::Recipient, 550, 100)
         .unwrap();
+    let sent = Instant::now();
     send_email(&dp, "customer@example.com").await;
     let slack = wait_for(
         &receiver,
         slack_path,
         "EmailDeliveryFailed",
+        sent,
         Duration::from_secs(60),
     );
     let message: serde_json::Value = serde_json::from_str(&slack.body).unwrap();
@@ -209,6 +220,7 @@ scrape_configs:
         &receiver,
         pagerduty_path,
         "HealthCheckFailing",
+        stopped,
         Duration::from_secs(60),
     );
     let delay = page.at - stopped;
@@ -261,4 +273,141 @@ scrape_configs:
             );
         }
     }
+}
+
+/// Waits until Prometheus's instant query `query` (URL-encoded) answers
+/// with `value` for some series.
+fn wait_query(prometheus: &Prometheus, query: &str, value: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let needle = format!(",\"{value}\"]");
+    loop {
+        let answer = prometheus
+            .get(&format!("/api/v1/query?query={query}"))
+            .unwrap_or_default();
+        if answer.contains(&needle) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{query} never answered {value}: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_stops_answering_and_then_pods_that_go_page_as_health_check_failing() {
+    let receiver = HttpRecorder::start().unwrap();
+    let pagerduty_path = "/pagerduty/v2/enqueue";
+    let v = vault(&format!(
+        "  monitoring:
+    alerts:
+      healthCheckFailing: {{for: 1s}}
+    alertRouting:
+      pagerDuty:
+        routingKeySecretRef: {{name: oncall, key: routing-key}}
+        url: {}
+      groupWait: 1s
+      groupInterval: 1s
+",
+        receiver.url(pagerduty_path)
+    ));
+    let secrets = TempDir::new("alertmanager-secrets").unwrap();
+    std::fs::write(
+        secrets.path().join(alertmanager_config::PAGERDUTY_KEY_FILE),
+        ROUTING_KEY,
+    )
+    .unwrap();
+    let yml = alertmanager_config::alertmanager_yml(&v, &secrets.path().display().to_string())
+        .unwrap()
+        .unwrap();
+    let alertmanager = Alertmanager::start(&yml, &[]).unwrap();
+
+    // A data plane on PostgreSQL, whose store can stop while it runs.
+    let mut postgres = Postgres::start().unwrap();
+    let url = postgres.create_database("alerts").unwrap();
+    let mut dp = DataPlane::start(
+        &workspace_binary("dataplane").unwrap(),
+        &[("DATABASE_URL", &url)],
+    )
+    .unwrap();
+    // Its target in a file Prometheus watches, as service discovery would
+    // list a pod: emptied when the pod goes.
+    let target = format!(
+        "[{{targets: ['{}'], labels: {{namespace: shop, service: mail, pod: mail-0}}}}]",
+        dp.metrics_addr()
+    );
+    let config = format!(
+        "global: {{scrape_interval: 1s, evaluation_interval: 1s}}
+rule_files: [rules.json]
+alerting:
+  alertmanagers:
+    - static_configs:
+        - targets: ['{}']
+scrape_configs:
+  - job_name: mail
+    metrics_path: /metrics
+    file_sd_configs:
+      - files: [targets.yml]
+        refresh_interval: 1s
+",
+        alertmanager.addr()
+    );
+    let rules = prometheus_rule::rule_file(&v).unwrap();
+    let prometheus =
+        Prometheus::start(&config, &[("rules.json", &rules), ("targets.yml", &target)]).unwrap();
+    let database = "health_check_status%7Bservice%3D%22mail%22%2Ccheck%3D%22database%22%7D";
+    wait_query(&prometheus, database, "1", Duration::from_secs(30));
+
+    // The store stops; the process lives and is scraped (`up` 1), but it
+    // is not ready: a page.
+    postgres.stop().unwrap();
+    let stopped = Instant::now();
+    let page = wait_for(
+        &receiver,
+        pagerduty_path,
+        "cannot reach its store",
+        stopped,
+        Duration::from_secs(60),
+    );
+    eprintln!(
+        "HealthCheckFailing (store) reached PagerDuty {:.1} s after PostgreSQL stopped",
+        (page.at - stopped).as_secs_f64()
+    );
+    let event: serde_json::Value = serde_json::from_str(&page.body).unwrap();
+    assert_eq!(event["event_action"], "trigger", "{event}");
+    assert!(
+        event["payload"]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("HealthCheckFailing: SecureVault shop/mail"),
+        "{event}"
+    );
+    assert!(page.body.contains("mail-0"), "names the pod: {}", page.body);
+    assert!(dp.process().is_running(), "the process still runs");
+    wait_query(
+        &prometheus,
+        "up%7Bservice%3D%22mail%22%7D",
+        "1",
+        Duration::from_secs(5),
+    );
+
+    // Its pod goes: no target, no `up` at all. A page for the vault as a
+    // whole, naming no pod.
+    std::fs::write(prometheus.dir().join("targets.yml"), "[]").unwrap();
+    let gone = Instant::now();
+    let page = wait_for(
+        &receiver,
+        pagerduty_path,
+        "No pod of SecureVault shop/mail is scraped",
+        gone,
+        Duration::from_secs(60),
+    );
+    eprintln!(
+        "HealthCheckFailing (no pod) reached PagerDuty {:.1} s after the target went",
+        (page.at - gone).as_secs_f64()
+    );
+    let event: serde_json::Value = serde_json::from_str(&page.body).unwrap();
+    assert_eq!(event["event_action"], "trigger", "{event}");
+    assert_eq!(event["routing_key"], ROUTING_KEY, "{event}");
 }

@@ -107,6 +107,12 @@ impl Prometheus {
         self.0.url()
     }
 
+    /// The directory its files were written to: a `file_sd_configs` file
+    /// there, rewritten, changes its targets without a restart.
+    pub fn dir(&self) -> &Path {
+        self.0.dir.path()
+    }
+
     /// The body of `GET path` (e.g. `/api/v1/alerts`), if the answer is 200.
     pub fn get(&self, path: &str) -> Result<String> {
         self.0.get(path)
