@@ -22,7 +22,10 @@ use std::{
 mod common;
 
 use common::shop_vault as vault;
-use operator::build::{alertmanager_config, prometheus_rule};
+use operator::{
+    build::{alertmanager_config, prometheus_rule},
+    validate::ValidatedVault,
+};
 use testkit::{
     Alertmanager, DataPlane, HttpRecorder, Mailpit, Postgres, Prometheus, TempDir,
     http_recorder::Recorded, mailpit::ChaosTrigger, prometheus::amtool_binary, workspace_binary,
@@ -80,13 +83,16 @@ async fn send_email(dp: &DataPlane, to: &str) {
     assert_eq!(sent.status(), 202, "{}", sent.text().await.unwrap());
 }
 
-#[tokio::test]
-async fn critical_alerts_page_pagerduty_and_warnings_post_to_slack() {
-    let receiver = HttpRecorder::start().unwrap();
-    let pagerduty_path = "/pagerduty/v2/enqueue";
-    let slack_path = "/slack/services/T000/B000/XXXX";
-    // The shortest settings a user can give: alerts fire after 1 s, and the
-    // Alertmanager sends a new group after 1 s.
+/// Where the receivers' requests arrive at the recorder.
+const PAGERDUTY_PATH: &str = "/pagerduty/v2/enqueue";
+const SLACK_PATH: &str = "/slack/services/T000/B000/XXXX";
+
+/// The vault shop/mail with the shortest settings a user can give (alerts
+/// fire after 1 s, the Alertmanager sends a new group after 1 s), routed to
+/// PagerDuty and Slack at `receiver`; and a real Alertmanager loaded with
+/// the routing the operator renders for it, as a plain Alertmanager reads
+/// it (secrets in files, kept in the returned directory; amtool passes it).
+fn routed_vault(receiver: &HttpRecorder) -> (ValidatedVault, Alertmanager, TempDir) {
     let v = vault(&format!(
         "  monitoring:
     alerts:
@@ -101,10 +107,8 @@ async fn critical_alerts_page_pagerduty_and_warnings_post_to_slack() {
       groupWait: 1s
       groupInterval: 1s
 ",
-        receiver.url(pagerduty_path)
+        receiver.url(PAGERDUTY_PATH)
     ));
-
-    // The routing as a plain Alertmanager reads it, secrets in files.
     let secrets = TempDir::new("alertmanager-secrets").unwrap();
     std::fs::write(
         secrets.path().join(alertmanager_config::PAGERDUTY_KEY_FILE),
@@ -113,7 +117,7 @@ async fn critical_alerts_page_pagerduty_and_warnings_post_to_slack() {
     .unwrap();
     std::fs::write(
         secrets.path().join(alertmanager_config::SLACK_URL_FILE),
-        receiver.url(slack_path),
+        receiver.url(SLACK_PATH),
     )
     .unwrap();
     let yml = alertmanager_config::alertmanager_yml(&v, &secrets.path().display().to_string())
@@ -133,7 +137,14 @@ async fn critical_alerts_page_pagerduty_and_warnings_post_to_slack() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let alertmanager = Alertmanager::start(&yml, &[]).unwrap();
+    (v, Alertmanager::start(&yml, &[]).unwrap(), secrets)
+}
+
+#[tokio::test]
+async fn critical_alerts_page_pagerduty_and_warnings_post_to_slack() {
+    let receiver = HttpRecorder::start().unwrap();
+    let (pagerduty_path, slack_path) = (PAGERDUTY_PATH, SLACK_PATH);
+    let (v, alertmanager, _secrets) = routed_vault(&receiver);
 
     let mailpit = Mailpit::start().unwrap();
     let port = mailpit.smtp_port().to_string();
@@ -320,30 +331,8 @@ fn health_page(receiver: &HttpRecorder, path: &str, needle: &str, since: Instant
 #[tokio::test]
 async fn a_store_that_stops_answering_and_then_pods_that_go_page_as_health_check_failing() {
     let receiver = HttpRecorder::start().unwrap();
-    let pagerduty_path = "/pagerduty/v2/enqueue";
-    let v = vault(&format!(
-        "  monitoring:
-    alerts:
-      healthCheckFailing: {{for: 1s}}
-    alertRouting:
-      pagerDuty:
-        routingKeySecretRef: {{name: oncall, key: routing-key}}
-        url: {}
-      groupWait: 1s
-      groupInterval: 1s
-",
-        receiver.url(pagerduty_path)
-    ));
-    let secrets = TempDir::new("alertmanager-secrets").unwrap();
-    std::fs::write(
-        secrets.path().join(alertmanager_config::PAGERDUTY_KEY_FILE),
-        ROUTING_KEY,
-    )
-    .unwrap();
-    let yml = alertmanager_config::alertmanager_yml(&v, &secrets.path().display().to_string())
-        .unwrap()
-        .unwrap();
-    let alertmanager = Alertmanager::start(&yml, &[]).unwrap();
+    let pagerduty_path = PAGERDUTY_PATH;
+    let (v, alertmanager, _secrets) = routed_vault(&receiver);
 
     // A data plane on PostgreSQL, whose store can stop while it runs.
     let mut postgres = Postgres::start().unwrap();
