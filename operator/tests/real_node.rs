@@ -949,10 +949,37 @@ stringData:
     service_url(&world, "mail").await;
     holdings.are_all_in(&url, "the rollout").await;
 
-    // 3. It is upgraded, through the operator's managed upgrade.
+    // 3. It is upgraded, through the operator's managed upgrade. Before
+    // it, a backup on demand, the way docs/operator.md tells users to take
+    // one: the image has no shell, so the binary itself, which reads the
+    // pod's settings and so writes into the vault's own bucket folder.
     holdings
         .queued
         .push(queue("queued before the upgrade").await);
+    let folder = format!("backups/{}/mail", world.ns());
+    let out = world
+        .cluster
+        .kubectl(&[
+            "-n",
+            world.ns(),
+            "exec",
+            "deploy/mail",
+            "--",
+            "/usr/local/bin/securevault",
+            "backup",
+        ])
+        .unwrap();
+    let name = out
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["message"] == "backup written")
+        .and_then(|line| line["name"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("no backup written: {out}"));
+    let objects = seaweed.objects(&folder).unwrap();
+    assert!(
+        objects.iter().any(|o| o.name.ends_with(&name)),
+        "{name} not in {objects:?}"
+    );
     let uid = pod.metadata.uid.clone().unwrap();
     let upgraded = spec("0.1.1", "  rateLimits: {email: 500/1m}\n");
     world.apply(&vault("mail", &upgraded)).unwrap();
@@ -981,7 +1008,6 @@ stringData:
         .queued
         .push(queue("queued before the vault was deleted").await);
     let written = std::time::SystemTime::now();
-    let folder = format!("backups/{}/mail", world.ns());
     let backups = eventually(
         Duration::from_secs(90),
         "a backup newer than the last email in the bucket",
