@@ -140,6 +140,39 @@ fn routed_vault(receiver: &HttpRecorder) -> (ValidatedVault, Alertmanager, TempD
     (v, Alertmanager::start(&yml, &[]).unwrap(), secrets)
 }
 
+/// The file listing Prometheus's target in [`scrape`]: emptied, the pod
+/// is gone, as service discovery would say.
+const TARGETS: &str = "targets.yml";
+
+/// A real Prometheus scraping `dp` every second as pod mail-0 of shop/mail
+/// (the labels a ServiceMonitor gives its targets, set by hand since no
+/// Prometheus Operator runs here), with the rules the operator renders for
+/// `v`, alerting `alertmanager`.
+fn scrape(v: &ValidatedVault, alertmanager: &Alertmanager, dp: &DataPlane) -> Prometheus {
+    let target = format!(
+        "[{{targets: ['{}'], labels: {{namespace: shop, service: mail, pod: mail-0}}}}]",
+        dp.metrics_addr()
+    );
+    let config = format!(
+        "global: {{scrape_interval: 1s, evaluation_interval: 1s}}
+rule_files: [rules.json]
+alerting:
+  alertmanagers:
+    - static_configs:
+        - targets: ['{}']
+scrape_configs:
+  - job_name: mail
+    metrics_path: /metrics
+    file_sd_configs:
+      - files: [{TARGETS}]
+        refresh_interval: 1s
+",
+        alertmanager.addr()
+    );
+    let rules = prometheus_rule::rule_file(v).unwrap();
+    Prometheus::start(&config, &[("rules.json", &rules), (TARGETS, &target)]).unwrap()
+}
+
 #[tokio::test]
 async fn critical_alerts_page_pagerduty_and_warnings_post_to_slack() {
     let receiver = HttpRecorder::start().unwrap();
@@ -158,41 +191,15 @@ async fn critical_alerts_page_pagerduty_and_warnings_post_to_slack() {
         ],
     )
     .unwrap();
-    let rules = prometheus_rule::rule_file(&v).unwrap();
-    // The labels a ServiceMonitor gives its targets, set by hand here since
-    // no Prometheus Operator runs.
-    let config = format!(
-        "global: {{scrape_interval: 1s, evaluation_interval: 1s}}
-rule_files: [rules.json]
-alerting:
-  alertmanagers:
-    - static_configs:
-        - targets: ['{}']
-scrape_configs:
-  - job_name: mail
-    metrics_path: /metrics
-    static_configs:
-      - targets: ['{}']
-        labels: {{namespace: shop, service: mail, pod: mail-0}}
-",
-        alertmanager.addr(),
-        dp.metrics_addr()
-    );
-    let prometheus = Prometheus::start(&config, &[("rules.json", &rules)]).unwrap();
+    let prometheus = scrape(&v, &alertmanager, &dp);
     // The failure counter must be scraped at 0 before it becomes 1, or
     // `increase` has nothing to compare with.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !prometheus
-        .get("/api/v1/query?query=emails_failed_total%7Bservice%3D%22mail%22%7D")
-        .unwrap_or_default()
-        .contains("\"value\"")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "emails_failed_total never scraped"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_query(
+        &prometheus,
+        "emails_failed_total%7Bservice%3D%22mail%22%7D",
+        "0",
+        Duration::from_secs(30),
+    );
 
     // A permanent SMTP refusal: the email fails for good, a warning.
     mailpit
@@ -227,31 +234,11 @@ scrape_configs:
     dp.process().signal("KILL").unwrap();
     let _ = dp.process().wait_exit(Duration::from_secs(5));
     let stopped = Instant::now();
-    let page = wait_for(
-        &receiver,
-        pagerduty_path,
-        "HealthCheckFailing",
-        stopped,
-        Duration::from_secs(60),
-    );
-    let delay = page.at - stopped;
-    eprintln!(
-        "HealthCheckFailing reached the PagerDuty endpoint {:.1} s after the data plane stopped \
-         (scrape and evaluation every 1 s, for: 1s, groupWait: 1s)",
-        delay.as_secs_f64()
-    );
-    let event: serde_json::Value = serde_json::from_str(&page.body).unwrap();
-    assert_eq!(event["routing_key"], ROUTING_KEY, "{event}");
-    assert_eq!(event["event_action"], "trigger", "{event}");
+    // Scrape and evaluation every 1 s, for: 1s, groupWait: 1s.
+    let page = health_page(&receiver, pagerduty_path, "HealthCheckFailing", stopped);
+    let event: serde_json::Value = serde_json::from_str(&page).unwrap();
     assert!(event["dedup_key"].as_str().is_some_and(|k| !k.is_empty()));
     assert_eq!(event["payload"]["severity"], "critical", "{event}");
-    assert!(
-        event["payload"]["summary"]
-            .as_str()
-            .unwrap()
-            .starts_with("HealthCheckFailing: SecureVault shop/mail"),
-        "{event}"
-    );
     assert!(event["payload"]["source"].is_string(), "{event}");
 
     // Each severity went to its own receiver only.
@@ -342,31 +329,7 @@ async fn a_store_that_stops_answering_and_then_pods_that_go_page_as_health_check
         &[("DATABASE_URL", &url)],
     )
     .unwrap();
-    // Its target in a file Prometheus watches, as service discovery would
-    // list a pod: emptied when the pod goes.
-    let target = format!(
-        "[{{targets: ['{}'], labels: {{namespace: shop, service: mail, pod: mail-0}}}}]",
-        dp.metrics_addr()
-    );
-    let config = format!(
-        "global: {{scrape_interval: 1s, evaluation_interval: 1s}}
-rule_files: [rules.json]
-alerting:
-  alertmanagers:
-    - static_configs:
-        - targets: ['{}']
-scrape_configs:
-  - job_name: mail
-    metrics_path: /metrics
-    file_sd_configs:
-      - files: [targets.yml]
-        refresh_interval: 1s
-",
-        alertmanager.addr()
-    );
-    let rules = prometheus_rule::rule_file(&v).unwrap();
-    let prometheus =
-        Prometheus::start(&config, &[("rules.json", &rules), ("targets.yml", &target)]).unwrap();
+    let prometheus = scrape(&v, &alertmanager, &dp);
     let database = "health_check_status%7Bservice%3D%22mail%22%2Ccheck%3D%22database%22%7D";
     wait_query(&prometheus, database, "1", Duration::from_secs(30));
 
@@ -386,7 +349,7 @@ scrape_configs:
 
     // Its pod goes: no target, no `up` at all. A page for the vault as a
     // whole, naming no pod.
-    std::fs::write(prometheus.dir().join("targets.yml"), "[]").unwrap();
+    std::fs::write(prometheus.dir().join(TARGETS), "[]").unwrap();
     let gone = Instant::now();
     let page = health_page(
         &receiver,

@@ -126,11 +126,14 @@ KUBECONFIG="$KUBECONFIG_FILE" WATCH_NAMESPACE="$NS" POD_NAMESPACE="$NS" POD_NAME
   METRICS_ADDR=127.0.0.1:0 LOG_LEVEL=warn "$OP_BIN" run >"$TMP/operator.log" 2>&1 &
 OP_PID=$!
 
-vault() { # VERSION [DEADLINE]
+# A one-replica SecureVault (NAME, default bench) on the real node, with the
+# store's and the backups' claims on its local volumes (node.sh; the default
+# class's volumes only root may write); more spec fields may follow it.
+vault() { # VERSION [DEADLINE] [NAME]
   cat <<EOF
 apiVersion: securevault.io/v1alpha1
 kind: SecureVault
-metadata: {name: bench}
+metadata: {name: ${3:-bench}}
 spec:
   version: $1
   imagePullPolicy: Never
@@ -139,13 +142,6 @@ spec:
   adminPasswordSecretRef: {name: credentials, key: admin-password}
   monitoring: {enabled: false}
   upgrade: {verifySeconds: 5, progressDeadlineSeconds: ${2:-120}}
-$(placement)
-EOF
-}
-# On the real node, with the store's and the backups' claims on its local
-# volumes (node.sh; the default class's volumes only root may write).
-placement() {
-  cat <<EOF
   placement:
     nodeSelector: {securevault.io/node: real}
     tolerations: [{key: securevault.io/node, operator: Equal, value: real, effect: NoSchedule}]
@@ -234,17 +230,9 @@ BACKUP_MB=$(awk -v b="$(backup_bytes "$TMP/backup.log")" 'BEGIN { printf "%.1f",
 k -n "$NS" create secret generic bucket --from-literal=id="$S3_KEY" \
   --from-literal=secret="$S3_SECRET" >/dev/null
 start=$(now)
-cat <<EOF | k -n "$NS" apply -f - >/dev/null
-apiVersion: securevault.io/v1alpha1
-kind: SecureVault
-metadata: {name: restored}
-spec:
-  version: 0.1.0
-  imagePullPolicy: Never
-  replicas: 1
-  secretKeyRef: {name: credentials, key: secret-key}
-  adminPasswordSecretRef: {name: credentials, key: admin-password}
-  monitoring: {enabled: false}
+{
+  vault 0.1.0 120 restored
+  cat <<EOF
   backup:
     s3:
       endpoint: http://10.244.0.1:$S3_PORT
@@ -252,8 +240,8 @@ spec:
       accessKeyIdSecretRef: {name: bucket, key: id}
       secretAccessKeySecretRef: {name: bucket, key: secret}
   restoreFrom: {}
-$(placement)
 EOF
+} | k -n "$NS" apply -f - >/dev/null
 RESTORED_URL=
 restored_ready() {
   local ip
@@ -264,9 +252,8 @@ restored_ready() {
 wait_until "the restored vault's first 200 on /api/health/ready" 900 restored_ready
 RTO=$(since "$start")
 # What it serves is the backup: every email of it.
-token=$(curl -sf -H 'Content-Type: application/json' \
-  -d '{"username":"admin","password":"real-node-benchmark"}' "$RESTORED_URL/api/auth/login" |
-  python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])') || die "cannot sign in to the restored vault"
+token=$(BENCH_ADMIN_PASSWORD=real-node-benchmark bench_login "$RESTORED_URL") ||
+  die "cannot sign in to the restored vault"
 served=$(curl -sf -H "Authorization: Bearer $token" "$RESTORED_URL/api/stats" |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["emails"]["total"]["all_time"])')
 [ "$served" = "$EMAILS" ] || die "the restored vault serves $served emails, not $EMAILS"
