@@ -298,17 +298,9 @@ fn install_argocd_crds(cluster: &Cluster, bin_dir: &Path) {
             ])
             .unwrap();
         for crd in ["applications.argoproj.io", "appprojects.argoproj.io"] {
-            let mut tries = 0;
-            while let Err(e) = cluster.kubectl(&[
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                &format!("crd/{crd}"),
-            ]) {
-                tries += 1;
-                assert!(tries < 10, "{crd} is not Established: {e}");
-                std::thread::sleep(Duration::from_millis(500));
-            }
+            cluster
+                .wait_established(crd)
+                .unwrap_or_else(|e| panic!("{crd} is not Established: {e}"));
         }
     });
 }

@@ -106,16 +106,11 @@ impl Crds {
                 args.extend(["-f", f.as_str()]);
             }
             self.0.kubectl(&args).unwrap();
-            let names: Vec<String> = keep.iter().map(|k| format!("crd/{}", crd(*k).0)).collect();
-            let mut wait = vec!["wait", "--for=condition=Established", "--timeout=60s"];
-            wait.extend(names.iter().map(String::as_str));
-            // Right after an apply a CRD may have no status yet, which
-            // `kubectl wait` reports as an error rather than waiting.
-            let mut tries = 0;
-            while let Err(e) = self.0.kubectl(&wait) {
-                tries += 1;
-                assert!(tries < 10, "CRDs not Established: {e}");
-                std::thread::sleep(Duration::from_millis(500));
+            for k in keep.iter() {
+                let name = crd(*k).0;
+                self.0
+                    .wait_established(name)
+                    .unwrap_or_else(|e| panic!("{name} is not Established: {e}"));
             }
         }
     }

@@ -105,6 +105,25 @@ impl Cluster {
         bins::run(&mut self.command(args))
     }
 
+    /// Waits (up to 60 s) until the CustomResourceDefinition `name` is
+    /// Established. Right after an apply a CRD may have no status yet,
+    /// which `kubectl wait` reports as an error instead of waiting (more
+    /// often on a busy API server): that is tried again, up to 10 times.
+    pub fn wait_established(&self, name: &str) -> Result<()> {
+        let crd = format!("crd/{name}");
+        let mut tries = 0;
+        loop {
+            match self.kubectl(&["wait", "--for=condition=Established", "--timeout=60s", &crd]) {
+                Ok(_) => return Ok(()),
+                Err(e) if tries >= 9 => return Err(e),
+                Err(_) => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+            }
+        }
+    }
+
     /// Like [`Cluster::kubectl`], with `stdin` on kubectl's standard input:
     /// `cluster.kubectl_stdin(&["apply", "-f", "-"], yaml)`.
     pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Result<String> {

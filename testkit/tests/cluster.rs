@@ -183,12 +183,7 @@ spec:
     };
     cluster.kubectl_stdin(&["apply", "-f", "-"], &crd).unwrap();
     cluster
-        .kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=30s",
-            &format!("crd/widgets.{group}"),
-        ])
+        .wait_established(&format!("widgets.{group}"))
         .unwrap();
 
     let widget = |name: &str, min: u32, max: u32| {

@@ -198,19 +198,9 @@ fn install_crd(cluster: &Cluster) {
         cluster
             .kubectl(&["apply", "--server-side", "--force-conflicts", "-f", crd])
             .unwrap();
-        // Right after an apply the CRD may have no status yet, which
-        // `kubectl wait` reports as an error rather than waiting: retry.
-        let mut tries = 0;
-        while let Err(e) = cluster.kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/securevaults.securevault.io",
-        ]) {
-            tries += 1;
-            assert!(tries < 10, "the SecureVault CRD is not Established: {e}");
-            std::thread::sleep(std::time::Duration::from_millis(500));
-        }
+        cluster
+            .wait_established("securevaults.securevault.io")
+            .expect("the SecureVault CRD is Established");
     });
 }
 
