@@ -19,16 +19,18 @@ use crate::{
     validate::ValidatedVault,
 };
 
-/// Where the runbook of each alert lives; `#<alert name, lower case>` picks
-/// its section.
+/// Where the runbooks live: one page per alert, `<runbook>.md`.
 pub const RUNBOOK_URL: &str =
-    "https://github.com/securevault/securevault/blob/main/docs/runbooks.md";
+    "https://github.com/securevault/securevault/blob/main/docs/runbooks";
 
 /// One alert's definition.
 #[derive(Debug, Clone, Copy)]
 pub struct Alert {
-    /// Its name, e.g. `HighErrorRate`.
+    /// Its name, e.g. `SecureVaultHighErrorRate`: the prefix keeps it unique
+    /// in an Alertmanager shared with other software.
     pub name: &'static str,
+    /// Its runbook's page under `docs/runbooks/`, without `.md`.
+    pub runbook: &'static str,
     /// `critical` (page someone) or `warning` (look soon).
     pub severity: &'static str,
     /// The default threshold, in the alert's unit; `None` when the alert
@@ -53,7 +55,8 @@ pub const ALERTS: [Alert; 8] = [
     // readiness fails, so it gets no traffic, yet `up` stays 1), and no pod
     // scraped at all (deleted, never scheduled: `up` is absent, not 0).
     Alert {
-        name: "HealthCheckFailing",
+        name: "SecureVaultHealthCheckFailing",
+        runbook: "health-check-failing",
         severity: "critical",
         threshold: None,
         for_: "2m",
@@ -67,7 +70,8 @@ pub const ALERTS: [Alert; 8] = [
         tuning: |a| a.health_check_failing.as_ref(),
     },
     Alert {
-        name: "HighErrorRate",
+        name: "SecureVaultHighErrorRate",
+        runbook: "high-error-rate",
         severity: "critical",
         threshold: Some(5.0),
         for_: "5m",
@@ -81,7 +85,8 @@ pub const ALERTS: [Alert; 8] = [
         tuning: |a| a.high_error_rate.as_ref(),
     },
     Alert {
-        name: "HighResponseTime",
+        name: "SecureVaultHighResponseTime",
+        runbook: "high-response-time",
         severity: "critical",
         threshold: Some(10.0),
         for_: "2m",
@@ -95,7 +100,8 @@ pub const ALERTS: [Alert; 8] = [
         tuning: |a| a.high_response_time.as_ref(),
     },
     Alert {
-        name: "HighMemoryUsage",
+        name: "SecureVaultHighMemoryUsage",
+        runbook: "high-memory-usage",
         severity: "critical",
         threshold: Some(90.0),
         for_: "5m",
@@ -105,7 +111,8 @@ pub const ALERTS: [Alert; 8] = [
         tuning: |a| a.high_memory_usage.as_ref(),
     },
     Alert {
-        name: "EmailDeliveryFailed",
+        name: "SecureVaultEmailDeliveryFailed",
+        runbook: "email-delivery-failed",
         severity: "warning",
         threshold: Some(0.0),
         for_: "0m",
@@ -115,7 +122,8 @@ pub const ALERTS: [Alert; 8] = [
         tuning: |a| a.email_delivery_failed.as_ref(),
     },
     Alert {
-        name: "AIGenerationTimeout",
+        name: "SecureVaultAIGenerationTimeout",
+        runbook: "ai-generation-timeout",
         severity: "warning",
         threshold: Some(0.0),
         for_: "0m",
@@ -125,7 +133,8 @@ pub const ALERTS: [Alert; 8] = [
         tuning: |a| a.ai_generation_timeout.as_ref(),
     },
     Alert {
-        name: "HighCacheMissRate",
+        name: "SecureVaultHighCacheMissRate",
+        runbook: "high-cache-miss-rate",
         severity: "warning",
         threshold: Some(50.0),
         for_: "10m",
@@ -139,7 +148,8 @@ pub const ALERTS: [Alert; 8] = [
         tuning: |a| a.high_cache_miss_rate.as_ref(),
     },
     Alert {
-        name: "HighDiskUsage",
+        name: "SecureVaultHighDiskUsage",
+        runbook: "high-disk-usage",
         severity: "warning",
         threshold: Some(80.0),
         for_: "5m",
@@ -181,7 +191,7 @@ pub fn rule_group(v: &ValidatedVault) -> RuleGroup {
                     ("description".to_owned(), fill(a.description)),
                     (
                         "runbook_url".to_owned(),
-                        format!("{RUNBOOK_URL}#{}", a.name.to_lowercase()),
+                        format!("{RUNBOOK_URL}/{}.md", a.runbook),
                     ),
                 ]),
             }
@@ -214,14 +224,14 @@ mod tests {
         assert_eq!(
             names,
             [
-                "HealthCheckFailing",
-                "HighErrorRate",
-                "HighResponseTime",
-                "HighMemoryUsage",
-                "EmailDeliveryFailed",
-                "AIGenerationTimeout",
-                "HighCacheMissRate",
-                "HighDiskUsage"
+                "SecureVaultHealthCheckFailing",
+                "SecureVaultHighErrorRate",
+                "SecureVaultHighResponseTime",
+                "SecureVaultHighMemoryUsage",
+                "SecureVaultEmailDeliveryFailed",
+                "SecureVaultAIGenerationTimeout",
+                "SecureVaultHighCacheMissRate",
+                "SecureVaultHighDiskUsage"
             ]
         );
         for r in &group.rules {
@@ -231,9 +241,6 @@ mod tests {
             assert!(
                 r.annotations["description"].contains("team-a/mail"),
                 "{r:?}"
-            );
-            assert!(
-                r.annotations["runbook_url"].ends_with(&format!("#{}", r.alert.to_lowercase()))
             );
             assert!(
                 r.expr.contains("namespace=\"team-a\",service=\"mail\""),
@@ -246,6 +253,27 @@ mod tests {
         assert!(error_rate.expr.ends_with("> 5"), "{}", error_rate.expr);
         assert_eq!(error_rate.for_, "5m");
         assert_eq!(group.rules[0].for_, "2m");
+    }
+
+    /// Each link must land on a page that tells the person paged what to
+    /// check and what to do: a renamed alert or page fails here, not at 3 a.m.
+    #[test]
+    fn every_runbook_link_points_at_a_page_that_says_what_to_check_and_do() {
+        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/runbooks");
+        let index = std::fs::read_to_string(docs.join("README.md")).unwrap();
+        for r in rule_group(&minimal()).rules {
+            let url = &r.annotations["runbook_url"];
+            let page = url
+                .strip_prefix(&format!("{RUNBOOK_URL}/"))
+                .unwrap_or_else(|| panic!("{url} is not under {RUNBOOK_URL}"));
+            let text = std::fs::read_to_string(docs.join(page))
+                .unwrap_or_else(|e| panic!("{}: runbook {page}: {e}", r.alert));
+            assert!(text.starts_with(&format!("# {}\n", r.alert)), "{page}");
+            for section in ["## What it means", "## What to check", "## What to do"] {
+                assert!(text.contains(section), "{page} lacks {section}");
+            }
+            assert!(index.contains(&format!("({page})")), "the index lacks {page}");
+        }
     }
 
     #[test]

@@ -5,10 +5,10 @@
 //! PagerDuty and Slack receivers point at a local HTTP recorder standing for
 //! those two services (their URLs are configurable for this reason).
 //!
-//! An email that fails for good must arrive at Slack as EmailDeliveryFailed;
-//! the data plane stopping must arrive at PagerDuty as HealthCheckFailing,
+//! An email that fails for good must arrive at Slack as SecureVaultEmailDeliveryFailed;
+//! the data plane stopping must arrive at PagerDuty as SecureVaultHealthCheckFailing,
 //! in Events API v2 shape with the routing key; nothing critical goes to
-//! Slack and nothing of warning level to PagerDuty. HealthCheckFailing also
+//! Slack and nothing of warning level to PagerDuty. SecureVaultHealthCheckFailing also
 //! pages when the process lives but its store does not answer (readiness
 //! fails, `up` stays 1), and when its pods are gone (`up` absent, not 0).
 
@@ -210,7 +210,7 @@ async fn critical_alerts_page_pagerduty_and_warnings_post_to_slack() {
     let slack = wait_for(
         &receiver,
         slack_path,
-        "EmailDeliveryFailed",
+        "SecureVaultEmailDeliveryFailed",
         sent,
         Duration::from_secs(60),
     );
@@ -218,14 +218,14 @@ async fn critical_alerts_page_pagerduty_and_warnings_post_to_slack() {
     assert_eq!(message["channel"], "#mail-alerts", "{message}");
     let attachment = &message["attachments"][0];
     assert_eq!(
-        attachment["title"], "Firing: EmailDeliveryFailed (shop/mail)",
+        attachment["title"], "Firing: SecureVaultEmailDeliveryFailed (shop/mail)",
         "{message}"
     );
     assert!(
         attachment["text"]
             .as_str()
             .unwrap()
-            .contains("docs/runbooks.md#emaildeliveryfailed"),
+            .contains("docs/runbooks/email-delivery-failed.md"),
         "{message}"
     );
 
@@ -235,7 +235,7 @@ async fn critical_alerts_page_pagerduty_and_warnings_post_to_slack() {
     let _ = dp.process().wait_exit(Duration::from_secs(5));
     let stopped = Instant::now();
     // Scrape and evaluation every 1 s, for: 1s, groupWait: 1s.
-    let page = health_page(&receiver, pagerduty_path, "HealthCheckFailing", stopped);
+    let page = health_page(&receiver, pagerduty_path, "SecureVaultHealthCheckFailing", stopped);
     let event: serde_json::Value = serde_json::from_str(&page).unwrap();
     assert!(event["dedup_key"].as_str().is_some_and(|k| !k.is_empty()));
     assert_eq!(event["payload"]["severity"], "critical", "{event}");
@@ -243,16 +243,16 @@ async fn critical_alerts_page_pagerduty_and_warnings_post_to_slack() {
 
     // Each severity went to its own receiver only.
     let critical = [
-        "HealthCheckFailing",
-        "HighErrorRate",
-        "HighResponseTime",
-        "HighMemoryUsage",
+        "SecureVaultHealthCheckFailing",
+        "SecureVaultHighErrorRate",
+        "SecureVaultHighResponseTime",
+        "SecureVaultHighMemoryUsage",
     ];
     let warnings = [
-        "EmailDeliveryFailed",
-        "AIGenerationTimeout",
-        "HighCacheMissRate",
-        "HighDiskUsage",
+        "SecureVaultEmailDeliveryFailed",
+        "SecureVaultAIGenerationTimeout",
+        "SecureVaultHighCacheMissRate",
+        "SecureVaultHighDiskUsage",
     ];
     for r in receiver.requests() {
         let names: &[&str] = if r.path == slack_path {
@@ -293,13 +293,13 @@ fn wait_query(prometheus: &Prometheus, query: &str, value: &str, limit: Duration
     }
 }
 
-/// The body of the first HealthCheckFailing page for shop/mail sent to
+/// The body of the first SecureVaultHealthCheckFailing page for shop/mail sent to
 /// `path` after `since` whose body contains `needle` (up to 60 s), checked
 /// for Events API v2 shape and the routing key.
 fn health_page(receiver: &HttpRecorder, path: &str, needle: &str, since: Instant) -> String {
     let page = wait_for(receiver, path, needle, since, Duration::from_secs(60));
     eprintln!(
-        "HealthCheckFailing ({needle}) reached PagerDuty {:.1} s after the fault",
+        "SecureVaultHealthCheckFailing ({needle}) reached PagerDuty {:.1} s after the fault",
         (page.at - since).as_secs_f64()
     );
     let event: serde_json::Value = serde_json::from_str(&page.body).unwrap();
@@ -309,7 +309,7 @@ fn health_page(receiver: &HttpRecorder, path: &str, needle: &str, since: Instant
         event["payload"]["summary"]
             .as_str()
             .unwrap()
-            .starts_with("HealthCheckFailing: SecureVault shop/mail"),
+            .starts_with("SecureVaultHealthCheckFailing: SecureVault shop/mail"),
         "{event}"
     );
     page.body

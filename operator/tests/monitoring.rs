@@ -151,28 +151,28 @@ scrape_configs:
         8,
         "{rules_loaded}"
     );
-    // Served and scraped: no HealthCheckFailing. (Before the first scrape
+    // Served and scraped: no SecureVaultHealthCheckFailing. (Before the first scrape
     // `up` is absent, which the alert counts as no pod at all: a pending
     // alert may show until the next evaluation.)
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let alerts = prometheus.get("/api/v1/alerts").unwrap();
-        if !alerts.contains("HealthCheckFailing") {
+        if !alerts.contains("SecureVaultHealthCheckFailing") {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "HealthCheckFailing while the data plane serves: {alerts}"
+            "SecureVaultHealthCheckFailing while the data plane serves: {alerts}"
         );
         std::thread::sleep(Duration::from_millis(250));
     }
 
-    // The data plane stops: after 3 s without a scrape, HealthCheckFailing fires.
+    // The data plane stops: after 3 s without a scrape, SecureVaultHealthCheckFailing fires.
     drop(dp);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let alerts = prometheus.get("/api/v1/alerts").unwrap();
-        if alerts.contains("\"alertname\":\"HealthCheckFailing\"")
+        if alerts.contains("\"alertname\":\"SecureVaultHealthCheckFailing\"")
             && alerts.contains("\"state\":\"firing\"")
         {
             assert!(alerts.contains("\"severity\":\"critical\""), "{alerts}");
@@ -181,7 +181,7 @@ scrape_configs:
         }
         assert!(
             Instant::now() < deadline,
-            "HealthCheckFailing did not fire: {alerts}"
+            "SecureVaultHealthCheckFailing did not fire: {alerts}"
         );
         std::thread::sleep(Duration::from_millis(250));
     }

@@ -549,7 +549,7 @@ async fn monitoring_objects_are_accepted_follow_the_spec_and_come_back_when_dele
     assert!(controlled_by(&rule, &uid));
     let rules = &rule.spec.groups[0].rules;
     assert_eq!(rules.len(), 8);
-    let error_rate = rules.iter().find(|r| r.alert == "HighErrorRate").unwrap();
+    let error_rate = rules.iter().find(|r| r.alert == "SecureVaultHighErrorRate").unwrap();
     assert!(error_rate.expr.ends_with("> 2"), "{}", error_rate.expr);
     assert_eq!(error_rate.for_, "10m");
     let dashboard = w.api::<ConfigMap>().get("mail-dashboard").await.unwrap();
@@ -569,7 +569,7 @@ async fn monitoring_objects_are_accepted_follow_the_spec_and_come_back_when_dele
             r.spec.groups[0]
                 .rules
                 .iter()
-                .any(|r| r.alert == "HighErrorRate" && r.expr.ends_with("> 7.5"))
+                .any(|r| r.alert == "SecureVaultHighErrorRate" && r.expr.ends_with("> 7.5"))
         },
     )
     .await;

@@ -687,7 +687,7 @@ pub struct MonitoringSpec {
     #[x_kube(validation = Rule::new(DURATION_RULE).message("spec.monitoring.interval must be a duration such as 30s, 1m or 1h"))]
     pub interval: Option<String>,
     /// Thresholds and durations of the alerts; each omitted value keeps its
-    /// default (docs/runbooks.md lists them).
+    /// default (docs/runbooks lists them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts: Option<AlertsSpec>,
     /// Who receives the alerts: an AlertmanagerConfig routing this
