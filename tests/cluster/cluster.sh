@@ -501,9 +501,16 @@ install_crds() {
   # Server-side apply: these CRDs are too large for the annotation that
   # client-side apply stores (262144 bytes).
   kubectl_ apply --server-side --force-conflicts "${args[@]}"
-  kubectl_ wait --for=condition=Established --timeout=60s \
+  # A CRD the API server has not yet given a status makes `kubectl wait`
+  # fail at once ("conditions ... is of the type <nil>") instead of waiting:
+  # try again until the deadline (as testkit's Cluster::wait_established).
+  local deadline=$((SECONDS + 60))
+  until kubectl_ wait --for=condition=Established --timeout=60s \
     crd/servicemonitors.monitoring.coreos.com crd/prometheusrules.monitoring.coreos.com \
-    crd/alertmanagerconfigs.monitoring.coreos.com crd/certificates.cert-manager.io
+    crd/alertmanagerconfigs.monitoring.coreos.com crd/certificates.cert-manager.io 2>/dev/null; do
+    [ "$SECONDS" -lt "$deadline" ] || { echo "the CRDs were not Established within 60 s" >&2; return 1; }
+    sleep 1
+  done
 }
 
 # The default StorageClass, served by the provisioner above; a volume goes
