@@ -62,6 +62,16 @@ pub struct Settings {
     #[arg(long, env = "SECUREVAULT_ENV", global = true)]
     pub env: Option<String>,
 
+    /// The seed's (Flask's) name for SECUREVAULT_ENV, read when that is
+    /// unset, with a warning to rename it.
+    #[arg(long, env = "FLASK_ENV", global = true, hide = true)]
+    pub flask_env: Option<String>,
+
+    /// The seed's Flask debug switch, `0` or `1`: SecureVault has no debug
+    /// mode, so `1` only earns a warning pointing at LOG_LEVEL.
+    #[arg(long, env = "FLASK_DEBUG", global = true, hide = true)]
+    pub flask_debug: Option<String>,
+
     /// Address and port the HTTP API listens on [default: 127.0.0.1:8080].
     #[arg(long, env = "LISTEN_ADDR", global = true)]
     pub listen_addr: Option<String>,
@@ -132,8 +142,9 @@ pub struct Settings {
     #[arg(long, env = "WEBHOOK_SECRET", global = true, hide_env_values = true)]
     pub webhook_secret: Option<String>,
 
-    /// Notification body: `standard` (Standard Webhooks JSON, default) or
-    /// `slack` (a Slack incoming-webhook message).
+    /// Notification body: `standard` (Standard Webhooks JSON) or `slack` (a
+    /// Slack incoming-webhook message) [default: `slack` for a URL on
+    /// hooks.slack.com, else `standard`].
     #[arg(long, env = "WEBHOOK_FORMAT", global = true)]
     pub webhook_format: Option<String>,
 

@@ -278,6 +278,9 @@ pub struct Config {
     pub secret_key: Secret,
     /// True when `secret_key` was generated because none was given.
     pub secret_key_generated: bool,
+    /// What start-up should warn about once logging is up: settings read
+    /// under the seed's names, and what they cannot mean here.
+    pub notices: Vec<String>,
     /// The model server.
     pub openai: OpenAiConfig,
     /// Where notifications go, when they are wanted.
@@ -329,17 +332,7 @@ const MIN_SECRET_KEY_LEN: usize = 32;
 impl Config {
     /// Checks every setting and fills in the defaults.
     pub fn from_settings(s: &Settings) -> Result<Self, ConfigError> {
-        let mode = match non_empty(&s.env) {
-            None | Some("development") => Mode::Development,
-            Some("production") => Mode::Production,
-            Some(other) => {
-                return Err(ConfigError::new(
-                    "SECUREVAULT_ENV",
-                    other,
-                    "expected `development` or `production`",
-                ));
-            }
-        };
+        let (mode, mut notices) = mode(s)?;
 
         let listen_addr = parse_or(&s.listen_addr, "LISTEN_ADDR", "127.0.0.1:8080", |v| {
             SocketAddr::from_str(v).map_err(|_| "expected IP:PORT, such as 0.0.0.0:8080".into())
@@ -434,6 +427,7 @@ impl Config {
             redis_url,
             secret_key,
             secret_key_generated,
+            notices: std::mem::take(&mut notices),
             openai,
             webhook: webhook_config(s)?,
             smtp: smtp_config(s)?,
@@ -464,6 +458,69 @@ impl Config {
             backup: backup_config(s)?,
         })
     }
+}
+
+/// The mode, from SECUREVAULT_ENV or, where only the seed's settings are
+/// given, from Flask's FLASK_ENV; FLASK_DEBUG is answered too. The seed's
+/// `.env.prod` must start production mode as written.
+fn mode(s: &Settings) -> Result<(Mode, Vec<String>), ConfigError> {
+    fn parse(var: &'static str, value: &str) -> Result<Mode, ConfigError> {
+        match value {
+            "development" => Ok(Mode::Development),
+            "production" => Ok(Mode::Production),
+            other => Err(ConfigError::new(
+                var,
+                other,
+                "expected `development` or `production`",
+            )),
+        }
+    }
+    let mut notices = Vec::new();
+    let flask = non_empty(&s.flask_env)
+        .map(|v| parse("FLASK_ENV", v))
+        .transpose()?;
+    let mode = match (non_empty(&s.env), flask) {
+        (None, None) => Mode::Development,
+        (Some(v), None) => parse("SECUREVAULT_ENV", v)?,
+        (None, Some(flask)) => {
+            notices.push(format!(
+                "FLASK_ENV is the seed's (Flask's) name: read as SECUREVAULT_ENV={}; \
+                 rename it to SECUREVAULT_ENV",
+                flask.as_str()
+            ));
+            flask
+        }
+        (Some(v), Some(flask)) => {
+            let mode = parse("SECUREVAULT_ENV", v)?;
+            if mode != flask {
+                return Err(ConfigError::new(
+                    "FLASK_ENV",
+                    flask.as_str(),
+                    format!(
+                        "disagrees with SECUREVAULT_ENV={}, which SecureVault reads: remove FLASK_ENV",
+                        mode.as_str()
+                    ),
+                ));
+            }
+            mode
+        }
+    };
+    match non_empty(&s.flask_debug) {
+        None | Some("0" | "false" | "False") => {}
+        Some("1" | "true" | "True") => notices.push(
+            "FLASK_DEBUG is on, but SecureVault has no debug mode (it would show internals \
+             to clients); for detailed logs set LOG_LEVEL=debug"
+                .to_owned(),
+        ),
+        Some(other) => {
+            return Err(ConfigError::new(
+                "FLASK_DEBUG",
+                other,
+                "expected 0 or 1 (SecureVault has no debug mode; for detailed logs set LOG_LEVEL=debug)",
+            ));
+        }
+    }
+    Ok((mode, notices))
 }
 
 fn backup_config(s: &Settings) -> Result<Option<BackupConfig>, ConfigError> {
@@ -910,10 +967,14 @@ fn webhook_config(s: &Settings) -> Result<Option<WebhookConfig>, ConfigError> {
         return Ok(None);
     };
     let url = http_url(url).map_err(|reason| ConfigError::secret("WEBHOOK_URL", reason))?;
-    let format = match non_empty(&s.webhook_format).unwrap_or("standard") {
-        "standard" => WebhookFormat::Standard,
-        "slack" => WebhookFormat::Slack,
-        other => {
+    let format = match non_empty(&s.webhook_format) {
+        Some("standard") => WebhookFormat::Standard,
+        Some("slack") => WebhookFormat::Slack,
+        // Slack's incoming webhooks take only their own body, so one of
+        // their URLs says the format (the seed's .env.prod has no other).
+        None if url.host_str() == Some("hooks.slack.com") => WebhookFormat::Slack,
+        None => WebhookFormat::Standard,
+        Some(other) => {
             return Err(ConfigError::new(
                 "WEBHOOK_FORMAT",
                 other,
@@ -1064,6 +1125,56 @@ mod tests {
         let err = Config::from_settings(&s).unwrap_err();
         assert_eq!(err.var, "SECRET_KEY");
         assert!(err.to_string().contains("SECUREVAULT_ENV=production"));
+    }
+
+    #[test]
+    fn the_seed_s_flask_names_are_read_and_answered() {
+        let key = Some("k".repeat(MIN_SECRET_KEY_LEN));
+        let with = |env: Option<&str>, flask_env: Option<&str>, flask_debug: Option<&str>| {
+            Config::from_settings(&Settings {
+                env: env.map(Into::into),
+                flask_env: flask_env.map(Into::into),
+                flask_debug: flask_debug.map(Into::into),
+                secret_key: key.clone(),
+                ..settings()
+            })
+        };
+        // The seed's pair alone: production, with a word to rename it.
+        let c = with(None, Some("production"), Some("0")).unwrap();
+        assert_eq!(c.mode, Mode::Production);
+        assert_eq!(c.notices.len(), 1);
+        assert!(c.notices[0].contains("SECUREVAULT_ENV=production"), "{:?}", c.notices);
+        // SECUREVAULT_ENV decides; an agreeing FLASK_ENV is harmless.
+        assert!(with(Some("production"), Some("production"), None).unwrap().notices.is_empty());
+        assert!(with(Some("development"), None, None).unwrap().notices.is_empty());
+        let e = with(Some("production"), Some("development"), None).unwrap_err();
+        assert_eq!(e.var, "FLASK_ENV");
+        assert!(e.to_string().contains("SECUREVAULT_ENV=production"), "{e}");
+        let e = with(None, Some("staging"), None).unwrap_err();
+        assert_eq!(e.var, "FLASK_ENV");
+        // FLASK_DEBUG: 0 is fine, 1 is answered, anything else refused.
+        let c = with(None, None, Some("1")).unwrap();
+        assert!(c.notices[0].contains("LOG_LEVEL=debug"), "{:?}", c.notices);
+        let e = with(None, None, Some("yes")).unwrap_err();
+        assert_eq!(e.var, "FLASK_DEBUG");
+    }
+
+    #[test]
+    fn a_slack_url_means_the_slack_format_unless_told_otherwise() {
+        let with = |url: &str, format: Option<&str>| {
+            Config::from_settings(&Settings {
+                webhook_url: Some(url.into()),
+                webhook_format: format.map(Into::into),
+                ..settings()
+            })
+        };
+        let c = with("https://hooks.slack.com/services/T/B/X", None).unwrap();
+        assert_eq!(c.webhook.unwrap().format, WebhookFormat::Slack);
+        // Elsewhere the standard format, which needs its signing secret.
+        let e = with("https://hooks.example.com/in", None).unwrap_err();
+        assert_eq!(e.var, "WEBHOOK_SECRET");
+        let e = with("https://hooks.slack.com/services/T/B/X", Some("standard")).unwrap_err();
+        assert_eq!(e.var, "WEBHOOK_SECRET");
     }
 
     #[test]

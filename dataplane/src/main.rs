@@ -25,6 +25,9 @@ fn main() -> ExitCode {
         eprintln!("dataplane: {e}");
         return ExitCode::from(2);
     }
+    for notice in &config.notices {
+        tracing::warn!("{notice}");
+    }
     if config.secret_key_generated {
         tracing::warn!(
             "SECRET_KEY is not set: using a generated development key; set SECRET_KEY \

@@ -1,5 +1,7 @@
 //! JSON log lines, one object per event:
-//! `{"timestamp","level","target","module","message","request_id","user_id",…}`.
+//! `{"timestamp","level","logger","module","message","request_id","user_id",…}`,
+//! the seed's field names: `logger` is the emitting module's path, dotted
+//! (`dataplane.email.worker`), `module` its last part (`worker`).
 //!
 //! `request_id` and `user_id` come from the enclosing spans (the request span
 //! opened by `middleware::request_id`), so code deep in a handler logs them
@@ -95,10 +97,11 @@ where
             line.insert("timestamp".into(), timestamp.into());
         }
         line.insert("level".into(), meta.level().as_str().into());
-        line.insert("target".into(), meta.target().into());
+        line.insert("logger".into(), meta.target().replace("::", ".").into());
+        let module = meta.module_path().unwrap_or_default();
         line.insert(
             "module".into(),
-            meta.module_path().unwrap_or_default().into(),
+            module.rsplit("::").next().unwrap_or(module).into(),
         );
 
         let mut fields = FieldMap::default();
