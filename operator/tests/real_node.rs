@@ -1087,3 +1087,142 @@ stringData:
     expected.sort();
     assert_eq!(got, expected, "each email delivered exactly once");
 }
+
+/// One gauge of `pod`'s data plane, read from its metrics port.
+async fn gauge(pod: &Pod, name: &str) -> f64 {
+    let ip = pod.status.as_ref().unwrap().pod_ip.clone().unwrap();
+    let text = client()
+        .get(format!("http://{ip}:9464/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} "))?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in the metrics of {}", pod.name_any()))
+}
+
+/// A process of this host in `pod`'s memory cgroup: the kernel charges what
+/// it allocates to the container, against the container's limit, exactly as
+/// it would a process started inside it (the image has no shell or other
+/// program to start there). It allocates `mib` MiB when told to.
+struct Allocation(std::process::Child);
+
+impl Allocation {
+    fn start_in(pod: &Pod, mib: usize) -> Allocation {
+        use std::io::{BufRead, Write};
+        let id = pod.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0]
+            .container_id
+            .clone()
+            .unwrap();
+        let id = id.rsplit("://").next().unwrap();
+        // The container's memory cgroup, as /proc names it for its process.
+        let cgroup = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("cgroup")).ok())
+            .find_map(|t| {
+                t.lines()
+                    .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_owned()))
+                    .filter(|p| p.ends_with(id))
+            })
+            .unwrap_or_else(|| panic!("no process of container {id}"));
+        let mut child = Command::new("python3")
+            .args([
+                "-c",
+                "import sys\nsys.stdin.readline()\nheld = bytearray(b'\\x01') * (int(sys.argv[1]) << 20)\nprint('held', flush=True)\nsys.stdin.readline()",
+                &mib.to_string(),
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::fs::write(
+            format!("/sys/fs/cgroup/memory{cgroup}/cgroup.procs"),
+            child.id().to_string(),
+        )
+        .unwrap();
+        writeln!(child.stdin.as_mut().unwrap(), "allocate").unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "held", "the allocation was not made");
+        Allocation(child)
+    }
+}
+
+impl Drop for Allocation {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_s_memory_and_cpu_are_measured_against_its_own_limits() {
+    let world = restricted_world("real-limits").await;
+    let (_, tag) = image("dataplane");
+    let operator = world.operator("real-limits");
+    operator.wait_leader();
+    world
+        .apply(&format!(
+            "apiVersion: v1
+kind: Secret
+metadata: {{name: credentials}}
+stringData:
+  secret-key: {SECRET_KEY}
+  admin-password: {ADMIN_PASSWORD}
+"
+        ))
+        .unwrap();
+    world
+        .apply(&vault(
+            "mail",
+            &format!(
+                "  version: {tag}
+  imagePullPolicy: Never
+  replicas: 1
+  secretKeyRef: {{name: credentials, key: secret-key}}
+  adminPasswordSecretRef: {{name: credentials, key: admin-password}}
+  resources: {{requests: {{cpu: 100m, memory: 256Mi}}, limits: {{cpu: 500m, memory: 256Mi}}}}
+{ON_THE_REAL_NODE}"
+            ),
+        ))
+        .unwrap();
+    wait_really_ready(&world, "mail").await;
+    let pod = the_pod(&world, "mail", None).await;
+
+    // The limits the kubelet gave the container, read from its cgroup (v1
+    // on this node), not the node's 24 GiB and 2 cores.
+    assert_eq!(
+        gauge(&pod, "container_memory_limit_bytes").await,
+        268_435_456.0
+    );
+    assert_eq!(gauge(&pod, "container_cpu_limit_cores").await, 0.5);
+    let idle = gauge(&pod, "system_memory_percent").await;
+    assert!(idle > 0.0 && idle < 60.0, "the idle data plane: {idle}%");
+
+    // 96 MiB more in the container is 37.5 % of its limit: the gauge moves
+    // by that much, where against the node's memory it would barely move.
+    let allocation = Allocation::start_in(&pod, 96);
+    let held = eventually(
+        Duration::from_secs(30),
+        "the allocation in system_memory_percent",
+        || async { Some(gauge(&pod, "system_memory_percent").await) },
+        |now: &f64| *now > idle + 30.0,
+    )
+    .await;
+    assert!(held < idle + 45.0, "{idle}% then {held}%");
+    drop(allocation);
+    eventually(
+        Duration::from_secs(30),
+        "the freed allocation out of system_memory_percent",
+        || async { Some(gauge(&pod, "system_memory_percent").await) },
+        |now: &f64| *now < idle + 10.0,
+    )
+    .await;
+    let cpu = gauge(&pod, "system_cpu_percent").await;
+    assert!((0.0..=100.0).contains(&cpu), "{cpu}% of half a core");
+}

@@ -49,10 +49,15 @@ pub struct Metrics {
     pub ai_tokens_total: IntCounterVec,
     /// Generations cut off by their deadline.
     pub ai_timeouts_total: IntCounter,
-    /// Host (or cgroup) CPU use, sampled in the background.
+    /// CPU use against the container's CPU limit (the host's without one).
     pub system_cpu_percent: Gauge,
-    /// Host (or cgroup) memory use, sampled in the background.
+    /// Memory working set against the container's memory limit (the host's
+    /// use without one).
     pub system_memory_percent: Gauge,
+    /// The container's memory limit; 0 when it has none.
+    pub container_memory_limit_bytes: Gauge,
+    /// The container's CPU limit in cores; 0 when it has none.
+    pub container_cpu_limit_cores: Gauge,
     /// Use of the volume holding `DATA_DIR`, sampled in the background.
     pub disk_usage_percent: Gauge,
     /// Cache look-ups by result (`hit`, `miss`).
@@ -187,11 +192,21 @@ impl Metrics {
             IntCounter::new("ai_timeouts_total", "Generations cut off by their deadline")?;
         let system_cpu_percent = Gauge::new(
             "system_cpu_percent",
-            "CPU use of the host or container, in percent",
+            "CPU use in percent of the container's CPU limit (cgroup v1 or v2); \
+             of the host's CPUs when container_cpu_limit_cores is 0",
         )?;
         let system_memory_percent = Gauge::new(
             "system_memory_percent",
-            "Memory use of the host or container, in percent",
+            "Memory working set in percent of the container's memory limit (cgroup v1 or v2); \
+             of the host's memory when container_memory_limit_bytes is 0",
+        )?;
+        let container_memory_limit_bytes = Gauge::new(
+            "container_memory_limit_bytes",
+            "The container's memory limit from its cgroup; 0 when it has none",
+        )?;
+        let container_cpu_limit_cores = Gauge::new(
+            "container_cpu_limit_cores",
+            "The container's CPU limit (quota / period) from its cgroup; 0 when it has none",
         )?;
         let disk_usage_percent = Gauge::new(
             "disk_usage_percent",
@@ -303,6 +318,8 @@ impl Metrics {
         registry.register(Box::new(ai_timeouts_total.clone()))?;
         registry.register(Box::new(system_cpu_percent.clone()))?;
         registry.register(Box::new(system_memory_percent.clone()))?;
+        registry.register(Box::new(container_memory_limit_bytes.clone()))?;
+        registry.register(Box::new(container_cpu_limit_cores.clone()))?;
         registry.register(Box::new(disk_usage_percent.clone()))?;
         registry.register(Box::new(cache_requests_total.clone()))?;
         registry.register(Box::new(cache_hit_rate.clone()))?;
@@ -350,6 +367,8 @@ impl Metrics {
             ai_timeouts_total,
             system_cpu_percent,
             system_memory_percent,
+            container_memory_limit_bytes,
+            container_cpu_limit_cores,
             disk_usage_percent,
             cache_requests_total,
             cache_hit_rate,

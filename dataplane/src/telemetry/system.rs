@@ -1,16 +1,23 @@
-//! CPU and memory, sampled in the background.
+//! CPU, memory and the data volume, sampled in the background.
 //!
-//! sysinfo needs two CPU readings some time apart to compute a usage, and a
-//! refresh reads several files under /proc: far too slow for a request. So one
+//! A CPU percentage needs two readings some time apart, and a refresh reads
+//! several files under /proc and /sys: far too slow for a request. So one
 //! task refreshes every few seconds and writes the gauges; `/api/metrics` and
 //! `/api/health/detailed` only read them.
+//!
+//! CPU and memory are measured against the container's own limits (its
+//! cgroup), which is what throttles it and kills it; the host's figures from
+//! sysinfo stand in only where the container has no limit.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use crate::shutdown::Shutdown;
 use sysinfo::{CpuRefreshKind, Disks, MemoryRefreshKind, RefreshKind, System};
 
-use super::Metrics;
+use super::{Metrics, cgroup::Cgroup};
 
 /// How often the sampler refreshes the gauges.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
@@ -45,12 +52,17 @@ pub async fn run_sampler(
             None
         }
     };
+    let mut container = Container {
+        cgroup: Cgroup::of_this_process(),
+        last_cpu: None,
+    };
+    container.sample_cpu();
     tokio::time::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL).await;
     let mut ticker = tokio::time::interval(interval);
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                sample(&mut sys, &metrics);
+                sample(&mut sys, &mut container, &metrics);
                 if let Some(disks) = &mut disks {
                     disks.refresh(false);
                     if let Some(percent) = disk_percent(disks, &data_dir) {
@@ -63,16 +75,57 @@ pub async fn run_sampler(
     }
 }
 
-fn sample(sys: &mut System, metrics: &Metrics) {
-    sys.refresh_cpu_usage();
-    sys.refresh_memory();
-    metrics
-        .system_cpu_percent
-        .set(f64::from(sys.global_cpu_usage()));
-    metrics.system_memory_percent.set(memory_percent(sys));
+/// The container's cgroup and its previous CPU reading.
+struct Container {
+    cgroup: Cgroup,
+    last_cpu: Option<(Instant, u64)>,
 }
 
-/// Inside a container the cgroup limit, not the host, is what runs out.
+impl Container {
+    /// CPU use since the previous call in percent of the limit, and the
+    /// limit in cores; `None` without a limit or before a second reading.
+    fn sample_cpu(&mut self) -> Option<(f64, f64)> {
+        let cpu = self.cgroup.cpu()?;
+        let now = Instant::now();
+        let previous = self.last_cpu.replace((now, cpu.used_ns));
+        let (then, used_then) = previous?;
+        let elapsed = now.duration_since(then).as_nanos() as f64;
+        (elapsed > 0.0).then(|| {
+            let used = cpu.used_ns.saturating_sub(used_then) as f64;
+            (used * 100.0 / (elapsed * cpu.limit_cores), cpu.limit_cores)
+        })
+    }
+}
+
+fn sample(sys: &mut System, container: &mut Container, metrics: &Metrics) {
+    match container.sample_cpu() {
+        Some((percent, cores)) => {
+            metrics.system_cpu_percent.set(percent);
+            metrics.container_cpu_limit_cores.set(cores);
+        }
+        None => {
+            sys.refresh_cpu_usage();
+            metrics
+                .system_cpu_percent
+                .set(f64::from(sys.global_cpu_usage()));
+            metrics.container_cpu_limit_cores.set(0.0);
+        }
+    }
+    match container.cgroup.memory() {
+        Some(memory) => {
+            metrics
+                .system_memory_percent
+                .set(memory.working_set as f64 * 100.0 / memory.limit as f64);
+            metrics.container_memory_limit_bytes.set(memory.limit as f64);
+        }
+        None => {
+            sys.refresh_memory();
+            metrics.system_memory_percent.set(host_memory_percent(sys));
+            metrics.container_memory_limit_bytes.set(0.0);
+        }
+    }
+}
+
 /// Use of the file system mounted deepest above `dir`, in percent.
 fn disk_percent(disks: &Disks, dir: &std::path::Path) -> Option<f64> {
     let disk = disks
@@ -83,18 +136,12 @@ fn disk_percent(disks: &Disks, dir: &std::path::Path) -> Option<f64> {
     (total > 0).then(|| (total - disk.available_space().min(total)) as f64 * 100.0 / total as f64)
 }
 
-fn memory_percent(sys: &System) -> f64 {
-    let (total, used) = match sys.cgroup_limits() {
-        Some(limits) if limits.total_memory > 0 && limits.total_memory < sys.total_memory() => (
-            limits.total_memory,
-            limits.total_memory.saturating_sub(limits.free_memory),
-        ),
-        _ => (sys.total_memory(), sys.used_memory()),
-    };
+fn host_memory_percent(sys: &System) -> f64 {
+    let total = sys.total_memory();
     if total == 0 {
         0.0
     } else {
-        used as f64 * 100.0 / total as f64
+        sys.used_memory() as f64 * 100.0 / total as f64
     }
 }
 
