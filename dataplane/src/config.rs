@@ -1143,10 +1143,24 @@ mod tests {
         let c = with(None, Some("production"), Some("0")).unwrap();
         assert_eq!(c.mode, Mode::Production);
         assert_eq!(c.notices.len(), 1);
-        assert!(c.notices[0].contains("SECUREVAULT_ENV=production"), "{:?}", c.notices);
+        assert!(
+            c.notices[0].contains("SECUREVAULT_ENV=production"),
+            "{:?}",
+            c.notices
+        );
         // SECUREVAULT_ENV decides; an agreeing FLASK_ENV is harmless.
-        assert!(with(Some("production"), Some("production"), None).unwrap().notices.is_empty());
-        assert!(with(Some("development"), None, None).unwrap().notices.is_empty());
+        assert!(
+            with(Some("production"), Some("production"), None)
+                .unwrap()
+                .notices
+                .is_empty()
+        );
+        assert!(
+            with(Some("development"), None, None)
+                .unwrap()
+                .notices
+                .is_empty()
+        );
         let e = with(Some("production"), Some("development"), None).unwrap_err();
         assert_eq!(e.var, "FLASK_ENV");
         assert!(e.to_string().contains("SECUREVAULT_ENV=production"), "{e}");

@@ -76,7 +76,10 @@ async fn the_seed_s_env_prod_starts_production_mode_and_logs_the_seed_s_fields()
         .unwrap();
     let detail: Value =
         serde_json::from_str(trail["entries"][0]["detail"].as_str().unwrap()).unwrap();
-    assert_eq!(detail["settings"]["SECUREVAULT_ENV"], "production", "{detail}");
+    assert_eq!(
+        detail["settings"]["SECUREVAULT_ENV"], "production",
+        "{detail}"
+    );
     assert_eq!(detail["settings"]["WEBHOOK_FORMAT"], "Slack", "{detail}");
     assert_eq!(detail["settings"]["DATABASE_URL"], "sqlite", "{detail}");
     assert_eq!(detail["settings"]["REDIS_URL"], true, "{detail}");

@@ -20,8 +20,7 @@ use crate::{
 };
 
 /// Where the runbooks live: one page per alert, `<runbook>.md`.
-pub const RUNBOOK_URL: &str =
-    "https://github.com/securevault/securevault/blob/main/docs/runbooks";
+pub const RUNBOOK_URL: &str = "https://github.com/securevault/securevault/blob/main/docs/runbooks";
 
 /// One alert's definition.
 #[derive(Debug, Clone, Copy)]
@@ -272,7 +271,10 @@ mod tests {
             for section in ["## What it means", "## What to check", "## What to do"] {
                 assert!(text.contains(section), "{page} lacks {section}");
             }
-            assert!(index.contains(&format!("({page})")), "the index lacks {page}");
+            assert!(
+                index.contains(&format!("({page})")),
+                "the index lacks {page}"
+            );
         }
     }
 

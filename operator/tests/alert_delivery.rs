@@ -235,7 +235,12 @@ async fn critical_alerts_page_pagerduty_and_warnings_post_to_slack() {
     let _ = dp.process().wait_exit(Duration::from_secs(5));
     let stopped = Instant::now();
     // Scrape and evaluation every 1 s, for: 1s, groupWait: 1s.
-    let page = health_page(&receiver, pagerduty_path, "SecureVaultHealthCheckFailing", stopped);
+    let page = health_page(
+        &receiver,
+        pagerduty_path,
+        "SecureVaultHealthCheckFailing",
+        stopped,
+    );
     let event: serde_json::Value = serde_json::from_str(&page).unwrap();
     assert!(event["dedup_key"].as_str().is_some_and(|k| !k.is_empty()));
     assert_eq!(event["payload"]["severity"], "critical", "{event}");

@@ -1113,7 +1113,13 @@ struct Allocation(std::process::Child);
 impl Allocation {
     fn start_in(pod: &Pod, mib: usize) -> Allocation {
         use std::io::{BufRead, Write};
-        let id = pod.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0]
+        let id = pod
+            .status
+            .as_ref()
+            .unwrap()
+            .container_statuses
+            .as_ref()
+            .unwrap()[0]
             .container_id
             .clone()
             .unwrap();

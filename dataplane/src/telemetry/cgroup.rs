@@ -212,10 +212,8 @@ mod tests {
     }
 
     fn temp(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "securevault-cgroup-{name}-{}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("securevault-cgroup-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
@@ -298,7 +296,10 @@ mod tests {
             &[
                 ("memory.max", "268435456\n"),
                 ("memory.current", "100000000\n"),
-                ("memory.stat", "anon 60000000\nfile 40000000\ninactive_file 30000000\n"),
+                (
+                    "memory.stat",
+                    "anon 60000000\nfile 40000000\ninactive_file 30000000\n",
+                ),
                 ("cpu.max", "200000 100000\n"),
                 ("cpu.stat", "usage_usec 5000\nuser_usec 4000\n"),
             ],
@@ -318,7 +319,10 @@ mod tests {
                 used_ns: 5_000_000
             })
         );
-        write(&root, &[("memory.max", "max\n"), ("cpu.max", "max 100000\n")]);
+        write(
+            &root,
+            &[("memory.max", "max\n"), ("cpu.max", "max 100000\n")],
+        );
         assert_eq!(cgroup.memory(), None);
         assert_eq!(cgroup.cpu(), None);
     }

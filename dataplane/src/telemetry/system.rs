@@ -116,7 +116,9 @@ fn sample(sys: &mut System, container: &mut Container, metrics: &Metrics) {
             metrics
                 .system_memory_percent
                 .set(memory.working_set as f64 * 100.0 / memory.limit as f64);
-            metrics.container_memory_limit_bytes.set(memory.limit as f64);
+            metrics
+                .container_memory_limit_bytes
+                .set(memory.limit as f64);
         }
         None => {
             sys.refresh_memory();
