@@ -47,6 +47,16 @@ use crate::{
     validate::validate,
 };
 
+/// What the platform team set for every SecureVault (the chart's values).
+#[derive(Debug)]
+pub struct Platform {
+    /// What a SecureVault may ask for.
+    pub policy: Policy,
+    /// The labels every ServiceMonitor and PrometheusRule carry, under the
+    /// SecureVault's own `spec.monitoring.labels`.
+    pub monitoring_labels: std::collections::BTreeMap<String, String>,
+}
+
 /// What every reconcile can reach.
 pub struct Context {
     /// The API client.
@@ -57,8 +67,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Which optional kinds the API server serves.
     pub discovery: Discovery,
-    /// What a SecureVault may ask for.
-    pub policy: Arc<Policy>,
+    /// What the platform team set for every SecureVault.
+    pub platform: Arc<Platform>,
     /// The last look into each SecureVault's backup bucket (by uid): see
     /// `reconcile::observe_bucket`.
     pub bucket_views: crate::reconcile::BucketViews,
@@ -70,7 +80,7 @@ pub async fn run(
     client: Client,
     metrics: Arc<Metrics>,
     discovery: Discovery,
-    policy: Arc<Policy>,
+    platform: Arc<Platform>,
     identity: &str,
     namespace: Option<&str>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
@@ -86,7 +96,7 @@ pub async fn run(
         client: client.clone(),
         metrics,
         discovery: discovery.clone(),
-        policy,
+        platform,
         bucket_views: Default::default(),
     });
 

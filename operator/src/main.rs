@@ -28,6 +28,9 @@ enum Command {
         #[arg(long)]
         reference: bool,
     },
+    /// Print the Grafana dashboard of every SecureVault as JSON (what the
+    /// chart ships; variables pick the namespace and the SecureVault).
+    Dashboard,
     /// Reconcile SecureVaults in the watched namespaces (WATCH_NAMESPACE; uses
     /// KUBECONFIG or the in-cluster account).
     Run(Box<RunArgs>),
@@ -115,6 +118,12 @@ struct RunArgs {
     /// that `spec.image` starts with, or `*` [default: *].
     #[arg(long, env = "POLICY_IMAGE_REGISTRIES")]
     policy_image_registries: Option<String>,
+    /// Labels every SecureVault's ServiceMonitor and PrometheusRule carry,
+    /// `key=value` comma-separated, so that a Prometheus selects them; a
+    /// SecureVault's `spec.monitoring.labels` add to them and win on a key.
+    /// Empty: none.
+    #[arg(long, env = "MONITORING_LABELS", default_value = operator::validate::DEFAULT_MONITORING_LABELS)]
+    monitoring_labels: String,
 }
 
 /// Writes a command's output to stdout. A reader that stops early (`| head`)
@@ -148,6 +157,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Dashboard => print_document(&operator::build::dashboard::file()),
         Command::Rules { manifest } => {
             let rendered = std::fs::read_to_string(&manifest)
                 .map_err(|e| format!("reading {}: {e}", manifest.display()))
@@ -230,12 +240,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let auth_required = metrics_auth::required(args.metrics_auth, args.metrics_addr)?;
     // Checked before anything connects: a wrong entry is a typo to fix now,
     // not a SecureVault refused (or allowed) later.
-    let policy = Arc::new(operator::policy::Policy::parse(
-        args.policy_ingress_annotations.as_deref(),
-        args.policy_issuers.as_deref(),
-        args.policy_host_suffixes.as_deref(),
-        args.policy_image_registries.as_deref(),
-    )?);
+    let platform = Arc::new(controller::Platform {
+        policy: operator::policy::Policy::parse(
+            args.policy_ingress_annotations.as_deref(),
+            args.policy_issuers.as_deref(),
+            args.policy_host_suffixes.as_deref(),
+            args.policy_image_registries.as_deref(),
+        )?,
+        monitoring_labels: operator::validate::parse_labels(&args.monitoring_labels)
+            .map_err(|e| anyhow::anyhow!("MONITORING_LABELS: {e}"))?,
+    });
     let watched = watched_namespaces(&args.watch_namespace)?;
     match &watched {
         Some(list) => tracing::info!(
@@ -336,7 +350,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 client.clone(),
                 metrics.clone(),
                 discovery.clone(),
-                policy.clone(),
+                platform.clone(),
                 &identity,
                 namespace,
                 done.clone().cancelled_owned(),

@@ -198,7 +198,7 @@ pub async fn reconcile(sv: Arc<SecureVault>, ctx: Arc<Context>) -> Result<Action
         return Ok(Action::await_change());
     };
     let v = match validate(&sv) {
-        Ok(v) => v,
+        Ok(v) => v.with_monitoring_labels(&ctx.platform.monitoring_labels),
         Err(e) => {
             // The user must change the SecureVault; retrying cannot help.
             ctx.publish(&sv, EventType::Warning, "InvalidSpec", &e.to_string())
@@ -208,7 +208,7 @@ pub async fn reconcile(sv: Arc<SecureVault>, ctx: Arc<Context>) -> Result<Action
     };
     // What the platform team does not allow is refused whole, with a
     // condition that names it: nothing of this spec is written.
-    let violations = ctx.policy.violations(&v);
+    let violations = ctx.platform.policy.violations(&v);
     if !violations.is_empty() {
         let message = violations
             .iter()
@@ -912,7 +912,7 @@ async fn hand_replicas_over(
     Ok(())
 }
 
-/// Applies the dashboard, then each Prometheus Operator object whose kind
+/// Applies each Prometheus Operator object whose kind
 /// the API server serves; deletes them all when monitoring is disabled. The
 /// AlertmanagerConfig has a version of its own (v1alpha1), which a cluster
 /// may not serve while it serves the others (v1).
@@ -953,13 +953,14 @@ async fn apply_monitoring_objects(
     v: &ValidatedVault,
     monitoring: Option<build::Monitoring>,
 ) -> Result<MonitoringState, Error> {
+    // Earlier versions wrote a dashboard per SecureVault; the chart now
+    // ships one for all of them.
+    delete_if_present::<ConfigMap>(ctx, sv, &v.namespace, &dashboard::legacy_name(v)).await?;
     let Some(m) = monitoring else {
-        delete_if_present::<ConfigMap>(ctx, sv, &v.namespace, &dashboard::name(v)).await?;
         delete_optional::<ServiceMonitor>(ctx, sv, &v.namespace, &names::workload(&v.name)).await?;
         delete_optional::<PrometheusRule>(ctx, sv, &v.namespace, &prometheus_rule::name(v)).await?;
         return Ok(MonitoringState::Disabled);
     };
-    apply_one(ctx, sv, &v.namespace, &m.dashboard).await?;
     let mut missing = Kinds::default();
     if !apply_optional(ctx, sv, &v.namespace, &m.service_monitor).await? {
         missing = missing.with(OptionalKind::ServiceMonitor);

@@ -66,7 +66,9 @@ pub fn vault_from_manifest(manifest: &str) -> Result<ValidatedVault, ManifestErr
     sv.metadata
         .uid
         .get_or_insert_with(|| "00000000-0000-0000-0000-000000000000".into());
-    Ok(validate::validate(&sv)?)
+    // As the operator run with its defaults would label the monitoring.
+    let labels = validate::parse_labels(validate::DEFAULT_MONITORING_LABELS).unwrap_or_default();
+    Ok(validate::validate(&sv)?.with_monitoring_labels(&labels))
 }
 
 /// The objects of `v` as a YAML stream, one document per object, in the
@@ -111,11 +113,9 @@ pub fn yaml_stream(
     if let Some(Monitoring {
         service_monitor,
         prometheus_rule,
-        dashboard,
         alertmanager_config,
     }) = &monitoring
     {
-        docs.push(dashboard)?;
         docs.push(service_monitor)?;
         docs.push(prometheus_rule)?;
         docs.push_some(alertmanager_config.as_ref())?;
@@ -208,7 +208,6 @@ mod tests {
             ("PodDisruptionBudget", "mail"),
             ("HorizontalPodAutoscaler", "mail"),
             ("NetworkPolicy", "mail"),
-            ("ConfigMap", "mail-dashboard"),
             ("ServiceMonitor", "mail"),
             ("PrometheusRule", "mail-alerts"),
             ("AlertmanagerConfig", "mail-alert-routing"),

@@ -33,10 +33,10 @@ pub struct Problem {
 pub enum MonitoringState {
     /// `spec.monitoring.enabled` is false.
     Disabled,
-    /// ServiceMonitor, PrometheusRule and dashboard applied.
+    /// ServiceMonitor and PrometheusRule applied.
     Applied,
     /// These Prometheus Operator kinds are not served (their CRDs are not
-    /// installed): the dashboard and the kinds served were applied.
+    /// installed): the kinds served were applied.
     CrdsMissing(Kinds),
 }
 
@@ -145,6 +145,25 @@ pub struct Observed<'a> {
     pub upgrade_history: Vec<Upgrade>,
 }
 
+/// `MonitoringReady`'s message when all is applied: with the labels a
+/// Prometheus must select, since one that selects none scrapes nothing and
+/// says nothing.
+fn monitoring_applied(v: &ValidatedVault) -> String {
+    let labels = &v.monitoring.labels;
+    if labels.is_empty() {
+        "ServiceMonitor and PrometheusRule applied without labels (only a Prometheus that \
+         selects every one finds them)"
+            .to_owned()
+    } else {
+        let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!(
+            "ServiceMonitor and PrometheusRule applied with labels {} (what a Prometheus must \
+             select)",
+            labels.join(",")
+        )
+    }
+}
+
 /// `MonitoringReady`'s message when some of the Prometheus Operator's kinds
 /// are not served: which, and what was applied without them.
 fn monitoring_crds_missing(missing: Kinds) -> String {
@@ -161,7 +180,6 @@ fn monitoring_crds_missing(missing: Kinds) -> String {
         .into_iter()
         .filter(|k| !missing.contains(*k))
         .map(OptionalKind::name)
-        .chain(["Grafana dashboard"])
         .collect();
     let (crds, them) = if absent.len() == 1 {
         ("CRD is", "it is")
@@ -169,11 +187,12 @@ fn monitoring_crds_missing(missing: Kinds) -> String {
         ("CRDs are", "they are")
     };
     format!(
-        "the Prometheus Operator's {} {crds} not installed: only the {} applied; the rest follows once {them}",
+        "the Prometheus Operator's {} {crds} not installed: {}; the rest follows once {them}",
         list(absent),
         match applied.as_slice() {
-            [one] => format!("{one} is"),
-            many => format!("{} are", many.join(" and ")),
+            [] => "nothing is applied".to_owned(),
+            [one] => format!("only the {one} is applied"),
+            many => format!("only the {} are applied", many.join(" and ")),
         },
     )
 }
@@ -315,10 +334,7 @@ pub fn compute(
             MONITORING_READY,
             monitoring == MonitoringState::Applied,
             match monitoring {
-                MonitoringState::Applied => (
-                    "Applied",
-                    "ServiceMonitor, PrometheusRule and Grafana dashboard applied".to_owned(),
-                ),
+                MonitoringState::Applied => ("Applied", monitoring_applied(v)),
                 MonitoringState::CrdsMissing(missing) => (
                     "PrometheusOperatorMissing",
                     monitoring_crds_missing(missing),
@@ -778,11 +794,11 @@ mod tests {
         };
         assert_eq!(
             message(&[OptionalKind::ServiceMonitor, OptionalKind::PrometheusRule]),
-            "the Prometheus Operator's ServiceMonitor (monitoring.coreos.com/v1) and PrometheusRule (monitoring.coreos.com/v1) CRDs are not installed: only the Grafana dashboard is applied; the rest follows once they are"
+            "the Prometheus Operator's ServiceMonitor (monitoring.coreos.com/v1) and PrometheusRule (monitoring.coreos.com/v1) CRDs are not installed: nothing is applied; the rest follows once they are"
         );
         assert_eq!(
             message(&[OptionalKind::PrometheusRule]),
-            "the Prometheus Operator's PrometheusRule (monitoring.coreos.com/v1) CRD is not installed: only the ServiceMonitor and Grafana dashboard are applied; the rest follows once it is"
+            "the Prometheus Operator's PrometheusRule (monitoring.coreos.com/v1) CRD is not installed: only the ServiceMonitor is applied; the rest follows once it is"
         );
     }
 

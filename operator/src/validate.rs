@@ -162,6 +162,56 @@ pub struct Monitoring {
     pub alert_routing: Option<crate::api::AlertRoutingSpec>,
 }
 
+/// The labels every SecureVault's ServiceMonitor and PrometheusRule carry
+/// when the operator is given none (`MONITORING_LABELS`): what the Prometheus
+/// of kube-prometheus-stack selects when installed under the name its docs
+/// use. Without a label it selects, Prometheus silently scrapes nothing.
+pub const DEFAULT_MONITORING_LABELS: &str = "release=kube-prometheus-stack";
+
+/// Parses `key=value,key=value` (`MONITORING_LABELS`); an empty text is no
+/// label. The error names the entry and what is wrong with it.
+pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut labels = BTreeMap::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (key, value) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("`{entry}` is not key=value"))?;
+        let (key, value) = (key.trim(), value.trim());
+        let name = key.rsplit('/').next().unwrap_or(key);
+        if !is_label_value(name) || name.is_empty() || key.len() > 316 {
+            return Err(format!("`{key}` is not a label key"));
+        }
+        if !is_label_value(value) {
+            return Err(format!(
+                "`{value}` (of {key}) is not a label value: at most 63 letters, digits, `-`, `_` or `.`, \
+                 starting and ending with a letter or digit"
+            ));
+        }
+        labels.insert(key.to_owned(), value.to_owned());
+    }
+    Ok(labels)
+}
+
+/// Kubernetes' label value syntax (empty allowed).
+fn is_label_value(v: &str) -> bool {
+    v.len() <= 63
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && v.chars().next().is_none_or(|c| c.is_ascii_alphanumeric())
+        && v.chars().last().is_none_or(|c| c.is_ascii_alphanumeric())
+}
+
+impl ValidatedVault {
+    /// Puts the operator's monitoring labels under the spec's own: a
+    /// SecureVault adds labels and overrides a value, key by key.
+    pub fn with_monitoring_labels(mut self, defaults: &BTreeMap<String, String>) -> Self {
+        let mut labels = defaults.clone();
+        labels.append(&mut self.monitoring.labels);
+        self.monitoring.labels = labels;
+        self
+    }
+}
+
 /// Everything the builders need, checked.
 #[derive(Debug, Clone)]
 pub struct ValidatedVault {
@@ -715,6 +765,44 @@ spec:
 #[cfg(test)]
 mod tests {
     use super::{test_support::*, *};
+
+    #[test]
+    fn the_operator_s_monitoring_labels_go_under_the_spec_s_own() {
+        let defaults = parse_labels(DEFAULT_MONITORING_LABELS).unwrap();
+        assert_eq!(defaults["release"], "kube-prometheus-stack");
+        assert_eq!(
+            minimal()
+                .with_monitoring_labels(&defaults)
+                .monitoring
+                .labels,
+            defaults
+        );
+        let sv = with_spec("  monitoring: {labels: {release: prometheus, team: mail}}\n");
+        let labels = validate(&sv)
+            .unwrap()
+            .with_monitoring_labels(&parse_labels("release=kube-prometheus-stack, tier=a").unwrap())
+            .monitoring
+            .labels;
+        assert_eq!(
+            labels.into_iter().collect::<Vec<_>>(),
+            [
+                ("release".to_owned(), "prometheus".to_owned()),
+                ("team".to_owned(), "mail".to_owned()),
+                ("tier".to_owned(), "a".to_owned())
+            ]
+        );
+        assert!(parse_labels("").unwrap().is_empty());
+        assert!(parse_labels("example.com/team=mail").is_ok());
+        for (bad, says) in [
+            ("release", "not key=value"),
+            ("=x", "not a label key"),
+            ("release=kube prometheus", "not a label value"),
+            ("release=-x", "not a label value"),
+        ] {
+            let e = parse_labels(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn url_ports_come_from_the_url_or_its_scheme() {

@@ -272,6 +272,25 @@ async fn by_default_the_operator_s_token_reads_and_writes_only_in_the_release_na
     let denied = can_i(&release, w.ns(), RIGHTS).denied;
     assert!(denied.is_empty(), "denied at home: {denied:?}");
 
+    // The one Grafana dashboard of every SecureVault, labelled for
+    // kube-prometheus-stack's sidecar, holding what the operator generates.
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &w.kubectl(&[
+            "get",
+            "configmap",
+            &format!("{}-securevault-operator-dashboard", w.ns()),
+            "-o",
+            "json",
+        ])
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(
+        dashboard["data"]["securevault.json"].as_str().unwrap(),
+        operator::build::dashboard::file().trim_end()
+    );
+
     // And that is enough for the operator, started as the Deployment
     // starts it, to make a SecureVault Ready.
     let operator = release.run_operator("rbac-default");

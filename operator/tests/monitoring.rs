@@ -76,7 +76,7 @@ fn exported_metric_names() -> BTreeSet<String> {
 fn the_dashboard_and_the_rules_query_only_metrics_the_data_plane_exports() {
     let exported = exported_metric_names();
     let v = vault("");
-    let board = dashboard::dashboard(&v);
+    let board = dashboard::dashboard();
     // It is Grafana dashboard JSON with a datasource variable the panels use.
     let text = board.to_string();
     let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -145,6 +145,40 @@ scrape_configs:
             std::thread::sleep(Duration::from_millis(250));
         }
     }
+    // Every panel of the dashboard shows data for this vault, picked by its
+    // variables as a user picks it, and the variables offer it.
+    let namespaces = prometheus
+        .get("/api/v1/label/namespace/values?match[]=emails_sent_total")
+        .unwrap();
+    assert!(namespaces.contains("\"shop\""), "{namespaces}");
+    let board = dashboard::dashboard();
+    for panel in board["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$namespace", "shop")
+                .replace("$securevault", "mail");
+            let path = format!(
+                "/api/v1/query?query={}",
+                url::form_urlencoded::byte_serialize(expr.as_bytes()).collect::<String>()
+            );
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let body = prometheus.get(&path).unwrap_or_default();
+                if body.contains("\"result\":[{") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no data for panel {}: {expr}: {body}",
+                    panel["title"]
+                );
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        }
+    }
+
     let rules_loaded = prometheus.get("/api/v1/rules").unwrap();
     assert_eq!(
         rules_loaded.matches("\"type\":\"alerting\"").count(),

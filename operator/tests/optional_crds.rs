@@ -20,7 +20,6 @@ mod common;
 use std::{path::PathBuf, time::Duration};
 
 use common::*;
-use k8s_openapi::api::core::v1::ConfigMap;
 use operator::{
     api::{
         SecureVault,
@@ -169,7 +168,6 @@ impl Run {
             "configmap/mail-config",
             "deployment/mail",
             "service/mail",
-            "configmap/mail-dashboard",
         ];
         match self.sample {
             Sample::Minimal => core.push("secret/mail-secret-key"),
@@ -284,13 +282,6 @@ impl Run {
             )
             .await;
         }
-        assert!(
-            w.api::<ConfigMap>()
-                .get_opt("mail-dashboard")
-                .await
-                .unwrap()
-                .is_some()
-        );
         self.never_failed();
     }
 

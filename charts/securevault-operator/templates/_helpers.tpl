@@ -41,3 +41,14 @@ nor has rights where it does not watch.
 {{- default (list .Release.Namespace) .Values.watchNamespaces | toJson -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+A map as `key=value,key=value`, in key order (what MONITORING_LABELS reads).
+*/}}
+{{- define "securevault-operator.pairs" -}}
+{{- $pairs := list -}}
+{{- range $k, $v := . -}}
+{{- $pairs = append $pairs (printf "%s=%s" $k $v) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end -}}

@@ -163,8 +163,8 @@ pub struct SecureVaultSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limits: Option<RateLimitsSpec>,
 
-    /// Prometheus Operator objects (ServiceMonitor, PrometheusRule) and a
-    /// Grafana dashboard for this instance [default: enabled].
+    /// Prometheus Operator objects for this instance (ServiceMonitor,
+    /// PrometheusRule) [default: enabled].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitoring: Option<MonitoringSpec>,
 
@@ -674,12 +674,15 @@ pub struct UpgradeSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MonitoringSpec {
-    /// Whether to create the ServiceMonitor, PrometheusRule and dashboard
-    /// [default: true].
+    /// Whether to create the ServiceMonitor and PrometheusRule
+    /// [default: true]. The Grafana dashboard, one for every SecureVault,
+    /// ships with the chart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
     /// Labels for the ServiceMonitor and PrometheusRule, so a Prometheus's
-    /// selectors find them, e.g. `release: kube-prometheus-stack`.
+    /// selectors find them, e.g. `release: prometheus`. They add to the
+    /// operator's own (its MONITORING_LABELS; by default
+    /// `release: kube-prometheus-stack`) and win on a key.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     /// Scrape interval [default: `30s`].

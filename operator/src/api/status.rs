@@ -34,8 +34,8 @@ pub struct SecureVaultStatus {
     /// In the standard shape: `Ready` (the data plane serves at the desired
     /// scale and version), `Progressing` (a change is being rolled out),
     /// `Degraded` (something needs the user's attention; its message says
-    /// what), `MonitoringReady` (the ServiceMonitor, PrometheusRule and
-    /// Grafana dashboard are applied) and `BackupReady` (the last successful
+    /// what), `MonitoringReady` (the ServiceMonitor and PrometheusRule
+    /// are applied, with the labels its message names) and `BackupReady` (the last successful
     /// backup is recent enough; where the operator can see it: in a bucket,
     /// or through the backup CronJob).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

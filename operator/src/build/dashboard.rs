@@ -1,40 +1,34 @@
-//! The Grafana dashboard, as a ConfigMap labelled `grafana_dashboard: "1"`:
-//! the label Grafana's dashboard sidecar (kube-prometheus-stack's default)
-//! looks for. One dashboard per SecureVault, its queries scoped to the
-//! instance's series, with a `datasource` variable to pick the Prometheus.
+//! The Grafana dashboard: one for every SecureVault, shipped with the chart
+//! (`charts/securevault-operator/dashboards/securevault.json`, a ConfigMap
+//! labelled `grafana_dashboard: "1"`, the label Grafana's dashboard sidecar
+//! in kube-prometheus-stack looks for). Variables pick the Prometheus, the
+//! namespace and the SecureVault; every query selects that instance's
+//! series by the labels a ServiceMonitor gives its targets (`namespace`, and
+//! `service` = the SecureVault's Service).
+//!
+//! One dashboard with variables, as CloudNativePG ships its own, rather than
+//! one per SecureVault: those multiplied with the fleet, and their uids,
+//! made from namespace and name and cut to Grafana's 40 characters, could
+//! collide.
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::{Value, json};
 
-use crate::validate::ValidatedVault;
+/// Where the chart keeps the dashboard, from the workspace root; `make crds`
+/// writes it and a test keeps it equal to [`dashboard`].
+pub const CHART_FILE: &str = "charts/securevault-operator/dashboards/securevault.json";
 
-/// The ConfigMap's name.
-pub fn name(v: &ValidatedVault) -> String {
+/// The per-SecureVault ConfigMap earlier versions wrote, which the operator
+/// deletes where it still owns one.
+pub fn legacy_name(v: &crate::validate::ValidatedVault) -> String {
     format!("{}-dashboard", v.name)
 }
 
-/// The dashboard ConfigMap of `v`.
-pub fn build(v: &ValidatedVault) -> ConfigMap {
-    let mut metadata = super::metadata(v, name(v));
-    metadata
-        .labels
-        .get_or_insert_with(BTreeMap::new)
-        .insert("grafana_dashboard".into(), "1".into());
-    ConfigMap {
-        metadata,
-        data: Some(BTreeMap::from([(
-            format!("securevault-{}-{}.json", v.namespace, v.name),
-            dashboard(v).to_string(),
-        )])),
-        ..ConfigMap::default()
-    }
-}
+/// The selector of the SecureVault the variables pick.
+const SEL: &str = "namespace=\"$namespace\",service=\"$securevault\"";
 
 /// The dashboard JSON.
-pub fn dashboard(v: &ValidatedVault) -> Value {
-    let sel = format!("namespace=\"{}\",service=\"{}\"", v.namespace, v.name);
+pub fn dashboard() -> Value {
+    let sel = SEL;
     let panels = [
         (
             "Requests per second, by status",
@@ -49,7 +43,8 @@ pub fn dashboard(v: &ValidatedVault) -> Value {
             "percent",
             vec![(
                 format!(
-                    "100 * sum(rate(http_requests_total{{{sel},status=~\"5..\"}}[5m])) / sum(rate(http_requests_total{{{sel}}}[5m]))"
+                    // `or vector(0)`: no 5xx series yet is 0 %, not "No data".
+                    "100 * (sum(rate(http_requests_total{{{sel},status=~\"5..\"}}[5m])) or vector(0)) / sum(rate(http_requests_total{{{sel}}}[5m]))"
                 ),
                 "5xx",
             )],
@@ -148,9 +143,26 @@ pub fn dashboard(v: &ValidatedVault) -> Value {
             })
         })
         .collect();
+    let variable = |name: &str, label: &str, query: &str| {
+        json!({
+            "name": name,
+            "label": label,
+            "type": "query",
+            "datasource": { "type": "prometheus", "uid": "${datasource}" },
+            "query": { "query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery" },
+            "definition": query,
+            // Again whenever the time range changes: vaults come and go.
+            "refresh": 2,
+            "sort": 1,
+            "current": {},
+            "hide": 0,
+            "includeAll": false,
+            "multi": false,
+        })
+    };
     json!({
-        "uid": format!("sv-{}-{}", v.namespace, v.name).chars().take(40).collect::<String>(),
-        "title": format!("SecureVault {}/{}", v.namespace, v.name),
+        "uid": "securevault",
+        "title": "SecureVault",
         "tags": ["securevault"],
         "timezone": "browser",
         "schemaVersion": 39,
@@ -158,17 +170,34 @@ pub fn dashboard(v: &ValidatedVault) -> Value {
         "refresh": "30s",
         "time": { "from": "now-6h", "to": "now" },
         "templating": {
-            "list": [{
-                "name": "datasource",
-                "label": "Prometheus",
-                "type": "datasource",
-                "query": "prometheus",
-                "current": {},
-                "hide": 0,
-            }]
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Prometheus",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {},
+                    "hide": 0,
+                },
+                // Every series of the data plane carries both labels; the
+                // sent-emails counter exists from the first scrape on.
+                variable("namespace", "Namespace", "label_values(emails_sent_total, namespace)"),
+                variable(
+                    "securevault",
+                    "SecureVault",
+                    "label_values(emails_sent_total{namespace=\"$namespace\"}, service)",
+                ),
+            ]
         },
         "panels": panels,
     })
+}
+
+/// The dashboard as the chart's file holds it: indented, one final newline.
+pub fn file() -> String {
+    let mut text = serde_json::to_string_pretty(&dashboard()).unwrap_or_default();
+    text.push('\n');
+    text
 }
 
 /// The metric names a PromQL query selects (`name{…}`).
@@ -193,16 +222,18 @@ pub fn metric_names(expr: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validate::test_support::minimal;
 
     #[test]
-    fn a_labelled_config_map_of_dashboard_json_with_a_datasource_variable() {
-        let cm = build(&minimal());
-        assert_eq!(cm.metadata.name.as_deref(), Some("mail-dashboard"));
-        assert_eq!(cm.metadata.labels.unwrap()["grafana_dashboard"], "1");
-        let data = cm.data.unwrap();
-        let json: Value = serde_json::from_str(&data["securevault-team-a-mail.json"]).unwrap();
-        assert_eq!(json["templating"]["list"][0]["type"], "datasource");
+    fn one_dashboard_whose_variables_pick_the_namespace_and_the_securevault() {
+        let json = dashboard();
+        let variables: Vec<&str> = json["templating"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(variables, ["datasource", "namespace", "securevault"]);
+        assert_eq!(json["uid"], "securevault");
         let titles: Vec<&str> = json["panels"]
             .as_array()
             .unwrap()
@@ -226,15 +257,27 @@ mod tests {
             );
         }
         for panel in json["panels"].as_array().unwrap() {
+            assert_eq!(panel["datasource"]["uid"], "${datasource}");
             for target in panel["targets"].as_array().unwrap() {
                 let expr = target["expr"].as_str().unwrap();
-                assert!(
-                    expr.contains("namespace=\"team-a\",service=\"mail\""),
-                    "{expr}"
-                );
+                assert!(expr.contains(SEL), "{expr}");
                 assert!(!metric_names(expr).is_empty(), "{expr}");
             }
         }
+    }
+
+    /// The chart ships the file; `make crds` writes it from [`dashboard`].
+    #[test]
+    fn the_chart_s_file_is_the_dashboard() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(CHART_FILE);
+        let shipped = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            shipped == file(),
+            "{} is stale: run `make crds`",
+            path.display()
+        );
     }
 
     #[test]

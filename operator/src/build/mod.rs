@@ -76,8 +76,6 @@ pub struct Monitoring {
     pub service_monitor: crate::api::monitoring::ServiceMonitor,
     /// The alerts (Prometheus Operator).
     pub prometheus_rule: crate::api::monitoring::PrometheusRule,
-    /// The Grafana dashboard.
-    pub dashboard: ConfigMap,
     /// Alert routing (Prometheus Operator), with `spec.monitoring.alertRouting`.
     pub alertmanager_config: Option<crate::api::monitoring::AlertmanagerConfig>,
 }
@@ -102,7 +100,6 @@ pub fn build(v: &ValidatedVault, generated: &secret::Generated) -> Resources {
         monitoring: v.monitoring.enabled.then(|| Monitoring {
             service_monitor: service_monitor::build(v),
             prometheus_rule: prometheus_rule::build(v),
-            dashboard: dashboard::build(v),
             alertmanager_config: alertmanager_config::build(v),
         }),
         config_map,
@@ -144,7 +141,6 @@ mod tests {
             &r.service.metadata,
             &m.service_monitor.metadata,
             &m.prometheus_rule.metadata,
-            &m.dashboard.metadata,
         ];
         for m in metas {
             let owners = m.owner_references.as_ref().unwrap();
