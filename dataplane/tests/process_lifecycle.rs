@@ -166,7 +166,7 @@ async fn log_lines_are_json_with_the_request_id() {
     assert_eq!(line["request_id"], "trace-me-42");
     assert_eq!(line["route"], "/api/health");
     assert_eq!(line["message"], "request completed");
-    for key in ["timestamp", "level", "target", "module"] {
+    for key in ["timestamp", "level", "logger", "module"] {
         assert!(line[key].is_string(), "{key} missing in {line}");
     }
     // Every line the process printed is one JSON object.

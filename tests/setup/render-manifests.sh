@@ -6,6 +6,7 @@
 #                                the metrics' review ClusterRole(Binding) and metrics-reader ClusterRole
 #   config/manager/manager.yaml  Deployment, metrics Service, PodDisruptionBudget, NetworkPolicy
 #   config/monitoring/servicemonitor.yaml   the operator's ServiceMonitor
+#   config/monitoring/dashboard.yaml        the Grafana dashboard of every SecureVault
 #
 # Release `securevault-operator` in namespace `securevault-system`, default
 # values: the operator watches securevault-system only, with a Role there and
@@ -38,10 +39,11 @@ render "$dir/rbac.yaml" templates/serviceaccount.yaml templates/rbac.yaml templa
 render "$dir/manager.yaml" templates/deployment.yaml templates/service.yaml templates/pdb.yaml \
   templates/networkpolicy.yaml
 render "$dir/servicemonitor.yaml" templates/servicemonitor.yaml
+render "$dir/dashboard.yaml" templates/dashboard.yaml
 
 status=0
 for pair in rbac.yaml:config/rbac/rbac.yaml manager.yaml:config/manager/manager.yaml \
-  servicemonitor.yaml:config/monitoring/servicemonitor.yaml; do
+  servicemonitor.yaml:config/monitoring/servicemonitor.yaml dashboard.yaml:config/monitoring/dashboard.yaml; do
   from=$dir/${pair%%:*} to=${pair#*:}
   if [ -n "$check" ]; then
     cmp -s "$from" "$to" || {
