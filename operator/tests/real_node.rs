@@ -771,6 +771,20 @@ async fn the_pod(world: &World, name: &str, replaced: Option<&str>) -> Pod {
     .remove(0)
 }
 
+/// The Secret `credentials` of a vault's secret key and administrator's
+/// password, with `more` (indented `key: value` lines) beside them.
+fn credentials(more: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Secret
+metadata: {{name: credentials}}
+stringData:
+  secret-key: {SECRET_KEY}
+  admin-password: {ADMIN_PASSWORD}
+{more}"
+    )
+}
+
 /// What a vault's store holds in the durability test: an email the relay
 /// took, emails still queued, an account with its password, the
 /// administrator's session and an API key.
@@ -853,19 +867,11 @@ async fn a_vault_keeps_its_rows_and_outbox_through_each_replacement_and_a_restor
     let operator = world.operator("real-durable");
     operator.wait_leader();
     world
-        .apply(&format!(
-            "apiVersion: v1
-kind: Secret
-metadata: {{name: credentials}}
-stringData:
-  secret-key: {SECRET_KEY}
-  admin-password: {ADMIN_PASSWORD}
-  s3-id: {}
-  s3-secret: {}
-",
+        .apply(&credentials(&format!(
+            "  s3-id: {}\n  s3-secret: {}\n",
             testkit::SeaweedFs::ACCESS_KEY,
             testkit::SeaweedFs::SECRET_KEY
-        ))
+        )))
         .unwrap();
     // Pods reach the host's SeaweedFS at GATEWAY, as they would a bucket's
     // endpoint in the cluster.
@@ -1172,17 +1178,7 @@ async fn a_pod_s_memory_and_cpu_are_measured_against_its_own_limits() {
     let (_, tag) = image("dataplane");
     let operator = world.operator("real-limits");
     operator.wait_leader();
-    world
-        .apply(&format!(
-            "apiVersion: v1
-kind: Secret
-metadata: {{name: credentials}}
-stringData:
-  secret-key: {SECRET_KEY}
-  admin-password: {ADMIN_PASSWORD}
-"
-        ))
-        .unwrap();
+    world.apply(&credentials("")).unwrap();
     world
         .apply(&vault(
             "mail",
