@@ -332,7 +332,7 @@ const MIN_SECRET_KEY_LEN: usize = 32;
 impl Config {
     /// Checks every setting and fills in the defaults.
     pub fn from_settings(s: &Settings) -> Result<Self, ConfigError> {
-        let (mode, mut notices) = mode(s)?;
+        let (mode, notices) = mode(s)?;
 
         let listen_addr = parse_or(&s.listen_addr, "LISTEN_ADDR", "127.0.0.1:8080", |v| {
             SocketAddr::from_str(v).map_err(|_| "expected IP:PORT, such as 0.0.0.0:8080".into())
@@ -427,7 +427,7 @@ impl Config {
             redis_url,
             secret_key,
             secret_key_generated,
-            notices: std::mem::take(&mut notices),
+            notices,
             openai,
             webhook: webhook_config(s)?,
             smtp: smtp_config(s)?,

@@ -123,17 +123,20 @@ impl Cgroup {
 
     /// The memory limit and working set, or `None` without a limit.
     pub fn memory(&self) -> Option<Memory> {
-        let (limit, usage, inactive) = match self.memory.as_ref()? {
+        let (limit, usage, inactive): (u64, u64, Option<u64>) = match self.memory.as_ref()? {
+            // v1 counts the hierarchy's cache under `total_`; v2 has one figure.
             Files::V1(d) => (
-                read_u64(&d.join("memory.limit_in_bytes"))?,
-                read_u64(&d.join("memory.usage_in_bytes"))?,
-                stat(&d.join("memory.stat"), "total_inactive_file")
-                    .or_else(|| stat(&d.join("memory.stat"), "inactive_file")),
+                read(&d.join("memory.limit_in_bytes"))?,
+                read(&d.join("memory.usage_in_bytes"))?,
+                stat(
+                    &d.join("memory.stat"),
+                    &["total_inactive_file", "inactive_file"],
+                ),
             ),
             Files::V2(d) => (
-                read_u64(&d.join("memory.max"))?,
-                read_u64(&d.join("memory.current"))?,
-                stat(&d.join("memory.stat"), "inactive_file"),
+                read(&d.join("memory.max"))?,
+                read(&d.join("memory.current"))?,
+                stat(&d.join("memory.stat"), &["inactive_file"]),
             ),
         };
         // v1 writes "no limit" as the largest page-aligned i64.
@@ -147,9 +150,9 @@ impl Cgroup {
     pub fn cpu(&self) -> Option<Cpu> {
         let (quota, period, used_ns) = match self.cpu.as_ref()? {
             CpuFiles::V1 { cpu, cpuacct } => (
-                read_i64(&cpu.join("cpu.cfs_quota_us"))?,
-                read_i64(&cpu.join("cpu.cfs_period_us"))?,
-                read_u64(&cpuacct.join("cpuacct.usage"))?,
+                read::<i64>(&cpu.join("cpu.cfs_quota_us"))?,
+                read::<i64>(&cpu.join("cpu.cfs_period_us"))?,
+                read(&cpuacct.join("cpuacct.usage"))?,
             ),
             CpuFiles::V2(d) => {
                 // `max 100000` means no quota.
@@ -157,7 +160,7 @@ impl Cgroup {
                 let mut fields = max.split_whitespace();
                 let quota = fields.next()?.parse().ok()?;
                 let period = fields.next()?.parse().ok()?;
-                let used_us = stat(&d.join("cpu.stat"), "usage_usec")?;
+                let used_us = stat(&d.join("cpu.stat"), &["usage_usec"])?;
                 (quota, period, used_us.saturating_mul(1000))
             }
         };
@@ -183,20 +186,19 @@ fn dir_of(mount: &Path, path: &str) -> PathBuf {
     }
 }
 
-fn read_u64(path: &Path) -> Option<u64> {
+/// A file holding one number.
+fn read<T: std::str::FromStr>(path: &Path) -> Option<T> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-fn read_i64(path: &Path) -> Option<i64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-/// One `key value` line of a stat file.
-fn stat(path: &Path, key: &str) -> Option<u64> {
-    std::fs::read_to_string(path)
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+/// The value of the first of `keys` present in a `key value` stat file,
+/// read once.
+fn stat(path: &Path, keys: &[&str]) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    keys.iter().find_map(|key| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+    })
 }
 
 #[cfg(test)]
