@@ -1228,3 +1228,257 @@ async fn a_pod_s_memory_and_cpu_are_measured_against_its_own_limits() {
     let cpu = gauge(&pod, "system_cpu_percent").await;
     assert!((0.0..=100.0).contains(&cpu), "{cpu}% of half a core");
 }
+
+/// `tests/setup/prometheus-operator.sh WHAT`: the binary, built once.
+fn prometheus_tool(what: &str) -> std::path::PathBuf {
+    let out = Command::new(repo_root().join("tests/setup/prometheus-operator.sh"))
+        .arg(what)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus-operator.sh {what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().into()
+}
+
+/// The Prometheus object kube-prometheus-stack renders (release
+/// `kube-prometheus-stack`): ServiceMonitors and PrometheusRules labelled
+/// with the release, in any namespace. It discovers through this cluster's
+/// API server with the admin kubeconfig's credentials, as Prometheus in a
+/// pod would with its ServiceAccount. No replicas: its pod would run
+/// Prometheus' image, which this machine cannot pull; the Prometheus built
+/// here runs the configuration the operator generates instead.
+fn kube_prometheus_stack(cluster: &testkit::Cluster) -> String {
+    let view = |path: &str| {
+        cluster
+            .kubectl(&[
+                "config",
+                "view",
+                "--minify",
+                "-o",
+                &format!("jsonpath={path}"),
+            ])
+            .unwrap()
+    };
+    format!(
+        "apiVersion: monitoring.coreos.com/v1
+kind: Prometheus
+metadata: {{name: kps}}
+spec:
+  replicas: 0
+  version: v3.16.0
+  serviceDiscoveryRole: EndpointSlice
+  scrapeInterval: 5s
+  evaluationInterval: 5s
+  serviceMonitorSelector: {{matchLabels: {{release: kube-prometheus-stack}}}}
+  serviceMonitorNamespaceSelector: {{}}
+  ruleSelector: {{matchLabels: {{release: kube-prometheus-stack}}}}
+  ruleNamespaceSelector: {{}}
+  apiserverConfig:
+    host: {server}
+    tlsConfig: {{caFile: {ca}, certFile: {cert}, keyFile: {key}}}
+",
+        server = view("{.clusters[0].cluster.server}"),
+        ca = view("{.clusters[0].cluster.certificate-authority}"),
+        cert = view("{.users[0].user.client-certificate}"),
+        key = view("{.users[0].user.client-key}"),
+    )
+}
+
+/// Prometheus Operator users are scraped without guessing: a real
+/// Prometheus Operator (built from its Go module, run on this host against
+/// the cluster) selects the ServiceMonitor and PrometheusRule our operator
+/// writes with its default labels, by kube-prometheus-stack's selectors; the
+/// configuration it generates, loaded into a real Prometheus (with the
+/// Kubernetes service discovery Debian's build lacks), discovers the data
+/// plane's pod on the real node, scrapes it, and evaluates our alerts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prometheus_operator_selects_our_monitors_and_its_prometheus_scrapes_the_pod() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+
+    let prometheus_operator = prometheus_tool("operator");
+    let prometheus = prometheus_tool("prometheus");
+    let world = restricted_world("real-prom").await;
+    // The CRDs it waits for (ServiceMonitor and PrometheusRule are the
+    // cluster's already; the same files).
+    world
+        .cluster
+        .kubectl(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            prometheus_operator.with_file_name("crds").to_str().unwrap(),
+        ])
+        .unwrap();
+    // It looks for them once, at start.
+    world
+        .cluster
+        .kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/prometheuses.monitoring.coreos.com",
+            "crd/podmonitors.monitoring.coreos.com",
+            "crd/probes.monitoring.coreos.com",
+        ])
+        .unwrap();
+    let mut cmd = Command::new(&prometheus_operator);
+    cmd.env("KUBECONFIG", world.cluster.kubeconfig()).args([
+        format!("--web.listen-address=127.0.0.1:{}", testkit::free_port()),
+        format!("--namespaces={}", world.ns()),
+        "--log-level=warn".to_owned(),
+    ]);
+    let _prometheus_operator = testkit::Process::spawn("prometheus-operator", cmd).unwrap();
+
+    let (_, tag) = image("dataplane");
+    let operator = world.operator("real-prom");
+    operator.wait_leader();
+    world.apply(&credentials("")).unwrap();
+    // No monitoring labels in the spec: the operator's default ones.
+    world
+        .apply(&vault(
+            "mail",
+            &format!(
+                "  version: {tag}
+  imagePullPolicy: Never
+  replicas: 1
+  secretKeyRef: {{name: credentials, key: secret-key}}
+  adminPasswordSecretRef: {{name: credentials, key: admin-password}}
+  monitoring: {{interval: 5s}}
+{ON_THE_REAL_NODE}"
+            ),
+        ))
+        .unwrap();
+    world.apply(&kube_prometheus_stack(world.cluster)).unwrap();
+    wait_really_ready(&world, "mail").await;
+    let pod = the_pod(&world, "mail", None).await;
+
+    // The configuration Secret, once it has our ServiceMonitor's job (the
+    // first one may be written before the operator's cache has it).
+    let job = format!("serviceMonitor/{}/mail/0", world.ns());
+    let secrets = world.api::<Secret>();
+    let config = eventually(
+        Duration::from_secs(60),
+        "the Prometheus Operator's configuration with our ServiceMonitor",
+        || async {
+            let secret = secrets.get_opt("prometheus-kps").await.ok()??;
+            let gz = secret.data?.remove("prometheus.yaml.gz")?;
+            let mut gunzip = Command::new("gzip")
+                .arg("-dc")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            gunzip.stdin.take().unwrap().write_all(&gz.0).unwrap();
+            let out = gunzip.wait_with_output().unwrap();
+            Some(String::from_utf8(out.stdout).unwrap())
+        },
+        |config: &String| config.contains(&format!("job_name: {job}")),
+    )
+    .await;
+    let rules = eventually(
+        Duration::from_secs(60),
+        "the Prometheus Operator's rule files with our PrometheusRule",
+        || async {
+            let cm = world
+                .api::<ConfigMap>()
+                .get_opt("prometheus-kps-rulefiles-0")
+                .await
+                .ok()??;
+            Some(cm.data.unwrap_or_default())
+        },
+        |files: &std::collections::BTreeMap<String, String>| {
+            files
+                .values()
+                .any(|f| f.contains("SecureVaultHealthCheckFailing"))
+        },
+    )
+    .await;
+
+    // What the config-reloader sidecar and the pod's mounts would do: its
+    // shard number, and the rule files' directory.
+    let config = config
+        .replace("$(SHARD)", "0")
+        .replace("$(POD_NAME)", "prometheus-kps-0")
+        .replace("/etc/prometheus/rules/prometheus-kps-rulefiles-0/", "./");
+    let files: Vec<(&str, &str)> = rules
+        .iter()
+        .map(|(name, text)| (name.as_str(), text.as_str()))
+        .collect();
+    let server = testkit::Prometheus::start_binary(prometheus, &config, &files)
+        .unwrap_or_else(|e| panic!("{e}\nwith the configuration:\n{config}"));
+
+    // Discovered through the API server, kept by the operator's relabeling,
+    // scraped on the pod's address, with the labels our rules select by.
+    let ip = pod.status.as_ref().unwrap().pod_ip.clone().unwrap();
+    let target = eventually(
+        Duration::from_secs(60),
+        "the data plane's pod as a healthy target",
+        || async {
+            let body: Value =
+                serde_json::from_str(&server.get("/api/v1/targets?state=active").ok()?).ok()?;
+            body["data"]["activeTargets"]
+                .as_array()?
+                .iter()
+                .find(|t| t["scrapePool"] == job.as_str())
+                .cloned()
+        },
+        |t: &Value| t["health"] == "up",
+    )
+    .await;
+    assert_eq!(target["scrapeUrl"], format!("http://{ip}:9464/metrics"));
+    let labels = &target["labels"];
+    assert_eq!(labels["namespace"], world.ns());
+    assert_eq!(labels["service"], "mail");
+    assert_eq!(labels["pod"], pod.name_any().as_str());
+
+    // Every alert of ours loaded and evaluated without error, and the
+    // store's health gauge, which the readiness alert reads, came from the
+    // pod.
+    let loaded = eventually(
+        Duration::from_secs(30),
+        "our alerts evaluated",
+        || async {
+            let body: Value = serde_json::from_str(&server.get("/api/v1/rules").ok()?).ok()?;
+            Some(
+                body["data"]["groups"]
+                    .as_array()?
+                    .iter()
+                    .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+                    .filter(|r| {
+                        r["health"] == "ok" && r["lastEvaluation"] != "0001-01-01T00:00:00Z"
+                    })
+                    .filter_map(|r| r["name"].as_str().map(str::to_owned))
+                    .collect::<BTreeSet<_>>(),
+            )
+        },
+        |names: &BTreeSet<String>| names.len() >= operator::alerts::ALERTS.len(),
+    )
+    .await;
+    let ours: BTreeSet<String> = operator::alerts::ALERTS
+        .iter()
+        .map(|a| a.name.to_owned())
+        .collect();
+    assert_eq!(loaded, ours);
+    let query = format!(
+        "/api/v1/query?query=health_check_status%7Bnamespace%3D%22{}%22%2Cservice%3D%22mail%22%2Ccheck%3D%22database%22%7D",
+        world.ns()
+    );
+    let healthy = eventually(
+        Duration::from_secs(30),
+        "health_check_status scraped from the pod",
+        || async {
+            let body: Value = serde_json::from_str(&server.get(&query).ok()?).ok()?;
+            body["data"]["result"][0]["value"][1]
+                .as_str()
+                .map(str::to_owned)
+        },
+        |v: &String| !v.is_empty(),
+    )
+    .await;
+    assert_eq!(healthy, "1", "the pod reaches its store");
+}

@@ -89,9 +89,20 @@ impl Prometheus {
     /// contents) written beside it, e.g. the rule files the config names;
     /// returns once `/-/ready` answers 200.
     pub fn start(config: &str, files: &[(&str, &str)]) -> Result<Prometheus> {
+        Prometheus::start_binary(prometheus_binary()?, config, files)
+    }
+
+    /// Like [`Prometheus::start`], with another build of Prometheus: the
+    /// one with Kubernetes service discovery that Debian's lacks
+    /// (tests/setup/prometheus-operator.sh).
+    pub fn start_binary(
+        binary: PathBuf,
+        config: &str,
+        files: &[(&str, &str)],
+    ) -> Result<Prometheus> {
         let mut all = vec![("prometheus.yml", config)];
         all.extend_from_slice(files);
-        Server::start("prometheus", prometheus_binary()?, &all, |dir, port| {
+        Server::start("prometheus", binary, &all, |dir, port| {
             vec![
                 "--config.file=prometheus.yml".to_owned(),
                 format!("--storage.tsdb.path={}", dir.join("data").display()),

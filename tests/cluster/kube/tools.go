@@ -15,4 +15,9 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
 	_ "k8s.io/kubernetes/cmd/kubelet"
+
+	// The Prometheus Operator, run by the test that has it turn our
+	// ServiceMonitor and PrometheusRule into a Prometheus configuration
+	// (tests/setup/prometheus-operator.sh builds it).
+	_ "github.com/prometheus-operator/prometheus-operator/cmd/operator"
 )
