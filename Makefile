@@ -41,7 +41,7 @@ backup: ## Back up the local data plane's store (./data, or DATABASE_URL) into .
 	cargo run --quiet -p dataplane -- backup
 
 .PHONY: monitoring-up
-monitoring-up: ## Run a real Prometheus scraping the data plane (127.0.0.1:8080, started if absent) with the operator's alert rules; alerts at http://127.0.0.1:9090/alerts
+monitoring-up: ## Run a real Prometheus scraping the data plane (127.0.0.1:8080, started if absent) with the operator's alert rules, and Perses showing the SecureVault dashboard (http://127.0.0.1:3000; built once by tests/setup/perses.sh); alerts at http://127.0.0.1:9090/alerts
 	scripts/monitoring-up.sh
 
 .PHONY: test
@@ -51,6 +51,12 @@ test: test-deps ## Run every test (fmt, clippy, unit tests, integration tests ag
 	cargo build --workspace --locked --bins
 	cargo test --workspace --locked --no-run
 	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/setup/argocd.sh >/dev/null
+	@# The Prometheus Operator after the control plane: one Go module builds
+	@# both, so the operator reuses the Kubernetes packages just compiled.
+	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/cluster/cluster.sh build
+	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/setup/prometheus-operator.sh operator >/dev/null
+	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/setup/prometheus-operator.sh prometheus >/dev/null
+	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/setup/perses.sh >/dev/null
 	SECUREVAULT_CACHE="$(CACHE_DIR)" NODE=real tests/cluster/cluster.sh up
 	@# The cluster goes down whatever the tests' outcome; their status is kept.
 	@# Two lanes at once: the operator's tests beside the rest (tests/run-tests.sh).
@@ -70,9 +76,12 @@ test-all: ## The monthly run: every test (make test, which runs the end-to-end t
 E2E_TESTS := --test gitops --test chart --test kustomize --test image --test real_node
 
 .PHONY: test-e2e
-test-e2e: test-deps ## Run the full-cluster subset on a real node (as root): a real Argo CD syncing SecureVaults from git, helm install, kubectl apply -k, the production images as real containers behind a Service (make test runs these too)
+test-e2e: test-deps ## Run the full-cluster subset on a real node (as root): a real Argo CD syncing SecureVaults from git, helm install, kubectl apply -k, the production images as real containers behind a Service, a real Prometheus Operator's configuration scraping them (make test runs these too)
 	cargo build --workspace --locked --bins
 	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/setup/argocd.sh >/dev/null
+	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/cluster/cluster.sh build
+	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/setup/prometheus-operator.sh operator >/dev/null
+	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/setup/prometheus-operator.sh prometheus >/dev/null
 	SECUREVAULT_CACHE="$(CACHE_DIR)" NODE=real tests/cluster/cluster.sh up
 	status=0; SECUREVAULT_KUBECONFIG="$(KUBECONFIG_PATH)" cargo test --workspace --locked --no-fail-fast $(E2E_TESTS) || status=$$?; \
 	  SECUREVAULT_CACHE="$(CACHE_DIR)" tests/cluster/cluster.sh down; exit $$status
@@ -88,6 +97,10 @@ k8s-undeploy: ## Stop the operator make k8s-deploy runs on this host (the chart 
 .PHONY: console-screenshots
 console-screenshots: test-deps ## Run the web console's browser test (Chromium, mailpit, llama.cpp) and keep its screenshots of every page, desktop and phone, in docs/screenshots
 	SCREENSHOT_DIR="$(CURDIR)/docs/screenshots" cargo test -p dataplane --locked --test console_browser -- --nocapture
+
+.PHONY: dashboard-screenshot
+dashboard-screenshot: test-deps ## Run the dashboard's browser test (Perses over Prometheus over a data plane, in Chromium) and keep its screenshot in docs/screenshots/dashboard-perses.png
+	SCREENSHOT_DIR="$(CURDIR)/docs/screenshots" cargo test --workspace --locked --test dashboard_browser -- --nocapture
 
 .PHONY: test-deps
 test-deps:
