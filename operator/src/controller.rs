@@ -37,11 +37,12 @@ use kube::{
 use crate::{
     api::{
         SecureVault,
-        monitoring::{PrometheusRule, ServiceMonitor},
+        monitoring::{Prometheus, PrometheusRule, ServiceMonitor},
     },
     discovery::{Discovery, OptionalKind},
     names,
     policy::Policy,
+    prometheus_selection::Prometheuses,
     reconcile::{error_policy, reconcile},
     telemetry::Metrics,
     validate::validate,
@@ -72,6 +73,8 @@ pub struct Context {
     /// The last look into each SecureVault's backup bucket (by uid): see
     /// `reconcile::observe_bucket`.
     pub bucket_views: crate::reconcile::BucketViews,
+    /// The selectors of the cluster's Prometheuses, kept by a watch.
+    pub prometheuses: Prometheuses,
 }
 
 /// Runs the controller until `shutdown` resolves; reconciles in flight
@@ -98,6 +101,7 @@ pub async fn run(
         discovery: discovery.clone(),
         platform,
         bucket_views: Default::default(),
+        prometheuses: Prometheuses::default(),
     });
 
     fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -156,6 +160,31 @@ pub async fn run(
         })
     };
 
+    // The cluster's Prometheuses, wherever they run (the chart grants this
+    // read cluster-wide): a change of their selectors changes what every
+    // SecureVault's MonitoringReady says. A refused watch leaves them
+    // unknown, and MonitoringReady silent about them.
+    let prometheus_changes = {
+        let (client, known) = (client.clone(), ctx.prometheuses.clone());
+        discovery
+            .while_served(OptionalKind::Prometheus, move || {
+                watcher(Api::<Prometheus>::all(client.clone()), watcher::Config::default())
+                    .default_backoff()
+            })
+            .filter_map(move |event| {
+                let known = known.clone();
+                async move {
+                    match event {
+                        Ok(event) => known.apply(event).then_some(()),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "the watch of Prometheuses failed; retrying with backoff");
+                            None
+                        }
+                    }
+                }
+            })
+    };
+
     Controller::for_stream(vaults, reader)
         .owns(api::<Deployment>(&client, namespace), ours.clone())
         .owns(api::<Service>(&client, namespace), ours.clone())
@@ -186,6 +215,7 @@ pub async fn run(
         })
         // A CRD installed or removed changes what every SecureVault gets.
         .reconcile_all_on(discovery.changes())
+        .reconcile_all_on(prometheus_changes)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| {

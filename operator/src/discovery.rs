@@ -3,7 +3,8 @@
 //! The operator writes four kinds whose CRDs belong to someone else: the
 //! Prometheus Operator's `ServiceMonitor`, `PrometheusRule` (both
 //! `monitoring.coreos.com/v1`) and `AlertmanagerConfig` (`v1alpha1`), and
-//! cert-manager's `Certificate`. A cluster may serve any combination of
+//! cert-manager's `Certificate`; and it reads a fifth, the Prometheus
+//! Operator's `Prometheus`, to tell whether one selects what it wrote. A cluster may serve any combination of
 //! them, and one group may be served in one version but not another. Asking
 //! for a kind that is not served gets the API server's plain `404 page not
 //! found` (not a `Status` object), which looks like a missing object to code
@@ -28,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     api::{
         cert_manager::Certificate,
-        monitoring::{AlertmanagerConfig, PrometheusRule, ServiceMonitor},
+        monitoring::{AlertmanagerConfig, Prometheus, PrometheusRule, ServiceMonitor},
     },
     telemetry::Metrics,
 };
@@ -43,7 +44,8 @@ const RECHECK_WHEN_COMPLETE: Duration = Duration::from_secs(600);
 /// How long to wait before asking again after discovery itself failed.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(2);
 
-/// A kind the operator writes only where its CRD is installed.
+/// A kind the operator writes (or, `Prometheus`, reads) only where its CRD
+/// is installed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum OptionalKind {
     /// `monitoring.coreos.com/v1`, `servicemonitors`.
@@ -54,15 +56,18 @@ pub enum OptionalKind {
     AlertmanagerConfig,
     /// `cert-manager.io/v1`, `certificates`.
     Certificate,
+    /// `monitoring.coreos.com/v1`, `prometheuses` (read only).
+    Prometheus,
 }
 
 impl OptionalKind {
     /// Every optional kind.
-    pub const ALL: [OptionalKind; 4] = [
+    pub const ALL: [OptionalKind; 5] = [
         OptionalKind::ServiceMonitor,
         OptionalKind::PrometheusRule,
         OptionalKind::AlertmanagerConfig,
         OptionalKind::Certificate,
+        OptionalKind::Prometheus,
     ];
 
     /// The kind's name, e.g. `ServiceMonitor`.
@@ -72,6 +77,7 @@ impl OptionalKind {
             OptionalKind::PrometheusRule => "PrometheusRule",
             OptionalKind::AlertmanagerConfig => "AlertmanagerConfig",
             OptionalKind::Certificate => "Certificate",
+            OptionalKind::Prometheus => "Prometheus",
         }
     }
 
@@ -89,6 +95,7 @@ impl OptionalKind {
             OptionalKind::PrometheusRule => of::<PrometheusRule>(),
             OptionalKind::AlertmanagerConfig => of::<AlertmanagerConfig>(),
             OptionalKind::Certificate => of::<Certificate>(),
+            OptionalKind::Prometheus => of::<Prometheus>(),
         }
     }
 
@@ -123,6 +130,10 @@ impl Optional for AlertmanagerConfig {
 
 impl Optional for Certificate {
     const KIND: OptionalKind = OptionalKind::Certificate;
+}
+
+impl Optional for Prometheus {
+    const KIND: OptionalKind = OptionalKind::Prometheus;
 }
 
 /// A set of optional kinds: those served, or those missing.
@@ -433,7 +444,11 @@ mod tests {
         assert!(served.contains(OptionalKind::PrometheusRule));
         assert_eq!(
             served.missing().collect::<Vec<_>>(),
-            [OptionalKind::AlertmanagerConfig, OptionalKind::Certificate]
+            [
+                OptionalKind::AlertmanagerConfig,
+                OptionalKind::Certificate,
+                OptionalKind::Prometheus
+            ]
         );
         assert_eq!(served.to_string(), "ServiceMonitor, PrometheusRule");
 
@@ -458,7 +473,15 @@ mod tests {
             group(
                 "monitoring.coreos.com",
                 &[
-                    ("v1", &["servicemonitors", "prometheusrules", "podmonitors"]),
+                    (
+                        "v1",
+                        &[
+                            "servicemonitors",
+                            "prometheusrules",
+                            "podmonitors",
+                            "prometheuses",
+                        ],
+                    ),
                     ("v1alpha1", &["alertmanagerconfigs"]),
                 ],
             ),
@@ -481,6 +504,7 @@ mod tests {
         same::<PrometheusRule>();
         same::<AlertmanagerConfig>();
         same::<Certificate>();
+        same::<Prometheus>();
         assert_eq!(
             OptionalKind::AlertmanagerConfig.api_version(),
             "monitoring.coreos.com/v1alpha1"

@@ -299,10 +299,23 @@ async fn pipeline(ctx: &Context, sv: &SecureVault, v: &ValidatedVault) -> Result
         .as_ref()
         .map(|s| s.upgrade_history.as_slice())
         .unwrap_or_default();
+    // Who selects the ServiceMonitor and PrometheusRule, from the watch of
+    // the cluster's Prometheuses (no request here).
+    let selection = (monitoring == MonitoringState::Applied
+        && ctx.discovery.served().contains(OptionalKind::Prometheus))
+    .then(|| {
+        let labels = build::service_monitor::build(v)
+            .metadata
+            .labels
+            .unwrap_or_default();
+        ctx.prometheuses.verdicts(&v.namespace, &labels)
+    })
+    .flatten();
     let observed_status = status::Observed {
         deployment: &deployment,
         problems: &problems,
         monitoring,
+        selection: selection.as_deref(),
         alert_routing,
         tls: tls.as_ref(),
         backup: backup.as_ref(),

@@ -16,6 +16,7 @@ use crate::{
     build::service,
     discovery::{Kinds, OptionalKind},
     names,
+    prometheus_selection::{Verdict, describe},
     validate::{BackupDestination, ValidatedVault},
 };
 
@@ -131,6 +132,9 @@ pub struct Observed<'a> {
     pub problems: &'a [Problem],
     /// What became of monitoring.
     pub monitoring: MonitoringState,
+    /// What each Prometheus in the cluster makes of the ServiceMonitor and
+    /// PrometheusRule, where the operator knows the cluster's Prometheuses.
+    pub selection: Option<&'a [Verdict]>,
     /// What became of the alert routing, when the spec asks for it.
     pub alert_routing: Option<AlertRoutingState>,
     /// What the TLS Secret holds, with `spec.tls`.
@@ -147,8 +151,17 @@ pub struct Observed<'a> {
 
 /// `MonitoringReady`'s message when all is applied: with the labels a
 /// Prometheus must select, since one that selects none scrapes nothing and
-/// says nothing.
-fn monitoring_applied(v: &ValidatedVault) -> String {
+/// says nothing, and, where the operator knows the cluster's Prometheuses,
+/// which select them.
+fn monitoring_applied(v: &ValidatedVault, selection: Option<&[Verdict]>) -> String {
+    let applied = monitoring_labels_applied(v);
+    match selection {
+        Some(verdicts) => format!("{applied}; {}", describe(verdicts)),
+        None => applied,
+    }
+}
+
+fn monitoring_labels_applied(v: &ValidatedVault) -> String {
     let labels = &v.monitoring.labels;
     if labels.is_empty() {
         "ServiceMonitor and PrometheusRule applied without labels (only a Prometheus that \
@@ -244,6 +257,7 @@ pub fn compute(
         deployment,
         problems,
         monitoring,
+        selection,
         alert_routing,
         tls,
         backup,
@@ -334,7 +348,7 @@ pub fn compute(
             MONITORING_READY,
             monitoring == MonitoringState::Applied,
             match monitoring {
-                MonitoringState::Applied => ("Applied", monitoring_applied(v)),
+                MonitoringState::Applied => ("Applied", monitoring_applied(v, selection)),
                 MonitoringState::CrdsMissing(missing) => (
                     "PrometheusOperatorMissing",
                     monitoring_crds_missing(missing),
@@ -610,6 +624,7 @@ mod tests {
             deployment,
             problems,
             monitoring,
+            selection: None,
             alert_routing: None,
             tls: None,
             backup,
@@ -641,6 +656,7 @@ mod tests {
             deployment: &d,
             problems: &[],
             monitoring: MonitoringState::Applied,
+            selection: None,
             alert_routing: None,
             tls: None,
             backup: None,
@@ -967,6 +983,7 @@ mod tests {
             deployment: &d,
             problems: &[],
             monitoring: MonitoringState::Applied,
+            selection: None,
             alert_routing: Some(AlertRoutingState::CrdMissing),
             tls: Some(&invalid),
             backup: None,

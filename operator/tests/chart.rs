@@ -367,6 +367,20 @@ async fn the_operator_needs_no_more_than_the_chart_s_rbac() {
     let sample = std::fs::read_to_string(repo_root().join("config/samples/complete.yaml")).unwrap();
     w.apply(&sample).unwrap();
     wait_ready(&w, "mail").await;
+    // The chart's read of the cluster's Prometheus objects is enough for
+    // MonitoringReady to say whether one selects the vault's objects (after
+    // the labels, a verdict).
+    let api = w.api::<SecureVault>();
+    eventually(
+        Duration::from_secs(30),
+        "MonitoringReady judging the cluster's Prometheuses",
+        || async {
+            let sv = api.get_opt("mail").await.ok()??;
+            Some(sv.status?.condition("MonitoringReady")?.message.clone())
+        },
+        |m: &String| m.contains("); "),
+    )
+    .await;
     // Then what needs the rest of the rules: an upgrade (its migration Job)
     // and optional children removed (deletes).
     w.kubectl(&[
@@ -378,7 +392,6 @@ async fn the_operator_needs_no_more_than_the_chart_s_rbac() {
         r#"{"spec":{"version":"0.2.0","image":"registry.example.com/securevault/dataplane:0.2.0","backup":null,"autoscaling":null,"replicas":2,"networkPolicy":null,"monitoring":{"enabled":false},"upgrade":{"verifySeconds":1}}}"#,
     ])
     .unwrap();
-    let api = w.api::<SecureVault>();
     eventually(
         Duration::from_secs(60),
         "the upgrade to 0.2.0 Succeeded",
@@ -480,8 +493,9 @@ async fn helm_installs_and_uninstalls_the_operator_and_the_crd_stays() {
         .unwrap();
     assert_eq!(ready, "2");
     // The default install: rights in its own namespace; cluster-wide only
-    // the metrics' reviews (those APIs exist nowhere else) and the role a
-    // scraper is bound to, which nobody holds until the admin binds it.
+    // the metrics' reviews (those APIs exist nowhere else), the role a
+    // scraper is bound to, which nobody holds until the admin binds it, and
+    // reading Prometheus objects (to say which one selects a vault).
     let cluster_wide = w
         .cluster
         .kubectl(&[
@@ -499,7 +513,9 @@ async fn helm_installs_and_uninstalls_the_operator_and_the_crd_stays() {
         format!(
             "clusterrole.rbac.authorization.k8s.io/{prefix}-metrics-auth\n\
              clusterrole.rbac.authorization.k8s.io/{prefix}-metrics-reader\n\
-             clusterrolebinding.rbac.authorization.k8s.io/{prefix}-metrics-auth"
+             clusterrole.rbac.authorization.k8s.io/{prefix}-prometheuses\n\
+             clusterrolebinding.rbac.authorization.k8s.io/{prefix}-metrics-auth\n\
+             clusterrolebinding.rbac.authorization.k8s.io/{prefix}-prometheuses"
         ),
         "the default install is namespaced"
     );
@@ -517,6 +533,21 @@ async fn helm_installs_and_uninstalls_the_operator_and_the_crd_stays() {
         reviews.trim(),
         "[\"tokenreviews\"] [\"create\"]\n[\"subjectaccessreviews\"] [\"create\"]",
         "the reviews' ClusterRole grants creating reviews and nothing else"
+    );
+    let prometheuses = w
+        .cluster
+        .kubectl(&[
+            "get",
+            "clusterrole",
+            &format!("{prefix}-prometheuses"),
+            "-o",
+            "jsonpath={range .rules[*]}{.apiGroups} {.resources} {.verbs}{\"\\n\"}{end}",
+        ])
+        .unwrap();
+    assert_eq!(
+        prometheuses.trim(),
+        "[\"monitoring.coreos.com\"] [\"prometheuses\"] [\"get\",\"list\",\"watch\"]",
+        "the Prometheus objects' ClusterRole grants reading them and nothing else"
     );
 
     helm(&[

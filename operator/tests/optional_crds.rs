@@ -57,6 +57,11 @@ fn crd(kind: OptionalKind) -> (&'static str, &'static str, &'static str) {
             "cert-manager-",
             "cert-manager.io_certificates.yaml",
         ),
+        OptionalKind::Prometheus => (
+            "prometheuses.monitoring.coreos.com",
+            "prometheus-operator-",
+            "monitoring.coreos.com_prometheuses.yaml",
+        ),
     }
 }
 
@@ -81,7 +86,22 @@ fn crd_file(kind: OptionalKind) -> PathBuf {
 }
 
 /// Sets which optional CRDs the cluster has; all of them again on drop.
-struct Crds(&'static Cluster);
+/// The lock keeps the other lane's tests that need the CRDs waiting until
+/// they are all back (it is released after `drop` has reinstalled them).
+struct Crds {
+    cluster: &'static Cluster,
+    _lock: std::fs::File,
+}
+
+impl Crds {
+    fn take() -> Crds {
+        let cluster = Cluster::shared().unwrap();
+        Crds {
+            cluster,
+            _lock: cluster.crds_lock(true).unwrap(),
+        }
+    }
+}
 
 impl Crds {
     /// Installs the CRDs of `wanted` and deletes the others, waiting until
@@ -93,7 +113,7 @@ impl Crds {
         if !drop.is_empty() {
             let mut args = vec!["delete", "crd", "--wait=true", "--ignore-not-found"];
             args.extend(drop.iter().map(|k| crd(*k).0));
-            self.0.kubectl(&args).unwrap();
+            self.cluster.kubectl(&args).unwrap();
         }
         if !keep.is_empty() {
             let files: Vec<String> = keep
@@ -104,10 +124,10 @@ impl Crds {
             for f in &files {
                 args.extend(["-f", f.as_str()]);
             }
-            self.0.kubectl(&args).unwrap();
+            self.cluster.kubectl(&args).unwrap();
             for k in keep.iter() {
                 let name = crd(*k).0;
-                self.0
+                self.cluster
                     .wait_established(name)
                     .unwrap_or_else(|e| panic!("{name} is not Established: {e}"));
             }
@@ -356,7 +376,7 @@ fn conditions_match(sv: &SecureVault, sample: Sample, served: &[OptionalKind]) -
 /// the operators run.
 async fn combination(prefix: &str, served: &[OptionalKind]) {
     let _turn = TURN.lock().await;
-    let crds = Crds(Cluster::shared().unwrap());
+    let crds = Crds::take();
     crds.only(served);
     let minimal = Run::start(&format!("{prefix}-min"), Sample::Minimal).await;
     let complete = Run::start(&format!("{prefix}-all"), Sample::Complete).await;
@@ -391,7 +411,7 @@ async fn cert_manager_without_the_prometheus_operator() {
 #[tokio::test]
 async fn every_optional_crd_then_some_removed_while_running() {
     let _turn = TURN.lock().await;
-    let crds = Crds(Cluster::shared().unwrap());
+    let crds = Crds::take();
     crds.only(&OptionalKind::ALL);
     let complete = Run::start("crd-every", Sample::Complete).await;
     complete.expect(&OptionalKind::ALL).await;
@@ -410,7 +430,7 @@ async fn every_optional_crd_then_some_removed_while_running() {
 #[tokio::test]
 async fn a_standby_takes_over_on_a_cluster_with_service_monitor_and_prometheus_rule_only() {
     let _turn = TURN.lock().await;
-    let crds = Crds(Cluster::shared().unwrap());
+    let crds = Crds::take();
     crds.only(&[Sm, Pr]);
     let w = World::new("crd-leader").await;
     let mut first = w.operator("first");

@@ -617,15 +617,13 @@ stringData: {{secret-key: {SECRET_KEY}, admin-password: {ADMIN_PASSWORD}}}
         ))
         .unwrap();
     let spec = |version: &str| {
-        format!(
-            "  version: {version}
-  imagePullPolicy: Never
-  replicas: 1
-  secretKeyRef: {{name: credentials, key: secret-key}}
-  adminPasswordSecretRef: {{name: credentials, key: admin-password}}
-  upgrade: {{progressDeadlineSeconds: 15, verifySeconds: 5}}
+        one_replica(
+            version,
+            &format!(
+                "  upgrade: {{progressDeadlineSeconds: 15, verifySeconds: 5}}
   smtp: {{host: '{GATEWAY}', port: 9, tls: none, from: noreply@example.com}}
-{ON_THE_REAL_NODE}"
+"
+            ),
         )
     };
     world.apply(&vault("quick", &spec("0.1.0"))).unwrap();
@@ -1094,6 +1092,20 @@ async fn a_vault_keeps_its_rows_and_outbox_through_each_replacement_and_a_restor
     assert_eq!(got, expected, "each email delivered exactly once");
 }
 
+/// The spec of a one-replica SecureVault of `version` (of the images built
+/// here) on the real node, its secrets from the [`credentials`] Secret, with
+/// `more` spec lines.
+fn one_replica(version: &str, more: &str) -> String {
+    format!(
+        "  version: {version}
+  imagePullPolicy: Never
+  replicas: 1
+  secretKeyRef: {{name: credentials, key: secret-key}}
+  adminPasswordSecretRef: {{name: credentials, key: admin-password}}
+{more}{ON_THE_REAL_NODE}"
+    )
+}
+
 /// One gauge of `pod`'s data plane, read from its metrics port.
 async fn gauge(pod: &Pod, name: &str) -> f64 {
     let ip = pod.status.as_ref().unwrap().pod_ip.clone().unwrap();
@@ -1182,14 +1194,9 @@ async fn a_pod_s_memory_and_cpu_are_measured_against_its_own_limits() {
     world
         .apply(&vault(
             "mail",
-            &format!(
-                "  version: {tag}
-  imagePullPolicy: Never
-  replicas: 1
-  secretKeyRef: {{name: credentials, key: secret-key}}
-  adminPasswordSecretRef: {{name: credentials, key: admin-password}}
-  resources: {{requests: {{cpu: 100m, memory: 256Mi}}, limits: {{cpu: 500m, memory: 256Mi}}}}
-{ON_THE_REAL_NODE}"
+            &one_replica(
+                &tag,
+                "  resources: {requests: {cpu: 100m, memory: 256Mi}, limits: {cpu: 500m, memory: 256Mi}}\n",
             ),
         ))
         .unwrap();
@@ -1231,16 +1238,7 @@ async fn a_pod_s_memory_and_cpu_are_measured_against_its_own_limits() {
 
 /// `tests/setup/prometheus-operator.sh WHAT`: the binary, built once.
 fn prometheus_tool(what: &str) -> std::path::PathBuf {
-    let out = Command::new(repo_root().join("tests/setup/prometheus-operator.sh"))
-        .arg(what)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "prometheus-operator.sh {what}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().into()
+    testkit::bins::setup("tests/setup/prometheus-operator.sh", &[what]).unwrap()
 }
 
 /// The Prometheus object kube-prometheus-stack renders (release
@@ -1341,15 +1339,7 @@ async fn a_prometheus_operator_selects_our_monitors_and_its_prometheus_scrapes_t
     world
         .apply(&vault(
             "mail",
-            &format!(
-                "  version: {tag}
-  imagePullPolicy: Never
-  replicas: 1
-  secretKeyRef: {{name: credentials, key: secret-key}}
-  adminPasswordSecretRef: {{name: credentials, key: admin-password}}
-  monitoring: {{interval: 5s}}
-{ON_THE_REAL_NODE}"
-            ),
+            &one_replica(&tag, "  monitoring: {interval: 5s}\n"),
         ))
         .unwrap();
     world.apply(&kube_prometheus_stack(world.cluster)).unwrap();
@@ -1481,4 +1471,18 @@ async fn a_prometheus_operator_selects_our_monitors_and_its_prometheus_scrapes_t
     )
     .await;
     assert_eq!(healthy, "1", "the pod reaches its store");
+
+    // And the SecureVault's status says who selects its objects: our
+    // operator reads the same Prometheus object.
+    let kps = format!("{}/kps", world.ns());
+    eventually(
+        Duration::from_secs(30),
+        "MonitoringReady naming the Prometheus that selects the objects",
+        || async {
+            let sv = world.api::<SecureVault>().get("mail").await.ok()?;
+            Some(sv.status?.condition("MonitoringReady")?.message.clone())
+        },
+        |m: &String| m.contains("selected by Prometheus") && m.contains(&kps),
+    )
+    .await;
 }

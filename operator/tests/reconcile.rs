@@ -663,6 +663,78 @@ async fn monitoring_objects_are_accepted_follow_the_spec_and_come_back_when_dele
     .await;
 }
 
+/// MonitoringReady says whether a Prometheus selects the ServiceMonitor
+/// and PrometheusRule: the operator watches the cluster's Prometheus
+/// objects, so a selector fixed on the Prometheus side changes the
+/// message without any change to the SecureVault.
+#[tokio::test]
+async fn monitoring_ready_says_which_prometheus_selects_the_objects() {
+    let w = World::new("selected").await;
+    let op = w.operator("solo");
+    op.wait_leader();
+    // A label of this test's own: another test's Prometheus (selecting the
+    // default release label in every namespace) never selects these.
+    let release = w.ns().to_owned();
+    w.apply(&vault(
+        "mail",
+        &format!(
+            "  version: 0.1.0\n  replicas: 1\n  monitoring:\n    labels: {{release: {release}}}\n"
+        ),
+    ))
+    .unwrap();
+    let prometheus = |selected: &str| {
+        format!(
+            "apiVersion: monitoring.coreos.com/v1
+kind: Prometheus
+metadata: {{name: team}}
+spec:
+  replicas: 0
+  serviceMonitorSelector: {{matchLabels: {{release: {selected}}}}}
+  ruleSelector: {{matchLabels: {{release: {selected}}}}}
+"
+        )
+    };
+    // Its namespace selectors are unset: its own namespace, ours.
+    w.apply(&prometheus("someone-else")).unwrap();
+    let api = w.api::<SecureVault>();
+    let message = |sv: &SecureVault| {
+        sv.status
+            .as_ref()
+            .and_then(|s| s.condition("MonitoringReady"))
+            .map(|c| c.message.clone())
+            .unwrap_or_default()
+    };
+    let mine = format!("{}/team", w.ns());
+    let unselected = eventually(
+        Duration::from_secs(60),
+        "MonitoringReady saying no Prometheus selects them",
+        || async { api.get_opt("mail").await.ok().flatten() },
+        |sv: &SecureVault| message(sv).ends_with("; no Prometheus selects them"),
+    )
+    .await;
+
+    w.apply(&prometheus(&release)).unwrap();
+    let selected = eventually(
+        Duration::from_secs(60),
+        "MonitoringReady naming the Prometheus that now selects them",
+        || async { api.get_opt("mail").await.ok().flatten() },
+        |sv: &SecureVault| message(sv).contains(&format!("selected by Prometheus {mine}")),
+    )
+    .await;
+    assert_eq!(
+        selected.metadata.generation, unselected.metadata.generation,
+        "the SecureVault itself did not change"
+    );
+    assert!(
+        message(&selected).starts_with(&format!(
+            "ServiceMonitor and PrometheusRule applied with labels release={release} (what a \
+             Prometheus must select); selected by"
+        )),
+        "{}",
+        message(&selected)
+    );
+}
+
 #[tokio::test]
 async fn a_backup_cron_job_runs_on_schedule_and_its_success_reaches_the_status() {
     use k8s_openapi::api::batch::v1::CronJob;

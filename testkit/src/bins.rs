@@ -214,6 +214,40 @@ pub fn workspace_script(relative: &str) -> Result<PathBuf> {
         })
 }
 
+/// Where a browser test leaves its screenshots: `$SCREENSHOT_DIR` (relative
+/// to the workspace root, as `make` passes it), else `default` in cargo's
+/// target directory, where they outlive the test without landing in the
+/// work tree.
+pub fn screenshot_dir(default: &str) -> PathBuf {
+    let root = workspace_root();
+    if let Some(dir) = std::env::var_os("SCREENSHOT_DIR").filter(|d| !d.is_empty()) {
+        return root.join(dir);
+    }
+    std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| root.join("target"), |d| root.join(d))
+        .join(default)
+}
+
+/// Runs the workspace's setup script `relative` (e.g.
+/// `tests/setup/browser.sh`) with `args`; the last line of its stdout is
+/// the path of what it installed (a directory or a binary), which must
+/// exist. Setup scripts install once and cache, so this is cheap after the
+/// first time; a failure is an error carrying the script's output.
+pub fn setup(relative: &str, args: &[&str]) -> Result<PathBuf> {
+    let script = workspace_script(relative)?;
+    let stdout = run(Command::new(&script).args(args))?;
+    let path = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
+    if path.as_os_str().is_empty() || !path.exists() {
+        return Err(Error::CommandFailed {
+            command: format!("{} {}", script.display(), args.join(" ")),
+            status: "printed no installed path".to_owned(),
+            output: stdout,
+        });
+    }
+    Ok(path)
+}
+
 /// The root of the workspace the running test belongs to.
 ///
 /// Cargo runs a test in its package's directory, so the nearest ancestor of

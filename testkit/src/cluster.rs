@@ -124,6 +124,30 @@ impl Cluster {
         }
     }
 
+    /// A lock on the cluster's optional CRDs (the Prometheus Operator's and
+    /// cert-manager's, which `cluster.sh` installs): held `exclusive` by a
+    /// test that deletes and reinstalls them
+    /// (operator/tests/optional_crds.rs), shared by one that needs them in
+    /// place. The two lanes of `make test` are separate processes running
+    /// at once, so it is a lock on a file beside the kubeconfig; it is
+    /// released when the returned file is dropped.
+    pub fn crds_lock(&self, exclusive: bool) -> Result<std::fs::File> {
+        let path = self.kubeconfig.with_file_name("crds.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        if exclusive {
+            file.lock()
+        } else {
+            file.lock_shared()
+        }
+        .map_err(|e| Error::io(format!("locking {}", path.display()), e))?;
+        Ok(file)
+    }
+
     /// Like [`Cluster::kubectl`], with `stdin` on kubectl's standard input:
     /// `cluster.kubectl_stdin(&["apply", "-f", "-"], yaml)`.
     pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Result<String> {

@@ -24,7 +24,7 @@
 #   bin/kubernetes-v1.37.2/   kube-apiserver kube-controller-manager kube-scheduler kubectl
 #   bin/etcd-v3.7.3/          etcd
 #   bin/kwok-v0.8.0/          kwok kwokctl
-#   crds/prometheus-operator-v0.85.0/   the ServiceMonitor, PrometheusRule and AlertmanagerConfig CRDs
+#   crds/prometheus-operator-v0.85.0/   the ServiceMonitor, PrometheusRule, AlertmanagerConfig and Prometheus CRDs
 #   crds/cert-manager-v1.21.2/          cert-manager's Certificate CRD
 #   kwok/                     kwokctl's work directory (PKI, logs, pids, etcd data)
 #   cluster/kubeconfig        the admin kubeconfig (context kwok-securevault)
@@ -69,7 +69,7 @@ ETCD_BIN=$BIN/etcd-$ETCD_VERSION
 KWOK_BIN=$BIN/kwok-$KWOK_VERSION
 CRD_DIR=$CACHE/crds/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION
 CRD_FILES=(monitoring.coreos.com_servicemonitors.yaml monitoring.coreos.com_prometheusrules.yaml
-  monitoring.coreos.com_alertmanagerconfigs.yaml)
+  monitoring.coreos.com_alertmanagerconfigs.yaml monitoring.coreos.com_prometheuses.yaml)
 CERT_MANAGER_CRD_DIR=$CACHE/crds/cert-manager-$CERT_MANAGER_VERSION
 CERT_MANAGER_CRD_FILES=(cert-manager.io_certificates.yaml)
 CLUSTER_DIR=$CACHE/cluster
@@ -507,7 +507,8 @@ install_crds() {
   local deadline=$((SECONDS + 60))
   until kubectl_ wait --for=condition=Established --timeout=60s \
     crd/servicemonitors.monitoring.coreos.com crd/prometheusrules.monitoring.coreos.com \
-    crd/alertmanagerconfigs.monitoring.coreos.com crd/certificates.cert-manager.io 2>/dev/null; do
+    crd/alertmanagerconfigs.monitoring.coreos.com crd/prometheuses.monitoring.coreos.com \
+    crd/certificates.cert-manager.io 2>/dev/null; do
     [ "$SECONDS" -lt "$deadline" ] || { echo "the CRDs were not Established within 60 s" >&2; return 1; }
     sleep 1
   done

@@ -1,7 +1,9 @@
-//! The two Prometheus Operator kinds the operator writes, `ServiceMonitor`
-//! and `PrometheusRule` (`monitoring.coreos.com/v1`), written by hand with
-//! only the fields we set. Their CRDs belong to the Prometheus Operator: we
-//! never install them, and their schema is not generated from these types.
+//! The Prometheus Operator kinds the operator writes, `ServiceMonitor` and
+//! `PrometheusRule` (`monitoring.coreos.com/v1`) and `AlertmanagerConfig`,
+//! written by hand with only the fields we set, and the one it reads,
+//! `Prometheus`, with only the fields it reads. Their CRDs belong to the
+//! Prometheus Operator: we never install them, and their schema is not
+//! generated from these types.
 
 use std::collections::BTreeMap;
 
@@ -218,3 +220,35 @@ pub struct AmSlack {
     /// Post again when the alert ends.
     pub send_resolved: bool,
 }
+
+/// A Prometheus the Prometheus Operator runs; read (never written) to tell
+/// whether it selects our ServiceMonitor and PrometheusRule. Only the
+/// selectors are kept: the rest of a large spec is skipped when parsed.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "monitoring.coreos.com",
+    version = "v1",
+    kind = "Prometheus",
+    plural = "prometheuses",
+    namespaced,
+    schema = "disabled"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusSpec {
+    /// The ServiceMonitors it scrapes, by label; none selects none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_monitor_selector: Option<Selector>,
+    /// The namespaces they may be in; none means its own only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_monitor_namespace_selector: Option<Selector>,
+    /// The PrometheusRules it loads, by label; none selects none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_selector: Option<Selector>,
+    /// The namespaces they may be in; none means its own only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_namespace_selector: Option<Selector>,
+}
+
+/// A Kubernetes label selector: every `matchLabels` pair and every
+/// expression must hold; an empty one selects everything.
+pub type Selector = k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
