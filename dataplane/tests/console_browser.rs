@@ -24,11 +24,7 @@
 
 mod common;
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+use std::{path::PathBuf, process::Command, time::Duration};
 
 use testkit::{LlamaServer, Mailpit, Process, bins};
 
@@ -63,7 +59,7 @@ fn the_console_works_in_a_real_browser() {
         ("SESSION_COOKIE_SECURE", "false"),
     ]);
 
-    let screenshots = screenshot_dir();
+    let screenshots = bins::screenshot_dir("console-screenshots");
     let root = bins::workspace_root();
     let mut cmd = Command::new(node);
     cmd.arg(root.join(SPEC))
@@ -101,39 +97,13 @@ fn the_console_works_in_a_real_browser() {
     eprintln!("{output}\nscreenshots: {}", screenshots.display());
 }
 
-/// Runs the setup script; its last line of stdout is the node_modules
-/// directory holding playwright-core and axe-core.
+/// The node_modules directory holding playwright-core and axe-core.
 fn node_modules() -> PathBuf {
-    let script = bins::workspace_script(SETUP).unwrap();
-    let out = Command::new(&script).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{} failed ({}):\n{stdout}{}",
-        script.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dir = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
+    let dir = bins::setup(SETUP, &[]).unwrap();
     assert!(
         dir.join("playwright-core").is_dir(),
-        "{} printed {stdout:?}, not a node_modules with playwright-core",
-        script.display()
+        "{SETUP} printed {}, not a node_modules with playwright-core",
+        dir.display()
     );
     dir
-}
-
-/// `$SCREENSHOT_DIR`, else `console-screenshots` in cargo's target directory,
-/// where they outlive the test without landing in the work tree.
-fn screenshot_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("SCREENSHOT_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .filter(|d| !d.is_empty())
-        .map_or_else(
-            || bins::workspace_root().join("target"),
-            |d| bins::workspace_root().join(Path::new(&d)),
-        );
-    target.join("console-screenshots")
 }

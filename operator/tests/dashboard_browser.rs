@@ -25,7 +25,7 @@
 use std::{
     io::{Read, Write},
     net::TcpStream,
-    path::{Path, PathBuf},
+    path::Path,
     process::Command,
     sync::{
         Arc,
@@ -61,9 +61,9 @@ const RUN_LIMIT: Duration = Duration::from_secs(4 * 60);
 #[test]
 fn every_panel_of_the_dashboard_shows_data_in_perses_in_a_real_browser() {
     // Set up first: a cold build should not eat into the servers' time.
-    let modules = setup_dir(BROWSER_SETUP);
+    let modules = bins::setup(BROWSER_SETUP, &[]).unwrap();
     assert!(modules.join("playwright-core").is_dir(), "{modules:?}");
-    let perses = setup_dir(PERSES_SETUP);
+    let perses = bins::setup(PERSES_SETUP, &[]).unwrap();
     for file in ["perses", "percli", "plugins"] {
         assert!(perses.join(file).exists(), "{PERSES_SETUP} built no {file}");
     }
@@ -130,7 +130,7 @@ fn every_panel_of_the_dashboard_shows_data_in_perses_in_a_real_browser() {
         thread::sleep(Duration::from_millis(500));
     }
 
-    let screenshot = screenshot_dir().join("dashboard-perses.png");
+    let screenshot = bins::screenshot_dir("dashboard-screenshots").join("dashboard-perses.png");
     let mut cmd = Command::new(node);
     cmd.arg(root.join(SPEC))
         .current_dir(&root)
@@ -290,41 +290,4 @@ fn encode(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// Runs a setup script; the last line of its stdout is the directory it
-/// installed into. Its failure fails the test: nothing is skipped.
-fn setup_dir(relative: &str) -> PathBuf {
-    let script = bins::workspace_script(relative).unwrap();
-    let out = Command::new(&script).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{} failed ({}):\n{stdout}{}",
-        script.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dir = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
-    assert!(
-        dir.is_dir(),
-        "{} printed {stdout:?}, not a directory",
-        script.display()
-    );
-    dir
-}
-
-/// `$SCREENSHOT_DIR`, else `dashboard-screenshots` in cargo's target
-/// directory, where it outlives the test without landing in the work tree.
-fn screenshot_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("SCREENSHOT_DIR").filter(|d| !d.is_empty()) {
-        return bins::workspace_root().join(dir);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .filter(|d| !d.is_empty())
-        .map_or_else(
-            || bins::workspace_root().join("target"),
-            |d| bins::workspace_root().join(Path::new(&d)),
-        );
-    target.join("dashboard-screenshots")
 }

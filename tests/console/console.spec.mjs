@@ -23,9 +23,10 @@
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+
+import { launchChromium } from '../browser/chromium.mjs';
 
 // ---------------------------------------------------------------------------
 // The console's HTML contract, in one place: when a label or a text changes,
@@ -96,20 +97,6 @@ const UI = {
 // ---------------------------------------------------------------------------
 // Settings
 // ---------------------------------------------------------------------------
-const CHROMIUM = '/usr/bin/chromium';
-// Without the background-networking flags Chromium keeps reaching for
-// Google's hosts, which this machine refuses; --no-sandbox because the tests
-// run as root. playwright's launch() gives each run a fresh, temporary
-// --user-data-dir of its own.
-const CHROMIUM_FLAGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 const DESKTOP = { viewport: { width: 1280, height: 800 } };
 const PHONE = {
   viewport: { width: 390, height: 844 },
@@ -143,19 +130,6 @@ const ADMIN_PASSWORD = env('SV_ADMIN_PASSWORD');
 const SCREENSHOT_DIR = env('SCREENSHOT_DIR');
 const AXE_PATH = env('AXE_PATH');
 
-// ES modules ignore NODE_PATH; a CommonJS require made here honours it, so
-// the packages can live in the cache that tests/setup/browser.sh fills.
-const require = createRequire(import.meta.url);
-let chromium;
-try {
-  ({ chromium } = require('playwright-core'));
-} catch (e) {
-  console.error(
-    `console.spec: cannot load playwright-core (NODE_PATH=${process.env.NODE_PATH ?? ''}); ` +
-      `tests/setup/browser.sh installs it: ${e.message}`,
-  );
-  process.exit(2);
-}
 const AXE_SOURCE = fs.readFileSync(AXE_PATH, 'utf8');
 fs.mkdirSync(SCREENSHOT_DIR, { recursive: true });
 // A failure's screenshot from an earlier run would outlive a passing one.
@@ -786,7 +760,7 @@ async function main() {
   }, RUN_LIMIT_MS);
   watchdog.unref();
 
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_FLAGS });
+  browser = await launchChromium('console.spec');
   console.log(`chromium ${browser.version()} against ${SV_URL}; screenshots in ${SCREENSHOT_DIR}`);
   let failed = false;
   for (const [i, { name, fn }] of steps.entries()) {

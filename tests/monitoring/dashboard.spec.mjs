@@ -25,22 +25,11 @@
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-const CHROMIUM = '/usr/bin/chromium';
-// As in tests/console/console.spec.mjs: no reaching for Google's hosts, and
-// --no-sandbox because the tests run as root.
-const CHROMIUM_FLAGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
+import { launchChromium } from '../browser/chromium.mjs';
+
 // Tall enough for every panel to be in view: Perses runs a panel's queries
 // only once the panel is visible.
 const VIEWPORT = { width: 1400, height: 1850 };
@@ -63,19 +52,6 @@ const GRAFANA_DASHBOARD = env('GRAFANA_DASHBOARD');
 const SCREENSHOT = env('SCREENSHOT');
 /// The time range shown, as Perses writes it in the URL (`start=5m`).
 const RANGE = env('DASHBOARD_RANGE', '5m');
-
-// ES modules ignore NODE_PATH; a CommonJS require made here honours it.
-const require = createRequire(import.meta.url);
-let chromium;
-try {
-  ({ chromium } = require('playwright-core'));
-} catch (e) {
-  console.error(
-    `dashboard.spec: cannot load playwright-core (NODE_PATH=${process.env.NODE_PATH ?? ''}); ` +
-      `tests/setup/browser.sh installs it: ${e.message}`,
-  );
-  process.exit(2);
-}
 
 // What the dashboard must show: the Grafana dashboard's panels, and their
 // queries with the variables as the URL sets them.
@@ -127,7 +103,7 @@ async function main() {
   }, RUN_LIMIT_MS);
   watchdog.unref();
 
-  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_FLAGS });
+  const browser = await launchChromium('dashboard.spec');
   const page = await browser.newPage({ viewport: VIEWPORT });
   page.on('console', (m) => {
     if (m.type() === 'error') browserErrors.push(`console error: ${m.text()}`);
