@@ -125,20 +125,22 @@ pub struct Prometheuses {
     known: Arc<RwLock<State>>,
 }
 
+/// A Prometheus's namespace and name.
+type Key = (String, String);
+
 #[derive(Debug, Default)]
 struct State {
-    /// By `namespace/name`; `None` until a complete list arrived.
-    listed: Option<BTreeMap<String, PrometheusSpec>>,
+    /// By namespace and name; `None` until a complete list arrived.
+    listed: Option<BTreeMap<Key, PrometheusSpec>>,
     /// A relist under way: what it found so far.
-    relisting: BTreeMap<String, PrometheusSpec>,
+    relisting: BTreeMap<Key, PrometheusSpec>,
 }
 
 impl Prometheuses {
     /// Applies one event of the watch; `true` when what is known changed
     /// (a Prometheus's status, which its operator rewrites often, is not).
     pub fn apply(&self, event: watcher::Event<Prometheus>) -> bool {
-        let key =
-            |p: &Prometheus| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any());
+        let key = |p: &Prometheus| (p.namespace().unwrap_or_default(), p.name_any());
         let mut state = self.known.write().unwrap_or_else(|e| e.into_inner());
         match event {
             watcher::Event::Init => {
@@ -168,14 +170,8 @@ impl Prometheuses {
         }
     }
 
-    /// Forgets what the watch reported: the kind is no longer served.
-    pub fn forget(&self) {
-        let mut state = self.known.write().unwrap_or_else(|e| e.into_inner());
-        *state = State::default();
-    }
-
-    /// Known selectors, for tests and `operator render`.
-    pub fn known(list: impl IntoIterator<Item = (String, PrometheusSpec)>) -> Prometheuses {
+    /// Known selectors (by namespace and name), as a complete list.
+    pub fn known(list: impl IntoIterator<Item = (Key, PrometheusSpec)>) -> Prometheuses {
         let p = Prometheuses::default();
         p.known.write().unwrap_or_else(|e| e.into_inner()).listed =
             Some(list.into_iter().collect());
@@ -195,25 +191,22 @@ impl Prometheuses {
         Some(
             listed
                 .iter()
-                .map(|(name, spec)| {
-                    let home = name.split_once('/').map_or("", |(ns, _)| ns);
-                    Verdict {
-                        prometheus: name.clone(),
-                        service_monitor: selects(
-                            spec.service_monitor_selector.as_ref(),
-                            spec.service_monitor_namespace_selector.as_ref(),
-                            home,
-                            namespace,
-                            labels,
-                        ),
-                        rule: selects(
-                            spec.rule_selector.as_ref(),
-                            spec.rule_namespace_selector.as_ref(),
-                            home,
-                            namespace,
-                            labels,
-                        ),
-                    }
+                .map(|((home, name), spec)| Verdict {
+                    prometheus: format!("{home}/{name}"),
+                    service_monitor: selects(
+                        spec.service_monitor_selector.as_ref(),
+                        spec.service_monitor_namespace_selector.as_ref(),
+                        home,
+                        namespace,
+                        labels,
+                    ),
+                    rule: selects(
+                        spec.rule_selector.as_ref(),
+                        spec.rule_namespace_selector.as_ref(),
+                        home,
+                        namespace,
+                        labels,
+                    ),
                 })
                 .collect(),
         )
@@ -307,7 +300,8 @@ mod tests {
     }
 
     fn one(name: &str, spec: PrometheusSpec) -> Prometheuses {
-        Prometheuses::known([(name.to_owned(), spec)])
+        let (namespace, name) = name.split_once('/').unwrap();
+        Prometheuses::known([((namespace.to_owned(), name.to_owned()), spec)])
     }
 
     const OURS: &[(&str, &str)] = &[
@@ -439,7 +433,5 @@ mod tests {
         p.apply(watcher::Event::Init);
         p.apply(watcher::Event::InitApply(prometheus("kps", "prom")));
         assert!(!p.apply(watcher::Event::InitDone));
-        p.forget();
-        assert_eq!(p.verdicts("team-a", &labels(OURS)), None);
     }
 }

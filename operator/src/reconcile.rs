@@ -304,10 +304,7 @@ async fn pipeline(ctx: &Context, sv: &SecureVault, v: &ValidatedVault) -> Result
     let selection = (monitoring == MonitoringState::Applied
         && ctx.discovery.served().contains(OptionalKind::Prometheus))
     .then(|| {
-        let labels = build::service_monitor::build(v)
-            .metadata
-            .labels
-            .unwrap_or_default();
+        let labels = build::service_monitor::monitoring_labels(v);
         ctx.prometheuses.verdicts(&v.namespace, &labels)
     })
     .flatten();

@@ -48,13 +48,21 @@ pub fn build(v: &ValidatedVault) -> ServiceMonitor {
 
 /// The usual metadata plus the monitoring labels of the spec.
 pub(super) fn monitoring_metadata(v: &ValidatedVault, name: String) -> ObjectMeta {
-    let mut meta = super::metadata(v, name);
-    if let Some(labels) = meta.labels.as_mut() {
-        for (k, value) in &v.monitoring.labels {
-            labels.entry(k.clone()).or_insert_with(|| value.clone());
-        }
+    ObjectMeta {
+        labels: Some(monitoring_labels(v)),
+        ..super::metadata(v, name)
     }
-    meta
+}
+
+/// The labels of the ServiceMonitor and PrometheusRule: the vault's own,
+/// then the monitoring labels a Prometheus selects by (which never replace
+/// ours).
+pub fn monitoring_labels(v: &ValidatedVault) -> std::collections::BTreeMap<String, String> {
+    let mut labels = v.labels.clone();
+    for (k, value) in &v.monitoring.labels {
+        labels.entry(k.clone()).or_insert_with(|| value.clone());
+    }
+    labels
 }
 
 #[cfg(test)]
