@@ -56,6 +56,8 @@ pub struct Platform {
     /// The labels every ServiceMonitor and PrometheusRule carry, under the
     /// SecureVault's own `spec.monitoring.labels`.
     pub monitoring_labels: std::collections::BTreeMap<String, String>,
+    /// Where a SecureVault without `spec.image` pulls the data plane from.
+    pub dataplane_image_repository: String,
 }
 
 /// What every reconcile can reach.

@@ -124,6 +124,10 @@ struct RunArgs {
     /// Empty: none.
     #[arg(long, env = "MONITORING_LABELS", default_value = operator::validate::DEFAULT_MONITORING_LABELS)]
     monitoring_labels: String,
+    /// The image repository of SecureVaults that name no `spec.image` (the
+    /// tag is their `spec.version`), e.g. a mirror in an air-gapped cluster.
+    #[arg(long, env = "DATAPLANE_IMAGE_REPOSITORY", default_value = operator::names::DEFAULT_IMAGE_REPOSITORY)]
+    dataplane_image_repository: String,
 }
 
 /// Writes a command's output to stdout. A reader that stops early (`| head`)
@@ -249,6 +253,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         )?,
         monitoring_labels: operator::validate::parse_labels(&args.monitoring_labels)
             .map_err(|e| anyhow::anyhow!("MONITORING_LABELS: {e}"))?,
+        dataplane_image_repository: operator::validate::parse_image_repository(
+            &args.dataplane_image_repository,
+        )
+        .map_err(|e| anyhow::anyhow!("DATAPLANE_IMAGE_REPOSITORY: {e}"))?,
     });
     let watched = watched_namespaces(&args.watch_namespace)?;
     match &watched {

@@ -198,7 +198,9 @@ pub async fn reconcile(sv: Arc<SecureVault>, ctx: Arc<Context>) -> Result<Action
         return Ok(Action::await_change());
     };
     let v = match validate(&sv) {
-        Ok(v) => v.with_monitoring_labels(&ctx.platform.monitoring_labels),
+        Ok(v) => v
+            .with_monitoring_labels(&ctx.platform.monitoring_labels)
+            .with_image_repository(&ctx.platform.dataplane_image_repository),
         Err(e) => {
             // The user must change the SecureVault; retrying cannot help.
             ctx.publish(&sv, EventType::Warning, "InvalidSpec", &e.to_string())

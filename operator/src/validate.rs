@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
-    api::core::v1::ResourceRequirements, apimachinery::pkg::apis::meta::v1::OwnerReference,
+    api::core::v1::{LocalObjectReference, ResourceRequirements},
+    apimachinery::pkg::apis::meta::v1::OwnerReference,
 };
 use kube::{Resource, ResourceExt};
 
@@ -192,6 +193,30 @@ pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
     Ok(labels)
 }
 
+/// Checks `DATAPLANE_IMAGE_REPOSITORY`: an image repository such as
+/// `registry.example.com/securevault/dataplane`, with neither tag nor
+/// digest (each SecureVault's `spec.version` is the tag).
+pub fn parse_image_repository(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let last = text.rsplit('/').next().unwrap_or(text);
+    if text.is_empty() || text.len() > 255 {
+        return Err("an image repository must have 1 to 255 characters".into());
+    }
+    if text.contains('@') || last.contains(':') {
+        return Err(format!(
+            "`{text}` has a tag or digest: give the repository alone (each SecureVault's spec.version is the tag)"
+        ));
+    }
+    if !text.chars().all(|c| {
+        c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_' | '/' | ':')
+    }) {
+        return Err(format!(
+            "`{text}` is not an image repository: lower-case letters, digits, `.`, `-`, `_`, `/` and a registry's `:port`"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
 /// Kubernetes' label value syntax (empty allowed).
 fn is_label_value(v: &str) -> bool {
     v.len() <= 63
@@ -202,6 +227,17 @@ fn is_label_value(v: &str) -> bool {
 }
 
 impl ValidatedVault {
+    /// Runs the default image from `repository` (the operator's
+    /// `DATAPLANE_IMAGE_REPOSITORY`, e.g. a mirror in an air-gapped
+    /// cluster) instead of [`names::DEFAULT_IMAGE_REPOSITORY`]; an image the
+    /// spec names stays as it is.
+    pub fn with_image_repository(mut self, repository: &str) -> Self {
+        if self.default_image {
+            self.image = format!("{repository}:{}", self.version);
+        }
+        self
+    }
+
     /// Puts the operator's monitoring labels under the spec's own: a
     /// SecureVault adds labels and overrides a value, key by key.
     pub fn with_monitoring_labels(mut self, defaults: &BTreeMap<String, String>) -> Self {
@@ -226,8 +262,13 @@ pub struct ValidatedVault {
     pub version: String,
     /// Image reference.
     pub image: String,
+    /// Whether `image` is the default (`spec.image` unset), which the
+    /// operator's `DATAPLANE_IMAGE_REPOSITORY` may move to another registry.
+    pub default_image: bool,
     /// Image pull policy, if set.
     pub image_pull_policy: Option<String>,
+    /// Pull secrets of the pods, if any.
+    pub image_pull_secrets: Vec<LocalObjectReference>,
     /// Pods wanted.
     pub replicas: i32,
     /// Container resources.
@@ -458,7 +499,13 @@ pub fn validate(sv: &SecureVault) -> Result<ValidatedVault, ValidationError> {
             .image
             .clone()
             .unwrap_or_else(|| format!("{}:{version}", names::DEFAULT_IMAGE_REPOSITORY)),
+        default_image: spec.image.is_none(),
         image_pull_policy: spec.image_pull_policy.map(|p| format!("{p:?}")),
+        image_pull_secrets: (spec.image_pull_secrets.iter().flatten())
+            .map(|s| LocalObjectReference {
+                name: s.name.clone(),
+            })
+            .collect(),
         replicas: spec.replicas,
         resources: spec.resources.clone(),
         settings,
@@ -765,6 +812,40 @@ spec:
 #[cfg(test)]
 mod tests {
     use super::{test_support::*, *};
+
+    #[test]
+    fn the_operator_s_image_repository_moves_the_default_image_only() {
+        let mirror = parse_image_repository("registry.corp:5000/mirror/dataplane").unwrap();
+        assert_eq!(minimal().image, "securevault/dataplane:0.1.0");
+        assert_eq!(
+            minimal().with_image_repository(&mirror).image,
+            "registry.corp:5000/mirror/dataplane:0.1.0"
+        );
+        let named = validated("  image: registry.example.com/sv/dataplane:0.1.0\n")
+            .with_image_repository(&mirror);
+        assert_eq!(named.image, "registry.example.com/sv/dataplane:0.1.0");
+        for (wrong, says) in [
+            ("registry.corp/dataplane:0.1.0", "tag or digest"),
+            ("registry.corp/dataplane@sha256:00", "tag or digest"),
+            ("Registry.corp/Dataplane", "not an image repository"),
+            ("", "1 to 255"),
+        ] {
+            let e = parse_image_repository(wrong).unwrap_err();
+            assert!(e.contains(says), "{wrong}: {e}");
+        }
+    }
+
+    #[test]
+    fn pull_secrets_are_kept_in_order() {
+        let v = validated("  imagePullSecrets: [{name: mirror}, {name: backup-mirror}]\n");
+        let names: Vec<_> = v
+            .image_pull_secrets
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(names, ["mirror", "backup-mirror"]);
+        assert!(minimal().image_pull_secrets.is_empty());
+    }
 
     #[test]
     fn the_operator_s_monitoring_labels_go_under_the_spec_s_own() {

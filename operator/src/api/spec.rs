@@ -11,7 +11,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use k8s_openapi::api::core::v1::{
+    Affinity, LocalObjectReference, ResourceRequirements, Toleration,
+};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -80,8 +82,10 @@ pub struct SecureVaultSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_downgrade: Option<bool>,
 
-    /// Full image reference overriding the default
-    /// `securevault/dataplane:<version>`, e.g. for a private registry.
+    /// Full image reference overriding the default `<repository>:<version>`
+    /// (the repository is `securevault/dataplane` unless the operator's
+    /// `DATAPLANE_IMAGE_REPOSITORY` says otherwise), e.g. for a private
+    /// registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub image: Option<String>,
@@ -89,6 +93,13 @@ pub struct SecureVaultSpec {
     /// When the kubelet pulls the image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<ImagePullPolicy>,
+
+    /// Secrets in this namespace (type `kubernetes.io/dockerconfigjson`)
+    /// that the kubelet pulls the image with, from a registry that asks for
+    /// credentials; set on the data-plane pods and the operator's Jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub image_pull_secrets: Option<Vec<PullSecretRef>>,
 
     /// Number of data-plane pods. Above 1 requires an external database.
     #[schemars(range(min = 0, max = 100))]
@@ -210,6 +221,15 @@ pub struct SecureVaultSpec {
     /// Annotations added to every object the operator creates, pods included.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+}
+
+/// A Secret in the SecureVault's namespace holding registry credentials
+/// (type `kubernetes.io/dockerconfigjson`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+pub struct PullSecretRef {
+    /// The Secret's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
 }
 
 /// A key of a Secret in the SecureVault's namespace.

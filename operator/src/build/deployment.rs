@@ -15,9 +15,10 @@ use k8s_openapi::{
         core::v1::{
             Affinity, Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort,
             EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
-            PersistentVolumeClaimVolumeSource, PodAffinityTerm, PodAntiAffinity,
-            PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector,
-            SecretVolumeSource, SecurityContext, Volume, VolumeMount, WeightedPodAffinityTerm,
+            LocalObjectReference, PersistentVolumeClaimVolumeSource, PodAffinityTerm,
+            PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+            SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+            WeightedPodAffinityTerm,
         },
     },
     apimachinery::pkg::{
@@ -91,11 +92,17 @@ fn strategy(v: &ValidatedVault) -> DeploymentStrategy {
     }
 }
 
+/// The pods' `imagePullSecrets`: none unless the spec names some.
+pub(crate) fn pull_secrets(v: &ValidatedVault) -> Option<Vec<LocalObjectReference>> {
+    (!v.image_pull_secrets.is_empty()).then(|| v.image_pull_secrets.clone())
+}
+
 fn pod_spec(v: &ValidatedVault) -> PodSpec {
     let placement = &v.placement;
     PodSpec {
         service_account_name: Some(names::workload(&v.name)),
         automount_service_account_token: Some(false),
+        image_pull_secrets: pull_secrets(v),
         security_context: Some(pod_security_context()),
         init_containers: restore_container(v).map(|c| vec![c]),
         containers: vec![container(v)],
@@ -441,6 +448,14 @@ mod tests {
             .annotations
             .unwrap()[names::CONFIG_CHECKSUM_ANNOTATION]
             .clone()
+    }
+
+    #[test]
+    fn pull_secrets_reach_the_pods_only_when_the_spec_names_some() {
+        assert_eq!(pod(&deployment(&minimal())).image_pull_secrets, None);
+        let v = crate::validate::test_support::validated("  imagePullSecrets: [{name: mirror}]\n");
+        let secrets = pod(&deployment(&v)).image_pull_secrets.unwrap();
+        assert_eq!(secrets[0].name, "mirror");
     }
 
     #[test]

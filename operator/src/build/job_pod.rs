@@ -13,7 +13,8 @@ use k8s_openapi::api::core::v1::{
 use kube::api::ObjectMeta;
 
 use super::deployment::{
-    container_security_context, empty_dir, pod_security_context, secret_env, settings_env,
+    container_security_context, empty_dir, pod_security_context, pull_secrets, secret_env,
+    settings_env,
 };
 use crate::validate::ValidatedVault;
 
@@ -60,6 +61,7 @@ pub fn template(
             restart_policy: Some(restart_policy.into()),
             service_account_name: Some(crate::names::workload(&v.name)),
             automount_service_account_token: Some(false),
+            image_pull_secrets: pull_secrets(v),
             security_context: Some(pod_security_context()),
             containers: vec![Container {
                 name: component.into(),

@@ -49,6 +49,7 @@ mod tests {
         let mut v = validated(
             "  database: {urlSecretRef: {name: db, key: url}}
   resources: {requests: {cpu: 100m, memory: 64Mi}, limits: {memory: 256Mi}}
+  imagePullSecrets: [{name: mirror}]
 ",
         );
         v.image = "securevault/dataplane:0.3.0".into();
@@ -67,6 +68,8 @@ mod tests {
         );
         let pod = pod.spec.unwrap();
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        // Pulled from the same registry as the pods, with their secrets.
+        assert_eq!(pod.image_pull_secrets.as_ref().unwrap()[0].name, "mirror");
         let c = &pod.containers[0];
         assert_eq!(c.image.as_deref(), Some("securevault/dataplane:0.3.0"));
         assert_eq!(c.args.as_deref().unwrap(), ["migrate"]);
