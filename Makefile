@@ -178,8 +178,8 @@ alertmanager-config: ## Regenerate config/alertmanager/alertmanager.yml (the com
 	mv config/alertmanager/alertmanager.yml.new config/alertmanager/alertmanager.yml
 
 .PHONY: crds
-crds: ## Regenerate crds/securevault.yaml (and the Helm chart's copy), the chart's Grafana dashboard and docs/operator.md's CRD reference from the operator's Rust types
+crds: ## Regenerate crds/securevault.yaml (and the Helm chart's CRD template), the chart's Grafana dashboard and docs/operator.md's CRD reference from the operator's Rust types
 	cargo run --quiet -p operator -- crd > crds/securevault.yaml
-	cp crds/securevault.yaml charts/securevault-operator/crds/securevault.yaml
+	tests/setup/chart-crd.sh
 	cargo run --quiet -p operator -- dashboard > charts/securevault-operator/dashboards/securevault.json
 	cargo run --quiet -p operator -- crd --reference | tests/setup/crd-reference.sh docs/operator.md

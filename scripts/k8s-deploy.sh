@@ -84,6 +84,21 @@ case "${HELM_ARGS:-}" in
 *watchNamespaces* | *clusterWide*) ;;
 *) scope=(--set "watchNamespaces={$SAMPLE_NAMESPACE}") ;;
 esac
+# The chart installs and upgrades the SecureVault CRD, unless the cluster's
+# belongs to something else (kubectl apply of crds/, GitOps, another
+# release): then that owner keeps it and the chart leaves it alone, rather
+# than fail on it or take it over.
+crd_owner=$("$KUBECTL" get crd securevaults.securevault.io --ignore-not-found \
+  -o jsonpath='{.metadata.annotations.meta\.helm\.sh/release-namespace}/{.metadata.annotations.meta\.helm\.sh/release-name}' 2>/dev/null || true)
+case "$crd_owner" in
+"" | "$NAMESPACE/$RELEASE") ;;
+*)
+  owner="release $crd_owner"
+  [ "$crd_owner" != / ] || owner="applied without Helm"
+  log "the cluster's SecureVault CRD is managed outside this release ($owner); leaving it (crds.enabled=false)"
+  scope+=(--set crds.enabled=false)
+  ;;
+esac
 log "installing chart charts/securevault-operator as release $RELEASE in namespace $NAMESPACE"
 "$HELM" upgrade --install "$RELEASE" charts/securevault-operator \
   --namespace "$NAMESPACE" --create-namespace --wait --timeout 5m "${scope[@]}" ${HELM_ARGS:-}

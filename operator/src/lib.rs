@@ -33,6 +33,7 @@ pub mod leader;
 pub mod metrics_auth;
 pub mod names;
 pub mod policy;
+pub mod probe;
 pub mod prometheus_selection;
 pub mod reconcile;
 pub mod render;

@@ -31,6 +31,16 @@ enum Command {
     /// Print the Grafana dashboard of every SecureVault as JSON (what the
     /// chart ships; variables pick the namespace and the SecureVault).
     Dashboard,
+    /// GET a plain-HTTP URL (e.g. an operator's /readyz) and exit 0 on a
+    /// 2xx answer, 1 otherwise: the chart's `helm test` hook, which runs in
+    /// this image (no shell, no curl).
+    Probe {
+        /// E.g. http://securevault-operator-metrics.securevault-system.svc:8081/readyz
+        url: url::Url,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 10)]
+        timeout_secs: u64,
+    },
     /// Reconcile SecureVaults in the watched namespaces (WATCH_NAMESPACE; uses
     /// KUBECONFIG or the in-cluster account).
     Run(Box<RunArgs>),
@@ -212,6 +222,26 @@ fn main() -> ExitCode {
                 Ok(stream) => print_document(&stream),
                 Err(e) => {
                     eprintln!("operator: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Probe { url, timeout_secs } => {
+            let answer = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+                .and_then(|rt| {
+                    rt.block_on(operator::probe::probe(
+                        &url,
+                        std::time::Duration::from_secs(timeout_secs),
+                    ))
+                    .map_err(|e| e.to_string())
+                });
+            match answer {
+                Ok(status) => print_document(&format!("{url} answered {status}\n")),
+                Err(e) => {
+                    eprintln!("operator probe: {e}");
                     ExitCode::FAILURE
                 }
             }

@@ -20,14 +20,163 @@ use std::{process::Command, time::Duration};
 use common::{chart::*, *};
 use operator::api::{SecureVault, UpgradePhase};
 
+/// The chart's CRD template renders the repository's CRD, with the
+/// release's labels and, unless `crds.keep=false`, the annotation that keeps
+/// it on uninstall; `crds.enabled=false` leaves it out.
 #[test]
 fn the_chart_s_crd_is_the_repository_s() {
-    let ours = std::fs::read_to_string(repo_root().join("crds/securevault.yaml")).unwrap();
-    let chart_s = std::fs::read_to_string(chart().join("crds/securevault.yaml")).unwrap();
+    let ours: serde_json::Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(repo_root().join("crds/securevault.yaml")).unwrap(),
+    )
+    .unwrap();
+    let chart = chart();
+    let render = |sets: &[&str]| {
+        let mut args = vec!["template", "x", chart.to_str().unwrap()];
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        objects(&helm(&args))
+            .into_iter()
+            .find(|o| o["kind"] == "CustomResourceDefinition")
+    };
+    let mut rendered = render(&[]).expect("the chart renders the CRD by default");
+    let metadata = rendered["metadata"].as_object_mut().unwrap();
+    let labels = metadata.remove("labels").unwrap();
+    let annotations = metadata.remove("annotations").unwrap();
+    assert_eq!(labels["app.kubernetes.io/instance"], "x");
+    assert_eq!(annotations["helm.sh/resource-policy"], "keep");
     assert!(
-        ours == chart_s,
-        "charts/securevault-operator/crds/securevault.yaml differs from crds/securevault.yaml: copy it (make crds does)"
+        rendered == ours,
+        "the chart's CRD template differs from crds/securevault.yaml: run make crds"
     );
+    let unkept = render(&["crds.keep=false"]).unwrap();
+    assert!(unkept["metadata"].get("annotations").is_none(), "{unkept}");
+    assert!(render(&["crds.enabled=false"]).is_none());
+}
+
+/// The smallest Kubernetes minor whose API server evaluates each CEL
+/// function the CRD's validation rules call (KEP-2876 and the libraries
+/// added after it); rules of plain CEL need 1.25.
+const CEL_FUNCTIONS: &[(&str, u32)] = &[
+    ("isCIDR(", 31),
+    ("isIP(", 31),
+    ("cidr(", 31),
+    ("ip(", 31),
+    ("isQuantity(", 29),
+    ("quantity(", 29),
+    ("isURL(", 27),
+    ("url(", 27),
+];
+
+#[test]
+fn the_chart_s_kube_version_is_what_the_crd_s_rules_need() {
+    let crd = std::fs::read_to_string(repo_root().join("crds/securevault.yaml")).unwrap();
+    let rules: Vec<&str> = crd
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("rule: "))
+        .collect();
+    assert!(!rules.is_empty());
+    let needed = CEL_FUNCTIONS
+        .iter()
+        .filter(|(f, _)| crd.contains(f))
+        .map(|&(_, minor)| minor)
+        .max()
+        .unwrap_or(25);
+    let chart_yaml = std::fs::read_to_string(chart().join("Chart.yaml")).unwrap();
+    let floor = chart_yaml
+        .lines()
+        .find_map(|l| l.strip_prefix("kubeVersion: \">=1."))
+        .and_then(|rest| rest.split('.').next())
+        .and_then(|minor| minor.parse::<u32>().ok())
+        .expect("Chart.yaml has kubeVersion: \">=1.N.0-0\"");
+    assert_eq!(
+        floor, needed,
+        "the CRD's rules need Kubernetes 1.{needed}; Chart.yaml's kubeVersion says 1.{floor}"
+    );
+    // The tests' control plane is above it.
+    assert!(chart_yaml.contains("the tests run 1.37"));
+    assert!(
+        std::fs::read_to_string(repo_root().join("tests/cluster/cluster.sh"))
+            .unwrap()
+            .contains("v1.37.")
+    );
+}
+
+/// A platform team's values reach the operator's pod as a pod spec says
+/// them: one registry for every image (also a parent chart's
+/// `global.imageRegistry`), the data plane's default repository, more
+/// environment, labels, a security context, topology spread, and the
+/// ServiceAccount's annotations for a cloud's workload identity.
+#[test]
+fn platform_values_reach_the_operator_s_pod() {
+    let rendered = objects(&template(
+        "x",
+        "sys",
+        &[
+            "global.imageRegistry=mirror.example.com:5000",
+            "extraEnv[0].name=HTTPS_PROXY",
+            "extraEnv[0].value=http://proxy:3128",
+            "podLabels.team=mail",
+            "podSecurityContext.fsGroup=65534",
+            "topologySpreadConstraints[0].maxSkew=1",
+            "topologySpreadConstraints[0].topologyKey=topology.kubernetes.io/zone",
+            "topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway",
+            "serviceAccount.annotations.iam\\.gke\\.io/gcp-service-account=sv@p.iam.gserviceaccount.com",
+        ],
+    ));
+    let deployment = rendered.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let pod = &deployment["spec"]["template"];
+    let container = &pod["spec"]["containers"][0];
+    assert_eq!(
+        container["image"],
+        "mirror.example.com:5000/securevault/operator:0.1.0"
+    );
+    let env = |name: &str| {
+        container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+    };
+    assert_eq!(
+        env("DATAPLANE_IMAGE_REPOSITORY").unwrap(),
+        "mirror.example.com:5000/securevault/dataplane"
+    );
+    assert_eq!(env("HTTPS_PROXY").unwrap(), "http://proxy:3128");
+    assert_eq!(pod["metadata"]["labels"]["team"], "mail");
+    assert_eq!(pod["spec"]["securityContext"]["fsGroup"], 65534);
+    assert_eq!(pod["spec"]["securityContext"]["runAsNonRoot"], true);
+    let spread = &pod["spec"]["topologySpreadConstraints"][0];
+    assert_eq!(spread["topologyKey"], "topology.kubernetes.io/zone");
+    assert_eq!(
+        spread["labelSelector"]["matchLabels"]["app.kubernetes.io/instance"],
+        "x"
+    );
+    let account = rendered
+        .iter()
+        .find(|o| o["kind"] == "ServiceAccount")
+        .unwrap();
+    assert_eq!(
+        account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"],
+        "sv@p.iam.gserviceaccount.com"
+    );
+    // imageRegistry wins over the parent's, and a parent's other global
+    // values are its own business.
+    let own = template(
+        "x",
+        "sys",
+        &[
+            "global.imageRegistry=a.example.com",
+            "imageRegistry=b.example.com",
+            "global.other=1",
+        ],
+    );
+    assert!(own.contains("image: \"b.example.com/securevault/operator:0.1.0\""));
+    // Without a registry, the images are as the repositories say.
+    let plain = template("x", "sys", &[]);
+    assert!(plain.contains("image: \"securevault/operator:0.1.0\""));
+    assert!(plain.contains("value: \"securevault/dataplane\""));
 }
 
 /// The three modes as rendered: where the operator's rules are granted (the
@@ -93,6 +242,12 @@ fn the_chart_refuses_values_it_cannot_honour_naming_them() {
     for (set, value) in [
         ("replicaCount=0", "replicaCount"),
         ("clusterWide=yes", "clusterWide"),
+        ("crds.enabled=maybe", "crds"),
+        ("imageRegistry=https://mirror", "imageRegistry"),
+        (
+            "dataPlane.image.repository=securevault/dataplane:0.1.0",
+            "repository",
+        ),
     ] {
         let error = refused(&["--set", set]);
         assert!(error.contains(value), "{set}: {error}");
@@ -109,6 +264,9 @@ fn the_chart_refuses_values_it_cannot_honour_naming_them() {
         error.contains("clusterWide") && error.contains("watchNamespaces"),
         "{error}"
     );
+    // A variable the chart sets itself would be there twice.
+    let error = refused(&["--set", "extraEnv[0].name=WATCH_NAMESPACE"]);
+    assert!(error.contains("extraEnv sets WATCH_NAMESPACE"), "{error}");
 }
 
 #[tokio::test]
@@ -146,10 +304,37 @@ async fn the_chart_lints_and_the_api_server_accepts_every_rbac_mode() {
     w.cluster
         .kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &scraped)
         .unwrap();
-    // No namespace listed and no CIDR: the policy stays, denying every
-    // connection, rather than going away with its last rule.
-    let closed = template(w.ns(), w.ns(), &["networkPolicy.metricsNamespaces=null"]);
-    assert!(closed.contains("policyTypes: [Ingress]\n  ingress: []\n"));
+    // No namespace listed and no CIDR: the policy stays, letting through
+    // only `helm test`'s pod, rather than going away with its last rule.
+    let closed = objects(&template(
+        w.ns(),
+        w.ns(),
+        &["networkPolicy.metricsNamespaces=null"],
+    ));
+    let policy = closed
+        .iter()
+        .find(|o| o["kind"] == "NetworkPolicy")
+        .unwrap();
+    let ingress = policy["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(ingress.len(), 1, "{ingress:?}");
+    assert_eq!(
+        ingress[0]["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"],
+        "helm-test"
+    );
+    // `helm test`'s pod, which `template` leaves out as `helm install` does.
+    let test_pod = helm(&[
+        "template",
+        w.ns(),
+        chart().to_str().unwrap(),
+        "--namespace",
+        w.ns(),
+        "--show-only",
+        "templates/tests/operator-answers.yaml",
+    ]);
+    assert!(test_pod.contains("helm.sh/hook: test"));
+    w.cluster
+        .kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &test_pod)
+        .unwrap();
 }
 
 /// What the README's entry for `clusterWide` says the operator's token can
@@ -455,8 +640,11 @@ async fn the_operator_needs_no_more_than_the_chart_s_rbac() {
     );
 }
 
+/// Installed beside the cluster's CRD (`crds.enabled=false`: the tests
+/// share the one applied from crds/; operator/tests/chart_upgrade.rs tests
+/// the chart's own).
 #[tokio::test]
-async fn helm_installs_and_uninstalls_the_operator_and_the_crd_stays() {
+async fn helm_installs_and_uninstalls_the_operator() {
     let w = World::new("chart-install").await;
     let kubeconfig = w.cluster.kubeconfig().to_str().unwrap().to_owned();
     let release = w.ns().to_owned();
@@ -468,6 +656,8 @@ async fn helm_installs_and_uninstalls_the_operator_and_the_crd_stays() {
         w.ns(),
         "--kubeconfig",
         &kubeconfig,
+        "--set",
+        "crds.enabled=false",
         "--wait",
         "--timeout",
         "120s",
@@ -566,7 +756,7 @@ async fn helm_installs_and_uninstalls_the_operator_and_the_crd_stays() {
         !left.contains("securevault-operator"),
         "left after uninstall: {left}"
     );
-    // Helm never deletes a CRD from crds/: the SecureVaults stay.
+    // Not the release's, the CRD stays.
     w.cluster
         .kubectl(&["get", "crd", "securevaults.securevault.io"])
         .unwrap();

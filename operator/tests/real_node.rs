@@ -221,7 +221,9 @@ tolerations: [{{key: securevault.io/node, operator: Equal, value: real, effect: 
         world.ns(),
         "--kubeconfig",
         world.cluster.kubeconfig().to_str().unwrap(),
-        "--skip-crds",
+        // The cluster's CRD, which every test shares (applied from crds/).
+        "--set",
+        "crds.enabled=false",
         "-f",
         file.to_str().unwrap(),
     ]);

@@ -52,3 +52,23 @@ A map as `key=value,key=value`, in key order (what MONITORING_LABELS reads).
 {{- end -}}
 {{- join "," $pairs -}}
 {{- end -}}
+
+{{/*
+The registry every image comes from: imageRegistry, else the parent chart's
+global.imageRegistry; empty when neither is set.
+*/}}
+{{- define "securevault-operator.registry" -}}
+{{- $global := .Values.global | default dict -}}
+{{- default $global.imageRegistry .Values.imageRegistry | trimSuffix "/" -}}
+{{- end -}}
+
+{{/* REPOSITORY under the registry, if any: `(list . REPOSITORY)`. */}}
+{{- define "securevault-operator.inRegistry" -}}
+{{- $registry := include "securevault-operator.registry" (index . 0) -}}
+{{- if $registry -}}{{ printf "%s/%s" $registry (index . 1) }}{{- else -}}{{ index . 1 }}{{- end -}}
+{{- end -}}
+
+{{/* The operator's image reference (the test hook runs it too). */}}
+{{- define "securevault-operator.image" -}}
+{{- include "securevault-operator.inRegistry" (list . .Values.image.repository) -}}:{{ default .Chart.AppVersion .Values.image.tag }}
+{{- end -}}

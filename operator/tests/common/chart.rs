@@ -15,7 +15,10 @@ pub fn chart() -> PathBuf {
     repo_root().join("charts/securevault-operator")
 }
 
-/// The chart rendered as release `release` in `namespace` with `--set`s.
+/// The chart rendered as release `release` in `namespace` with `--set`s,
+/// as `helm install` would create it: without the `helm test` hook, and
+/// without its CRD (`crds.enabled=false`, unless a `--set` says otherwise),
+/// because the tests share the cluster's, which they apply from crds/.
 pub fn template(release: &str, namespace: &str, sets: &[&str]) -> String {
     let chart = chart();
     let mut args = vec![
@@ -24,6 +27,9 @@ pub fn template(release: &str, namespace: &str, sets: &[&str]) -> String {
         chart.to_str().unwrap(),
         "--namespace",
         namespace,
+        "--skip-tests",
+        "--set",
+        "crds.enabled=false",
     ];
     for set in sets {
         args.extend(["--set", set]);
