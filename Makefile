@@ -57,6 +57,9 @@ test: test-deps ## Run every test (fmt, clippy, unit tests, integration tests ag
 	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/setup/prometheus-operator.sh operator >/dev/null
 	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/setup/prometheus-operator.sh prometheus >/dev/null
 	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/setup/perses.sh >/dev/null
+	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/setup/crane.sh >/dev/null
+	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/setup/cosign.sh >/dev/null
+	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/setup/cargo-cyclonedx.sh >/dev/null
 	SECUREVAULT_CACHE="$(CACHE_DIR)" NODE=real tests/cluster/cluster.sh up
 	@# The cluster goes down whatever the tests' outcome; their status is kept.
 	@# Two lanes at once: the operator's tests beside the rest (tests/run-tests.sh).
@@ -71,9 +74,10 @@ test-all: ## The monthly run: every test (make test, which runs the end-to-end t
 
 # The tests that install SecureVault as users do, on the real control plane
 # with a real node (NODE=real: as root): GitOps through a real Argo CD, the
-# Helm chart, kustomize, the images, and the operator and data plane as real
-# containers on the real node.
-E2E_TESTS := --test gitops --test chart --test kustomize --test image --test real_node
+# Helm chart (and its upgrade from the previous version), kustomize, the
+# images, publishing them signed to a registry and installing the chart from
+# there, and the operator and data plane as real containers on the real node.
+E2E_TESTS := --test gitops --test chart --test chart_upgrade --test kustomize --test image --test publish --test real_node
 
 .PHONY: test-e2e
 test-e2e: test-deps ## Run the full-cluster subset on a real node (as root): a real Argo CD syncing SecureVaults from git, helm install, kubectl apply -k, the production images as real containers behind a Service, a real Prometheus Operator's configuration scraping them (make test runs these too)
@@ -82,6 +86,9 @@ test-e2e: test-deps ## Run the full-cluster subset on a real node (as root): a r
 	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/cluster/cluster.sh build
 	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/setup/prometheus-operator.sh operator >/dev/null
 	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/setup/prometheus-operator.sh prometheus >/dev/null
+	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/setup/crane.sh >/dev/null
+	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/setup/cosign.sh >/dev/null
+	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/setup/cargo-cyclonedx.sh >/dev/null
 	SECUREVAULT_CACHE="$(CACHE_DIR)" NODE=real tests/cluster/cluster.sh up
 	status=0; SECUREVAULT_KUBECONFIG="$(KUBECONFIG_PATH)" cargo test --workspace --locked --no-fail-fast $(E2E_TESTS) || status=$$?; \
 	  SECUREVAULT_CACHE="$(CACHE_DIR)" tests/cluster/cluster.sh down; exit $$status
@@ -163,6 +170,14 @@ cluster-build: ## Build and cache the control-plane binaries
 .PHONY: docker-prod
 docker-prod: ## Build the production images securevault/dataplane:VERSION and securevault/operator:VERSION (FROM scratch; starts a private dockerd if none answers)
 	SECUREVAULT_CACHE="$(CACHE_DIR)" docker/build.sh
+
+.PHONY: publish
+publish: ## Push both images and the Helm chart to an OCI registry, each image signed by digest with cosign and its SBOM (CycloneDX, cargo-cyclonedx) attached as a signed attestation: make publish REGISTRY=host:port COSIGN_KEY=cosign.key (COSIGN_PASSWORD from the environment; PROFILE as docker-prod; PLAIN_HTTP=1 for an HTTP registry, the default on 127.0.0.1/localhost); see docs/install.md
+	SECUREVAULT_CACHE="$(CACHE_DIR)" scripts/publish.sh
+
+.PHONY: registry
+registry: ## Start a local OCI registry for make publish in the background (crane, plain HTTP, on 127.0.0.1:5001; REGISTRY_PORT=… moves it; scripts/registry.sh stop stops it)
+	SECUREVAULT_CACHE="$(CACHE_DIR)" scripts/registry.sh
 
 .PHONY: manifests
 manifests: ## Render the Helm chart into config/rbac, config/manager and config/monitoring (kustomize bases)

@@ -34,6 +34,8 @@
 //! * [`seaweedfs`] — [`SeaweedFs`], a private SeaweedFS: a real
 //!   S3-compatible server for backups, with one identity and the buckets a
 //!   test creates. Built from Go modules by `tests/setup/seaweedfs.sh`.
+//! * [`registry`] — [`Registry`], a private OCI registry (crane's) for
+//!   publishing tests, and the cached `crane` and `cosign` binaries.
 //! * [`webhook_receiver`] — [`WebhookReceiver`], an HTTP receiver that
 //!   verifies each webhook with the reference Standard Webhooks library and
 //!   records it; the test queues the statuses it answers.
@@ -83,6 +85,7 @@ pub mod postgres;
 pub mod process;
 pub mod prometheus;
 pub mod redis;
+pub mod registry;
 pub mod seaweedfs;
 pub mod webhook_receiver;
 
@@ -101,6 +104,7 @@ pub use postgres::Postgres;
 pub use process::Process;
 pub use prometheus::{Alertmanager, Prometheus};
 pub use redis::Redis;
+pub use registry::Registry;
 pub use seaweedfs::SeaweedFs;
 pub use webhook_receiver::WebhookReceiver;
 
