@@ -7,8 +7,9 @@
 # until someone applied the CRD by hand. As a template it is upgraded by
 # `helm upgrade` like everything else (as cert-manager's chart does), behind
 # two values: crds.enabled (off when the CRD is managed elsewhere) and
-# crds.keep (`helm.sh/resource-policy: keep`: uninstalling the chart must not
-# delete the CRD, which would delete every SecureVault and all they own).
+# crds.keep (`helm.sh/resource-policy: keep`, and Argo CD's `Delete=false`:
+# uninstalling must not delete the CRD, which would delete every SecureVault
+# and all they own).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 crd=crds/securevault.yaml
@@ -31,6 +32,8 @@ fi
       print "  {{- if .Values.crds.keep }}"
       print "  annotations:"
       print "    helm.sh/resource-policy: keep"
+      print "    # The same for Argo CD, which syncs the chart without Helm."
+      print "    argocd.argoproj.io/sync-options: Delete=false"
       print "  {{- end }}"
       done = 1
     }'
