@@ -168,8 +168,13 @@ cluster-build: ## Build and cache the control-plane binaries
 	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/cluster/cluster.sh build
 
 .PHONY: docker-prod
-docker-prod: ## Build the production images securevault/dataplane:VERSION and securevault/operator:VERSION (FROM scratch; starts a private dockerd if none answers)
+docker-prod: ## Build the production images securevault/dataplane:VERSION and securevault/operator:VERSION (FROM scratch; starts a private dockerd if none answers), then run the data plane's as the container securevault-dataplane (read-only, user 65534, data on the volume securevault-data, http://127.0.0.1:8080; secrets in ./data) until healthy; then make health
 	SECUREVAULT_CACHE="$(CACHE_DIR)" docker/build.sh
+	SECUREVAULT_CACHE="$(CACHE_DIR)" docker/run.sh
+
+.PHONY: docker-down
+docker-down: ## Stop and remove the container of make docker-prod (the volume securevault-data keeps the data), and the private dockerd if nothing else runs on it
+	SECUREVAULT_CACHE="$(CACHE_DIR)" docker/run.sh down
 
 .PHONY: publish
 publish: ## Push both images and the Helm chart to an OCI registry, each image signed by digest with cosign and its SBOM (CycloneDX, cargo-cyclonedx) attached as a signed attestation: make publish REGISTRY=host:port COSIGN_KEY=cosign.key (COSIGN_PASSWORD from the environment; PROFILE as docker-prod; PLAIN_HTTP=1 for an HTTP registry, the default on 127.0.0.1/localhost); see docs/install.md

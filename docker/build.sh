@@ -8,12 +8,14 @@
 # plus each binary, the shared libraries ldd lists for it, the CA
 # certificates and a passwd entry for nobody (65534). Nothing is pulled.
 #
-# The engine: $DOCKER_HOST if it answers; otherwise a private dockerd from
-# Debian's docker.io package (installed if missing) with its state under
-# $SECUREVAULT_CACHE/docker (default ~/.cache/securevault/docker), started
-# and left running so the images stay usable:
+# The engine (docker/engine.sh): $DOCKER_HOST if it answers; otherwise a
+# private dockerd from Debian's docker.io package (installed if missing) with
+# its state under $SECUREVAULT_CACHE/docker (default ~/.cache/securevault/docker),
+# started and left running so the images stay usable:
 #
 #   export DOCKER_HOST=unix://$HOME/.cache/securevault/docker/docker.sock
+#
+# `make docker-prod` then runs the data plane's image with docker/run.sh.
 #
 # Prints each image's name and size.
 #
@@ -22,16 +24,11 @@
 # are release builds, the default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CACHE=${SECUREVAULT_CACHE:-$HOME/.cache/securevault}
+LOG_NAME=docker-prod
+# shellcheck source=docker/engine.sh
+. docker/engine.sh
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/target}
-export PATH="$HOME/.cargo/bin:$PATH"
-log() { printf 'docker-prod: %s\n' "$*" >&2; }
-die() {
-  log "error: $*"
-  exit 1
-}
 
-VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 REVISION=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 [ -z "$(git status --porcelain 2>/dev/null)" ] || REVISION="$REVISION-dirty"
 CREATED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -48,36 +45,19 @@ log "building the $PROFILE binaries"
 cargo build "${cargo_profile[@]}" --locked --workspace --bins >&2
 
 # ------------------------------------------------------------- engine --
-DOCKER_DIR=$CACHE/docker
-if [ -z "${DOCKER_HOST:-}" ]; then
-  export DOCKER_HOST=unix://$DOCKER_DIR/docker.sock
-fi
-if ! docker info >/dev/null 2>&1; then
-  [ "$DOCKER_HOST" = "unix://$DOCKER_DIR/docker.sock" ] ||
-    die "DOCKER_HOST=$DOCKER_HOST does not answer"
-  command -v dockerd >/dev/null || tests/setup/debian-packages.sh docker.io >&2
-  [ "$(id -u)" -eq 0 ] || die "starting dockerd needs root; or set DOCKER_HOST to a running engine"
-  mkdir -p "$DOCKER_DIR"
-  log "starting a private dockerd ($DOCKER_HOST; log $DOCKER_DIR/dockerd.log)"
-  # vfs: no overlay filesystem in a sandbox; no bridge or iptables: the
-  # build needs no network.
-  setsid dockerd --storage-driver=vfs --data-root="$DOCKER_DIR/data" \
-    --exec-root="$DOCKER_DIR/exec" --pidfile="$DOCKER_DIR/dockerd.pid" \
-    --host="$DOCKER_HOST" --iptables=false --bridge=none \
-    >"$DOCKER_DIR/dockerd.log" 2>&1 </dev/null &
-  for _ in $(seq 100); do
-    docker info >/dev/null 2>&1 && break
-    sleep 0.2
-  done
-  docker info >/dev/null 2>&1 || die "dockerd did not start: $(tail -n 5 "$DOCKER_DIR/dockerd.log")"
-fi
+ensure_engine
 
 # ------------------------------------------------------------- images --
 build() { # BINARY
   local bin=$1 ctx lib
   ctx=$(mktemp -d)
   trap 'rm -rf "$ctx"' RETURN
-  mkdir -p "$ctx/rootfs/etc/ssl/certs" "$ctx/rootfs/tmp" "$ctx/rootfs/var/lib/securevault"
+  # /var/lib is root's (in rootfs/); the state directory, which the
+  # Dockerfile gives to 65534, is private: Docker copies its owner and mode
+  # into a new named volume mounted there.
+  mkdir -p "$ctx/rootfs/etc/ssl/certs" "$ctx/rootfs/tmp" "$ctx/rootfs/var/lib" \
+    "$ctx/data/securevault"
+  chmod 700 "$ctx/data/securevault"
   # Debug information is for the build machine, not the image (a debug
   # build's is most of its 300 MB; a release build keeps only symbols).
   strip --strip-debug -o "$ctx/$bin" "$CARGO_TARGET_DIR/$PROFILE/$bin"
@@ -91,8 +71,9 @@ build() { # BINARY
   printf 'nogroup:x:65534:\n' >"$ctx/rootfs/etc/group"
   chmod 1777 "$ctx/rootfs/tmp"
   # The image's history records no build machine path: the context is
-  # all it sees.
-  DOCKER_BUILDKIT=0 docker build --quiet -f docker/Dockerfile \
+  # all it sees. The target is the binary's stage (the data plane's adds
+  # its HEALTHCHECK).
+  DOCKER_BUILDKIT=0 docker build --quiet -f docker/Dockerfile --target "$bin" \
     --build-arg BINARY="$bin" --build-arg VERSION="$VERSION" \
     --build-arg REVISION="$REVISION" --build-arg CREATED="$CREATED" \
     -t "securevault/$bin:$VERSION" "$ctx" >/dev/null

@@ -52,6 +52,11 @@ pub enum Command {
         #[arg(long)]
         if_empty: bool,
     },
+    /// Ask the data plane serving on LISTEN_ADDR whether it is ready
+    /// (`/api/health/ready`; 0.0.0.0 and [::] are asked on loopback) and
+    /// exit 0 on a 200, 1 with a one-line reason otherwise: the container
+    /// image's HEALTHCHECK, which has no shell or curl to ask with.
+    Healthcheck,
 }
 
 /// Every setting, from a flag or its environment variable (the flag wins).

@@ -1,6 +1,8 @@
-//! `dataplane [serve|migrate]`: reads the settings, validates them, sets up
-//! logging and runs. A wrong setting exits with status 2 and a message naming
-//! its environment variable; a failure while running exits with status 1.
+//! `dataplane [serve|migrate|backup|restore|healthcheck]`: reads the
+//! settings, validates them, sets up logging and runs. A wrong setting exits
+//! with status 2 and a message naming its environment variable; a failure
+//! while running exits with status 1. `healthcheck` exits 1 on any failure,
+//! a wrong setting included: Docker reserves status 2 of a health probe.
 
 use std::process::ExitCode;
 
@@ -12,15 +14,29 @@ use dataplane::{
     telemetry::logging,
 };
 
+mod healthcheck;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let probing = matches!(cli.command, Some(Command::Healthcheck));
     let config = match Config::from_settings(&cli.settings) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("dataplane: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(if probing { 1 } else { 2 });
         }
     };
+    // Before logging is set up: a probe runs every few seconds, and Docker
+    // keeps its output; one line on failure is all it should say.
+    if probing {
+        return match healthcheck::probe(&config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("dataplane healthcheck: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Err(e) = logging::init(&config.log_filter) {
         eprintln!("dataplane: {e}");
         return ExitCode::from(2);
@@ -56,6 +72,8 @@ fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Command::Restore { source, if_empty } => {
                 server::restore(config, &source, if_empty).await?
             }
+            // Answered in `main`, before logging and this runtime.
+            Command::Healthcheck => {}
         }
         Ok(())
     })

@@ -33,8 +33,8 @@ fn the_image_runs_read_only_as_nobody_without_capabilities_and_is_healthy() {
     ]).unwrap();
     assert_eq!(
         config.trim(),
-        "65534:65534 0.1.0 2",
-        "user, version label, layers (no base)"
+        "65534:65534 0.1.0 3",
+        "user, version label, layers (rootfs, the state directory, the binary: no base)"
     );
 
     let data = TempDir::new("image-data").unwrap();

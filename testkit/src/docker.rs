@@ -15,10 +15,23 @@ use crate::{Error, Process, Result, TempDir, bins};
 
 /// The running engine; `DOCKER_HOST` for clients is [`DockerEngine::host`].
 pub struct DockerEngine {
-    // Declared first: the daemon stops before its directory is removed.
-    _process: Process,
+    // Taken (the daemon stopped) first on drop, then its mount is undone,
+    // then its directory removed.
+    process: Option<Process>,
     host: String,
-    _dir: TempDir,
+    dir: TempDir,
+}
+
+impl Drop for DockerEngine {
+    fn drop(&mut self) {
+        drop(self.process.take());
+        // dockerd bind-mounts the network namespace at exec/netns/default
+        // and, killed, leaves it mounted: every engine would leak a mount
+        // and a directory that cannot be removed.
+        let _ = Command::new("umount")
+            .arg(self.dir.path().join("exec/netns/default"))
+            .output();
+    }
 }
 
 impl DockerEngine {
@@ -37,9 +50,9 @@ impl DockerEngine {
             .args(["--iptables=false", "--bridge=none"]);
         let process = Process::spawn("dockerd", cmd)?;
         let engine = DockerEngine {
-            _process: process,
+            process: Some(process),
             host,
-            _dir: dir,
+            dir,
         };
         for _ in 0..150 {
             if engine.docker(&["info"]).is_ok() {
@@ -50,7 +63,11 @@ impl DockerEngine {
         Err(Error::Timeout {
             what: "dockerd to answer `docker info`".into(),
             waited: Duration::from_secs(30),
-            log_tail: engine._process.log_tail(),
+            log_tail: engine
+                .process
+                .as_ref()
+                .map(Process::log_tail)
+                .unwrap_or_default(),
         })
     }
 
