@@ -9,7 +9,10 @@
 #                  volumes of the StorageClass real-node (idempotent)
 #   node.sh down   stop everything it started and leave nothing mounted,
 #                  running or routed (a no-op when nothing runs)
+#   node.sh pull REF...   pull images into its containerd from a registry
+#                  (plain HTTP: a registry on this host's loopback)
 #   node.sh load IMAGE.tar...   import docker-saved images into its containerd
+#                  (without a registry)
 #   node.sh tag IMAGE NEW   give an imported image another name (a release
 #                  of the same build under a new version, for upgrades)
 #   node.sh ip     print the node's address
@@ -476,6 +479,18 @@ cmd_load() {
   done
 }
 
+cmd_pull() {
+  [ $# -gt 0 ] || die "usage: node.sh pull REGISTRY/IMAGE:TAG..."
+  running containerd || die "the node does not run (tests/cluster/cluster.sh up with NODE=real)"
+  local ref
+  for ref in "$@"; do
+    # The kubelet's pulls need no flag for a loopback registry (containerd
+    # speaks HTTP to it by itself); ctr does.
+    ctr_ images pull --plain-http "$ref" >/dev/null || die "pulling $ref failed"
+    log "pulled $ref"
+  done
+}
+
 cmd_tag() {
   [ $# -eq 2 ] || die "usage: node.sh tag IMAGE NEW"
   running containerd || die "the node does not run (tests/cluster/cluster.sh up with NODE=real)"
@@ -491,6 +506,10 @@ load)
   shift
   cmd_load "$@"
   ;;
+pull)
+  shift
+  cmd_pull "$@"
+  ;;
 tag)
   shift
   cmd_tag "$@"
@@ -499,7 +518,7 @@ ip) node_ip ;;
 pause-binary) pause_binary ;;
 build) build ;;
 *)
-  echo "usage: $0 up|down|load IMAGE.tar...|tag IMAGE NEW|ip|pause-binary|build" >&2
+  echo "usage: $0 up|down|pull REF...|load IMAGE.tar...|tag IMAGE NEW|ip|pause-binary|build" >&2
   exit 2
   ;;
 esac

@@ -5,7 +5,7 @@
 use std::{process::Command, sync::OnceLock};
 
 use k8s_openapi::api::core::v1::Pod;
-use testkit::{DockerEngine, TempDir};
+use testkit::{DockerEngine, Registry, TempDir};
 
 use super::repo_root;
 
@@ -27,28 +27,47 @@ pub const ON_THE_REAL_NODE: &str = "  placement:
 
 /// Builds the production images with docker/build.sh (`make docker-prod`;
 /// the debug binaries `make test` built, packed the production way) in a
-/// private engine and imports them into the real node's containerd, once
-/// per test process. No registry is involved: pods use them with
-/// `imagePullPolicy: Never`. Returns the images' names.
+/// private engine and brings them into the real node's containerd, once per
+/// test process, the way a cluster gets them: pushed to a real registry
+/// (crane's, on loopback) and pulled from it by the node's containerd
+/// (`node.sh pull`). They then carry their usual names (`securevault/…`)
+/// beside the registry's, and pods use them with `imagePullPolicy: Never`,
+/// since the registry lives only as long as this function. Returns the
+/// images' names. (`node.sh load`, an import without a registry, remains for
+/// a machine without crane; operator/tests/publish.rs has the kubelet
+/// itself pull from a registry that outlives the pods.)
 pub fn load_images() -> &'static [String] {
     static IMAGES: OnceLock<Vec<String>> = OnceLock::new();
     IMAGES.get_or_init(|| {
         let engine = DockerEngine::start().unwrap();
         let built = engine.build_images().unwrap();
+        let registry = Registry::start().unwrap();
+        let crane = testkit::registry::crane().unwrap();
         let dir = TempDir::new("node-images").unwrap();
         let mut images = Vec::new();
-        let mut archives = Vec::new();
         for line in built.lines() {
             let image = line.split_whitespace().next().unwrap().to_owned();
             let file = dir
                 .path()
                 .join(format!("{}.tar", image.replace(['/', ':'], "_")));
             engine.save(&image, &file).unwrap();
+            let pushed = format!("{}/{image}", registry.address());
+            let out = Command::new(&crane)
+                .args(["push", "--insecure"])
+                .arg(&file)
+                .arg(&pushed)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "crane push {pushed}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            node_sh(&["pull", &pushed], &[]);
+            node_sh(&["tag", &pushed, &image], &[]);
             images.push(image);
-            archives.push(file);
         }
         assert_eq!(images.len(), 2, "docker/build.sh built: {built}");
-        node_sh(&["load"], &archives);
         images
     })
 }
