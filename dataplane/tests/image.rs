@@ -111,4 +111,19 @@ fn the_image_runs_read_only_as_nobody_without_capabilities_and_is_healthy() {
         ])
         .unwrap();
     assert!(crd.contains("kind: CustomResourceDefinition"));
+
+    // Each image says what it is, as its version label does.
+    for binary in ["dataplane", "operator"] {
+        let version = engine
+            .docker(&[
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                &format!("securevault/{binary}:0.1.0"),
+                "--version",
+            ])
+            .unwrap();
+        assert_eq!(version.trim(), format!("{binary} 0.1.0"));
+    }
 }
