@@ -68,7 +68,7 @@ test: test-deps ## Run every test (fmt, clippy, unit tests, integration tests ag
 	  >"$(CACHE_DIR)/release-tools.log" 2>&1 </dev/null &
 	SECUREVAULT_CACHE="$(CACHE_DIR)" NODE=real tests/cluster/cluster.sh up
 	@# The cluster goes down whatever the tests' outcome; their status is kept.
-	@# Two lanes at once: the operator's tests beside the rest (tests/run-tests.sh).
+	@# Three lanes at once, after one test that runs alone (tests/run-tests.sh).
 	status=0; SECUREVAULT_KUBECONFIG="$(KUBECONFIG_PATH)" tests/run-tests.sh || status=$$?; \
 	  SECUREVAULT_CACHE="$(CACHE_DIR)" tests/cluster/cluster.sh down; exit $$status
 
