@@ -30,8 +30,9 @@ pub const ON_THE_REAL_NODE: &str = "  placement:
 /// private engine and brings them into the real node's containerd, once per
 /// test process, the way a cluster gets them: pushed to a real registry
 /// (crane's, on loopback) and pulled from it by the node's containerd
-/// (`node.sh pull`). They then carry their usual names (`securevault/…`)
-/// beside the registry's, and pods use them with `imagePullPolicy: Never`,
+/// (`node.sh pull`). They then carry their usual names (`securevault/…`,
+/// which the kubelet reads as `docker.io/securevault/…`) beside the
+/// registry's, and pods use them with `imagePullPolicy: Never`,
 /// since the registry lives only as long as this function. Returns the
 /// images' names. (`node.sh load`, an import without a registry, remains for
 /// a machine without crane; operator/tests/publish.rs has the kubelet
@@ -64,7 +65,9 @@ pub fn load_images() -> &'static [String] {
                 String::from_utf8_lossy(&out.stderr)
             );
             node_sh(&["pull", &pushed], &[]);
-            node_sh(&["tag", &pushed, &image], &[]);
+            // The name the kubelet looks up for `securevault/…`, which it
+            // normalises as Docker does (containerd's own names are whole).
+            node_sh(&["tag", &pushed, &format!("docker.io/{image}")], &[]);
             images.push(image);
         }
         assert_eq!(images.len(), 2, "docker/build.sh built: {built}");
