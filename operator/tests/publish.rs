@@ -37,10 +37,9 @@ use std::{
     time::Duration,
 };
 
-use common::{ClusterScoped, World, eventually, node::ON_THE_REAL_NODE, vault};
+use common::{ClusterScoped, World, node::ON_THE_REAL_NODE, vault, wait_ready_within};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
-use operator::api::SecureVault;
 use serde_json::Value;
 use testkit::{DockerEngine, Registry, TempDir, bins, free_port, registry};
 
@@ -328,19 +327,7 @@ tolerations: [{{key: securevault.io/node, operator: Equal, value: real, effect: 
         &format!("  version: {VERSION}\n  replicas: 1\n{ON_THE_REAL_NODE}"),
     ))
     .unwrap();
-    let api = w.api::<SecureVault>();
-    eventually(
-        Duration::from_secs(240),
-        "SecureVault mail Ready on the real node",
-        || async { api.get_opt("mail").await.ok().flatten() },
-        |sv: &SecureVault| {
-            sv.status.as_ref().is_some_and(|s| {
-                s.observed_generation == sv.metadata.generation
-                    && s.condition("Ready").is_some_and(|c| c.status == "True")
-            })
-        },
-    )
-    .await;
+    wait_ready_within(&w, "mail", Duration::from_secs(240)).await;
     let (bin, image, id) = pulled("app.kubernetes.io/instance=mail", "dataplane").await;
     assert_eq!(image, format!("{addr}/securevault/{bin}:{VERSION}"));
     assert!(

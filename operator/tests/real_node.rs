@@ -154,19 +154,7 @@ async fn wait_pods_ready(world: &World, selector: &str, count: usize) -> Vec<Pod
 /// The SecureVault `name`, Ready for its generation (real pods take longer
 /// than kwok's).
 async fn wait_really_ready(world: &World, name: &str) -> SecureVault {
-    let api = world.api::<SecureVault>();
-    eventually(
-        Duration::from_secs(180),
-        &format!("SecureVault {name} Ready"),
-        || async { api.get_opt(name).await.ok().flatten() },
-        |sv: &SecureVault| {
-            sv.status.as_ref().is_some_and(|s| {
-                s.observed_generation == sv.metadata.generation
-                    && s.condition("Ready").is_some_and(|c| c.status == "True")
-            })
-        },
-    )
-    .await
+    wait_ready_within(world, name, Duration::from_secs(180)).await
 }
 
 /// A namespace whose pods must meet the "restricted" Pod Security Standard.

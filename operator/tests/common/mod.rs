@@ -353,9 +353,15 @@ where
 /// The SecureVault `name`, once its `Ready` condition is True for its
 /// current generation.
 pub async fn wait_ready(world: &World, name: &str) -> SecureVault {
+    wait_ready_within(world, name, Duration::from_secs(60)).await
+}
+
+/// [`wait_ready`] with another limit (real pods, which pull and start,
+/// take longer than kwok's).
+pub async fn wait_ready_within(world: &World, name: &str, limit: Duration) -> SecureVault {
     let api = world.api::<SecureVault>();
     eventually(
-        Duration::from_secs(60),
+        limit,
         &format!("SecureVault {name} Ready"),
         || async { api.get_opt(name).await.ok().flatten() },
         |sv: &SecureVault| {
