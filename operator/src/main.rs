@@ -31,14 +31,14 @@ enum Command {
     /// Print the Grafana dashboard of every SecureVault as JSON (what the
     /// chart ships; variables pick the namespace and the SecureVault).
     Dashboard,
-    /// GET a plain-HTTP URL (e.g. an operator's /readyz) and exit 0 on a
-    /// 2xx answer, 1 otherwise: the chart's `helm test` hook, which runs in
-    /// this image (no shell, no curl).
+    /// GET a plain-HTTP URL (e.g. an operator's /readyz), asking again each
+    /// second, and exit 0 on a 2xx answer, 1 if none came in time: the
+    /// chart's `helm test` hook, which runs in this image (no shell, no curl).
     Probe {
         /// E.g. http://securevault-operator-metrics.securevault-system.svc:8081/readyz
         url: url::Url,
-        /// Seconds to wait for the answer.
-        #[arg(long, default_value_t = 10)]
+        /// Seconds to keep asking for a 2xx answer.
+        #[arg(long, default_value_t = 30)]
         timeout_secs: u64,
     },
     /// Reconcile SecureVaults in the watched namespaces (WATCH_NAMESPACE; uses
@@ -232,7 +232,7 @@ fn main() -> ExitCode {
                 .build()
                 .map_err(|e| e.to_string())
                 .and_then(|rt| {
-                    rt.block_on(operator::probe::probe(
+                    rt.block_on(operator::probe::probe_within(
                         &url,
                         std::time::Duration::from_secs(timeout_secs),
                     ))

@@ -37,7 +37,28 @@ pub enum ProbeError {
     Status(Url, u16),
 }
 
-/// GETs `url` and succeeds on a 2xx status.
+/// GETs `url` until it answers 2xx or `patience` has passed, and returns
+/// the last failure if it never did.
+///
+/// Asking again is what a check run right after an install needs: the
+/// Service's forwarding rules are written by kube-proxy a moment after the
+/// Service exists, and a new operator answers 503 until its first sync.
+pub async fn probe_within(url: &Url, patience: Duration) -> Result<u16, ProbeError> {
+    const PAUSE: Duration = Duration::from_secs(1);
+    const ATTEMPT: Duration = Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let answer = probe(url, left.min(ATTEMPT)).await;
+        match answer {
+            Err(ProbeError::NotHttp(_)) => return answer,
+            Err(_) if left > PAUSE => tokio::time::sleep(PAUSE).await,
+            _ => return answer,
+        }
+    }
+}
+
+/// GETs `url` once and succeeds on a 2xx status.
 pub async fn probe(url: &Url, timeout: Duration) -> Result<u16, ProbeError> {
     match tokio::time::timeout(timeout, get(url)).await {
         Err(_) => Err(ProbeError::Timeout(url.clone(), timeout)),
@@ -113,8 +134,42 @@ mod tests {
         ));
         let https = Url::parse("https://127.0.0.1:1/readyz").unwrap();
         assert!(matches!(
+            probe_within(&https, 3 * second).await,
+            Err(ProbeError::NotHttp(_))
+        ));
+        assert!(matches!(
             probe(&https, second).await,
             Err(ProbeError::NotHttp(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn probe_within_asks_again_until_the_server_answers() {
+        // A port nobody listens on yet: refused at first, as a Service is
+        // before kube-proxy has written its rules.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let url = Url::parse(&format!("http://{addr}/readyz")).unwrap();
+        assert!(matches!(
+            probe(&url, Duration::from_secs(1)).await,
+            Err(ProbeError::Io { .. })
+        ));
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await.unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+        });
+        assert_eq!(
+            probe_within(&url, Duration::from_secs(20)).await.unwrap(),
+            200
+        );
+        // Patience spent: the last failure is what is reported.
+        let gone = Url::parse(&format!("http://{addr}/readyz")).unwrap();
+        let e = probe_within(&gone, Duration::from_secs(2)).await;
+        assert!(matches!(e, Err(ProbeError::Io { .. })), "{e:?}");
     }
 }

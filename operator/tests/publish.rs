@@ -313,8 +313,9 @@ tolerations: [{{key: securevault.io/node, operator: Equal, value: real, effect: 
         digests[bin.as_str()]
     );
 
-    // `helm test`: the hook's pod asks the operator for /readyz.
-    let tested = clients.ok(helm().args(["test", w.ns(), "--timeout", "120s"]));
+    // `helm test`: the hook's pod asks the operator for /readyz (its
+    // output, shown by --logs, says why if it fails).
+    let tested = clients.ok(helm().args(["test", w.ns(), "--logs", "--timeout", "120s"]));
     assert!(
         tested.contains("Phase:          Succeeded") || tested.contains("Phase: Succeeded"),
         "{tested}"
