@@ -24,7 +24,7 @@ METRICS_URL ?= http://127.0.0.1:9464
 NODE ?=
 
 # Debian packages: what the tests start for real, and the tools around them.
-TEST_PACKAGES  := redis-server postgresql curl prometheus prometheus-alertmanager lua5.1 docker.io
+TEST_PACKAGES  := redis-server postgresql curl prometheus prometheus-alertmanager lua5.1 docker.io openssl
 BENCH_PACKAGES := wrk curl redis-server
 COVER_PACKAGES := llvm-22 redis-server postgresql prometheus
 

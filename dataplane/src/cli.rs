@@ -177,6 +177,18 @@ pub struct Settings {
     #[arg(long, env = "SMTP_FROM", global = true)]
     pub smtp_from: Option<String>,
 
+    /// Directory of DKIM private keys (PEM, RSA 2048-4096 bits or Ed25519),
+    /// each file named `<selector>._domainkey.<domain>`: every key of
+    /// SMTP_FROM's domain signs each message. Unset: messages go unsigned.
+    #[arg(long, env = "DKIM_KEYS_DIR", global = true)]
+    pub dkim_keys_dir: Option<String>,
+
+    /// Whether a message may leave unsigned because DKIM_KEYS_DIR has no key
+    /// for SMTP_FROM's domain [default: `false` when DKIM_KEYS_DIR is set,
+    /// `true` when not]. `false` with no such key stops the start.
+    #[arg(long, env = "DKIM_ALLOW_UNSIGNED", global = true)]
+    pub dkim_allow_unsigned: Option<String>,
+
     /// Seconds one SMTP exchange may take before it counts as a temporary
     /// failure [default: 30]. A claimed email is taken over by another worker
     /// after twice this.

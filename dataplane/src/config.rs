@@ -170,6 +170,17 @@ pub struct SmtpConfig {
     pub timeout: Duration,
     /// Most connections open to the server at once (`SMTP_MAX_CONNECTIONS`).
     pub connections: u32,
+    /// DKIM signing.
+    pub dkim: DkimConfig,
+}
+
+/// DKIM signing of outgoing email (`DKIM_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DkimConfig {
+    /// Where the keys are (`DKIM_KEYS_DIR`); read at start.
+    pub keys_dir: Option<std::path::PathBuf>,
+    /// Whether mail may leave unsigned (`DKIM_ALLOW_UNSIGNED`).
+    pub allow_unsigned: bool,
 }
 
 /// SMTP transport security (`SMTP_TLS`).
@@ -826,11 +837,7 @@ fn auth_config(s: &Settings) -> Result<AuthConfig, ConfigError> {
             &s.session_cookie_secure,
             "SESSION_COOKIE_SECURE",
             "true",
-            |v| match v {
-                "true" => Ok(true),
-                "false" => Ok(false),
-                _ => Err("expected `true` or `false`".to_owned()),
-            },
+            boolean,
         )?,
         login_max_failures: parse_or(&s.login_max_failures, "LOGIN_MAX_FAILURES", "5", |v| {
             bounded_u64(v, 1, 1000).map(|n| n as u32)
@@ -959,7 +966,32 @@ fn smtp_config(s: &Settings) -> Result<Option<SmtpConfig>, ConfigError> {
         connections: parse_or(&s.smtp_max_connections, "SMTP_MAX_CONNECTIONS", "32", |v| {
             bounded_u64(v, 1, 256).map(|n| n as u32)
         })?,
+        dkim: dkim_config(s)?,
     }))
+}
+
+/// Whether the keys sign for SMTP_FROM's domain is known once they are read
+/// (`Mailer::new`); here only the values themselves are checked.
+fn dkim_config(s: &Settings) -> Result<DkimConfig, ConfigError> {
+    let keys_dir = non_empty(&s.dkim_keys_dir).map(std::path::PathBuf::from);
+    let default = if keys_dir.is_some() { "false" } else { "true" };
+    let allow_unsigned = parse_or(
+        &s.dkim_allow_unsigned,
+        "DKIM_ALLOW_UNSIGNED",
+        default,
+        boolean,
+    )?;
+    if !allow_unsigned && keys_dir.is_none() {
+        return Err(ConfigError::new(
+            "DKIM_ALLOW_UNSIGNED",
+            "false",
+            "nothing could sign: set DKIM_KEYS_DIR to a directory of DKIM keys",
+        ));
+    }
+    Ok(DkimConfig {
+        keys_dir,
+        allow_unsigned,
+    })
 }
 
 fn webhook_config(s: &Settings) -> Result<Option<WebhookConfig>, ConfigError> {
@@ -1054,6 +1086,14 @@ fn parse_or<T>(
 ) -> Result<T, ConfigError> {
     let raw = non_empty(v).unwrap_or(default);
     parse(raw).map_err(|reason| ConfigError::new(var, raw, reason))
+}
+
+fn boolean(v: &str) -> Result<bool, String> {
+    match v {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err("expected `true` or `false`".to_owned()),
+    }
 }
 
 fn bounded_u64(v: &str, min: u64, max: u64) -> Result<u64, String> {
@@ -1404,6 +1444,15 @@ mod tests {
                 "SMTP_FROM",
                 Settings {
                     smtp_host: Some("mail".into()),
+                    ..settings()
+                },
+            ),
+            (
+                "DKIM_ALLOW_UNSIGNED",
+                Settings {
+                    smtp_host: Some("mail".into()),
+                    smtp_from: Some("a@example.com".into()),
+                    dkim_allow_unsigned: Some("yes".into()),
                     ..settings()
                 },
             ),

@@ -88,6 +88,9 @@ pub enum ServeError {
 pub async fn run(config: Config) -> Result<(), ServeError> {
     let started = Instant::now();
     let metrics = Arc::new(Metrics::new()?);
+    // First: its DKIM keys are read here, and a missing or unusable key
+    // stops the start before anything is written.
+    let mailer = config.smtp.as_ref().map(Mailer::new).transpose()?;
     // Created or tightened before anything is written into it.
     crate::private_files::private_dir(&config.data_dir).map_err(|source| StoreError::DataDir {
         path: config.data_dir.display().to_string(),
@@ -188,9 +191,9 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     // Created first: the email worker wakes the webhook worker when it queues
     // `email.sent` or `email.failed`.
     let webhook_wake = config.webhook.as_ref().map(|_| Arc::new(Notify::new()));
-    let (mailer, email_wake) = match &config.smtp {
-        Some(smtp) => {
-            let mailer = Arc::new(Mailer::new(smtp)?);
+    let (mailer, email_wake) = match (&config.smtp, mailer) {
+        (Some(smtp), Some(mailer)) => {
+            let mailer = Arc::new(mailer);
             let wake = Arc::new(Notify::new());
             let worker = Worker {
                 store: store.clone(),
@@ -204,7 +207,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
             tracing::info!(host = %smtp.host, port = smtp.port, "email delivery worker started");
             (Some(mailer), Some(wake))
         }
-        None => {
+        _ => {
             tracing::info!("SMTP_HOST is not set: email sending is disabled");
             (None, None)
         }

@@ -183,6 +183,7 @@ async fn the_openapi_document_lists_exactly_the_routes_that_answer() {
             ("DELETE", "/api/keys/{id}"),
             ("GET", "/api/audit"),
             ("GET", "/api/auth/me"),
+            ("GET", "/api/dkim"),
             ("GET", "/api/emails/{id}"),
             ("GET", "/api/generations/{id}"),
             ("GET", "/api/health"),

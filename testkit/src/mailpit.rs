@@ -171,6 +171,14 @@ impl Mailpit {
         self.get_json(&format!("/api/v1/message/{id}"))
     }
 
+    /// One message's source exactly as the SMTP server received it.
+    pub fn raw(&self, id: &str) -> Result<String> {
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(Error::InvalidArgument(format!("mailpit message id {id:?}")));
+        }
+        self.http("GET", &format!("/api/v1/message/{id}/raw"), "")
+    }
+
     /// Deletes every stored message.
     pub fn delete_all(&self) -> Result<()> {
         self.http("DELETE", "/api/v1/messages", "{}").map(drop)

@@ -3,6 +3,7 @@
 //! retries. Knows nothing of HTTP: the route in `routes/email.rs` calls
 //! [`validate::validate`] and `Store::enqueue_email`.
 
+pub mod dkim;
 pub mod relay_return;
 pub mod smtp;
 pub mod validate;

@@ -3,7 +3,7 @@
 //! Errors are sorted into permanent (the server said 5xx: do not retry) and
 //! temporary (4xx, connection or timeout: retry later).
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use lettre::{
     AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
@@ -11,6 +11,7 @@ use lettre::{
     transport::smtp::{PoolConfig, authentication::Credentials},
 };
 
+use super::dkim::{DkimError, DkimKeys};
 use crate::{
     config::{SmtpConfig, SmtpTls},
     store::StoredEmail,
@@ -31,6 +32,20 @@ pub enum MailerError {
     /// `SMTP_FROM` is not a mailbox.
     #[error("SMTP_FROM {0:?} is not an email address")]
     From(String),
+    /// A DKIM key cannot be used.
+    #[error(transparent)]
+    Dkim(#[from] DkimError),
+    /// Mail would leave unsigned and that is not allowed.
+    #[error(
+        "DKIM_KEYS_DIR {dir} has no key for {domain}, the domain of SMTP_FROM: add \
+         <selector>._domainkey.{domain}, or set DKIM_ALLOW_UNSIGNED=true to send unsigned"
+    )]
+    NoDkimKey {
+        /// The keys' directory.
+        dir: String,
+        /// SMTP_FROM's domain.
+        domain: String,
+    },
 }
 
 /// A failed delivery attempt.
@@ -51,6 +66,7 @@ pub struct Mailer {
     domain: String,
     timeout: Duration,
     connections: u32,
+    dkim: DkimKeys,
 }
 
 impl Mailer {
@@ -80,25 +96,64 @@ impl Mailer {
         let from: Mailbox = from_text
             .parse()
             .map_err(|_| MailerError::From(from_text.clone()))?;
-        let domain = from.email.domain().to_owned();
+        let domain = from.email.domain().to_ascii_lowercase();
+        let dkim = match &config.dkim.keys_dir {
+            Some(dir) => DkimKeys::load(dir)?,
+            None => DkimKeys::default(),
+        };
+        if !config.dkim.allow_unsigned && !dkim.signs_for(&domain) {
+            return Err(MailerError::NoDkimKey {
+                dir: config
+                    .dkim
+                    .keys_dir
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new(""))
+                    .display()
+                    .to_string(),
+                domain,
+            });
+        }
         Ok(Self {
             transport: builder.build(),
             from,
             domain,
             timeout: config.timeout,
             connections: config.connections,
+            dkim,
         })
+    }
+
+    /// The DKIM keys, for `GET /api/dkim`.
+    pub fn dkim(&self) -> &DkimKeys {
+        &self.dkim
+    }
+
+    /// The domain of the sender address, which the DKIM keys sign for.
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// Whether messages leave with a DKIM signature.
+    pub fn signs(&self) -> bool {
+        self.dkim.signs_for(&self.domain)
     }
 
     /// Delivers `email` and returns the server's final answer (`250 …`).
     /// Its `Message-ID` derives from its id, so a duplicate delivery (see
     /// the README on the crash window) is recognisable.
     pub async fn send(&self, email: &StoredEmail) -> Result<String, SendError> {
-        let message = self.build(email).map_err(|message| SendError {
+        let permanent = |message| SendError {
             permanent: true,
             message,
-        })?;
-        match self.transport.send(message).await {
+        };
+        let message = self.build(email).map_err(permanent)?;
+        let raw = message.formatted();
+        // Signed over the exact bytes the relay receives.
+        let raw = match self.dkim.sign(&self.domain, &raw, SystemTime::now()) {
+            Some(signed) => signed.map_err(permanent)?,
+            None => raw,
+        };
+        match self.transport.send_raw(message.envelope(), &raw).await {
             Ok(response) => Ok(format!(
                 "{} {}",
                 response.code(),

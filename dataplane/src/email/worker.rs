@@ -117,6 +117,9 @@ impl Worker {
         let outcome = match result {
             Ok(_) => {
                 self.metrics.emails_sent_total.inc();
+                if !self.mailer.signs() {
+                    self.metrics.emails_unsigned_total.inc();
+                }
                 tracing::info!(email_id = %email.id, attempts = email.attempts, "email sent");
                 Outcome::Delivered
             }

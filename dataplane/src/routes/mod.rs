@@ -6,6 +6,7 @@ pub mod ai;
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
+pub mod dkim;
 pub mod email;
 pub mod health;
 pub mod metrics;
@@ -101,7 +102,8 @@ pub fn api() -> Api {
         .routes(routes!(api_keys::revoke_key))
         .routes(routes!(users::create_user, users::list_users))
         .routes(routes!(users::update_user))
-        .routes(routes!(audit::list));
+        .routes(routes!(audit::list))
+        .routes(routes!(dkim::records));
     let guarded = [
         (Access::SignedIn, signed_in),
         (Access::EmailSend, send_email),

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub emails_sent_total: IntCounter,
     /// Emails given up on (permanent SMTP error or too many attempts).
     pub emails_failed_total: IntCounter,
+    /// Emails the SMTP server accepted without a DKIM signature.
+    pub emails_unsigned_total: IntCounter,
     /// Time of one SMTP delivery attempt.
     pub email_send_duration_seconds: prometheus::Histogram,
     /// Emails queued or being sent.
@@ -127,6 +129,10 @@ impl Metrics {
         let emails_failed_total = IntCounter::new(
             "emails_failed_total",
             "Emails given up on: permanent SMTP error or too many attempts",
+        )?;
+        let emails_unsigned_total = IntCounter::new(
+            "emails_unsigned_total",
+            "Emails accepted by the SMTP server without a DKIM signature: no key for the sender's domain (DKIM_ALLOW_UNSIGNED)",
         )?;
         let email_send_duration_seconds = prometheus::Histogram::with_opts(
             HistogramOpts::new(
@@ -306,6 +312,7 @@ impl Metrics {
         registry.register(Box::new(http_request_duration_seconds.clone()))?;
         registry.register(Box::new(emails_sent_total.clone()))?;
         registry.register(Box::new(emails_failed_total.clone()))?;
+        registry.register(Box::new(emails_unsigned_total.clone()))?;
         registry.register(Box::new(email_send_duration_seconds.clone()))?;
         registry.register(Box::new(email_outbox_depth.clone()))?;
         registry.register(Box::new(email_outbox_oldest_age_seconds.clone()))?;
@@ -355,6 +362,7 @@ impl Metrics {
             http_request_duration_seconds,
             emails_sent_total,
             emails_failed_total,
+            emails_unsigned_total,
             email_send_duration_seconds,
             email_outbox_depth,
             email_outbox_oldest_age_seconds,
