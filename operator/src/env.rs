@@ -64,3 +64,7 @@ pub const SMTP_FROM: &str = "SMTP_FROM";
 pub const SMTP_USERNAME: &str = "SMTP_USERNAME";
 /// SMTP password (secret).
 pub const SMTP_PASSWORD: &str = "SMTP_PASSWORD";
+/// Directory of DKIM private keys, one file per `<selector>._domainkey.<domain>`.
+pub const DKIM_KEYS_DIR: &str = "DKIM_KEYS_DIR";
+/// Whether email may go out unsigned when no key is for the sender's domain.
+pub const DKIM_ALLOW_UNSIGNED: &str = "DKIM_ALLOW_UNSIGNED";

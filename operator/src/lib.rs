@@ -13,6 +13,7 @@
 //! - [`reconcile`]: the pipeline `validate -> observe -> decide -> build ->
 //!   apply -> update_status`, the only place that writes;
 //! - [`status`]: the status computed from what was observed;
+//! - [`dkim`]: what the DKIM Secret's key names mean, for `Degraded`;
 //! - [`controller`]: watches and wiring; [`leader`]: Lease-based election;
 //! - [`telemetry`]: logs, metrics, health endpoints; [`metrics_auth`]: who
 //!   may read the metrics (TokenReview and SubjectAccessReview);
@@ -28,6 +29,7 @@ pub mod controller;
 pub mod crd;
 pub mod crd_reference;
 pub mod discovery;
+pub mod dkim;
 pub mod env;
 pub mod leader;
 pub mod metrics_auth;

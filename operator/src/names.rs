@@ -24,6 +24,9 @@ pub const METRICS_PORT_NAME: &str = "metrics";
 /// Where the TLS Secret is mounted in the pods: a directory, so that the
 /// kubelet's atomic swap of a renewed Secret reaches the running process.
 pub const TLS_DIR: &str = "/etc/securevault/tls";
+/// Where the DKIM Secret is mounted in the pods (`DKIM_KEYS_DIR`): a
+/// directory of its keys, one file per `<selector>._domainkey.<domain>`.
+pub const DKIM_DIR: &str = "/etc/securevault/dkim";
 
 /// Image used when `spec.image` is not set: `securevault/dataplane:<version>`.
 pub const DEFAULT_IMAGE_REPOSITORY: &str = "securevault/dataplane";

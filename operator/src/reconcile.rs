@@ -486,8 +486,8 @@ fn refused_downgrade(
 }
 
 /// Reads what the builders need from the cluster: the generated values
-/// (each made once, then always read back) and whether each referenced
-/// Secret and key exists.
+/// (each made once, then always read back), whether each referenced
+/// Secret and key exists, and the names of the DKIM Secret's keys.
 async fn dereference(
     ctx: &Context,
     sv: &SecureVault,
@@ -568,6 +568,17 @@ async fn dereference(
                 }
             }
         }
+    }
+    if let Some(dkim) = &v.dkim {
+        if !fetched.contains_key(&dkim.secret_name) {
+            let secret = secrets
+                .get_opt(&dkim.secret_name)
+                .await
+                .map_err(kube_error::<Secret>("get", &dkim.secret_name))?;
+            fetched.insert(dkim.secret_name.clone(), secret);
+        }
+        let secret = fetched.get(&dkim.secret_name).and_then(Option::as_ref);
+        problems.extend(crate::dkim::problems(&v.namespace, dkim, secret));
     }
     Ok((generated, problems))
 }

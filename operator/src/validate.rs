@@ -137,6 +137,17 @@ pub struct Storage {
     pub retain: bool,
 }
 
+/// DKIM signing as `spec.smtp.dkim` asks for it, defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dkim {
+    /// The Secret of private keys, mounted at [`names::DKIM_DIR`].
+    pub secret_name: String,
+    /// Whether email may go out unsigned when no key is for `from_domain`.
+    pub allow_unsigned: bool,
+    /// The domain of `spec.smtp.from`, lower case: whose keys sign.
+    pub from_domain: String,
+}
+
 /// Managed upgrades as the spec asks for them, defaults filled in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Upgrade {
@@ -277,6 +288,9 @@ pub struct ValidatedVault {
     pub settings: BTreeMap<String, String>,
     /// Secret settings, as references.
     pub secret_env: Vec<SecretEnv>,
+    /// DKIM signing, when asked for: its Secret is mounted, not referenced
+    /// key by key (its keys are the selectors, which only the user knows).
+    pub dkim: Option<Dkim>,
     /// Whether the operator generates `SECRET_KEY` (in its own Secret).
     pub generates_secret_key: bool,
     /// Whether the operator generates `ADMIN_PASSWORD` (in the same Secret).
@@ -406,11 +420,26 @@ pub fn validate(sv: &SecureVault) -> Result<ValidatedVault, ValidationError> {
             &redis.url_secret_ref.key,
         );
     }
+    let dkim = spec.smtp.as_ref().and_then(|smtp| {
+        let d = smtp.dkim.as_ref()?;
+        Some(Dkim {
+            secret_name: d.secret_name.clone(),
+            allow_unsigned: d.allow_unsigned.unwrap_or(false),
+            from_domain: mail_domain(&smtp.from),
+        })
+    });
     if let Some(smtp) = &spec.smtp {
         settings.insert(env::SMTP_HOST.into(), smtp.host.clone());
         settings.insert(env::SMTP_PORT.into(), smtp.port.to_string());
         settings.insert(env::SMTP_TLS.into(), smtp_tls(smtp.tls).into());
         settings.insert(env::SMTP_FROM.into(), smtp.from.clone());
+        if let Some(d) = &dkim {
+            settings.insert(env::DKIM_KEYS_DIR.into(), names::DKIM_DIR.into());
+            settings.insert(
+                env::DKIM_ALLOW_UNSIGNED.into(),
+                d.allow_unsigned.to_string(),
+            );
+        }
         if let Some(c) = &smtp.credentials_secret_ref {
             reference(
                 env::SMTP_USERNAME,
@@ -510,6 +539,7 @@ pub fn validate(sv: &SecureVault) -> Result<ValidatedVault, ValidationError> {
         resources: spec.resources.clone(),
         settings,
         secret_env,
+        dkim,
         generates_secret_key: spec.secret_key_ref.is_none(),
         generates_admin_password: spec.admin_password_secret_ref.is_none(),
         autoscaling: spec.autoscaling.clone(),
@@ -591,6 +621,7 @@ impl ValidatedVault {
             .map(|s| s.secret.clone())
             .filter(|s| !(self.generates_secrets() && *s == names::generated_secret(&self.name)))
             .chain(self.tls.as_ref().map(|t| t.secret_name.clone()))
+            .chain(self.dkim.as_ref().map(|d| d.secret_name.clone()))
             .collect();
         names.sort();
         names.dedup();
@@ -697,6 +728,17 @@ fn url_port(url: &str) -> i32 {
         }
         _ => default,
     }
+}
+
+/// The domain of a sender address, `noreply@example.com` or `SecureVault
+/// <noreply@example.com>` (the data plane takes either), in lower case.
+fn mail_domain(from: &str) -> String {
+    let address = match from.rsplit_once('<') {
+        Some((_, rest)) => rest.split('>').next().unwrap_or(rest),
+        None => from,
+    };
+    let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
+    domain.trim().to_ascii_lowercase()
 }
 
 fn log_level(level: LogLevel) -> &'static str {
@@ -967,6 +1009,46 @@ mod tests {
         assert_eq!(v.settings["LOG_LEVEL"], "debug");
         assert!(!v.settings.values().any(|s| s.contains("mail-db")));
         assert_eq!(v.image_pull_policy.as_deref(), Some("IfNotPresent"));
+    }
+
+    /// `spec.smtp` of the minimal sample's vault, with `dkim` as given.
+    fn with_dkim(from: &str, dkim: &str) -> ValidatedVault {
+        validated(&format!(
+            "  smtp: {{host: smtp.example.com, port: 587, tls: starttls, from: '{from}'{dkim}}}\n"
+        ))
+    }
+
+    #[test]
+    fn dkim_settings_point_at_the_mounted_keys_and_refuse_unsigned_mail_by_default() {
+        let v = with_dkim("noreply@Example.COM", ", dkim: {secretName: mail-dkim}");
+        assert_eq!(v.settings["DKIM_KEYS_DIR"], "/etc/securevault/dkim");
+        assert_eq!(v.settings["DKIM_ALLOW_UNSIGNED"], "false");
+        assert_eq!(
+            v.dkim,
+            Some(Dkim {
+                secret_name: "mail-dkim".into(),
+                allow_unsigned: false,
+                from_domain: "example.com".into(),
+            })
+        );
+        // A change of its keys reconciles the vault, which reports on them.
+        assert_eq!(v.referenced_secrets(), ["mail-dkim"]);
+
+        let v = with_dkim(
+            "SecureVault <noreply@mail.example.org>",
+            ", dkim: {secretName: mail-dkim, allowUnsigned: true}",
+        );
+        assert_eq!(v.settings["DKIM_ALLOW_UNSIGNED"], "true");
+        assert_eq!(v.dkim.unwrap().from_domain, "mail.example.org");
+    }
+
+    #[test]
+    fn without_dkim_no_dkim_setting_is_rendered() {
+        for v in [minimal(), with_dkim("noreply@example.com", "")] {
+            assert!(v.dkim.is_none());
+            assert!(!v.settings.keys().any(|k| k.starts_with("DKIM_")));
+            assert!(v.referenced_secrets().is_empty());
+        }
     }
 
     #[test]

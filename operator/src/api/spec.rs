@@ -288,6 +288,34 @@ pub struct SmtpSpec {
     /// Secret holding the user name and password, when the relay wants them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SmtpCredentialsRef>,
+    /// DKIM signatures on outgoing email, with private keys from a Secret,
+    /// so receivers can tell the mail of `from`'s domain from forgeries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dkim: Option<DkimSpec>,
+}
+
+/// DKIM signing: every key of the domain of `spec.smtp.from` signs each
+/// message.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DkimSpec {
+    /// A Secret in the SecureVault's namespace holding the private keys, in
+    /// PEM (RSA of 2048 to 4096 bits, PKCS#1 or PKCS#8, or Ed25519,
+    /// PKCS#8), each under a key named after the DNS TXT record of its
+    /// public key: `<selector>._domainkey.<domain>`, e.g.
+    /// `sv2026._domainkey.example.com`. Every key of the domain of
+    /// `spec.smtp.from` signs each message, so a rotation adds the new
+    /// selector's key, publishes its record, and later removes the old key.
+    /// The pods mount it, and wait for it to exist.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("spec.smtp.dkim.secretName must be a Secret's name: lower-case letters, digits, '-' and '.', such as mail-dkim"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+    /// Whether email may go out unsigned when the Secret holds no key for
+    /// the domain of `spec.smtp.from` [default: false]. When false, the
+    /// data plane refuses to start without such a key, and `Degraded` names
+    /// the key to add.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_unsigned: Option<bool>,
 }
 
 /// A Secret with SMTP credentials.

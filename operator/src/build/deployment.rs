@@ -291,7 +291,39 @@ fn volumes(v: &ValidatedVault) -> Vec<Volume> {
             ..Volume::default()
         });
     }
+    volumes.extend(dkim_keys(v).map(|(volume, _)| volume));
     volumes
+}
+
+/// With `spec.smtp.dkim`: its Secret, every key a file, as the directory
+/// `DKIM_KEYS_DIR` names. Only the data plane's pods mount it: the keys are
+/// read where mail is sent (`serve`), and the Jobs (backup, migration) get
+/// along without, so they neither hold the signing keys nor wait for them.
+fn dkim_keys(v: &ValidatedVault) -> Option<(Volume, VolumeMount)> {
+    let dkim = v.dkim.as_ref()?;
+    let volume = Volume {
+        name: "dkim".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(dkim.secret_name.clone()),
+            // The pod waits for it rather than starting without its keys.
+            optional: Some(false),
+            // Every key: their names are the selectors, the user's choice.
+            items: None,
+            // Readable by the pod's group (fsGroup) only.
+            default_mode: Some(0o440),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
+    // The whole directory, never a subPath: the kubelet then keeps the
+    // files in step with the Secret, a key added or removed included.
+    let mount = VolumeMount {
+        name: "dkim".into(),
+        mount_path: names::DKIM_DIR.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    };
+    Some((volume, mount))
 }
 
 /// The backup claim, when the embedded store backs itself up to one.
@@ -336,6 +368,7 @@ fn volume_mounts(v: &ValidatedVault) -> Vec<VolumeMount> {
             ..VolumeMount::default()
         });
     }
+    mounts.extend(dkim_keys(v).map(|(_, mount)| mount));
     mounts
 }
 
@@ -590,6 +623,56 @@ mod tests {
         assert_eq!(volume.secret_name.as_deref(), Some("mail-tls"));
         assert_eq!(v.settings["TLS_CERT_FILE"], "/etc/securevault/tls/tls.crt");
         assert_eq!(v.settings["TLS_KEY_FILE"], "/etc/securevault/tls/tls.key");
+    }
+
+    #[test]
+    fn with_dkim_its_secret_is_mounted_read_only_where_the_settings_point() {
+        let v = validated(
+            "  smtp: {host: smtp.example.com, port: 587, tls: starttls, from: noreply@example.com, dkim: {secretName: mail-dkim}}
+  restoreFrom: {}
+  backup: {s3: {bucket: backups}}
+",
+        );
+        let d = deployment(&v);
+        let secret = volume(&d, "dkim").secret.unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("mail-dkim"));
+        assert_eq!(secret.optional, Some(false));
+        assert_eq!(secret.items, None, "every key, whatever its selector");
+        assert_eq!(secret.default_mode, Some(0o440));
+        let pod = pod(&d);
+        // The restore container reads the same settings.
+        for c in pod
+            .containers
+            .iter()
+            .chain(pod.init_containers.iter().flatten())
+        {
+            let mount = c
+                .volume_mounts
+                .iter()
+                .flatten()
+                .find(|m| m.name == "dkim")
+                .unwrap();
+            assert_eq!(mount.mount_path, "/etc/securevault/dkim");
+            assert_eq!(mount.read_only, Some(true));
+            assert_eq!(mount.sub_path, None, "a subPath never sees a new key");
+        }
+        let settings = config_map::build(&v).data.unwrap();
+        assert_eq!(settings["DKIM_KEYS_DIR"], "/etc/securevault/dkim");
+        assert_eq!(settings["DKIM_ALLOW_UNSIGNED"], "false");
+    }
+
+    #[test]
+    fn without_dkim_there_is_neither_volume_nor_setting() {
+        let v = validated(
+            "  smtp: {host: smtp.example.com, port: 587, tls: starttls, from: noreply@example.com}\n",
+        );
+        let d = deployment(&v);
+        let pod = pod(&d);
+        assert!(pod.volumes.unwrap().iter().all(|v| v.name != "dkim"));
+        let mounts = pod.containers[0].volume_mounts.clone().unwrap();
+        assert!(mounts.iter().all(|m| m.name != "dkim"));
+        let settings = config_map::build(&v).data.unwrap();
+        assert!(!settings.keys().any(|k| k.starts_with("DKIM_")));
     }
 
     #[test]
