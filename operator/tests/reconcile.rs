@@ -430,6 +430,107 @@ async fn a_missing_secret_degrades_and_its_arrival_recovers_at_once() {
     wait_ready(&w, "mail").await;
 }
 
+/// Waits for `Degraded` with `reason` on `name` and returns its message.
+async fn degraded_for(w: &World, name: &str, reason: &str) -> String {
+    let degraded = |sv: &SecureVault| {
+        sv.status
+            .as_ref()
+            .and_then(|s| s.condition("Degraded"))
+            .filter(|c| c.status == "True" && c.reason == reason)
+            .map(|c| c.message.clone())
+    };
+    let sv = eventually(
+        Duration::from_secs(30),
+        &format!("Degraded: {reason}"),
+        || async { w.api::<SecureVault>().get_opt(name).await.ok().flatten() },
+        |sv: &SecureVault| degraded(sv).is_some(),
+    )
+    .await;
+    degraded(&sv).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_dkim_secret_without_a_key_for_the_sender_domain_degrades_until_one_is_added() {
+    let w = World::new("dkim").await;
+    let op = w.operator("solo");
+    op.wait_leader();
+    w.apply(&vault(
+        "mail",
+        "  version: 0.1.0\n  replicas: 1\n  smtp: {host: smtp.example.com, port: 587, tls: starttls, from: Shop <noreply@example.com>, dkim: {secretName: mail-dkim}}\n",
+    ))
+    .unwrap();
+    let message = degraded_for(&w, "mail", "SecretMissing").await;
+    assert!(
+        message.contains(&format!(
+            "Secret {}/mail-dkim (spec.smtp.dkim.secretName) does not exist",
+            w.ns()
+        )),
+        "{message}"
+    );
+
+    // Keys only for another domain, and one misnamed: both said at once.
+    w.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "mail-dkim",
+        "--from-literal=sv2026._domainkey.example.org=unused",
+        "--from-literal=dkim.pem=unused",
+    ])
+    .unwrap();
+    let message = degraded_for(&w, "mail", "DkimKeyNameInvalid").await;
+    assert!(
+        message.contains("holds no key for example.com, the domain of spec.smtp.from")
+            && message.contains("add a key <selector>._domainkey.example.com"),
+        "{message}"
+    );
+    assert!(message.contains("\"dkim.pem\""), "{message}");
+
+    // The right name: Degraded clears, and the pods mount the Secret as
+    // the data plane's DKIM_KEYS_DIR.
+    w.kubectl(&["delete", "secret", "mail-dkim"]).unwrap();
+    w.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "mail-dkim",
+        "--from-literal=sv2026._domainkey.example.com=unused",
+    ])
+    .unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "Degraded cleared",
+        || async { w.api::<SecureVault>().get_opt("mail").await.ok().flatten() },
+        |sv: &SecureVault| {
+            sv.status
+                .as_ref()
+                .and_then(|s| s.condition("Degraded"))
+                .is_some_and(|c| c.status == "False")
+        },
+    )
+    .await;
+    let config = w.api::<ConfigMap>().get("mail-config").await.unwrap();
+    let data = config.data.unwrap();
+    assert_eq!(data["DKIM_KEYS_DIR"], "/etc/securevault/dkim");
+    assert_eq!(data["DKIM_ALLOW_UNSIGNED"], "false");
+    let deployment = w.api::<Deployment>().get("mail").await.unwrap();
+    let pod = deployment.spec.template.spec.unwrap();
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("mail-dkim"))
+        .expect("the DKIM Secret is a volume");
+    let mount = pod.containers[0]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == volume.name)
+        .expect("and mounted");
+    assert_eq!(mount.mount_path, "/etc/securevault/dkim");
+    assert_eq!(mount.read_only, Some(true));
+}
+
 #[tokio::test]
 async fn a_restarted_operator_changes_nothing() {
     let w = World::new("restart").await;
