@@ -148,6 +148,11 @@ pub async fn record_configuration(store: &Store, config: &crate::config::Config)
 
 const CONFIG_CHANGE: &str = "config.change";
 
+/// A retention as its setting reads: whole days, or `off`.
+fn days(age: Option<std::time::Duration>) -> String {
+    age.map_or_else(|| "off".to_owned(), |a| (a.as_secs() / 86_400).to_string())
+}
+
 fn settings_snapshot(c: &crate::config::Config) -> serde_json::Value {
     let policy = |p: &crate::ratelimit::Policy| format!("{}/{}s", p.limit, p.period.as_secs());
     let smtp = c.smtp.as_ref();
@@ -180,5 +185,10 @@ fn settings_snapshot(c: &crate::config::Config) -> serde_json::Value {
         "HEADER_READ_TIMEOUT_SECS": c.connections.header_read_timeout.as_secs(),
         "IDLE_TIMEOUT_SECS": c.connections.idle_timeout.as_secs(),
         "MAX_CONNECTIONS": c.connections.max_connections,
+        "DKIM_KEYS_DIR": smtp.and_then(|s| s.dkim.keys_dir.as_ref()).map(|d| d.display().to_string()),
+        "DKIM_ALLOW_UNSIGNED": smtp.map(|s| s.dkim.allow_unsigned),
+        "RETENTION_EMAILS_DAYS": days(c.retention.emails),
+        "RETENTION_GENERATIONS_DAYS": days(c.retention.generations),
+        "RETENTION_AUDIT_DAYS": days(c.retention.audit),
     })
 }

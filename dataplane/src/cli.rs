@@ -177,6 +177,23 @@ pub struct Settings {
     #[arg(long, env = "SMTP_FROM", global = true)]
     pub smtp_from: Option<String>,
 
+    /// Days finished emails (sent or failed) are kept, 1-36500, or `off`
+    /// [default: `off`, kept forever]. Queued emails are never deleted.
+    #[arg(long, env = "RETENTION_EMAILS_DAYS", global = true)]
+    pub retention_emails_days: Option<String>,
+
+    /// Days AI generations are kept, 1-36500, or `off` [default: `off`].
+    #[arg(long, env = "RETENTION_GENERATIONS_DAYS", global = true)]
+    pub retention_generations_days: Option<String>,
+
+    /// Days audit entries are kept, 1-36500, or `off` [default: `off`].
+    #[arg(long, env = "RETENTION_AUDIT_DAYS", global = true)]
+    pub retention_audit_days: Option<String>,
+
+    /// Seconds between two retention runs [default: 3600].
+    #[arg(long, env = "RETENTION_INTERVAL_SECS", global = true)]
+    pub retention_interval_secs: Option<String>,
+
     /// Directory of DKIM private keys (PEM, RSA 2048-4096 bits or Ed25519),
     /// each file named `<selector>._domainkey.<domain>`: every key of
     /// SMTP_FROM's domain signs each message. Unset: messages go unsigned.

@@ -174,6 +174,59 @@ pub struct SmtpConfig {
     pub dkim: DkimConfig,
 }
 
+/// How long stored rows are kept (`RETENTION_*`); `None` keeps forever.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// Finished emails (`RETENTION_EMAILS_DAYS`).
+    pub emails: Option<Duration>,
+    /// Generations (`RETENTION_GENERATIONS_DAYS`).
+    pub generations: Option<Duration>,
+    /// Audit entries (`RETENTION_AUDIT_DAYS`).
+    pub audit: Option<Duration>,
+    /// Time between two runs (`RETENTION_INTERVAL_SECS`).
+    pub interval: Duration,
+}
+
+impl RetentionConfig {
+    /// The age past which `kind` is deleted, if it ever is.
+    pub fn age(&self, kind: crate::store::Retained) -> Option<Duration> {
+        match kind {
+            crate::store::Retained::Emails => self.emails,
+            crate::store::Retained::Generations => self.generations,
+            crate::store::Retained::Audit => self.audit,
+        }
+    }
+
+    /// Whether anything is ever deleted.
+    pub fn enabled(&self) -> bool {
+        self.emails.is_some() || self.generations.is_some() || self.audit.is_some()
+    }
+}
+
+fn retention_config(s: &Settings) -> Result<RetentionConfig, ConfigError> {
+    let days = |v: &Option<String>, var: &'static str| {
+        parse_or(v, var, "off", |v| match v {
+            "off" => Ok(None),
+            v => bounded_u64(v, 1, 36_500)
+                .map(|d| Some(Duration::from_secs(d * 86_400)))
+                .map_err(|_| {
+                    "expected whole days from 1 to 36500, or `off` (kept forever)".to_owned()
+                }),
+        })
+    };
+    Ok(RetentionConfig {
+        emails: days(&s.retention_emails_days, "RETENTION_EMAILS_DAYS")?,
+        generations: days(&s.retention_generations_days, "RETENTION_GENERATIONS_DAYS")?,
+        audit: days(&s.retention_audit_days, "RETENTION_AUDIT_DAYS")?,
+        interval: Duration::from_secs(parse_or(
+            &s.retention_interval_secs,
+            "RETENTION_INTERVAL_SECS",
+            "3600",
+            |v| bounded_u64(v, 1, 86_400),
+        )?),
+    })
+}
+
 /// DKIM signing of outgoing email (`DKIM_*`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DkimConfig {
@@ -314,6 +367,8 @@ pub struct Config {
     pub rate_limits: RateLimitConfig,
     /// Where backups go and how often, when a destination is set.
     pub backup: Option<BackupConfig>,
+    /// How long emails, generations and audit entries are kept.
+    pub retention: RetentionConfig,
 }
 
 /// Scheduled backups (`BACKUP_*`).
@@ -467,6 +522,7 @@ impl Config {
             auth: auth_config(s)?,
             rate_limits: rate_limit_config(s)?,
             backup: backup_config(s)?,
+            retention: retention_config(s)?,
         })
     }
 }

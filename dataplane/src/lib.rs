@@ -41,6 +41,7 @@ pub mod middleware;
 pub mod private_files;
 pub mod queue_loop;
 pub mod ratelimit;
+pub mod retention;
 pub mod routes;
 pub mod server;
 pub mod shutdown;

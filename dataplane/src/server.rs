@@ -151,6 +151,18 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         }
         None => tracing::info!("BACKUP_S3_BUCKET and BACKUP_DIR are not set: no scheduled backups"),
     }
+    if config.retention.enabled() {
+        workers.push(tokio::spawn(crate::retention::run(
+            config.retention.clone(),
+            store.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )));
+    } else {
+        tracing::info!(
+            "RETENTION_*_DAYS are off: emails, generations and audit entries are kept forever"
+        );
+    }
     tokio::spawn(system::run_sampler(
         metrics.clone(),
         system::SAMPLE_INTERVAL,

@@ -12,6 +12,7 @@ pub mod backup;
 mod emails;
 mod generations;
 mod queue;
+mod retention;
 mod stats;
 mod webhooks;
 
@@ -33,6 +34,7 @@ pub use emails::{
     Attempt, Cursor, EmailQuery, Enqueued, HourlySeries, NewEmail, Outcome, Recipients, StoredEmail,
 };
 pub use generations::{NewGeneration, StoredGeneration};
+pub use retention::Retained;
 pub use stats::{KindStats, PeriodCounts, Stats, unix_millis};
 pub use webhooks::StoredEvent;
 

@@ -28,6 +28,10 @@ pub struct Metrics {
     pub emails_failed_total: IntCounter,
     /// Emails the SMTP server accepted without a DKIM signature.
     pub emails_unsigned_total: IntCounter,
+    /// Rows deleted by retention, by kind.
+    pub retention_deleted_total: IntCounterVec,
+    /// Retention runs that failed, by kind.
+    pub retention_failures_total: IntCounterVec,
     /// Time of one SMTP delivery attempt.
     pub email_send_duration_seconds: prometheus::Histogram,
     /// Emails queued or being sent.
@@ -133,6 +137,20 @@ impl Metrics {
         let emails_unsigned_total = IntCounter::new(
             "emails_unsigned_total",
             "Emails accepted by the SMTP server without a DKIM signature: no key for the sender's domain (DKIM_ALLOW_UNSIGNED)",
+        )?;
+        let retention_deleted_total = IntCounterVec::new(
+            Opts::new(
+                "retention_deleted_total",
+                "Rows deleted for being older than their retention, by kind (emails, generations, audit)",
+            ),
+            &["kind"],
+        )?;
+        let retention_failures_total = IntCounterVec::new(
+            Opts::new(
+                "retention_failures_total",
+                "Retention runs that failed to delete, by kind",
+            ),
+            &["kind"],
         )?;
         let email_send_duration_seconds = prometheus::Histogram::with_opts(
             HistogramOpts::new(
@@ -313,6 +331,8 @@ impl Metrics {
         registry.register(Box::new(emails_sent_total.clone()))?;
         registry.register(Box::new(emails_failed_total.clone()))?;
         registry.register(Box::new(emails_unsigned_total.clone()))?;
+        registry.register(Box::new(retention_deleted_total.clone()))?;
+        registry.register(Box::new(retention_failures_total.clone()))?;
         registry.register(Box::new(email_send_duration_seconds.clone()))?;
         registry.register(Box::new(email_outbox_depth.clone()))?;
         registry.register(Box::new(email_outbox_oldest_age_seconds.clone()))?;
@@ -363,6 +383,8 @@ impl Metrics {
             emails_sent_total,
             emails_failed_total,
             emails_unsigned_total,
+            retention_deleted_total,
+            retention_failures_total,
             email_send_duration_seconds,
             email_outbox_depth,
             email_outbox_oldest_age_seconds,
