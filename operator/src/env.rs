@@ -68,3 +68,9 @@ pub const SMTP_PASSWORD: &str = "SMTP_PASSWORD";
 pub const DKIM_KEYS_DIR: &str = "DKIM_KEYS_DIR";
 /// Whether email may go out unsigned when no key is for the sender's domain.
 pub const DKIM_ALLOW_UNSIGNED: &str = "DKIM_ALLOW_UNSIGNED";
+/// Days finished emails are kept (`off`, the default, keeps them forever).
+pub const RETENTION_EMAILS_DAYS: &str = "RETENTION_EMAILS_DAYS";
+/// Days generations are kept.
+pub const RETENTION_GENERATIONS_DAYS: &str = "RETENTION_GENERATIONS_DAYS";
+/// Days audit entries are kept.
+pub const RETENTION_AUDIT_DAYS: &str = "RETENTION_AUDIT_DAYS";

@@ -522,6 +522,19 @@ pub fn validate(sv: &SecureVault) -> Result<ValidatedVault, ValidationError> {
             settings.insert(env::RATE_LIMIT_ON_REDIS_FAILURE.into(), policy.into());
         }
     }
+    // A kind without an age is left unset: the data plane's default, `off`,
+    // keeps it forever.
+    if let Some(retention) = &spec.retention {
+        for (var, days) in [
+            (env::RETENTION_EMAILS_DAYS, retention.emails_days),
+            (env::RETENTION_GENERATIONS_DAYS, retention.generations_days),
+            (env::RETENTION_AUDIT_DAYS, retention.audit_days),
+        ] {
+            if let Some(days) = days {
+                settings.insert(var.to_owned(), days.to_string());
+            }
+        }
+    }
 
     Ok(ValidatedVault {
         image: spec
@@ -826,6 +839,7 @@ spec:
     trustedProxies: [10.0.0.0/8, 192.168.1.7]
     login: {maxFailures: 10, windowSeconds: 600, blockSeconds: 900}
   rateLimits: {api: 120/1m, email: 100/1h, ai: 10/30s, onRedisFailure: deny}
+  retention: {emailsDays: 90, generationsDays: 30, auditDays: 365}
   database:
     urlSecretRef: {name: mail-db, key: url}
   redis:
@@ -1003,6 +1017,9 @@ mod tests {
             ("RATE_LIMIT_EMAIL", "100/1h"),
             ("RATE_LIMIT_AI", "10/30s"),
             ("RATE_LIMIT_ON_REDIS_FAILURE", "deny"),
+            ("RETENTION_EMAILS_DAYS", "90"),
+            ("RETENTION_GENERATIONS_DAYS", "30"),
+            ("RETENTION_AUDIT_DAYS", "365"),
         ] {
             assert_eq!(v.settings[var], value, "{var}");
         }
@@ -1048,6 +1065,19 @@ mod tests {
             assert!(v.dkim.is_none());
             assert!(!v.settings.keys().any(|k| k.starts_with("DKIM_")));
             assert!(v.referenced_secrets().is_empty());
+        }
+    }
+
+    #[test]
+    fn retention_days_become_settings_and_a_kind_left_out_is_kept_forever() {
+        let v = validated("  retention: {emailsDays: 30, auditDays: 36500}\n");
+        assert_eq!(v.settings["RETENTION_EMAILS_DAYS"], "30");
+        assert_eq!(v.settings["RETENTION_AUDIT_DAYS"], "36500");
+        // Unset rather than `off`: the data plane's default keeps them.
+        assert!(!v.settings.contains_key("RETENTION_GENERATIONS_DAYS"));
+
+        for v in [minimal(), validated("  retention: {}\n")] {
+            assert!(!v.settings.keys().any(|k| k.starts_with("RETENTION_")));
         }
     }
 

@@ -201,6 +201,15 @@ pub struct SecureVaultSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_from: Option<RestoreSpec>,
 
+    /// How long the data plane keeps what it stores; each kind left out is
+    /// kept forever, the default, so that nothing already stored disappears
+    /// on an upgrade. The data plane deletes what has aged past its limit
+    /// by itself, hourly. Backups taken before still hold the deleted rows
+    /// until the backups themselves are pruned (`spec.backup.retain`), and
+    /// the totals of `/api/stats` count only what is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionSpec>,
+
     /// How a change of `version` (or `image`) is rolled out: a backup
     /// first (with `backup`), the migration Job (with `database`), the
     /// rolling update, a verification period, and an automatic rollback if
@@ -693,6 +702,29 @@ pub struct RestoreSpec {
     #[x_kube(validation = Rule::new("self == 'latest' || self.matches('^securevault-[0-9]{8}T[0-9]{6}Z[.](sqlite|pgjson)$')").message("spec.restoreFrom.backup must be latest or a backup's name, such as securevault-20261206T100000Z.sqlite"))]
     #[schemars(length(min = 6, max = 64))]
     pub backup: Option<String>,
+}
+
+/// How long stored rows are kept, in whole days per kind; a kind left out
+/// is kept forever. The data plane's `RETENTION_*_DAYS`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionSpec {
+    /// Emails created more than this many days ago are deleted once sent or
+    /// failed; queued mail is never deleted, however old [default: kept
+    /// forever].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 36_500))]
+    pub emails_days: Option<u32>,
+    /// AI generations created more than this many days ago are deleted
+    /// [default: kept forever].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 36_500))]
+    pub generations_days: Option<u32>,
+    /// Audit entries older than this many days are deleted [default: kept
+    /// forever].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 36_500))]
+    pub audit_days: Option<u32>,
 }
 
 /// Managed upgrades.

@@ -25,6 +25,7 @@ mod tests {
         let data = cm.data.unwrap();
         assert_eq!(cm.metadata.name.as_deref(), Some("mail-config"));
         assert_eq!(data["SMTP_PORT"], "587");
+        assert_eq!(data["RETENTION_EMAILS_DAYS"], "90");
         for secret_var in [
             "SECRET_KEY",
             "DATABASE_URL",
@@ -39,5 +40,14 @@ mod tests {
                 "{secret_var} must come from a Secret"
             );
         }
+    }
+
+    #[test]
+    fn without_spec_retention_no_retention_setting_reaches_the_pods() {
+        let data = super::build(&minimal()).data.unwrap();
+        assert!(
+            !data.keys().any(|k| k.starts_with("RETENTION_")),
+            "{data:?}"
+        );
     }
 }
