@@ -72,6 +72,14 @@ pub enum ApiError {
         /// How to fix it.
         message: String,
     },
+    /// 422: a recipient is on the suppression list; nothing was queued.
+    #[error("{message}")]
+    Suppressed {
+        /// The recipient's field, e.g. `to[1]`.
+        field: String,
+        /// Which address, why, and how to lift it.
+        message: String,
+    },
     /// 503: a dependency is down or the request ran out of time.
     #[error("{0}")]
     Unavailable(String),
@@ -123,7 +131,7 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Validation { .. } | Self::Suppressed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -145,6 +153,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Validation { .. } => "validation_failed",
+            Self::Suppressed { .. } => "recipient_suppressed",
             Self::Unavailable(_) => "service_unavailable",
             Self::BadGateway(_) => "bad_gateway",
             Self::GatewayTimeout(_) => "gateway_timeout",
@@ -188,7 +197,9 @@ impl IntoResponse for ApiError {
             ),
             Self::BadRequest { field, .. } => (self.to_string(), field.clone()),
             Self::CrossSite { header, .. } => (self.to_string(), Some(header.clone())),
-            Self::Validation { field, .. } if !field.is_empty() => {
+            Self::Validation { field, .. } | Self::Suppressed { field, .. }
+                if !field.is_empty() =>
+            {
                 (self.to_string(), Some(field.clone()))
             }
             _ => (self.to_string(), None),

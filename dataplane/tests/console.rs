@@ -137,7 +137,7 @@ async fn add_member(dp: &DataPlane, name: &str) -> String {
     json(r).await["id"].as_str().unwrap().to_owned()
 }
 
-const PAGES: [&str; 8] = [
+const PAGES: [&str; 9] = [
     "/console",
     "/console/emails",
     "/console/emails/test",
@@ -146,6 +146,7 @@ const PAGES: [&str; 8] = [
     "/console/keys",
     "/console/users",
     "/console/audit",
+    "/console/suppressions",
 ];
 
 #[tokio::test]
@@ -220,7 +221,12 @@ async fn a_member_gets_403_for_administrator_pages_and_their_actions() {
         assert_eq!(v.get(page).await.status, StatusCode::OK, "{page}");
     }
     let overview = v.get("/console").await;
-    for admin_link in ["/console/keys", "/console/users", "/console/audit"] {
+    for admin_link in [
+        "/console/keys",
+        "/console/users",
+        "/console/audit",
+        "/console/suppressions",
+    ] {
         assert!(
             !overview.html.contains(&format!("href=\"{admin_link}\"")),
             "a member's menu has no {admin_link}"
@@ -231,7 +237,15 @@ async fn a_member_gets_403_for_administrator_pages_and_their_actions() {
     }
     let csrf = v.csrf().await;
     let user_path = format!("/console/users/{member}");
-    let actions: [(&str, Vec<(&str, &str)>); 4] = [
+    let actions: [(&str, Vec<(&str, &str)>); 6] = [
+        (
+            "/console/suppressions",
+            vec![("address", "x@example.com"), ("reason", "manual")],
+        ),
+        (
+            "/console/suppressions/lift",
+            vec![("address", "x@example.com")],
+        ),
         ("/console/keys", vec![("name", "mine"), ("email", "on")]),
         ("/console/keys/some-id/revoke", vec![]),
         (
@@ -649,4 +663,60 @@ async fn the_key_list_shows_each_keys_expiry_and_last_use() {
         "{after}"
     );
     assert!(!after.contains("never used"), "{after}");
+}
+
+#[tokio::test]
+async fn an_administrator_suppresses_searches_and_lifts_addresses_in_the_console() {
+    let dp = start(&[("SESSION_COOKIE_SECURE", "false")]);
+    let mut v = Visitor::new(&dp);
+    v.sign_in(testkit::ADMIN_USERNAME, testkit::ADMIN_PASSWORD)
+        .await;
+    let csrf = v.csrf().await;
+    for address in ["Grace <grace@example.com>", "heidi@example.org"] {
+        let p = v
+            .post(
+                "/console/suppressions",
+                &[
+                    ("csrf", &csrf),
+                    ("address", address),
+                    ("reason", "unsubscribe"),
+                    ("detail", "asked by phone"),
+                ],
+            )
+            .await;
+        assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.html);
+    }
+    // A bad address comes back with the API's own message.
+    let p = v
+        .post(
+            "/console/suppressions",
+            &[("csrf", &csrf), ("address", "nobody"), ("reason", "manual")],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        p.html.contains("is not a valid email address"),
+        "{}",
+        p.html
+    );
+
+    let all = v.get("/console/suppressions").await;
+    assert!(all.html.contains("grace@example.com") && all.html.contains("heidi@example.org"));
+    assert!(all.html.contains("asked by phone"));
+    let found = v.get("/console/suppressions?q=GRACE").await;
+    assert!(found.html.contains("grace@example.com") && !found.html.contains("heidi@example.org"));
+
+    let p = v
+        .post(
+            "/console/suppressions/lift",
+            &[("csrf", &csrf), ("address", "grace@example.com")],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.html);
+    let after = v.get("/console/suppressions").await;
+    assert!(!after.html.contains("grace@example.com") && after.html.contains("heidi@example.org"));
+    // Both actions are in the trail, by the administrator who did them.
+    let trail = json(get(&dp, "/api/audit?action=suppression.lift").await).await;
+    assert_eq!(trail["entries"][0]["target"], "grace@example.com");
+    assert_eq!(trail["entries"][0]["actor_name"], testkit::ADMIN_USERNAME);
 }

@@ -181,6 +181,7 @@ async fn the_openapi_document_lists_exactly_the_routes_that_answer() {
         documented,
         [
             ("DELETE", "/api/keys/{id}"),
+            ("DELETE", "/api/suppressions/{address}"),
             ("GET", "/api/audit"),
             ("GET", "/api/auth/me"),
             ("GET", "/api/dkim"),
@@ -192,6 +193,7 @@ async fn the_openapi_document_lists_exactly_the_routes_that_answer() {
             ("GET", "/api/keys"),
             ("GET", "/api/openapi.json"),
             ("GET", "/api/stats"),
+            ("GET", "/api/suppressions"),
             ("GET", "/api/users"),
             ("PATCH", "/api/users/{id}"),
             ("POST", "/api/auth/login"),
@@ -200,6 +202,7 @@ async fn the_openapi_document_lists_exactly_the_routes_that_answer() {
             ("POST", "/api/generate-content"),
             ("POST", "/api/keys"),
             ("POST", "/api/send-email"),
+            ("POST", "/api/suppressions"),
             ("POST", "/api/users"),
         ]
         .map(|(m, p)| (m.to_owned(), p.to_owned()))

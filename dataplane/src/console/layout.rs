@@ -11,12 +11,13 @@ use super::{assets, form::CSRF_FIELD, guard::Viewer};
 use crate::{error::ApiError, middleware::auth::Access, routes::rfc3339};
 
 /// The pages of the navigation: label, path, what they need.
-const NAV: [(&str, &str, Access); 6] = [
+const NAV: [(&str, &str, Access); 7] = [
     ("Overview", "/console", Access::SignedIn),
     ("Emails", "/console/emails", Access::EmailRead),
     ("Generations", "/console/generations", Access::AiRead),
     ("API keys", "/console/keys", Access::Admin),
     ("Users", "/console/users", Access::Admin),
+    ("Suppressions", "/console/suppressions", Access::Admin),
     ("Audit trail", "/console/audit", Access::Admin),
 ];
 

@@ -45,7 +45,7 @@ pub const ROOT: &str = "/console";
 
 /// The console's routes, each group behind the guard with what it requires.
 pub fn router(state: &AppState) -> Router<AppState> {
-    use pages::{audit, emails, generations, keys, login, overview, users};
+    use pages::{audit, emails, generations, keys, login, overview, suppressions, users};
 
     let public = Router::new()
         .route("/console/login", get(login::page).post(login::submit))
@@ -93,7 +93,12 @@ pub fn router(state: &AppState) -> Router<AppState> {
                 .route("/console/keys/{id}/revoke", post(keys::revoke))
                 .route("/console/users", get(users::page).post(users::create))
                 .route("/console/users/{id}", post(users::update))
-                .route("/console/audit", get(audit::page)),
+                .route("/console/audit", get(audit::page))
+                .route(
+                    "/console/suppressions",
+                    get(suppressions::page).post(suppressions::add),
+                )
+                .route("/console/suppressions/lift", post(suppressions::lift)),
         ),
     ];
     groups.into_iter().fold(public, |router, (access, group)| {

@@ -6,5 +6,6 @@
 pub mod dkim;
 pub mod relay_return;
 pub mod smtp;
+pub mod suppression;
 pub mod validate;
 pub mod worker;

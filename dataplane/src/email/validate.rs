@@ -216,7 +216,8 @@ pub fn validate(
     })
 }
 
-fn check_mailbox(field: &str, address: &str) -> Result<(), Invalid> {
+/// `address` is one mailbox (`a@b` or `Name <a@b>`), without line breaks.
+pub fn check_mailbox(field: &str, address: &str) -> Result<(), Invalid> {
     if address.contains(['\r', '\n']) {
         return Err(invalid(field, "addresses must not contain line breaks"));
     }

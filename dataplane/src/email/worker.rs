@@ -16,7 +16,10 @@ use std::{
 use futures::future::join_all;
 use tokio::sync::Notify;
 
-use super::smtp::{Mailer, SendError};
+use super::{
+    smtp::{Mailer, SendError},
+    suppression,
+};
 use crate::{
     queue_loop::{self, Every},
     shutdown::Shutdown,
@@ -95,7 +98,27 @@ impl Worker {
 
     async fn deliver(&self, email: StoredEmail) {
         let start = Instant::now();
-        let result = self.mailer.send(&email).await;
+        // An address suppressed after this email was queued gets nothing.
+        let result = match suppression::first_suppressed(&self.store, &email.recipients).await {
+            Ok(None) => {
+                let sent = self.mailer.send(&email).await;
+                if let Err(e) = &sent
+                    && e.permanent
+                    && suppression::is_hard_bounce(&e.message)
+                {
+                    self.suppress_bounced(&email, &e.message).await;
+                }
+                sent
+            }
+            Ok(Some((_, s))) => Err(SendError {
+                permanent: true,
+                message: format!("not sent: {} is suppressed ({})", s.address, s.reason),
+            }),
+            Err(e) => Err(SendError {
+                permanent: false,
+                message: format!("checking the suppression list failed: {e}"),
+            }),
+        };
         self.metrics
             .email_send_duration_seconds
             .observe(start.elapsed().as_secs_f64());
@@ -184,6 +207,36 @@ impl Worker {
             }
             Err(e) => {
                 tracing::error!(email_id = %email.id, error = %e, "recording the delivery outcome failed")
+            }
+        }
+    }
+
+    /// Suppresses the recipients a hard bounce names (or the only one).
+    async fn suppress_bounced(&self, email: &StoredEmail, answer: &str) {
+        let bounced = suppression::bounced(&email.recipients, answer);
+        if bounced.is_empty() {
+            tracing::warn!(email_id = %email.id, "a hard bounce names none of the email's recipients: none suppressed");
+        }
+        for address in bounced {
+            let entry = suppression::bounce_entry(address, &email.id, answer, SystemTime::now());
+            let audit = crate::audit::Context::system().entry(
+                "suppression.add",
+                Some(&entry.address),
+                crate::audit::Outcome::Success,
+                Some(format!("bounce of email {}", email.id)),
+            );
+            match self.store.suppress(&entry, Some(audit)).await {
+                Ok(true) => {
+                    self.metrics
+                        .email_suppressions_total
+                        .with_label_values(&["bounce"])
+                        .inc();
+                    tracing::info!(email_id = %email.id, "a hard bounce suppressed a recipient");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(email_id = %email.id, error = %e, "suppressing a bounced address failed")
+                }
             }
         }
     }

@@ -18,7 +18,10 @@ use crate::{
     app::AppState,
     audit,
     auth::Principal,
-    email::validate::{SendEmailRequest, validate},
+    email::{
+        suppression,
+        validate::{SendEmailRequest, validate},
+    },
     error::{ApiError, ErrorBody},
     extract::ApiJson,
     routes::rfc3339,
@@ -92,7 +95,7 @@ impl From<&StoredEmail> for EmailStatus {
     responses(
         (status = 202, description = "Stored; delivery follows", body = EmailStatus),
         (status = 200, description = "With ?wait=: the outcome", body = EmailStatus),
-        (status = 422, description = "A field is invalid", body = ErrorBody),
+        (status = 422, description = "A field is invalid, or a recipient is suppressed (`recipient_suppressed`)", body = ErrorBody),
         (status = 503, description = "SMTP is not configured", body = ErrorBody),
     )
 )]
@@ -124,6 +127,21 @@ pub async fn send_email(
         field: e.field,
         message: e.message,
     })?;
+    // Nothing goes to a suppressed address, and nothing is queued for it.
+    if let Some((index, entry)) =
+        suppression::first_suppressed(&state.store, &email.recipients).await?
+    {
+        return Err(ApiError::Suppressed {
+            field: suppression::field_of(&email.recipients, index),
+            message: format!(
+                "{} is suppressed ({} on {}): no email is sent to it until an administrator lifts it (DELETE /api/suppressions/{})",
+                entry.address,
+                entry.reason,
+                rfc3339(entry.created_at),
+                entry.address
+            ),
+        });
+    }
     // Keys are the caller's own: another caller's key must neither replay
     // that caller's email nor collide with it.
     email.idempotency_key = email

@@ -12,6 +12,7 @@ pub mod health;
 pub mod metrics;
 pub mod openapi;
 pub mod stats;
+pub mod suppressions;
 pub mod users;
 
 use utoipa::{
@@ -93,6 +94,7 @@ pub fn api() -> Api {
     let health = OpenApiRouter::new().routes(routes!(health::detailed));
     let send_email = OpenApiRouter::new()
         .routes(routes!(email::send_email))
+        .routes(routes!(suppressions::add))
         .routes(routes!(email::retry_email));
     let read_email = OpenApiRouter::new().routes(routes!(email::get_email));
     let generate = OpenApiRouter::new().routes(routes!(ai::generate_content));
@@ -103,7 +105,9 @@ pub fn api() -> Api {
         .routes(routes!(users::create_user, users::list_users))
         .routes(routes!(users::update_user))
         .routes(routes!(audit::list))
-        .routes(routes!(dkim::records));
+        .routes(routes!(dkim::records))
+        .routes(routes!(suppressions::list))
+        .routes(routes!(suppressions::lift));
     let guarded = [
         (Access::SignedIn, signed_in),
         (Access::EmailSend, send_email),

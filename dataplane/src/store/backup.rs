@@ -29,11 +29,12 @@ use super::{MIGRATOR, Store, StoreError};
 use crate::{config::DatabaseKind, private_files};
 
 /// Every table of ours, parents before children (the order of inserts).
-pub const TABLES: [&str; 7] = [
+pub const TABLES: [&str; 8] = [
     "users",
     "sessions",
     "api_keys",
     "emails",
+    "suppressions",
     "generations",
     "webhook_events",
     "audit_log",
@@ -144,14 +145,27 @@ impl Store {
             sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
                 .fetch_one(&mut *tx)
                 .await?;
+        // Only the tables this store has: one not migrated yet (a backup
+        // taken by a newer binary before it migrates, as an upgrade's
+        // pre-upgrade backup is) lacks the newest, which hold nothing yet.
+        let present: Vec<String> = sqlx::query_scalar(
+            "SELECT CAST(table_name AS TEXT) FROM information_schema.tables \
+             WHERE table_schema = current_schema()",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let tables: Vec<&str> = TABLES
+            .into_iter()
+            .filter(|t| present.iter().any(|p| p == t))
+            .collect();
         let header = serde_json::json!({
             "format": "securevault-backup",
             "database": "postgres",
             "schema_version": version,
-            "tables": TABLES,
+            "tables": tables,
         });
         writeln!(out, "{header}").map_err(file_error(path))?;
-        for table in TABLES {
+        for table in tables {
             // Table names come from TABLES, never from input.
             let sql = format!("SELECT row_to_json(t)::text AS row FROM {table} t");
             let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(&mut *tx).await?;

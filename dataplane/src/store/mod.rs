@@ -14,6 +14,7 @@ mod generations;
 mod queue;
 mod retention;
 mod stats;
+mod suppressions;
 mod webhooks;
 
 use std::{
@@ -36,6 +37,7 @@ pub use emails::{
 pub use generations::{NewGeneration, StoredGeneration};
 pub use retention::Retained;
 pub use stats::{KindStats, PeriodCounts, Stats, unix_millis};
+pub use suppressions::Suppression;
 pub use webhooks::StoredEvent;
 
 use crate::{

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub emails_failed_total: IntCounter,
     /// Emails the SMTP server accepted without a DKIM signature.
     pub emails_unsigned_total: IntCounter,
+    /// Addresses added to the suppression list, by reason.
+    pub email_suppressions_total: IntCounterVec,
     /// Rows deleted by retention, by kind.
     pub retention_deleted_total: IntCounterVec,
     /// Retention runs that failed, by kind.
@@ -137,6 +139,13 @@ impl Metrics {
         let emails_unsigned_total = IntCounter::new(
             "emails_unsigned_total",
             "Emails accepted by the SMTP server without a DKIM signature: no key for the sender's domain (DKIM_ALLOW_UNSIGNED)",
+        )?;
+        let email_suppressions_total = IntCounterVec::new(
+            Opts::new(
+                "email_suppressions_total",
+                "Addresses added to the suppression list, by reason (bounce, complaint, unsubscribe, manual)",
+            ),
+            &["reason"],
         )?;
         let retention_deleted_total = IntCounterVec::new(
             Opts::new(
@@ -331,6 +340,7 @@ impl Metrics {
         registry.register(Box::new(emails_sent_total.clone()))?;
         registry.register(Box::new(emails_failed_total.clone()))?;
         registry.register(Box::new(emails_unsigned_total.clone()))?;
+        registry.register(Box::new(email_suppressions_total.clone()))?;
         registry.register(Box::new(retention_deleted_total.clone()))?;
         registry.register(Box::new(retention_failures_total.clone()))?;
         registry.register(Box::new(email_send_duration_seconds.clone()))?;
@@ -383,6 +393,7 @@ impl Metrics {
             emails_sent_total,
             emails_failed_total,
             emails_unsigned_total,
+            email_suppressions_total,
             retention_deleted_total,
             retention_failures_total,
             email_send_duration_seconds,

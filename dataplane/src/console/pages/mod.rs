@@ -6,4 +6,5 @@ pub mod generations;
 pub mod keys;
 pub mod login;
 pub mod overview;
+pub mod suppressions;
 pub mod users;
