@@ -187,9 +187,9 @@ async fn email_state(dp: &DataPlane, id: &str) -> (String, i64) {
 #[tokio::test]
 async fn nobody_but_the_author_and_administrators_reads_or_retries_an_email_or_a_generation() {
     let mailpit = Mailpit::start().unwrap();
-    mailpit
-        .set_chaos(ChaosTrigger::Recipient, 550, 100)
-        .unwrap();
+    // The relay refuses our sender for good: every email fails, and may be
+    // retried (a refused recipient would be suppressed, and its retry 422).
+    mailpit.set_chaos(ChaosTrigger::Sender, 550, 100).unwrap();
     let smtp_port = mailpit.smtp_port().to_string();
     let nowhere = format!("http://127.0.0.1:{}/v1", testkit::free_port());
     let dp = start(&[
