@@ -87,7 +87,8 @@ async fn a_hard_bounce_suppresses_the_address_until_an_administrator_lifts_it() 
     )
     .await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let id = json(r).await["id"].as_str().unwrap().to_owned();
+    let bounced = json(r).await["id"].as_str().unwrap().to_owned();
+    let id = bounced.clone();
     wait_status(&dp, &id, "failed").await;
     let list = suppressions(&dp, "").await;
     let entries = list["entries"].as_array().unwrap();
@@ -148,6 +149,20 @@ async fn a_hard_bounce_suppresses_the_address_until_an_administrator_lifts_it() 
             "{message}"
         );
     }
+    // Retrying the bounced email would only bounce again: refused the same way.
+    let r = admin
+        .post(dp.url(&format!("/api/emails/{bounced}/retry")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let error = json(r).await["error"].clone();
+    assert_eq!(error["code"], "recipient_suppressed", "{error}");
+    assert_eq!(error["field"], "to[0]", "{error}");
+    assert_eq!(
+        json(get(&dp, &format!("/api/emails/{bounced}")).await).await["status"],
+        "failed"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(mailpit.message_count().unwrap(), before);
     assert_eq!(
@@ -229,6 +244,14 @@ async fn a_hard_bounce_suppresses_the_address_until_an_administrator_lifts_it() 
     .await;
     let id = json(r).await["id"].as_str().unwrap().to_owned();
     wait_status(&dp, &id, "sent").await;
+    // And the bounced one may be retried now.
+    let r = admin
+        .post(dp.url(&format!("/api/emails/{bounced}/retry")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    wait_status(&dp, &bounced, "sent").await;
 }
 
 #[tokio::test]

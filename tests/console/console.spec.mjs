@@ -595,6 +595,21 @@ step('a recipient refused for good (SMTP 550) makes a test email failed', async 
   await checkPage(browser, admin, 'email-detail-failed');
 });
 
+step('the refused address is on the Suppressions page, and Lift takes it off', async () => {
+  const { page } = admin;
+  // A hard bounce suppresses the address: a Retry now would not be sent.
+  await page.goto(`${SV_URL}/console/suppressions`, { waitUntil: 'load' });
+  await expectHeading(page, 'Suppressions');
+  const entry = row(page, state.failedTo);
+  assert.equal(await entry.count(), 1, `the Suppressions page lists no row for ${state.failedTo}:\n        ${await tableText(page)}`);
+  assert.match(await entry.textContent(), /bounce/, 'the reason reads bounce');
+  await checkPage(browser, admin, 'suppressions');
+  await entry.getByRole('button', named(/^Lift\b/)).click();
+  await page.waitForLoadState('load');
+  assert.equal(await row(page, state.failedTo).count(), 0, `${state.failedTo} is still listed after Lift`);
+  await page.goto(SV_URL + state.failedPath, { waitUntil: 'load' });
+});
+
 step('Retry on the failed email delivers it', async () => {
   const { page } = admin;
   await page.getByRole('button', named(UI.email.retry)).click();

@@ -25,7 +25,7 @@ use crate::{
     error::{ApiError, ErrorBody},
     extract::ApiJson,
     routes::rfc3339,
-    store::{Enqueued, StoredEmail},
+    store::{Enqueued, Recipients, StoredEmail},
 };
 
 /// Longest `?wait=` a client may ask for, in seconds.
@@ -128,20 +128,7 @@ pub async fn send_email(
         message: e.message,
     })?;
     // Nothing goes to a suppressed address, and nothing is queued for it.
-    if let Some((index, entry)) =
-        suppression::first_suppressed(&state.store, &email.recipients).await?
-    {
-        return Err(ApiError::Suppressed {
-            field: suppression::field_of(&email.recipients, index),
-            message: format!(
-                "{} is suppressed ({} on {}): no email is sent to it until an administrator lifts it (DELETE /api/suppressions/{})",
-                entry.address,
-                entry.reason,
-                rfc3339(entry.created_at),
-                entry.address
-            ),
-        });
-    }
+    refuse_suppressed(&state, &email.recipients).await?;
     // Keys are the caller's own: another caller's key must neither replay
     // that caller's email nor collide with it.
     email.idempotency_key = email
@@ -250,6 +237,23 @@ async fn visible_email(
         .ok_or_else(|| email_not_found(id))
 }
 
+/// 422 `recipient_suppressed` naming the first suppressed recipient.
+async fn refuse_suppressed(state: &AppState, recipients: &Recipients) -> Result<(), ApiError> {
+    match suppression::first_suppressed(&state.store, recipients).await? {
+        None => Ok(()),
+        Some((index, entry)) => Err(ApiError::Suppressed {
+            field: suppression::field_of(recipients, index),
+            message: format!(
+                "{} is suppressed ({} on {}): no email is sent to it until an administrator lifts it (DELETE /api/suppressions/{})",
+                entry.address,
+                entry.reason,
+                rfc3339(entry.created_at),
+                entry.address
+            ),
+        }),
+    }
+}
+
 fn email_not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("no email with id {id:?}"))
 }
@@ -264,6 +268,7 @@ fn email_not_found(id: &str) -> ApiError {
         (status = 202, description = "Queued again", body = EmailStatus),
         (status = 404, description = "No such email, or one the caller did not send (only administrators see every email)", body = ErrorBody),
         (status = 409, description = "The email has not failed", body = ErrorBody),
+        (status = 422, description = "A recipient is suppressed (`recipient_suppressed`)", body = ErrorBody),
     )
 )]
 pub async fn retry_email(
@@ -274,7 +279,9 @@ pub async fn retry_email(
 ) -> Result<(StatusCode, Json<EmailStatus>), ApiError> {
     // Authorship never changes, so checking it before the update is as good
     // as checking it in the same statement.
-    visible_email(&state, &caller, &id).await?;
+    let email = visible_email(&state, &caller, &id).await?;
+    // A retry would fail again at once: say why now.
+    refuse_suppressed(&state, &email.recipients).await?;
     let not_found = || email_not_found(&id);
     match state.store.retry_email(&id, SystemTime::now()).await? {
         None => return Err(not_found()),
