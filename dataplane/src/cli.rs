@@ -52,6 +52,11 @@ pub enum Command {
         #[arg(long)]
         if_empty: bool,
     },
+    /// Seal every stored email and generation again under SECRET_KEY (those
+    /// under SECRET_KEY_PREVIOUS, and those written before encryption), then
+    /// forget the keys no value uses. Safe while the data plane serves,
+    /// once every replica runs with the new SECRET_KEY.
+    Reencrypt,
     /// Ask the data plane serving on LISTEN_ADDR whether it is ready
     /// (`/api/health/ready`; 0.0.0.0 and [::] are asked on loopback) and
     /// exit 0 on a 200, 1 with a one-line reason otherwise: the container
@@ -107,9 +112,20 @@ pub struct Settings {
     #[arg(long, env = "REDIS_URL", global = true, hide_env_values = true)]
     pub redis_url: Option<String>,
 
-    /// Key for signing sessions and webhooks, at least 32 characters.
+    /// Key that seals emails and prompts at rest, at least 32 characters.
+    /// Unset in development: one is kept in DATA_DIR/secret-key.
     #[arg(long, env = "SECRET_KEY", global = true, hide_env_values = true)]
     pub secret_key: Option<String>,
+
+    /// The SECRET_KEY before a rotation: it only opens what it sealed,
+    /// until `dataplane reencrypt` has sealed everything again.
+    #[arg(
+        long,
+        env = "SECRET_KEY_PREVIOUS",
+        global = true,
+        hide_env_values = true
+    )]
+    pub secret_key_previous: Option<String>,
 
     /// API key of the OpenAI-compatible model server.
     #[arg(long, env = "OPENAI_API_KEY", global = true, hide_env_values = true)]

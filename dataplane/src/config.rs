@@ -340,8 +340,12 @@ pub struct Config {
     pub redis_url: Option<Secret>,
     /// Signing key for sessions and webhooks.
     pub secret_key: Secret,
-    /// True when `secret_key` was generated because none was given.
+    /// True when `secret_key` was generated because none was given: the
+    /// one kept in `DATA_DIR/secret-key` is used instead, if there is one
+    /// (see `server::keyring`).
     pub secret_key_generated: bool,
+    /// `SECRET_KEY_PREVIOUS`, during a rotation.
+    pub secret_key_previous: Option<Secret>,
     /// What start-up should warn about once logging is up: settings read
     /// under the seed's names, and what they cannot mean here.
     pub notices: Vec<String>,
@@ -459,6 +463,22 @@ impl Config {
             }
             None => (Secret(generate_key()?), true),
         };
+        let secret_key_previous = match non_empty(&s.secret_key_previous) {
+            Some(key) if key.chars().count() < MIN_SECRET_KEY_LEN => {
+                return Err(ConfigError::secret(
+                    "SECRET_KEY_PREVIOUS",
+                    format!("must be at least {MIN_SECRET_KEY_LEN} characters long"),
+                ));
+            }
+            Some(key) if Some(key) == non_empty(&s.secret_key) => {
+                return Err(ConfigError::secret(
+                    "SECRET_KEY_PREVIOUS",
+                    "is SECRET_KEY itself: give the key used before the rotation",
+                ));
+            }
+            Some(key) => Some(Secret(key.to_owned())),
+            None => None,
+        };
 
         let openai = OpenAiConfig {
             base_url: parse_or(
@@ -493,6 +513,7 @@ impl Config {
             redis_url,
             secret_key,
             secret_key_generated,
+            secret_key_previous,
             notices,
             openai,
             webhook: webhook_config(s)?,

@@ -46,8 +46,8 @@ fn main() -> ExitCode {
     }
     if config.secret_key_generated {
         tracing::warn!(
-            "SECRET_KEY is not set: using a generated development key; set SECRET_KEY \
-             (required when SECUREVAULT_ENV=production)"
+            "SECRET_KEY is not set: using the development key kept in DATA_DIR/secret-key \
+             (made on first use); set SECRET_KEY (required when SECUREVAULT_ENV=production)"
         );
     }
 
@@ -72,6 +72,7 @@ fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Command::Restore { source, if_empty } => {
                 server::restore(config, &source, if_empty).await?
             }
+            Command::Reencrypt => server::reencrypt(config).await?,
             // Answered in `main`, before logging and this runtime.
             Command::Healthcheck => {}
         }

@@ -23,6 +23,7 @@ use crate::{
     ratelimit::Limiter,
     routes,
     shutdown::{Shutdown, ShutdownTrigger},
+    store::sealed::Keyring,
     store::{Store, StoreError},
     telemetry::{Metrics, system},
     tls::{self, Certificates, TlsError, TlsListener},
@@ -96,8 +97,11 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         path: config.data_dir.display().to_string(),
         source,
     })?;
-    let store = Store::connect(&config.database).await?;
+    let store = Store::connect(&config.database, keyring(&config)?).await?;
     store.migrate().await?;
+    // Before anything is served: a store sealed under another key would
+    // answer errors row by row.
+    store.check_keys().await?;
     let cache = match &config.redis_url {
         Some(url) => Cache::redis(url.expose(), metrics.clone())?,
         None => Cache::local(metrics.clone()),
@@ -385,9 +389,56 @@ async fn wait_for_signal(trigger: ShutdownTrigger) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The keys that seal and open the store: from `SECRET_KEY` (and
+/// `SECRET_KEY_PREVIOUS`), or in development without one, from the key kept
+/// in `DATA_DIR/secret-key`, made on first use: a generated key that did
+/// not outlive the process would leave every sealed row unreadable.
+fn keyring(config: &Config) -> Result<Keyring, ServeError> {
+    let previous = config
+        .secret_key_previous
+        .as_ref()
+        .map(|k| k.expose().as_str());
+    if !config.secret_key_generated {
+        return Ok(Keyring::new(config.secret_key.expose(), previous));
+    }
+    let path = config.data_dir.join("secret-key");
+    let file_error = |source| StoreError::DataDir {
+        path: path.display().to_string(),
+        source,
+    };
+    let key = match std::fs::read_to_string(&path) {
+        Ok(key) if !key.trim().is_empty() => key.trim().to_owned(),
+        _ => {
+            crate::private_files::private_dir(&config.data_dir).map_err(file_error)?;
+            let mut file = crate::private_files::create_private(&path).map_err(file_error)?;
+            std::io::Write::write_all(&mut file, config.secret_key.expose().as_bytes())
+                .map_err(file_error)?;
+            config.secret_key.expose().to_owned()
+        }
+    };
+    Ok(Keyring::new(&key, previous))
+}
+
+/// Seals every email and generation again under `SECRET_KEY` (`dataplane
+/// reencrypt`).
+pub async fn reencrypt(config: Config) -> Result<(), ServeError> {
+    let store = Store::connect(&config.database, keyring(&config)?).await?;
+    store.migrate().await?;
+    let done = store.reencrypt().await;
+    store.close().await;
+    let done = done?;
+    tracing::info!(
+        emails = done.emails,
+        generations = done.generations,
+        retired_keys = ?done.retired,
+        "re-encrypted under SECRET_KEY"
+    );
+    Ok(())
+}
+
 /// Applies pending migrations and returns (`dataplane migrate`).
 pub async fn migrate(config: Config) -> Result<(), ServeError> {
-    let store = Store::connect(&config.database).await?;
+    let store = Store::connect(&config.database, keyring(&config)?).await?;
     store.migrate().await?;
     store.close().await;
     tracing::info!("migrations applied");
@@ -410,7 +461,7 @@ pub async fn backup(
     let retain = retain
         .or(config.backup.as_ref().map(|b| b.retain))
         .unwrap_or(24);
-    let store = Store::connect(&config.database).await?;
+    let store = Store::connect(&config.database, keyring(&config)?).await?;
     let taken = destination.take(&store, retain).await;
     store.close().await;
     let taken = taken?;
@@ -428,7 +479,7 @@ pub async fn backup(
 /// backup's name (or `latest`) in the configured destination. With
 /// `if_empty`, a store that holds rows is left as it is.
 pub async fn restore(config: Config, source: &str, if_empty: bool) -> Result<(), ServeError> {
-    let store = Store::connect(&config.database).await?;
+    let store = Store::connect(&config.database, keyring(&config)?).await?;
     let restored = restore_into(&store, &config, source, if_empty).await;
     store.close().await;
     restored

@@ -101,6 +101,26 @@ async fn a_generation_returns_text_and_usage_and_is_kept() {
     );
     assert!(entry["actor"].as_str().unwrap().starts_with("user:"));
     assert!(!audit.to_string().contains("colours"));
+    // Neither is in the store's files: both are sealed at rest.
+    let answer = result["text"].as_str().unwrap().trim().to_lowercase();
+    let mut files = String::new();
+    for entry in std::fs::read_dir(dp.data_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            files.push_str(&String::from_utf8_lossy(&std::fs::read(&path).unwrap()).to_lowercase());
+        }
+    }
+    assert!(files.contains("sv1:"), "sealed values are there");
+    assert!(
+        !files.contains("name three colours"),
+        "the prompt is in the store's files"
+    );
+    if answer.len() >= 8 {
+        assert!(
+            !files.contains(&answer),
+            "the answer is in the store's files"
+        );
+    }
 
     assert_eq!(
         metric(&dp, r#"ai_generations_total{status="succeeded"}"#).await,

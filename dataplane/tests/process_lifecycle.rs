@@ -137,7 +137,8 @@ fn production_mode_refuses_to_start_without_a_secret_key() {
 
 #[tokio::test]
 async fn development_mode_generates_a_key_and_warns() {
-    let mut dp = start(&[]);
+    // No key (testkit gives one unless told otherwise).
+    let mut dp = start(&[("SECRET_KEY", "")]);
     let warning = dp
         .process()
         .wait_for_line(
@@ -147,6 +148,13 @@ async fn development_mode_generates_a_key_and_warns() {
         .unwrap();
     let line: serde_json::Value = serde_json::from_str(&warning).unwrap();
     assert_eq!(line["level"], "WARN");
+    // Kept in the data directory, private, so that what it sealed still
+    // opens after a restart.
+    let kept = dp.data_dir().join("secret-key");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&kept).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(std::fs::read_to_string(&kept).unwrap().len(), 64);
 }
 
 #[tokio::test]

@@ -29,6 +29,11 @@ pub const ADMIN_USERNAME: &str = "admin";
 /// Its password.
 pub const ADMIN_PASSWORD: &str = "testkit-admin-password-0f3a";
 
+/// The `SECRET_KEY` every data plane started here gets (unless the test
+/// sets its own): replicas sharing a database must seal and open with one
+/// key, as a SecureVault's pods share theirs.
+pub const SECRET_KEY: &str = "testkit-secret-key-shared-by-every-data-plane-0f3a";
+
 /// Rate limits high enough that no test trips them unless it sets its own.
 const UNLIMITED: &str = "1000000/1s";
 
@@ -58,6 +63,7 @@ impl DataPlane {
         let mut cmd = Self::command(binary, data_dir.path());
         cmd.arg("serve");
         cmd.env("ADMIN_PASSWORD", ADMIN_PASSWORD);
+        cmd.env("SECRET_KEY", SECRET_KEY);
         for var in ["RATE_LIMIT_API", "RATE_LIMIT_EMAIL", "RATE_LIMIT_AI"] {
             cmd.env(var, UNLIMITED);
         }

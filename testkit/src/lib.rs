@@ -94,7 +94,7 @@ use std::time::Duration;
 
 pub use bins::workspace_binary;
 pub use cluster::Cluster;
-pub use dataplane::{ADMIN_PASSWORD, ADMIN_USERNAME, DataPlane};
+pub use dataplane::{ADMIN_PASSWORD, ADMIN_USERNAME, DataPlane, SECRET_KEY};
 pub use dirs::{TempDir, free_port};
 pub use docker::DockerEngine;
 pub use http_recorder::HttpRecorder;

@@ -155,6 +155,19 @@ impl Postgres {
         Ok(out.strip_suffix('\n').unwrap_or(&out).to_owned())
     }
 
+    /// `pg_dump` of `database` as SQL text: what an operator's own backup
+    /// of the database holds.
+    pub fn dump(&self, database: &str) -> Result<String> {
+        let mut cmd = Command::new(bins::pg_binary("pg_dump")?);
+        cmd.args(["-h", "127.0.0.1", "-U", "postgres", "-d", database])
+            .arg("-p")
+            .arg(self.port.to_string())
+            .env_remove("PGSERVICE")
+            .env_remove("PGOPTIONS")
+            .env("PGCONNECT_TIMEOUT", "10");
+        bins::run(&mut cmd)
+    }
+
     /// Shuts the server down in "fast" mode (SIGINT: abort transactions,
     /// disconnect clients, checkpoint, exit), waiting up to 10 s before
     /// resorting to SIGKILL. The data directory and port are kept for

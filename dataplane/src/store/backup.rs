@@ -29,7 +29,8 @@ use super::{MIGRATOR, Store, StoreError};
 use crate::{config::DatabaseKind, private_files};
 
 /// Every table of ours, parents before children (the order of inserts).
-pub const TABLES: [&str; 8] = [
+pub const TABLES: [&str; 9] = [
+    "encryption_keys",
     "users",
     "sessions",
     "api_keys",

@@ -108,8 +108,10 @@ pub struct Attempt {
 pub struct EmailQuery {
     /// Only this status.
     pub status: Option<String>,
-    /// Only emails with a recipient (To, Cc or Bcc) containing this text,
-    /// ignoring case.
+    /// Only emails to this address (To, Cc or Bcc), ignoring case. Sealed
+    /// recipients are found by their blind index, so by the whole address;
+    /// emails written before encryption (until `dataplane reencrypt`) also
+    /// by part of one.
     pub recipient: Option<String>,
     /// Only emails sent by this principal.
     pub created_by: Option<String>,
@@ -230,24 +232,37 @@ impl Store {
         let id = uuid::Uuid::new_v4().to_string();
         let now = unix_millis(now);
         let created_by = audit.as_ref().map(|a| a.actor.clone());
+        let sealed = self.seal_email(
+            &id,
+            &EmailFields {
+                recipients: email.recipients.clone(),
+                subject: email.subject.clone(),
+                text: email.text.clone(),
+                html: email.html.clone(),
+                reply_to: email.reply_to.clone(),
+                headers: email.headers.clone(),
+            },
+        )?;
         let mut tx = self.writer.begin().await?;
         let result = sqlx::query(
             "INSERT INTO emails (id, status, recipients, subject, body_text, body_html, reply_to, headers, \
-             idempotency_key, request_hash, attempts, next_attempt_at, created_at, updated_at, created_by) \
-             VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $10, $10, $11)",
+             idempotency_key, request_hash, attempts, next_attempt_at, created_at, updated_at, created_by, \
+             recipient_index) \
+             VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $10, $10, $11, $12)",
         )
         .bind(&id)
-        .bind(to_json(&email.recipients))
-        .bind(&email.subject)
-        .bind(&email.text)
-        .bind(&email.html)
-        .bind(&email.reply_to)
-        .bind(to_json(&email.headers))
+        .bind(&sealed.recipients)
+        .bind(&sealed.subject)
+        .bind(&sealed.text)
+        .bind(&sealed.html)
+        .bind(&sealed.reply_to)
+        .bind(&sealed.headers)
         .bind(&email.idempotency_key)
         .bind(&email.request_hash)
         .bind(now)
         // The audit entry names who sent it; it is the author too.
         .bind(&created_by)
+        .bind(&sealed.recipient_index)
         .execute(&mut *tx)
         .await;
         match result {
@@ -301,7 +316,7 @@ impl Store {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| from_row(&r)).transpose()
+        row.map(|r| self.email_from_row(&r)).transpose()
     }
 
     async fn email_by_idempotency_key(&self, key: &str) -> Result<Option<StoredEmail>, StoreError> {
@@ -313,7 +328,7 @@ impl Store {
         .bind(key)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| from_row(&r)).transpose()
+        row.map(|r| self.email_from_row(&r)).transpose()
     }
 
     /// Claims up to `limit` emails that are due (queued and past their next
@@ -327,7 +342,7 @@ impl Store {
         now: SystemTime,
     ) -> Result<Vec<StoredEmail>, StoreError> {
         let rows = self.claim(&CLAIM, worker, limit, lease, now).await?;
-        rows.iter().map(from_row).collect()
+        rows.iter().map(|r| self.email_from_row(r)).collect()
     }
 
     /// Makes every queued email that waits for a retry due at `now`, and
@@ -418,6 +433,16 @@ impl Store {
                 .replace('_', "\\_");
             format!("%{escaped}%")
         });
+        // Its blind index under each key (both during a rotation).
+        let indexes = q.recipient.as_deref().map(|r| self.keys.indexes(r));
+        let index = |i: usize| {
+            indexes.as_ref().map(|all| {
+                format!(
+                    "%{}%",
+                    all.get(i).or(all.first()).map_or("", |s| s.as_str())
+                )
+            })
+        };
         let (cursor_at, cursor_id) = match &q.before {
             Some(c) => (Some(c.created_at), Some(c.id.clone())),
             None => (None, None),
@@ -427,7 +452,8 @@ impl Store {
             columns!(),
             " FROM emails \
              WHERE (CAST($1 AS TEXT) IS NULL OR status = CAST($1 AS TEXT)) \
-               AND (CAST($2 AS TEXT) IS NULL OR LOWER(recipients) LIKE CAST($2 AS TEXT) ESCAPE '\\') \
+               AND (CAST($2 AS TEXT) IS NULL OR LOWER(recipients) LIKE CAST($2 AS TEXT) ESCAPE '\\' \
+                    OR recipient_index LIKE CAST($9 AS TEXT) OR recipient_index LIKE CAST($10 AS TEXT)) \
                AND (CAST($3 AS TEXT) IS NULL OR created_by = CAST($3 AS TEXT)) \
                AND (CAST($4 AS BIGINT) IS NULL OR created_at >= CAST($4 AS BIGINT)) \
                AND (CAST($5 AS BIGINT) IS NULL OR created_at < CAST($5 AS BIGINT)) \
@@ -443,9 +469,11 @@ impl Store {
         .bind(cursor_at)
         .bind(cursor_id)
         .bind(i64::from(q.limit))
+        .bind(index(0))
+        .bind(index(1))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(from_row).collect()
+        rows.iter().map(|r| self.email_from_row(r)).collect()
     }
 
     /// Queues a failed email again, now, with a fresh retry schedule (its
@@ -519,27 +547,116 @@ fn to_json<T: Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned())
 }
 
-fn from_row(row: &sqlx::any::AnyRow) -> Result<StoredEmail, StoreError> {
-    let recipients: String = row.try_get("recipients")?;
-    let headers: String = row.try_get("headers")?;
-    let attempt_log: String = row.try_get("attempt_log")?;
-    Ok(StoredEmail {
-        id: row.try_get("id")?,
-        status: row.try_get("status")?,
-        recipients: serde_json::from_str(&recipients).unwrap_or_default(),
-        subject: row.try_get("subject")?,
-        text: row.try_get("body_text")?,
-        html: row.try_get("body_html")?,
-        reply_to: row.try_get("reply_to")?,
-        headers: serde_json::from_str(&headers).unwrap_or_default(),
-        attempts: int_column(row, "attempts")?,
-        last_error: row.try_get("last_error")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        sent_at: row.try_get("sent_at")?,
-        next_attempt_at: row.try_get("next_attempt_at")?,
-        request_hash: row.try_get("request_hash")?,
-        created_by: row.try_get("created_by")?,
-        attempt_log: serde_json::from_str(&attempt_log).unwrap_or_default(),
-    })
+/// What people wrote in an email, as plaintext.
+pub(super) struct EmailFields {
+    pub(super) recipients: Recipients,
+    pub(super) subject: String,
+    pub(super) text: Option<String>,
+    pub(super) html: Option<String>,
+    pub(super) reply_to: Option<String>,
+    pub(super) headers: std::collections::BTreeMap<String, String>,
+}
+
+/// [`EmailFields`] as stored: sealed, with the recipients' blind index.
+pub(super) struct SealedEmail {
+    pub(super) recipients: String,
+    pub(super) subject: String,
+    pub(super) text: Option<String>,
+    pub(super) html: Option<String>,
+    pub(super) reply_to: Option<String>,
+    pub(super) headers: String,
+    pub(super) recipient_index: String,
+}
+
+/// [`EmailFields`] read back, and whether the current key sealed them all.
+pub(super) struct OpenedEmail {
+    pub(super) fields: EmailFields,
+    pub(super) sealed_under_current: bool,
+}
+
+impl Store {
+    /// Seals `f` for the email `id`.
+    pub(super) fn seal_email(&self, id: &str, f: &EmailFields) -> Result<SealedEmail, StoreError> {
+        let seal =
+            |column: &str, value: &str| self.keys.seal(&format!("emails.{column}:{id}"), value);
+        let optional = |column: &str, value: &Option<String>| {
+            value.as_deref().map(|v| seal(column, v)).transpose()
+        };
+        let index = crate::email::suppression::all_recipients(&f.recipients)
+            .iter()
+            .map(|a| self.keys.index(a))
+            .collect::<Vec<_>>()
+            .join(" ");
+        Ok(SealedEmail {
+            recipients: seal("recipients", &to_json(&f.recipients))?,
+            subject: seal("subject", &f.subject)?,
+            text: optional("body_text", &f.text)?,
+            html: optional("body_html", &f.html)?,
+            reply_to: optional("reply_to", &f.reply_to)?,
+            headers: seal("headers", &to_json(&f.headers))?,
+            recipient_index: index,
+        })
+    }
+
+    /// Opens the sealed columns of an email row.
+    pub(super) fn email_fields(&self, row: &sqlx::any::AnyRow) -> Result<OpenedEmail, StoreError> {
+        let id: String = row.try_get("id")?;
+        let mut current = true;
+        let mut open = |column: &str, stored: String| -> Result<String, StoreError> {
+            current &= self.keys.is_current(&stored);
+            Ok(self.keys.open(&format!("emails.{column}:{id}"), &stored)?)
+        };
+        let mut optional = |column: &str| -> Result<Option<String>, StoreError> {
+            let stored: Option<String> = row.try_get(column)?;
+            stored.map(|v| open(column, v)).transpose()
+        };
+        let text = optional("body_text")?;
+        let html = optional("body_html")?;
+        let reply_to = optional("reply_to")?;
+        let recipients = open("recipients", row.try_get("recipients")?)?;
+        let subject = open("subject", row.try_get("subject")?)?;
+        let headers = open("headers", row.try_get("headers")?)?;
+        Ok(OpenedEmail {
+            fields: EmailFields {
+                recipients: serde_json::from_str(&recipients).unwrap_or_default(),
+                subject,
+                text,
+                html,
+                reply_to,
+                headers: serde_json::from_str(&headers).unwrap_or_default(),
+            },
+            sealed_under_current: current,
+        })
+    }
+
+    fn email_from_row(&self, row: &sqlx::any::AnyRow) -> Result<StoredEmail, StoreError> {
+        let attempt_log: String = row.try_get("attempt_log")?;
+        let EmailFields {
+            recipients,
+            subject,
+            text,
+            html,
+            reply_to,
+            headers,
+        } = self.email_fields(row)?.fields;
+        Ok(StoredEmail {
+            id: row.try_get("id")?,
+            status: row.try_get("status")?,
+            recipients,
+            subject,
+            text,
+            html,
+            reply_to,
+            headers,
+            attempts: int_column(row, "attempts")?,
+            last_error: row.try_get("last_error")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            sent_at: row.try_get("sent_at")?,
+            next_attempt_at: row.try_get("next_attempt_at")?,
+            request_hash: row.try_get("request_hash")?,
+            created_by: row.try_get("created_by")?,
+            attempt_log: serde_json::from_str(&attempt_log).unwrap_or_default(),
+        })
+    }
 }

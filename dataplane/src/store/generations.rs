@@ -66,6 +66,8 @@ impl Store {
         } else {
             "succeeded"
         };
+        let (messages, output) =
+            self.seal_generation(&id, &g.messages.to_string(), g.output.as_deref())?;
         let mut tx = self.writer.begin().await?;
         sqlx::query(
             "INSERT INTO generations (id, status, created_at, model, messages, output, \
@@ -76,8 +78,8 @@ impl Store {
         .bind(status)
         .bind(unix_millis(now))
         .bind(&g.model)
-        .bind(g.messages.to_string())
-        .bind(&g.output)
+        .bind(messages)
+        .bind(output)
         .bind(&g.finish_reason)
         .bind(g.prompt_tokens.map(i64::from))
         .bind(g.completion_tokens.map(i64::from))
@@ -105,7 +107,9 @@ impl Store {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(generation).transpose()
+        row.as_ref()
+            .map(|r| self.generation_from_row(r))
+            .transpose()
     }
 
     /// Generations newest first, `author`'s only when given (every one
@@ -141,31 +145,74 @@ impl Store {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(generation).collect()
+        rows.iter().map(|r| self.generation_from_row(r)).collect()
     }
 }
 
-fn generation(row: &sqlx::any::AnyRow) -> Result<StoredGeneration, StoreError> {
-    let messages: String = row.try_get("messages")?;
-    let tokens = |name: &str| -> Result<Option<u32>, StoreError> {
-        let n: Option<i64> = row.try_get(name)?;
-        Ok(n.and_then(|n| u32::try_from(n).ok()))
-    };
-    let duration_ms: i64 = row.try_get("duration_ms")?;
-    Ok(StoredGeneration {
-        id: row.try_get("id")?,
-        status: row.try_get("status")?,
-        created_at: row.try_get("created_at")?,
-        created_by: row.try_get("created_by")?,
-        generation: NewGeneration {
-            model: row.try_get("model")?,
-            messages: serde_json::from_str(&messages).unwrap_or_default(),
-            output: row.try_get("output")?,
-            finish_reason: row.try_get("finish_reason")?,
-            prompt_tokens: tokens("prompt_tokens")?,
-            completion_tokens: tokens("completion_tokens")?,
-            duration_ms: u64::try_from(duration_ms).unwrap_or(0),
-            error: row.try_get("error")?,
-        },
-    })
+impl Store {
+    /// The prompt (messages as JSON) and answer of generation `id`, sealed.
+    fn seal_generation(
+        &self,
+        id: &str,
+        messages: &str,
+        output: Option<&str>,
+    ) -> Result<(String, Option<String>), StoreError> {
+        Ok((
+            self.keys
+                .seal(&format!("generations.messages:{id}"), messages)?,
+            output
+                .map(|o| self.keys.seal(&format!("generations.output:{id}"), o))
+                .transpose()?,
+        ))
+    }
+
+    /// The stored prompt and answer of `id`, opened and sealed again under
+    /// the current key (`dataplane reencrypt`).
+    pub(super) fn reseal_generation(
+        &self,
+        id: &str,
+        messages: &str,
+        output: Option<&str>,
+    ) -> Result<(String, Option<String>), StoreError> {
+        let messages = self
+            .keys
+            .open(&format!("generations.messages:{id}"), messages)?;
+        let output = output
+            .map(|o| self.keys.open(&format!("generations.output:{id}"), o))
+            .transpose()?;
+        self.seal_generation(id, &messages, output.as_deref())
+    }
+
+    fn generation_from_row(&self, row: &sqlx::any::AnyRow) -> Result<StoredGeneration, StoreError> {
+        let id: String = row.try_get("id")?;
+        let messages: String = row.try_get("messages")?;
+        let messages = self
+            .keys
+            .open(&format!("generations.messages:{id}"), &messages)?;
+        let output: Option<String> = row.try_get("output")?;
+        let output = output
+            .map(|o| self.keys.open(&format!("generations.output:{id}"), &o))
+            .transpose()?;
+        let tokens = |name: &str| -> Result<Option<u32>, StoreError> {
+            let n: Option<i64> = row.try_get(name)?;
+            Ok(n.and_then(|n| u32::try_from(n).ok()))
+        };
+        let duration_ms: i64 = row.try_get("duration_ms")?;
+        Ok(StoredGeneration {
+            id,
+            status: row.try_get("status")?,
+            created_at: row.try_get("created_at")?,
+            created_by: row.try_get("created_by")?,
+            generation: NewGeneration {
+                model: row.try_get("model")?,
+                messages: serde_json::from_str(&messages).unwrap_or_default(),
+                output,
+                finish_reason: row.try_get("finish_reason")?,
+                prompt_tokens: tokens("prompt_tokens")?,
+                completion_tokens: tokens("completion_tokens")?,
+                duration_ms: u64::try_from(duration_ms).unwrap_or(0),
+                error: row.try_get("error")?,
+            },
+        })
+    }
 }

@@ -11,8 +11,10 @@ mod audit;
 pub mod backup;
 mod emails;
 mod generations;
+mod keys;
 mod queue;
 mod retention;
+pub mod sealed;
 mod stats;
 mod suppressions;
 mod webhooks;
@@ -35,6 +37,7 @@ pub use emails::{
     Attempt, Cursor, EmailQuery, Enqueued, HourlySeries, NewEmail, Outcome, Recipients, StoredEmail,
 };
 pub use generations::{NewGeneration, StoredGeneration};
+pub use keys::Reencrypted;
 pub use retention::Retained;
 pub use stats::{KindStats, PeriodCounts, Stats, unix_millis};
 pub use suppressions::Suppression;
@@ -79,6 +82,16 @@ pub enum StoreError {
     /// A migration failed; the store is left at the last good version.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A sealed value does not open, or a value cannot be sealed.
+    #[error("encryption at rest: {0}")]
+    Sealed(#[from] sealed::SealError),
+    /// The store holds values sealed under keys this process lacks.
+    #[error(
+        "the store holds values sealed with key {0}, which neither SECRET_KEY nor \
+         SECRET_KEY_PREVIOUS is: start with the SECRET_KEY they were written with (or \
+         give it as SECRET_KEY_PREVIOUS and run `dataplane reencrypt`)"
+    )]
+    WrongKey(String),
 }
 
 /// A handle to the store; cheap to clone (the pool is shared).
@@ -90,12 +103,17 @@ pub struct Store {
     /// on PostgreSQL the same pool as reads.
     writer: AnyPool,
     kind: DatabaseKind,
+    /// Seals and opens what people wrote (see [`sealed`]).
+    keys: std::sync::Arc<sealed::Keyring>,
 }
 
 impl Store {
     /// Opens the pool. For SQLite the data directory and file are created,
     /// private (see [`crate::private_files`]).
-    pub async fn connect(config: &DatabaseConfig) -> Result<Self, StoreError> {
+    pub async fn connect(
+        config: &DatabaseConfig,
+        keys: sealed::Keyring,
+    ) -> Result<Self, StoreError> {
         install_default_drivers();
         let url = config.url.expose();
         let is_sqlite = config.kind == DatabaseKind::Sqlite;
@@ -140,6 +158,7 @@ impl Store {
             pool,
             writer,
             kind: config.kind,
+            keys: std::sync::Arc::new(keys),
         })
     }
 
