@@ -20,8 +20,10 @@ pub const DATA_DIR: &str = "DATA_DIR";
 pub const DATABASE_URL: &str = "DATABASE_URL";
 /// Redis URL (secret).
 pub const REDIS_URL: &str = "REDIS_URL";
-/// Signing key (secret).
+/// The key emails and prompts are sealed with at rest (secret).
 pub const SECRET_KEY: &str = "SECRET_KEY";
+/// The key before a rotation: it only opens what it sealed (secret).
+pub const SECRET_KEY_PREVIOUS: &str = "SECRET_KEY_PREVIOUS";
 /// The first administrator's password.
 pub const ADMIN_PASSWORD: &str = "ADMIN_PASSWORD";
 /// How long a session lasts.

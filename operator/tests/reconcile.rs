@@ -430,6 +430,98 @@ async fn a_missing_secret_degrades_and_its_arrival_recovers_at_once() {
     wait_ready(&w, "mail").await;
 }
 
+/// The env var `name` of the Deployment's data-plane container, as a
+/// (Secret, key) reference.
+fn secret_env(d: &Deployment, name: &str) -> Option<(String, String)> {
+    let container = d.spec.template.spec.as_ref()?.containers.first()?;
+    let var = container.env.iter().flatten().find(|e| e.name == name)?;
+    let r = var.value_from.as_ref()?.secret_key_ref.as_ref()?;
+    Some((r.name.clone(), r.key.clone()))
+}
+
+#[tokio::test]
+async fn rotating_away_from_the_generated_key_keeps_it_until_the_rotation_ends() {
+    let w = World::new("rotate").await;
+    let op = w.operator("solo");
+    op.wait_leader();
+    w.apply(&vault("mail", "  version: 0.1.0\n  replicas: 1\n"))
+        .unwrap();
+    wait_ready(&w, "mail").await;
+    let secrets = w.api::<Secret>();
+    let old_key = secrets.get("mail-secret-key").await.unwrap().data.unwrap()["secret-key"].clone();
+
+    // The rotation: a new key of the user's, the generated one as previous.
+    w.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "new-key",
+        "--from-literal=k=0123456789abcdef0123456789abcdef0123456789abcdef",
+    ])
+    .unwrap();
+    w.apply(&vault(
+        "mail",
+        "  version: 0.1.0\n  replicas: 1\n  secretKeyRef: {name: new-key, key: k}\n  secretKeyPreviousRef: {name: mail-secret-key, key: secret-key}\n",
+    ))
+    .unwrap();
+    let d = eventually(
+        Duration::from_secs(30),
+        "SECRET_KEY_PREVIOUS in the Deployment",
+        || async { w.api::<Deployment>().get_opt("mail").await.ok().flatten() },
+        |d: &Deployment| secret_env(d, "SECRET_KEY_PREVIOUS").is_some(),
+    )
+    .await;
+    assert_eq!(
+        secret_env(&d, "SECRET_KEY"),
+        Some(("new-key".into(), "k".into()))
+    );
+    assert_eq!(
+        secret_env(&d, "SECRET_KEY_PREVIOUS"),
+        Some(("mail-secret-key".into(), "secret-key".into()))
+    );
+    // The rows are still sealed with the generated key: it must stay.
+    let during = secrets.get("mail-secret-key").await.unwrap().data.unwrap();
+    assert_eq!(during.get("secret-key"), Some(&old_key));
+    wait_ready(&w, "mail").await;
+
+    // The same key twice is refused by the schema, saying what to do.
+    let refused = w
+        .apply(&vault(
+            "mail",
+            "  version: 0.1.0\n  replicas: 1\n  secretKeyRef: {name: new-key, key: k}\n  secretKeyPreviousRef: {name: new-key, key: k}\n",
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("spec.secretKeyPreviousRef names the same Secret key"),
+        "{refused}"
+    );
+
+    // After reencrypt: the previous key goes from the pods, and the
+    // generated Secret keeps only what is still generated.
+    w.apply(&vault(
+        "mail",
+        "  version: 0.1.0\n  replicas: 1\n  secretKeyRef: {name: new-key, key: k}\n",
+    ))
+    .unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "SECRET_KEY_PREVIOUS gone and the generated key dropped",
+        || async {
+            let d = w.api::<Deployment>().get_opt("mail").await.ok().flatten()?;
+            let s = secrets.get_opt("mail-secret-key").await.ok().flatten()?;
+            Some((d, s))
+        },
+        |(d, s): &(Deployment, Secret)| {
+            secret_env(d, "SECRET_KEY_PREVIOUS").is_none()
+                && s.data.as_ref().is_some_and(|data| {
+                    !data.contains_key("secret-key") && data.contains_key("admin-password")
+                })
+        },
+    )
+    .await;
+}
+
 /// Waits for `Degraded` with `reason` on `name` and returns its message.
 async fn degraded_for(w: &World, name: &str, reason: &str) -> String {
     let degraded = |sv: &SecureVault| {

@@ -66,6 +66,7 @@ use super::SecureVaultStatus;
 #[x_kube(validation = Rule::new("!has(self.backup) || !has(self.backup.schedule) || has(self.database)").message("spec.backup.schedule is the CronJob of PostgreSQL vaults; the embedded store backs itself up every spec.backup.intervalSeconds"))]
 #[x_kube(validation = Rule::new("!has(self.backup) || !has(self.backup.intervalSeconds) || !has(self.database)").message("spec.backup.intervalSeconds is for the embedded store; PostgreSQL vaults back up on spec.backup.schedule"))]
 #[x_kube(validation = Rule::new("!has(self.restoreFrom) || has(self.restoreFrom.s3) || (has(self.backup) && has(self.backup.s3))").message("spec.restoreFrom needs a bucket: spec.restoreFrom.s3, or spec.backup.s3"))]
+#[x_kube(validation = Rule::new("!has(self.secretKeyPreviousRef) || !has(self.secretKeyRef) || self.secretKeyPreviousRef.name != self.secretKeyRef.name || self.secretKeyPreviousRef.key != self.secretKeyRef.key").message("spec.secretKeyPreviousRef names the same Secret key as spec.secretKeyRef: during a rotation secretKeyRef names the new key and secretKeyPreviousRef the old one; once reencrypt has run, remove secretKeyPreviousRef"))]
 #[serde(rename_all = "camelCase")]
 pub struct SecureVaultSpec {
     /// Version of the data plane to run, e.g. `0.1.0`; the image tag unless
@@ -111,13 +112,23 @@ pub struct SecureVaultSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_level: Option<LogLevel>,
 
-    /// The data plane's `SECRET_KEY` (at least 32 characters). It is
-    /// required and checked at start but protects nothing yet: sessions are
-    /// random tokens stored hashed, and webhooks are signed with their own
-    /// secret. When absent, the operator generates one once, in a Secret it
-    /// owns, and never rotates it.
+    /// The data plane's `SECRET_KEY` (at least 32 characters): it seals
+    /// emails and prompts at rest, so losing it loses them, and a store
+    /// opens only with the key that sealed it. When absent, the operator
+    /// generates one once, in the Secret `<name>-secret-key` (key
+    /// `secret-key`), and never rotates it; rotate by pointing this at a new
+    /// key with `secretKeyPreviousRef` naming the old one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_key_ref: Option<SecretKeyRef>,
+
+    /// The `SECRET_KEY` before a rotation, given to the pods as
+    /// `SECRET_KEY_PREVIOUS`: new values are sealed with `secretKeyRef`'s
+    /// key while what this one sealed still opens. Once every pod runs so,
+    /// the data plane's `reencrypt`, run in one pod, seals every row again
+    /// under the new key; then remove this field. The operator's generated
+    /// key is `<name>-secret-key`, key `secret-key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_previous_ref: Option<SecretKeyRef>,
 
     /// Password of the data plane's first administrator (`admin`). When
     /// absent, the operator generates one once, in the same Secret as the
