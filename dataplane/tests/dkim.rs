@@ -45,16 +45,9 @@ fn make_key(dir: &Path, selector: &str, domain: &str, kind: &str) {
 }
 
 fn start_signing(mailpit: &Mailpit, keys: &Path, extra: &[(&str, &str)]) -> DataPlane {
-    let port = mailpit.smtp_port().to_string();
-    let mut env = vec![
-        ("SMTP_HOST", "127.0.0.1"),
-        ("SMTP_PORT", port.as_str()),
-        ("SMTP_TLS", "none"),
-        ("SMTP_FROM", "SecureVault <noreply@securevault.test>"),
-        ("DKIM_KEYS_DIR", keys.to_str().unwrap()),
-    ];
+    let mut env = vec![("DKIM_KEYS_DIR", keys.to_str().unwrap())];
     env.extend_from_slice(extra);
-    start(&env)
+    start_with_smtp(mailpit, &env)
 }
 
 /// Sends one email and returns its source as mailpit received it.

@@ -14,19 +14,6 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use testkit::mailpit::{ChaosTrigger, Mailpit};
 
-/// The data plane pointed at `mailpit`, with `extra` settings.
-fn start_with_smtp(mailpit: &Mailpit, extra: &[(&str, &str)]) -> DataPlane {
-    let port = mailpit.smtp_port().to_string();
-    let mut env = vec![
-        ("SMTP_HOST", "127.0.0.1"),
-        ("SMTP_PORT", port.as_str()),
-        ("SMTP_TLS", "none"),
-        ("SMTP_FROM", "SecureVault <noreply@securevault.test>"),
-    ];
-    env.extend_from_slice(extra);
-    start(&env)
-}
-
 async fn send(dp: &DataPlane, body: Value) -> reqwest::Response {
     authed(dp)
         .await

@@ -14,18 +14,6 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use testkit::mailpit::{ChaosTrigger, Mailpit};
 
-fn start_with_smtp(mailpit: &Mailpit, extra: &[(&str, &str)]) -> DataPlane {
-    let port = mailpit.smtp_port().to_string();
-    let mut env = vec![
-        ("SMTP_HOST", "127.0.0.1"),
-        ("SMTP_PORT", port.as_str()),
-        ("SMTP_TLS", "none"),
-        ("SMTP_FROM", "SecureVault <noreply@securevault.test>"),
-    ];
-    env.extend_from_slice(extra);
-    start(&env)
-}
-
 async fn send(client: &reqwest::Client, dp: &DataPlane, body: Value) -> reqwest::Response {
     client
         .post(dp.url("/api/send-email"))

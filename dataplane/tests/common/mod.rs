@@ -22,6 +22,20 @@ pub fn start(env: &[(&str, &str)]) -> DataPlane {
     DataPlane::start(binary(), env).expect("data plane starts")
 }
 
+/// The data plane sending through `mailpit` (plain SMTP, from
+/// `noreply@securevault.test`), with `extra` settings.
+pub fn start_with_smtp(mailpit: &Mailpit, extra: &[(&str, &str)]) -> DataPlane {
+    let port = mailpit.smtp_port().to_string();
+    let mut env = vec![
+        ("SMTP_HOST", "127.0.0.1"),
+        ("SMTP_PORT", port.as_str()),
+        ("SMTP_TLS", "none"),
+        ("SMTP_FROM", "SecureVault <noreply@securevault.test>"),
+    ];
+    env.extend_from_slice(extra);
+    start(&env)
+}
+
 /// A client that never reuses a connection across tests' server restarts.
 pub fn client() -> reqwest::Client {
     client_with(HeaderMap::new())
