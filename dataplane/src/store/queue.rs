@@ -36,6 +36,13 @@ impl ClaimSql {
 
 /// The statement behind [`ClaimSql`]; `lock` is PostgreSQL's row-lock clause
 /// or empty.
+///
+/// The two kinds of due row are found apart, each through the queue's
+/// `(status, next_attempt_at)` index: with one `OR` the database gathers every
+/// due row and sorts them all to return the first few, so each claim would
+/// cost more the deeper the backlog (after a relay outage, exactly when the
+/// queue must drain), and on SQLite that time is the one writer's. Rows
+/// whose lease expired come first: they were due before any queued one.
 pub(super) fn claim_sql(
     table: &str,
     waiting: &str,
@@ -44,12 +51,14 @@ pub(super) fn claim_sql(
     lock: &str,
 ) -> String {
     format!(
-        "UPDATE {table} SET status = '{working}', claimed_by = $1, claim_expires_at = $2, \
-         attempts = attempts + 1, updated_at = $3 \
-         WHERE id IN (SELECT id FROM {table} \
-             WHERE (status = '{waiting}' AND next_attempt_at <= $3) \
-                OR (status = '{working}' AND claim_expires_at < $3) \
+        "WITH expired AS (SELECT id FROM {table} \
+             WHERE status = '{working}' AND claim_expires_at < $3 LIMIT $4 {lock}), \
+         due AS (SELECT id FROM {table} \
+             WHERE status = '{waiting}' AND next_attempt_at <= $3 \
              ORDER BY next_attempt_at LIMIT $4 {lock}) \
+         UPDATE {table} SET status = '{working}', claimed_by = $1, claim_expires_at = $2, \
+         attempts = attempts + 1, updated_at = $3 \
+         WHERE id IN (SELECT id FROM expired UNION ALL SELECT id FROM due LIMIT $4) \
          RETURNING {columns}"
     )
 }
@@ -85,4 +94,41 @@ pub(super) fn int_column(row: &sqlx::any::AnyRow, name: &str) -> Result<i64, sql
     use sqlx::Row;
     row.try_get::<i64, _>(name)
         .or_else(|_| row.try_get::<i32, _>(name).map(i64::from))
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{AssertSqlSafe, Connection, SqliteConnection};
+
+    use super::claim_sql;
+
+    #[tokio::test]
+    async fn a_claim_reads_the_due_index_without_sorting_the_backlog() {
+        let mut db = SqliteConnection::connect("sqlite::memory:").await.unwrap();
+        crate::store::MIGRATOR.run(&mut db).await.unwrap();
+        for (table, waiting, working) in [
+            ("emails", "queued", "sending"),
+            ("webhook_events", "pending", "delivering"),
+        ] {
+            let sql = claim_sql(table, waiting, working, "id", "");
+            let steps: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                    .bind("worker")
+                    .bind(2_i64)
+                    .bind(1_i64)
+                    .bind(32_i64)
+                    .fetch_all(&mut db)
+                    .await
+                    .unwrap();
+            let plan: Vec<&str> = steps.iter().map(|s| s.3.as_str()).collect();
+            // A sort here would be of every due row, to return 32 of them.
+            assert!(!plan.iter().any(|s| s.contains("TEMP B-TREE")), "{plan:#?}");
+            assert!(
+                plan.iter().any(|s| s.contains(&format!(
+                    "SEARCH {table} USING INDEX {table}_due (status=? AND next_attempt_at<?)"
+                ))),
+                "{plan:#?}"
+            );
+        }
+    }
 }
