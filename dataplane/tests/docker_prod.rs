@@ -81,8 +81,30 @@ impl Seed<'_> {
     }
 
     /// `make docker-prod`, which must end with the container healthy; its id.
-    fn docker_prod(&self) -> String {
-        let out = self.ok("docker-prod", &[], &[]);
+    ///
+    /// The ports were free when picked, but the images take minutes to
+    /// build, and meanwhile another test's client may take one as its
+    /// ephemeral port: the script then refuses to start, saying so, and the
+    /// test picks others (the second build is cached), as a user would.
+    fn docker_prod(&mut self) -> String {
+        let mut attempts = 1;
+        let out = loop {
+            let out = self.make("docker-prod", &[], &[]);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if !out.status.success() && stderr.contains("is in use") && attempts < 3 {
+                attempts += 1;
+                self.port = free_port();
+                self.metrics_port = free_port();
+                continue;
+            }
+            assert!(
+                out.status.success(),
+                "make docker-prod failed ({}):\n{}\n{stderr}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+            );
+            break String::from_utf8_lossy(&out.stdout).into_owned();
+        };
         assert!(out.contains("securevault/dataplane:0.1.0 "), "{out}");
         assert!(
             out.contains(&format!("{CONTAINER} is healthy at {}", self.url())),
@@ -156,7 +178,7 @@ impl Drop for RemoveContainer<'_> {
 fn make_docker_prod_runs_the_hardened_container_and_its_volume_outlives_docker_down() {
     let engine = DockerEngine::start().unwrap();
     let _cleanup = RemoveContainer(&engine);
-    let seed = Seed {
+    let mut seed = Seed {
         engine: &engine,
         data: TempDir::new("docker-prod-data").unwrap(),
         port: free_port(),
