@@ -304,15 +304,7 @@ async fn api_keys_are_shown_once_scoped_and_revocable() {
 #[tokio::test]
 async fn members_get_email_and_ai_but_not_admin() {
     let dp = start(&[]);
-    let created = authed(&dp)
-        .await
-        .post(dp.url("/api/users"))
-        .json(&json!({ "username": "ops", "password": "a long member password", "role": "member" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), StatusCode::CREATED);
-    let member = bearer(&login(&dp, "ops", "a long member password").await);
+    let member = member(&dp, "ops").await;
     let r = member.get(dp.url("/api/emails/nope")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let r = member.get(dp.url("/api/audit")).send().await.unwrap();

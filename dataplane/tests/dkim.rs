@@ -314,15 +314,7 @@ async fn without_a_key_for_the_sender_domain_mail_is_refused_unless_allowed_and_
     .await;
 
     // A member may not read the records.
-    let created = authed(&dp)
-        .await
-        .post(dp.url("/api/users"))
-        .json(&json!({ "username": "ops", "password": "a long member password", "role": "member" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
-    let member = bearer(&login(&dp, "ops", "a long member password").await);
+    let member = member(&dp, "ops").await;
     let r = member.get(dp.url("/api/dkim")).send().await.unwrap();
     assert_eq!(r.status(), 403);
 }

@@ -302,27 +302,16 @@ async fn the_console_finds_sealed_emails_by_recipient() {
     let first = send_marked(&dp, 1).await;
     let second = send_marked(&dp, 2).await;
     let token = token(&dp).await;
-    let page = |query: &str| {
-        let url = dp.url(&format!("/console/emails?recipient={query}"));
-        let token = token.clone();
-        async move {
-            client()
-                .get(url)
-                .header("cookie", format!("__Host-sv_session={token}"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        }
+    let page = |query: String| {
+        let (dp, token) = (&dp, &token);
+        async move { console_page(dp, token, &format!("/console/emails?recipient={query}")).await }
     };
     // The whole address, in any case, To or Cc: through the blind index.
-    let list = page(&format!("ADA-{MARK}-1@example.com")).await;
+    let list = page(format!("ADA-{MARK}-1@example.com")).await;
     assert!(list.contains(&first) && !list.contains(&second), "{list}");
-    let list = page(&format!("cc-{MARK}@example.com")).await;
+    let list = page(format!("cc-{MARK}@example.com")).await;
     assert!(list.contains(&first) && list.contains(&second), "{list}");
     // Part of one finds nothing: the store cannot read what it holds.
-    let list = page(&format!("ada-{MARK}")).await;
+    let list = page(format!("ada-{MARK}")).await;
     assert!(!list.contains(&first), "{list}");
 }

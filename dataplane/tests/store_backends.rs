@@ -178,41 +178,27 @@ async fn console_queries(dp: &DataPlane, store_url: &str) {
     let admin = authed(dp).await;
     // The console takes the session cookie, not a bearer token.
     let token = token(dp).await;
-    let cookie_client = |path: String| {
-        let token = token.clone();
-        async move {
-            client()
-                .get(path)
-                .header("cookie", format!("__Host-sv_session={token}"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        }
-    };
-    let list = cookie_client(dp.url("/console/emails?recipient=ANN")).await;
+    let list = console_page(dp, &token, "/console/emails?recipient=ANN").await;
     assert!(
         list.contains("subject c1") && list.contains("subject c3"),
         "{list}"
     );
     assert!(!list.contains("subject c2"));
     // `%` and `_` are the text typed, not patterns.
-    let list = cookie_client(dp.url("/console/emails?recipient=b_100%25")).await;
+    let list = console_page(dp, &token, "/console/emails?recipient=b_100%25").await;
     assert!(
         list.contains("subject c2") && !list.contains("subject c1"),
         "{list}"
     );
-    let list = cookie_client(dp.url("/console/emails?status=sent")).await;
+    let list = console_page(dp, &token, "/console/emails?status=sent").await;
     assert!(
         list.contains("subject c1") && list.contains("subject c3") && !list.contains("subject c4")
     );
-    let overview = cookie_client(dp.url("/console")).await;
+    let overview = console_page(dp, &token, "/console").await;
     assert!(overview.contains("2 sent, 1 failed"), "{overview}");
     assert!(overview.contains("1 succeeded, 0 failed"), "{overview}");
     // An administrator's history holds every generation, authored or not.
-    let history = cookie_client(dp.url("/console/generations")).await;
+    let history = console_page(dp, &token, "/console/generations").await;
     assert!(
         history.contains("Every generation") && history.contains("badge succeeded"),
         "{history}"

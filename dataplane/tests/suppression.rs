@@ -45,19 +45,6 @@ async fn suppressions(dp: &DataPlane, query: &str) -> Value {
     json(r).await
 }
 
-/// A member and a client signed in as them.
-async fn member(dp: &DataPlane) -> reqwest::Client {
-    let created = authed(dp)
-        .await
-        .post(dp.url("/api/users"))
-        .json(&json!({ "username": "ops", "password": "a long member password", "role": "member" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), StatusCode::CREATED);
-    bearer(&login(dp, "ops", "a long member password").await)
-}
-
 #[tokio::test]
 async fn a_hard_bounce_suppresses_the_address_until_an_administrator_lifts_it() {
     let mailpit = Mailpit::start().unwrap();
@@ -159,7 +146,7 @@ async fn a_hard_bounce_suppresses_the_address_until_an_administrator_lifts_it() 
     );
 
     // A member may record an unsubscribe, but neither read the list nor lift.
-    let ops = member(&dp).await;
+    let ops = member(&dp, "ops").await;
     let add = |client: &reqwest::Client, address: &str, reason: &str| {
         client
             .post(dp.url("/api/suppressions"))

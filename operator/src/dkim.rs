@@ -109,7 +109,8 @@ mod tests {
         }
     }
 
-    /// A Secret holding a (fake) key under each of `keys`.
+    /// A Secret holding placeholder bytes under each of `keys`: these checks
+    /// read key names only.
     fn secret(keys: &[&str]) -> Secret {
         let pem = ByteString(b"-----BEGIN PRIVATE KEY-----".to_vec());
         Secret {

@@ -415,18 +415,7 @@ async fn a_missing_secret_degrades_and_its_arrival_recovers_at_once() {
     ])
     .unwrap();
     // Well before the 10-minute resync: the Secret's arrival triggers it.
-    eventually(
-        Duration::from_secs(15),
-        "Degraded cleared",
-        || async { w.api::<SecureVault>().get_opt("mail").await.ok().flatten() },
-        |sv: &SecureVault| {
-            sv.status
-                .as_ref()
-                .and_then(|s| s.condition("Degraded"))
-                .is_some_and(|c| c.status == "False")
-        },
-    )
-    .await;
+    degraded_cleared(&w, "mail", Duration::from_secs(15)).await;
     wait_ready(&w, "mail").await;
 }
 
@@ -522,6 +511,22 @@ async fn rotating_away_from_the_generated_key_keeps_it_until_the_rotation_ends()
     .await;
 }
 
+/// Waits until `Degraded` on `name` is False.
+async fn degraded_cleared(w: &World, name: &str, limit: Duration) {
+    eventually(
+        limit,
+        "Degraded cleared",
+        || async { w.api::<SecureVault>().get_opt(name).await.ok().flatten() },
+        |sv: &SecureVault| {
+            sv.status
+                .as_ref()
+                .and_then(|s| s.condition("Degraded"))
+                .is_some_and(|c| c.status == "False")
+        },
+    )
+    .await;
+}
+
 /// Waits for `Degraded` with `reason` on `name` and returns its message.
 async fn degraded_for(w: &World, name: &str, reason: &str) -> String {
     let degraded = |sv: &SecureVault| {
@@ -589,18 +594,7 @@ async fn a_dkim_secret_without_a_key_for_the_sender_domain_degrades_until_one_is
         "--from-literal=sv2026._domainkey.example.com=unused",
     ])
     .unwrap();
-    eventually(
-        Duration::from_secs(30),
-        "Degraded cleared",
-        || async { w.api::<SecureVault>().get_opt("mail").await.ok().flatten() },
-        |sv: &SecureVault| {
-            sv.status
-                .as_ref()
-                .and_then(|s| s.condition("Degraded"))
-                .is_some_and(|c| c.status == "False")
-        },
-    )
-    .await;
+    degraded_cleared(&w, "mail", Duration::from_secs(30)).await;
     let config = w.api::<ConfigMap>().get("mail-config").await.unwrap();
     let data = config.data.unwrap();
     assert_eq!(data["DKIM_KEYS_DIR"], "/etc/securevault/dkim");

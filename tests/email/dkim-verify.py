@@ -5,7 +5,10 @@ implementation, against the TXT records the data plane says to publish.
     python dkim-verify.py MESSAGE_FILE RECORDS_JSON
 
 RECORDS_JSON maps a record name (`sel._domainkey.example.com`) to its TXT
-value: the test's stand-in for DNS. Prints one JSON object per signature,
+value, as `GET /api/dkim` printed it: what a user would publish, handed to
+dkimpy in place of a DNS lookup (the test checks signatures against the
+records the data plane says to publish; a DNS server would add a resolver,
+not a check). Prints one JSON object per signature,
 in the message's order: {"selector", "domain", "algorithm", "verified",
 "error"}.
 """

@@ -36,6 +36,34 @@ pub fn start_with_smtp(mailpit: &Mailpit, extra: &[(&str, &str)]) -> DataPlane {
     start(&env)
 }
 
+/// The console page at `path`, as the browser of the session `token` gets it.
+pub async fn console_page(dp: &DataPlane, token: &str, path: &str) -> String {
+    client()
+        .get(dp.url(path))
+        .header("cookie", format!("__Host-sv_session={token}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Creates the member `username` (as `admin`) and returns a client signed
+/// in as them.
+pub async fn member(dp: &DataPlane, username: &str) -> reqwest::Client {
+    let password = "a long member password";
+    let created = authed(dp)
+        .await
+        .post(dp.url("/api/users"))
+        .json(&serde_json::json!({ "username": username, "password": password, "role": "member" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), reqwest::StatusCode::CREATED);
+    bearer(&login(dp, username, password).await)
+}
+
 /// A client that never reuses a connection across tests' server restarts.
 pub fn client() -> reqwest::Client {
     client_with(HeaderMap::new())
