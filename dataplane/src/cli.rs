@@ -222,6 +222,11 @@ pub struct Settings {
     #[arg(long, env = "DKIM_ALLOW_UNSIGNED", global = true)]
     pub dkim_allow_unsigned: Option<String>,
 
+    /// PEM certificates the SMTP relay's TLS certificate may chain to, besides
+    /// the public roots: a relay with a private CA.
+    #[arg(long, env = "SMTP_CA_FILE", global = true)]
+    pub smtp_ca_file: Option<String>,
+
     /// Seconds one SMTP exchange may take before it counts as a temporary
     /// failure [default: 30]. A claimed email is taken over by another worker
     /// after twice this.

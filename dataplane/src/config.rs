@@ -164,6 +164,9 @@ pub struct SmtpConfig {
     pub credentials: Option<(String, Secret)>,
     /// Transport security.
     pub tls: SmtpTls,
+    /// Certificates trusted besides the public roots (`SMTP_CA_FILE`):
+    /// a relay with a private CA.
+    pub ca_file: Option<std::path::PathBuf>,
     /// Sender address of outgoing email.
     pub from: Option<String>,
     /// How long one SMTP exchange may take (`SMTP_TIMEOUT_SECS`).
@@ -1033,6 +1036,7 @@ fn smtp_config(s: &Settings) -> Result<Option<SmtpConfig>, ConfigError> {
         port,
         credentials,
         tls,
+        ca_file: non_empty(&s.smtp_ca_file).map(std::path::PathBuf::from),
         from,
         timeout: Duration::from_secs(parse_or(
             &s.smtp_timeout_secs,

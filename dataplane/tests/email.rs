@@ -465,7 +465,10 @@ async fn a_killed_data_plane_delivers_queued_and_mid_send_emails_after_restart()
     let extra = [("DATA_DIR", data_dir), ("SMTP_TIMEOUT_SECS", "2")];
     let mut dp = start_with_smtp(&mailpit, &extra);
 
-    // Accepting outpaces delivery, so a backlog builds behind the worker.
+    // A backlog builds behind the worker while the relay is frozen
+    // (SIGSTOP): delivery can outpace accepting one request at a time.
+    let relay = mailpit.process().unwrap();
+    relay.signal("STOP").unwrap();
     let c = authed(&dp).await;
     for i in 0..EMAILS {
         let response = c
@@ -476,6 +479,8 @@ async fn a_killed_data_plane_delivers_queued_and_mid_send_emails_after_restart()
             .unwrap();
         assert_eq!(response.status(), StatusCode::ACCEPTED);
     }
+
+    relay.signal("CONT").unwrap();
 
     // Freeze the process (SIGSTOP) until we catch it with emails claimed and
     // in flight, some delivered and some still queued; then SIGKILL it there.

@@ -33,6 +33,7 @@ const SETTINGS: &[&str] = &[
     "SMTP_USERNAME",
     "SMTP_PASSWORD",
     "SMTP_TLS",
+    "SMTP_CA_FILE",
     "SMTP_FROM",
     "SMTP_TIMEOUT_SECS",
     "SMTP_MAX_CONNECTIONS",

@@ -17,6 +17,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::json;
 
 use crate::bins;
+use crate::certs::Issued;
 use crate::dirs::{TempDir, free_port};
 use crate::process::Process;
 use crate::{Error, Result};
@@ -41,7 +42,8 @@ const SCRIPT: &str = "tests/setup/mailpit.sh";
 /// --smtp-auth-allow-insecure --smtp-disable-rdns --disable-version-check
 /// --label <unique> --max 0`: every message is kept, any login is accepted
 /// over plain SMTP, and no reverse DNS lookup or GitHub release check reaches
-/// for the network.
+/// for the network. [`Mailpit::start_secured`] requires TLS and logins
+/// instead.
 #[derive(Debug)]
 pub struct Mailpit {
     // Before `dir`: on drop, the server dies before its database goes.
@@ -50,6 +52,22 @@ pub struct Mailpit {
     smtp_port: u16,
     http_port: u16,
     binary: PathBuf,
+    security: SmtpSecurity,
+}
+
+/// How a [`Mailpit`] guards its SMTP port (the default: plain SMTP, any
+/// login or none).
+#[derive(Debug, Clone, Default)]
+pub struct SmtpSecurity {
+    /// Certificate and private key, PEM: with them the server offers TLS.
+    pub tls: Option<Issued>,
+    /// With `tls`: clients must speak TLS from the first byte (SMTPS)
+    /// instead of upgrading with STARTTLS, which is then required.
+    pub implicit_tls: bool,
+    /// The only logins accepted, as (user, password), neither with spaces
+    /// or colons (mailpit reads them as htpasswd lines); empty: any login,
+    /// including none.
+    pub logins: Vec<(String, String)>,
 }
 
 /// Which SMTP stage a chaos trigger fails.
@@ -118,15 +136,71 @@ impl Mailpit {
     /// Starts a new server on two free ports with an empty database and
     /// waits (up to 15 s) until `GET /readyz` answers 200.
     pub fn start() -> Result<Mailpit> {
+        Mailpit::start_secured(SmtpSecurity::default())
+    }
+
+    /// Like [`Mailpit::start`], with TLS required and only the given
+    /// logins accepted, as `security` says.
+    pub fn start_secured(security: SmtpSecurity) -> Result<Mailpit> {
         let mut mailpit = Mailpit {
             process: None,
             binary: binary()?,
             dir: TempDir::new("mailpit")?,
             smtp_port: free_port(),
             http_port: free_port(),
+            security,
         };
+        mailpit.write_security_files()?;
         mailpit.launch()?;
         Ok(mailpit)
+    }
+
+    /// The certificate, key and password files `security` names, written
+    /// once into the server's directory.
+    fn write_security_files(&self) -> Result<()> {
+        let write = |name: &str, text: &str| {
+            let path = self.dir.path().join(name);
+            std::fs::write(&path, text)
+                .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+        };
+        if let Some(tls) = &self.security.tls {
+            write("smtp.crt", &tls.cert_pem)?;
+            write("smtp.key", &tls.key_pem)?;
+        }
+        if !self.security.logins.is_empty() {
+            // mailpit reads htpasswd lines; a plain password is accepted.
+            let lines: String = self
+                .security
+                .logins
+                .iter()
+                .map(|(user, password)| format!("{user}:{password}\n"))
+                .collect();
+            write("smtp.passwords", &lines)?;
+        }
+        Ok(())
+    }
+
+    /// The settings that [`SmtpSecurity`] turns into.
+    fn security_args(&self) -> Vec<std::ffi::OsString> {
+        let file = |name: &str| self.dir.path().join(name).into_os_string();
+        let mut args: Vec<std::ffi::OsString> = Vec::new();
+        if self.security.logins.is_empty() {
+            args.push("--smtp-auth-accept-any".into());
+        } else {
+            args.extend(["--smtp-auth-file".into(), file("smtp.passwords")]);
+        }
+        if self.security.tls.is_some() {
+            args.extend(["--smtp-tls-cert".into(), file("smtp.crt")]);
+            args.extend(["--smtp-tls-key".into(), file("smtp.key")]);
+            args.push(if self.security.implicit_tls {
+                "--smtp-require-tls".into()
+            } else {
+                "--smtp-require-starttls".into()
+            });
+        } else {
+            args.push("--smtp-auth-allow-insecure".into());
+        }
+        args
     }
 
     /// The SMTP port (kept across restarts).
@@ -238,8 +312,9 @@ impl Mailpit {
                 .args(["--listen", &format!("127.0.0.1:{http}")])
                 .arg("--database")
                 .arg(self.dir.path().join("mailpit.db"))
-                .args(["--enable-chaos", "--smtp-auth-accept-any"])
-                .args(["--smtp-auth-allow-insecure", "--smtp-disable-rdns"])
+                .arg("--enable-chaos")
+                .args(self.security_args())
+                .arg("--smtp-disable-rdns")
                 .args(["--disable-version-check", "--label", &self.label()])
                 // Keep every message: by default mailpit prunes to 500, and
                 // tests count what arrived.

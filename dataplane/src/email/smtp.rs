@@ -1,33 +1,40 @@
-//! Sending one stored email over SMTP with lettre: a pooled async transport,
-//! the configured TLS mode and credentials, and the seed's 30 s timeout.
-//! Errors are sorted into permanent (the server said 5xx: do not retry) and
-//! temporary (4xx, connection or timeout: retry later).
+//! Sending one stored email: the message built with lettre, signed with
+//! DKIM, and handed to the relay (`relay.rs`: pooled connections, the
+//! configured TLS mode and credentials, the seed's 30 s timeout). Errors are
+//! sorted into permanent (the relay refused the message with a 5xx: do not
+//! retry) and temporary (4xx, connection, TLS, login or timeout: retry later).
 
-use std::time::{Duration, SystemTime};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use lettre::{
-    AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
+    Message,
     message::{Mailbox, MultiPart, SinglePart, header},
-    transport::smtp::{PoolConfig, authentication::Credentials},
+    transport::smtp::authentication::Credentials,
 };
 
-use super::dkim::{DkimError, DkimKeys};
-use crate::{
-    config::{SmtpConfig, SmtpTls},
-    store::StoredEmail,
+use super::{
+    dkim::{DkimError, DkimKeys},
+    relay::{Relay, RelayError, RelaySettings, RelaySetupError},
 };
+use crate::{config::SmtpConfig, store::StoredEmail};
 
 /// Why the mailer could not be built from the configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum MailerError {
-    /// The relay host does not work with the chosen TLS mode.
-    #[error("SMTP relay {host}: {source}")]
-    Relay {
-        /// The host.
-        host: String,
+    /// The relay settings cannot be used.
+    #[error(transparent)]
+    Relay(#[from] RelaySetupError),
+    /// `SMTP_CA_FILE` cannot be read.
+    #[error("SMTP_CA_FILE {path}")]
+    CaFile {
+        /// The file.
+        path: String,
         /// Why.
         #[source]
-        source: lettre::transport::smtp::Error,
+        source: std::io::Error,
     },
     /// `SMTP_FROM` is not a mailbox.
     #[error("SMTP_FROM {0:?} is not an email address")]
@@ -61,37 +68,41 @@ pub struct SendError {
 
 /// Sends stored emails through the configured relay.
 pub struct Mailer {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    relay: Relay,
     from: Mailbox,
     domain: String,
     timeout: Duration,
     connections: u32,
-    dkim: DkimKeys,
+    dkim: Arc<DkimKeys>,
+    signers: tokio::sync::Semaphore,
 }
 
 impl Mailer {
     /// A mailer for `config`; connections open on first use.
     pub fn new(config: &SmtpConfig) -> Result<Self, MailerError> {
-        let relay_error = |source| MailerError::Relay {
-            host: config.host.clone(),
-            source,
+        let ca_pem = match &config.ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|source| MailerError::CaFile {
+                path: path.display().to_string(),
+                source,
+            })?),
+            None => None,
         };
-        let builder = match config.tls {
-            SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host),
-            SmtpTls::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host)
-                .map_err(relay_error)?,
-            SmtpTls::Tls => {
-                AsyncSmtpTransport::<Tokio1Executor>::relay(&config.host).map_err(relay_error)?
-            }
-        };
-        let mut builder = builder
-            .port(config.port)
-            .timeout(Some(config.timeout))
-            .pool_config(PoolConfig::new().max_size(config.connections));
-        if let Some((user, password)) = &config.credentials {
-            builder =
-                builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
-        }
+        let ca_path = config
+            .ca_file
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let relay = Relay::new(RelaySettings {
+            host: &config.host,
+            port: config.port,
+            tls: config.tls,
+            ca_pem: ca_pem.as_deref().map(|pem| (ca_path.as_str(), pem)),
+            credentials: config.credentials.as_ref().map(|(user, password)| {
+                Credentials::new(user.clone(), password.expose().to_owned())
+            }),
+            timeout: config.timeout,
+            connections: config.connections,
+        })?;
         let from_text = config.from.clone().unwrap_or_default();
         let from: Mailbox = from_text
             .parse()
@@ -114,12 +125,13 @@ impl Mailer {
             });
         }
         Ok(Self {
-            transport: builder.build(),
+            relay,
             from,
             domain,
             timeout: config.timeout,
             connections: config.connections,
-            dkim,
+            dkim: Arc::new(dkim),
+            signers: tokio::sync::Semaphore::new(signers()),
         })
     }
 
@@ -148,12 +160,22 @@ impl Mailer {
         };
         let message = self.build(email).map_err(permanent)?;
         let raw = message.formatted();
-        // Signed over the exact bytes the relay receives.
-        let raw = match self.dkim.sign(&self.domain, &raw, SystemTime::now()) {
-            Some(signed) => signed.map_err(permanent)?,
-            None => raw,
-        };
-        match self.transport.send_raw(message.envelope(), &raw).await {
+        // Signed over the exact bytes the relay receives. An RSA signature
+        // takes about a millisecond of CPU: on the blocking pool, so the
+        // runtime's threads keep answering requests meanwhile.
+        let (dkim, domain) = (Arc::clone(&self.dkim), self.domain.clone());
+        let _signer = self.signers.acquire().await.ok();
+        let signed = tokio::task::spawn_blocking(move || {
+            dkim.sign(&domain, &raw, SystemTime::now())
+                .unwrap_or(Ok(raw))
+        })
+        .await
+        .map_err(|e| SendError {
+            permanent: false,
+            message: format!("DKIM signing stopped: {e}"),
+        })?;
+        let raw = signed.map_err(permanent)?;
+        match self.relay.send(message.envelope(), &raw).await {
             Ok(response) => Ok(format!(
                 "{} {}",
                 response.code(),
@@ -177,13 +199,13 @@ impl Mailer {
         self.timeout
     }
 
-    /// Opens a connection and says NOOP: is the relay reachable?
+    /// Opens a connection (TLS and login included) and says NOOP: is the
+    /// relay reachable and are our settings right?
     pub async fn ping(&self) -> Result<(), String> {
-        match self.transport.test_connection().await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err("the SMTP server did not accept a connection".into()),
-            Err(e) => Err(describe(&e, self.timeout)),
-        }
+        self.relay
+            .ping()
+            .await
+            .map_err(|e| describe(&e, self.timeout))
     }
 
     fn build(&self, email: &StoredEmail) -> Result<Message, String> {
@@ -225,11 +247,19 @@ impl Mailer {
     }
 }
 
-/// The SMTP error without the message content (lettre never includes it).
-fn describe(e: &lettre::transport::smtp::Error, timeout: Duration) -> String {
-    match e.status() {
-        Some(code) => format!("SMTP {code}: {e}"),
-        None if e.is_timeout() => format!("SMTP timeout after {timeout:?}: {e}"),
-        None => e.to_string(),
+/// How many messages are signed at once: half the cores, so that signing
+/// at full delivery speed leaves the other half to the API and the store.
+fn signers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
+/// The error without the message content (lettre never includes it),
+/// with the relay's reply code first when there is one: the suppression
+/// rules read it.
+fn describe(e: &RelayError, timeout: Duration) -> String {
+    match (e, e.status()) {
+        (_, Some(code)) => format!("SMTP {code}: {e}"),
+        (RelayError::Timeout(_), None) => format!("SMTP timeout after {timeout:?}"),
+        (_, None) => e.to_string(),
     }
 }
