@@ -23,7 +23,7 @@ use super::{
 use crate::{
     queue_loop::{self, Every},
     shutdown::Shutdown,
-    store::{Attempt, Outcome, Store, StoredEmail},
+    store::{Attempt, Finish, Outcome, Store, StoredEmail},
     telemetry::Metrics,
     webhooks::{EventType, NewEvent},
 };
@@ -90,13 +90,16 @@ impl Worker {
                 }
             };
             let full = batch.len() == this.mailer.connections() as usize;
-            join_all(batch.into_iter().map(|email| this.deliver(email))).await;
+            let attempted = join_all(batch.into_iter().map(|email| this.attempt(email))).await;
+            this.record(&attempted).await;
             full
         })
         .await;
     }
 
-    async fn deliver(&self, email: StoredEmail) {
+    /// Sends `email` once (unless a recipient is suppressed) and says what
+    /// to record.
+    async fn attempt(&self, email: StoredEmail) -> Attempted {
         let start = Instant::now();
         // An address suppressed after this email was queued gets nothing.
         let result = match suppression::first_suppressed(&self.store, &email.recipients).await {
@@ -132,7 +135,7 @@ impl Worker {
         };
         let mut attempt_log = email.attempt_log.clone();
         attempt_log.push(Attempt {
-            at: crate::store::unix_millis(SystemTime::now()),
+            at: crate::store::unix_millis(now),
             outcome: outcome_name.to_owned(),
             answer,
             duration_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -171,42 +174,63 @@ impl Worker {
         .map(|(kind, error)| {
             NewEvent::email(kind, &email.id, &email.recipients.to, email.attempts, error)
         });
-        // An outcome that is not recorded leaves the email claimed, and it is
-        // sent again once the lease expires: worth a few tries while the
-        // store is briefly unavailable.
+        Attempted {
+            id: email.id,
+            outcome,
+            attempt_log,
+            event,
+        }
+    }
+
+    /// Records a batch's outcomes in one transaction. An outcome that is not
+    /// recorded leaves its email claimed, and it is sent again once the lease
+    /// expires: worth a few tries while the store is briefly unavailable.
+    async fn record(&self, attempted: &[Attempted]) {
+        if attempted.is_empty() {
+            return;
+        }
+        let finishes: Vec<Finish<'_>> = attempted
+            .iter()
+            .map(|a| Finish {
+                id: &a.id,
+                outcome: &a.outcome,
+                attempt_log: &a.attempt_log,
+                event: a.event.as_ref(),
+            })
+            .collect();
         let mut pauses = RECORD_RETRY_PAUSES.iter();
         let recorded = loop {
             let result = self
                 .store
-                .finish_email(
-                    &email.id,
-                    &self.id,
-                    &outcome,
-                    &attempt_log,
-                    event.as_ref(),
-                    now,
-                )
+                .finish_emails(&self.id, &finishes, SystemTime::now())
                 .await;
             match (result, pauses.next()) {
                 (Err(e), Some(pause)) => {
-                    tracing::warn!(email_id = %email.id, error = %e, "recording the delivery outcome failed; retrying");
+                    tracing::warn!(emails = finishes.len(), error = %e, "recording delivery outcomes failed; retrying");
                     tokio::time::sleep(*pause).await;
                 }
                 (result, _) => break result,
             }
         };
         match recorded {
-            Ok(true) => {
-                if let (Some(wake), Some(_)) = (&self.notify, &event) {
+            Ok(recorded) => {
+                let mut events = false;
+                for (a, ours) in attempted.iter().zip(recorded) {
+                    if ours {
+                        events |= a.event.is_some();
+                    } else {
+                        // Our lease expired and another worker took the email over.
+                        tracing::warn!(email_id = %a.id, "the claim was lost before the outcome was recorded");
+                    }
+                }
+                if let (Some(wake), true) = (&self.notify, events) {
                     wake.notify_one();
                 }
             }
-            // Our lease expired and another worker took the email over.
-            Ok(false) => {
-                tracing::warn!(email_id = %email.id, "the claim was lost before the outcome was recorded")
-            }
             Err(e) => {
-                tracing::error!(email_id = %email.id, error = %e, "recording the delivery outcome failed")
+                for a in attempted {
+                    tracing::error!(email_id = %a.id, error = %e, "recording the delivery outcome failed");
+                }
             }
         }
     }
@@ -256,6 +280,14 @@ impl Worker {
             Err(e) => tracing::warn!(error = %e, "reading the outbox depth failed"),
         }
     }
+}
+
+/// One attempt's result, waiting to be recorded with its batch.
+struct Attempted {
+    id: String,
+    outcome: Outcome,
+    attempt_log: Vec<Attempt>,
+    event: Option<NewEvent>,
 }
 
 /// Exponential backoff with ±20 % jitter, so retries of many emails after an

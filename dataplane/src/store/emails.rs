@@ -165,6 +165,19 @@ pub struct HourlySeries {
     pub generation_failures: Vec<i64>,
 }
 
+/// One claimed email's outcome, for [`Store::finish_emails`].
+#[derive(Debug)]
+pub struct Finish<'a> {
+    /// The email.
+    pub id: &'a str,
+    /// What became of it.
+    pub outcome: &'a Outcome,
+    /// Its attempts, this one included (the store keeps the last few).
+    pub attempt_log: &'a [Attempt],
+    /// The webhook event that announces it, queued in the same transaction.
+    pub event: Option<&'a NewEvent>,
+}
+
 /// The outcome of one delivery attempt, as a queue records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -361,54 +374,54 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// Records what became of a claimed email, queues `event` (the webhook
-    /// that announces it) in the same transaction, and releases the claim.
-    /// Only the worker holding the claim may: `false` means its lease expired
-    /// and another worker took the email over (and nothing was written).
-    pub async fn finish_email(
+    /// Records the outcomes of emails `worker` claimed, in one transaction:
+    /// a batch costs SQLite's single writer one commit, not one per email.
+    /// Returns, per finish, whether the claim was still `worker`'s; a lost
+    /// claim (the lease expired and another worker took the email over)
+    /// writes nothing for that email.
+    pub async fn finish_emails(
         &self,
-        id: &str,
         worker: &str,
-        outcome: &Outcome,
-        attempt_log: &[Attempt],
-        event: Option<&NewEvent>,
+        finishes: &[Finish<'_>],
         now: SystemTime,
-    ) -> Result<bool, StoreError> {
-        let keep_from = attempt_log.len().saturating_sub(ATTEMPT_LOG_LEN);
+    ) -> Result<Vec<bool>, StoreError> {
         let now_ms = unix_millis(now);
-        let (status, error, next_attempt_at, sent_at) = match outcome {
-            Outcome::Delivered => ("sent", None, None, Some(now_ms)),
-            Outcome::Retry { error, at } => {
-                ("queued", Some(error.as_str()), Some(unix_millis(*at)), None)
-            }
-            Outcome::Failed { error } => ("failed", Some(error.as_str()), None, None),
-        };
         let mut tx = self.writer.begin().await?;
-        let done = sqlx::query(
-            "UPDATE emails SET status = $1, last_error = $2, \
-             next_attempt_at = COALESCE($3, next_attempt_at), sent_at = COALESCE($4, sent_at), \
-             updated_at = $5, claimed_by = NULL, claim_expires_at = NULL, attempt_log = $8 \
-             WHERE id = $6 AND claimed_by = $7",
-        )
-        .bind(status)
-        .bind(error)
-        .bind(next_attempt_at)
-        .bind(sent_at)
-        .bind(now_ms)
-        .bind(id)
-        .bind(worker)
-        .bind(to_json(&attempt_log[keep_from..]))
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() != 1 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        if let Some(event) = event {
-            insert_event(&mut tx, event, now).await?;
+        let mut recorded = Vec::with_capacity(finishes.len());
+        for finish in finishes {
+            let log = finish.attempt_log;
+            let keep_from = log.len().saturating_sub(ATTEMPT_LOG_LEN);
+            let (status, error, next_attempt_at, sent_at) = match finish.outcome {
+                Outcome::Delivered => ("sent", None, None, Some(now_ms)),
+                Outcome::Retry { error, at } => {
+                    ("queued", Some(error.as_str()), Some(unix_millis(*at)), None)
+                }
+                Outcome::Failed { error } => ("failed", Some(error.as_str()), None, None),
+            };
+            let done = sqlx::query(
+                "UPDATE emails SET status = $1, last_error = $2, \
+                 next_attempt_at = COALESCE($3, next_attempt_at), sent_at = COALESCE($4, sent_at), \
+                 updated_at = $5, claimed_by = NULL, claim_expires_at = NULL, attempt_log = $8 \
+                 WHERE id = $6 AND claimed_by = $7",
+            )
+            .bind(status)
+            .bind(error)
+            .bind(next_attempt_at)
+            .bind(sent_at)
+            .bind(now_ms)
+            .bind(finish.id)
+            .bind(worker)
+            .bind(to_json(&log[keep_from..]))
+            .execute(&mut *tx)
+            .await?;
+            let ours = done.rows_affected() == 1;
+            if ours && let Some(event) = finish.event {
+                insert_event(&mut tx, event, now).await?;
+            }
+            recorded.push(ours);
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(recorded)
     }
 
     /// Emails waiting (queued or being sent) and the creation time of the

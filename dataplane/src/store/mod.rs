@@ -34,7 +34,8 @@ use sqlx::{
 pub use accounts::{StoredApiKey, User};
 pub use audit::{AuditEntry, AuditQuery};
 pub use emails::{
-    Attempt, Cursor, EmailQuery, Enqueued, HourlySeries, NewEmail, Outcome, Recipients, StoredEmail,
+    Attempt, Cursor, EmailQuery, Enqueued, Finish, HourlySeries, NewEmail, Outcome, Recipients,
+    StoredEmail,
 };
 pub use generations::{NewGeneration, StoredGeneration};
 pub use keys::Reencrypted;
