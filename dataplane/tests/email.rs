@@ -214,6 +214,73 @@ async fn an_idempotency_key_makes_a_retried_request_send_once() {
     assert_eq!(mailpit.message_count().unwrap(), 1);
 }
 
+/// Accepted emails are written in groups (`store/group_commit.rs`): under
+/// a burst every 202 is an email stored with its audit row, and requests
+/// racing with one Idempotency-Key (a group that fails on the key is
+/// written again one by one) still store one email, which every one of
+/// them is answered with.
+#[tokio::test]
+async fn a_burst_of_sends_stores_each_email_with_its_audit_row_and_each_key_once() {
+    let mailpit = Mailpit::start().unwrap();
+    // SIGSTOP: the relay takes nothing, so only the accept path runs.
+    mailpit.process().unwrap().signal("STOP").unwrap();
+    let dp = start_with_smtp(&mailpit, &[]);
+    let c = authed(&dp).await;
+    let requests = (0..200).map(|i| {
+        let (key, subject) = if i % 4 == 0 {
+            (Some(format!("burst-{}", i % 5)), format!("Keyed {}", i % 5))
+        } else {
+            (None, format!("Burst {i}"))
+        };
+        let mut request = c
+            .post(dp.url("/api/send-email"))
+            .json(&json!({"to": "a@example.com", "subject": subject, "text": "t"}));
+        if let Some(key) = &key {
+            request = request.header("idempotency-key", key);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            assert!(response.status().is_success(), "{}", response.status());
+            (key, json(response).await["id"].as_str().unwrap().to_owned())
+        }
+    });
+    let answers = futures::future::join_all(requests).await;
+
+    let mut by_key = std::collections::HashMap::<String, Vec<String>>::new();
+    let mut ids = std::collections::HashSet::new();
+    for (key, id) in answers {
+        if let Some(key) = key {
+            by_key.entry(key).or_default().push(id.clone());
+        }
+        ids.insert(id);
+    }
+    assert_eq!(by_key.len(), 5);
+    for (key, answered) in &by_key {
+        assert!(
+            answered.iter().all(|id| *id == answered[0]),
+            "{key}: {answered:?}"
+        );
+    }
+    assert_eq!(ids.len(), 150 + 5);
+
+    let pool = store_pool(&dp.sqlite_url()).await;
+    let stored: Vec<String> = sqlx::query_scalar("SELECT id FROM emails")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let audited: Vec<String> =
+        sqlx::query_scalar("SELECT target FROM audit_log WHERE action = 'email.send'")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(stored.len(), ids.len());
+    assert_eq!(audited.len(), ids.len());
+    for id in &ids {
+        assert!(stored.contains(id) && audited.contains(id), "{id}");
+    }
+    mailpit.process().unwrap().signal("CONT").unwrap();
+}
+
 #[tokio::test]
 async fn emails_accepted_while_smtp_is_down_arrive_exactly_once_when_it_returns() {
     let mut mailpit = Mailpit::start().unwrap();

@@ -247,10 +247,11 @@ impl Mailer {
     }
 }
 
-/// How many messages are signed at once: half the cores, so that signing
-/// at full delivery speed leaves the other half to the API and the store.
+/// How many messages are signed at once: one per core. A signature is pure
+/// CPU, so more threads than cores would only queue on the CPU ahead of the
+/// API and the store (measured: unbounded, the accept p99 rose by half).
 fn signers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
 /// The error without the message content (lettre never includes it),

@@ -8,6 +8,7 @@ use sqlx::Row;
 
 use super::{
     AuditEntry, Store, StoreError,
+    group_commit::Accepted,
     queue::{ClaimSql, claim_sql, int_column},
     stats::unix_millis,
     webhooks::insert_event,
@@ -165,6 +166,42 @@ pub struct HourlySeries {
     pub generation_failures: Vec<i64>,
 }
 
+/// An accepted email's row, sealed, ready to insert.
+pub(super) struct EmailRow {
+    pub(super) id: String,
+    pub(super) sealed: SealedEmail,
+    pub(super) idempotency_key: Option<String>,
+    pub(super) request_hash: String,
+    /// Accepted at, Unix milliseconds.
+    pub(super) now: i64,
+    pub(super) created_by: Option<String>,
+}
+
+impl EmailRow {
+    /// `INSERT INTO emails`, queued and due at once.
+    pub(super) fn insert(&self) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
+        sqlx::query(
+            "INSERT INTO emails (id, status, recipients, subject, body_text, body_html, reply_to, headers, \
+             idempotency_key, request_hash, attempts, next_attempt_at, created_at, updated_at, created_by, \
+             recipient_index) \
+             VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $10, $10, $11, $12)",
+        )
+        .bind(&self.id)
+        .bind(&self.sealed.recipients)
+        .bind(&self.sealed.subject)
+        .bind(&self.sealed.text)
+        .bind(&self.sealed.html)
+        .bind(&self.sealed.reply_to)
+        .bind(&self.sealed.headers)
+        .bind(&self.idempotency_key)
+        .bind(&self.request_hash)
+        .bind(self.now)
+        // The audit entry names who sent it; it is the author too.
+        .bind(&self.created_by)
+        .bind(&self.sealed.recipient_index)
+    }
+}
+
 /// One claimed email's outcome, for [`Store::finish_emails`].
 #[derive(Debug)]
 pub struct Finish<'a> {
@@ -256,41 +293,27 @@ impl Store {
                 headers: email.headers.clone(),
             },
         )?;
-        let mut tx = self.writer.begin().await?;
-        let result = sqlx::query(
-            "INSERT INTO emails (id, status, recipients, subject, body_text, body_html, reply_to, headers, \
-             idempotency_key, request_hash, attempts, next_attempt_at, created_at, updated_at, created_by, \
-             recipient_index) \
-             VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $10, $10, $11, $12)",
-        )
-        .bind(&id)
-        .bind(&sealed.recipients)
-        .bind(&sealed.subject)
-        .bind(&sealed.text)
-        .bind(&sealed.html)
-        .bind(&sealed.reply_to)
-        .bind(&sealed.headers)
-        .bind(&email.idempotency_key)
-        .bind(&email.request_hash)
-        .bind(now)
-        // The audit entry names who sent it; it is the author too.
-        .bind(&created_by)
-        .bind(&sealed.recipient_index)
-        .execute(&mut *tx)
-        .await;
-        match result {
-            Ok(_) => {
-                // The audit entry commits with the email: one write, and
-                // never an accepted email without its entry.
-                if let Some(mut entry) = audit {
-                    entry.target = Some(id.clone());
-                    super::audit::insert(&entry).execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-            }
+        let mut audit = audit;
+        if let Some(entry) = &mut audit {
+            entry.target = Some(id.clone());
+        }
+        let accepted = Accepted {
+            email: EmailRow {
+                id: id.clone(),
+                sealed,
+                idempotency_key: email.idempotency_key.clone(),
+                request_hash: email.request_hash.clone(),
+                now,
+                created_by: created_by.clone(),
+            },
+            // The audit entry commits with the email: never an accepted
+            // email without its entry.
+            audit,
+        };
+        match self.accepted.write(accepted).await {
+            Ok(()) => {}
             // Two requests with one key at once: the loser returns the winner's email.
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                drop(tx);
+            Err(StoreError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
                 if let Some(key) = &email.idempotency_key
                     && let Some(existing) = self.email_by_idempotency_key(key).await?
                 {
@@ -298,7 +321,7 @@ impl Store {
                 }
                 return Err(StoreError::Database(sqlx::Error::Database(e)));
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
         // Built from what was written rather than read back: a worker may
         // claim the row at once, and the answer describes the email as accepted.

@@ -11,6 +11,7 @@ mod audit;
 pub mod backup;
 mod emails;
 mod generations;
+mod group_commit;
 mod keys;
 mod queue;
 mod retention;
@@ -83,6 +84,10 @@ pub enum StoreError {
     /// A migration failed; the store is left at the last good version.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The task that writes accepted emails is gone (the runtime is
+    /// shutting down).
+    #[error("the store's writer has stopped")]
+    WriterStopped,
     /// A sealed value does not open, or a value cannot be sealed.
     #[error("encryption at rest: {0}")]
     Sealed(#[from] sealed::SealError),
@@ -106,6 +111,8 @@ pub struct Store {
     kind: DatabaseKind,
     /// Seals and opens what people wrote (see [`sealed`]).
     keys: std::sync::Arc<sealed::Keyring>,
+    /// Writes accepted emails in groups (see [`group_commit`]).
+    accepted: group_commit::GroupCommit,
 }
 
 impl Store {
@@ -156,6 +163,7 @@ impl Store {
             tighten_sqlite(file)?;
         }
         Ok(Self {
+            accepted: group_commit::GroupCommit::spawn(writer.clone()),
             pool,
             writer,
             kind: config.kind,
