@@ -66,6 +66,8 @@ pub const SMTP_FROM: &str = "SMTP_FROM";
 pub const SMTP_USERNAME: &str = "SMTP_USERNAME";
 /// SMTP password (secret).
 pub const SMTP_PASSWORD: &str = "SMTP_PASSWORD";
+/// PEM certificates the relay's TLS certificate may chain to.
+pub const SMTP_CA_FILE: &str = "SMTP_CA_FILE";
 /// Directory of DKIM private keys, one file per `<selector>._domainkey.<domain>`.
 pub const DKIM_KEYS_DIR: &str = "DKIM_KEYS_DIR";
 /// Whether email may go out unsigned when no key is for the sender's domain.

@@ -27,6 +27,10 @@ pub const TLS_DIR: &str = "/etc/securevault/tls";
 /// Where the DKIM Secret is mounted in the pods (`DKIM_KEYS_DIR`): a
 /// directory of its keys, one file per `<selector>._domainkey.<domain>`.
 pub const DKIM_DIR: &str = "/etc/securevault/dkim";
+/// Where the pods mount `spec.smtp.caSecretRef`'s key.
+pub const SMTP_CA_DIR: &str = "/etc/securevault/smtp-ca";
+/// The file in [`SMTP_CA_DIR`] that `SMTP_CA_FILE` names.
+pub const SMTP_CA_FILE: &str = "/etc/securevault/smtp-ca/ca.crt";
 
 /// Image used when `spec.image` is not set: `securevault/dataplane:<version>`.
 pub const DEFAULT_IMAGE_REPOSITORY: &str = "securevault/dataplane";

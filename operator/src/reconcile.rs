@@ -529,7 +529,14 @@ async fn dereference(
 
     let mut problems = Vec::new();
     let mut fetched: BTreeMap<String, Option<Secret>> = BTreeMap::new();
-    for reference in &v.secret_env {
+    // The keys the pods take as variables, and the relay's CA, which they
+    // mount as a file.
+    let ca = v.smtp_ca.as_ref().map(|ca| crate::validate::SecretEnv {
+        var: crate::env::SMTP_CA_FILE,
+        secret: ca.name.clone(),
+        key: ca.key.clone(),
+    });
+    for reference in v.secret_env.iter().chain(ca.as_ref()) {
         if v.generates_secrets() && reference.secret == names::generated_secret(&v.name) {
             continue;
         }

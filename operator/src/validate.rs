@@ -305,6 +305,8 @@ pub struct ValidatedVault {
     /// DKIM signing, when asked for: its Secret is mounted, not referenced
     /// key by key (its keys are the selectors, which only the user knows).
     pub dkim: Option<Dkim>,
+    /// The key of `spec.smtp.caSecretRef`, mounted as `SMTP_CA_FILE`.
+    pub smtp_ca: Option<crate::api::SecretKeyRef>,
     /// Whether the operator generates `SECRET_KEY` (in its own Secret), or
     /// keeps the one it generated while `secretKeyPreviousRef` names it.
     pub generates_secret_key: bool,
@@ -461,6 +463,9 @@ pub fn validate(sv: &SecureVault) -> Result<ValidatedVault, ValidationError> {
         settings.insert(env::SMTP_PORT.into(), smtp.port.to_string());
         settings.insert(env::SMTP_TLS.into(), smtp_tls(smtp.tls).into());
         settings.insert(env::SMTP_FROM.into(), smtp.from.clone());
+        if smtp.ca_secret_ref.is_some() {
+            settings.insert(env::SMTP_CA_FILE.into(), names::SMTP_CA_FILE.into());
+        }
         if let Some(d) = &dkim {
             settings.insert(env::DKIM_KEYS_DIR.into(), names::DKIM_DIR.into());
             settings.insert(
@@ -581,6 +586,7 @@ pub fn validate(sv: &SecureVault) -> Result<ValidatedVault, ValidationError> {
         settings,
         secret_env,
         dkim,
+        smtp_ca: spec.smtp.as_ref().and_then(|s| s.ca_secret_ref.clone()),
         // The generated key stays while a rotation away from it is under
         // way: the store's rows stay sealed with it until `reencrypt` runs,
         // and dropping it from the Secret would lose them.
@@ -669,6 +675,7 @@ impl ValidatedVault {
             .filter(|s| !(self.generates_secrets() && *s == names::generated_secret(&self.name)))
             .chain(self.tls.as_ref().map(|t| t.secret_name.clone()))
             .chain(self.dkim.as_ref().map(|d| d.secret_name.clone()))
+            .chain(self.smtp_ca.as_ref().map(|c| c.name.clone()))
             .collect();
         names.sort();
         names.dedup();

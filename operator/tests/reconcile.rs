@@ -547,6 +547,49 @@ async fn degraded_for(w: &World, name: &str, reason: &str) -> String {
 }
 
 #[tokio::test]
+async fn a_missing_relay_ca_degrades_until_its_secret_and_key_exist() {
+    let w = World::new("smtp-ca").await;
+    let op = w.operator("solo");
+    op.wait_leader();
+    w.apply(&vault(
+        "mail",
+        "  version: 0.1.0\n  replicas: 1\n  smtp: {host: smtp.internal, port: 465, tls: tls, from: noreply@example.com, caSecretRef: {name: relay-ca, key: ca.crt}}\n",
+    ))
+    .unwrap();
+    let message = degraded_for(&w, "mail", "SecretMissing").await;
+    assert!(
+        message.contains(&format!("Secret {}/relay-ca does not exist", w.ns()))
+            && message.contains("SMTP_CA_FILE"),
+        "{message}"
+    );
+    w.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "relay-ca",
+        "--from-literal=root.pem=x",
+    ])
+    .unwrap();
+    let message = degraded_for(&w, "mail", "SecretKeyMissing").await;
+    assert!(message.contains("has no key \"ca.crt\""), "{message}");
+    w.kubectl(&["delete", "secret", "relay-ca"]).unwrap();
+    w.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "relay-ca",
+        "--from-literal=ca.crt=x",
+    ])
+    .unwrap();
+    degraded_cleared(&w, "mail", Duration::from_secs(30)).await;
+    let config = w.api::<ConfigMap>().get("mail-config").await.unwrap();
+    assert_eq!(
+        config.data.unwrap()["SMTP_CA_FILE"],
+        "/etc/securevault/smtp-ca/ca.crt"
+    );
+}
+
+#[tokio::test]
 async fn a_dkim_secret_without_a_key_for_the_sender_domain_degrades_until_one_is_added() {
     let w = World::new("dkim").await;
     let op = w.operator("solo");

@@ -308,6 +308,12 @@ pub struct SmtpSpec {
     /// Secret holding the user name and password, when the relay wants them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SmtpCredentialsRef>,
+    /// A key of a Secret holding PEM certificates that the relay's TLS
+    /// certificate may chain to, besides the public roots: a relay with a
+    /// private CA (e.g. `{name: relay-ca, key: ca.crt}`). The pods mount it
+    /// and wait for it to exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
     /// DKIM signatures on outgoing email, with private keys from a Secret,
     /// so receivers can tell the mail of `from`'s domain from forgeries.
     #[serde(default, skip_serializing_if = "Option::is_none")]

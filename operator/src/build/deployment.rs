@@ -292,7 +292,37 @@ fn volumes(v: &ValidatedVault) -> Vec<Volume> {
         });
     }
     volumes.extend(dkim_keys(v).map(|(volume, _)| volume));
+    volumes.extend(smtp_ca(v).map(|(volume, _)| volume));
     volumes
+}
+
+/// With `spec.smtp.caSecretRef`: that key as the file `SMTP_CA_FILE`
+/// names. Only the serving pods send mail, so only they mount it.
+fn smtp_ca(v: &ValidatedVault) -> Option<(Volume, VolumeMount)> {
+    let ca = v.smtp_ca.as_ref()?;
+    let volume = Volume {
+        name: "smtp-ca".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(ca.name.clone()),
+            // The pod waits for it rather than failing TLS with the relay.
+            optional: Some(false),
+            items: Some(vec![KeyToPath {
+                key: ca.key.clone(),
+                path: "ca.crt".into(),
+                ..KeyToPath::default()
+            }]),
+            default_mode: Some(0o440),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
+    let mount = VolumeMount {
+        name: "smtp-ca".into(),
+        mount_path: names::SMTP_CA_DIR.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    };
+    Some((volume, mount))
 }
 
 /// With `spec.smtp.dkim`: its Secret, every key a file, as the directory
@@ -369,6 +399,7 @@ fn volume_mounts(v: &ValidatedVault) -> Vec<VolumeMount> {
         });
     }
     mounts.extend(dkim_keys(v).map(|(_, mount)| mount));
+    mounts.extend(smtp_ca(v).map(|(_, mount)| mount));
     mounts
 }
 
@@ -659,6 +690,43 @@ mod tests {
         let settings = config_map::build(&v).data.unwrap();
         assert_eq!(settings["DKIM_KEYS_DIR"], "/etc/securevault/dkim");
         assert_eq!(settings["DKIM_ALLOW_UNSIGNED"], "false");
+    }
+
+    #[test]
+    fn a_relay_ca_is_mounted_as_the_file_smtp_ca_file_names() {
+        let v = validated(
+            "  smtp: {host: smtp.internal, port: 465, tls: tls, from: noreply@example.com, caSecretRef: {name: relay-ca, key: root.pem}}\n",
+        );
+        let d = deployment(&v);
+        let secret = volume(&d, "smtp-ca").secret.unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("relay-ca"));
+        assert_eq!(secret.optional, Some(false));
+        let items = secret.items.unwrap();
+        assert_eq!(
+            (items[0].key.as_str(), items[0].path.as_str()),
+            ("root.pem", "ca.crt")
+        );
+        let mounts = pod(&d).containers[0].volume_mounts.clone().unwrap();
+        let mount = mounts.iter().find(|m| m.name == "smtp-ca").unwrap();
+        let settings = config_map::build(&v).data.unwrap();
+        assert_eq!(
+            settings["SMTP_CA_FILE"],
+            format!("{}/{}", mount.mount_path, items[0].path)
+        );
+        assert_eq!(mount.read_only, Some(true));
+        assert!(v.referenced_secrets().contains(&"relay-ca".to_owned()));
+
+        let without = validated(
+            "  smtp: {host: smtp.example.com, port: 587, tls: starttls, from: noreply@example.com}\n",
+        );
+        let pod = pod(&deployment(&without));
+        assert!(pod.volumes.unwrap().iter().all(|v| v.name != "smtp-ca"));
+        assert!(
+            !config_map::build(&without)
+                .data
+                .unwrap()
+                .contains_key("SMTP_CA_FILE")
+        );
     }
 
     #[test]

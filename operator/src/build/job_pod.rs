@@ -29,6 +29,7 @@ fn serving_only_unset() -> impl Iterator<Item = EnvVar> {
         env::TLS_KEY_FILE,
         env::DKIM_KEYS_DIR,
         env::DKIM_ALLOW_UNSIGNED,
+        env::SMTP_CA_FILE,
     ]
     .into_iter()
     .map(|name| EnvVar {
