@@ -63,9 +63,18 @@ fn the_generated_rules_pass_promtool_and_a_unit_test_of_each_alert() {
 fn exported_metric_names() -> BTreeSet<String> {
     let dp = DataPlane::start(&workspace_binary("dataplane").unwrap(), &[]).unwrap();
     // Labelled series appear once observed: the first request makes the
-    // request metrics exist, the second page shows them.
+    // request metrics exist, and the first round of background health
+    // checks (which starts with the server, and may end after the page is
+    // first read) `health_check_status`.
     http_get(dp.addr(), "/api/health");
-    let body = http_get(dp.metrics_addr(), "/metrics");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let body = loop {
+        let body = http_get(dp.metrics_addr(), "/metrics");
+        if body.contains("health_check_status{") || std::time::Instant::now() > deadline {
+            break body;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     body.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .map(|l| l.split(['{', ' ']).next().unwrap().to_owned())
