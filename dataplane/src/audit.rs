@@ -165,7 +165,14 @@ fn settings_snapshot(c: &crate::config::Config) -> serde_json::Value {
         "SMTP_PORT": smtp.map(|s| s.port),
         "SMTP_TLS": smtp.map(|s| format!("{:?}", s.tls)),
         "SMTP_FROM": smtp.and_then(|s| s.from.clone()),
-        "OPENAI_BASE_URL": c.openai.configured.then(|| c.openai.base_url.to_string()),
+        // Name and URL of each model server; never their keys.
+        "AI_UPSTREAMS": c.openai.configured.then(|| {
+            c.openai
+                .upstreams
+                .iter()
+                .map(|u| format!("{}={}", u.name, u.base_url))
+                .collect::<Vec<_>>()
+        }),
         "AI_MODELS": c.openai.models,
         "AI_TIMEOUT_SECS": c.openai.timeout.as_secs(),
         "WEBHOOK_FORMAT": c.webhook.as_ref().map(|w| format!("{:?}", w.format)),

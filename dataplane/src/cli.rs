@@ -154,6 +154,26 @@ pub struct Settings {
     #[arg(long, env = "AI_MAX_CONCURRENCY", global = true)]
     pub ai_max_concurrency: Option<String>,
 
+    /// Several model servers, tried in this order: comma-separated names
+    /// (lower-case letters, digits and `-`), instead of OPENAI_BASE_URL and
+    /// OPENAI_API_KEY. Each name N has AI_UPSTREAM_N_BASE_URL (required),
+    /// AI_UPSTREAM_N_API_KEY, AI_UPSTREAM_N_MODELS (the models it serves,
+    /// comma-separated; unset: all) and AI_UPSTREAM_N_TIMEOUT_SECS (one
+    /// attempt on it; unset: AI_TIMEOUT_SECS), N in upper case with `_` for `-`.
+    #[arg(long, env = "AI_UPSTREAMS", global = true)]
+    pub ai_upstreams: Option<String>,
+
+    /// Seconds a model server that failed three times in a row is skipped
+    /// (tried only when every other one fails too) before the background
+    /// check probes it again [default: 30].
+    #[arg(long, env = "AI_COOLDOWN_SECS", global = true)]
+    pub ai_cooldown_secs: Option<String>,
+
+    /// The `AI_UPSTREAM_<NAME>_*` variables of the environment, which
+    /// AI_UPSTREAMS names and so no fixed flag can list.
+    #[arg(skip)]
+    pub ai_upstream_vars: std::collections::BTreeMap<String, String>,
+
     /// URL that receives notifications (email sent or failed, system errors).
     #[arg(long, env = "WEBHOOK_URL", global = true, hide_env_values = true)]
     pub webhook_url: Option<String>,

@@ -21,7 +21,7 @@ use crate::{
 #[error("invalid {var}{shown}: {reason}", shown = display_value(value))]
 pub struct ConfigError {
     /// The environment variable, e.g. `LISTEN_ADDR`.
-    pub var: &'static str,
+    pub var: std::borrow::Cow<'static, str>,
     /// The offending value, `None` for secrets.
     pub value: Option<String>,
     /// What is expected instead.
@@ -36,18 +36,22 @@ fn display_value(value: &Option<String>) -> String {
 }
 
 impl ConfigError {
-    fn new(var: &'static str, value: &str, reason: impl Into<String>) -> Self {
+    fn new(
+        var: impl Into<std::borrow::Cow<'static, str>>,
+        value: &str,
+        reason: impl Into<String>,
+    ) -> Self {
         Self {
-            var,
+            var: var.into(),
             value: Some(value.to_owned()),
             reason: reason.into(),
         }
     }
 
     /// For secrets: the value stays out of the message.
-    fn secret(var: &'static str, reason: impl Into<String>) -> Self {
+    fn secret(var: impl Into<std::borrow::Cow<'static, str>>, reason: impl Into<String>) -> Self {
         Self {
-            var,
+            var: var.into(),
             value: None,
             reason: reason.into(),
         }
@@ -250,15 +254,42 @@ pub enum SmtpTls {
     None,
 }
 
-/// The OpenAI-compatible model server.
+/// The variables of one model server in AI_UPSTREAMS begin so.
+pub const UPSTREAM_PREFIX: &str = "AI_UPSTREAM_";
+
+/// One OpenAI-compatible model server.
 #[derive(Debug, Clone)]
-pub struct OpenAiConfig {
+pub struct UpstreamConfig {
+    /// Its name in AI_UPSTREAMS, or `default` for OPENAI_BASE_URL.
+    pub name: String,
     /// Its base URL, e.g. `https://api.openai.com/v1`.
     pub base_url: Url,
     /// Its API key, if it wants one.
     pub api_key: Option<Secret>,
-    /// Whether generation is on: `OPENAI_BASE_URL` or `OPENAI_API_KEY` is set.
+    /// The models it serves; empty: every model a request may name.
+    pub models: Vec<String>,
+    /// How long one attempt on it may take, within the generation's deadline.
+    pub timeout: Duration,
+}
+
+impl UpstreamConfig {
+    /// Whether it serves `model`.
+    pub fn serves(&self, model: &str) -> bool {
+        self.models.is_empty() || self.models.iter().any(|m| m == model)
+    }
+}
+
+/// Text generation: the model servers and the limits on their use.
+#[derive(Debug, Clone)]
+pub struct OpenAiConfig {
+    /// The model servers, in the order they are tried (`AI_UPSTREAMS`, or
+    /// one from OPENAI_BASE_URL and OPENAI_API_KEY).
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Whether generation is on: `OPENAI_BASE_URL`, `OPENAI_API_KEY` or
+    /// `AI_UPSTREAMS` is set.
     pub configured: bool,
+    /// How long a failing model server is skipped (`AI_COOLDOWN_SECS`).
+    pub cooldown: Duration,
     /// The models a request may name; the first is the default
     /// (`OPENAI_MODEL`, then the rest of `AI_MODELS`).
     pub models: Vec<String>,
@@ -483,27 +514,7 @@ impl Config {
             None => None,
         };
 
-        let openai = OpenAiConfig {
-            base_url: parse_or(
-                &s.openai_base_url,
-                "OPENAI_BASE_URL",
-                "https://api.openai.com/v1",
-                http_url,
-            )?,
-            api_key: non_empty(&s.openai_api_key).map(|k| Secret(k.to_owned())),
-            configured: non_empty(&s.openai_base_url).is_some()
-                || non_empty(&s.openai_api_key).is_some(),
-            models: ai_models(s)?,
-            timeout: Duration::from_secs(parse_or(
-                &s.ai_timeout_secs,
-                "AI_TIMEOUT_SECS",
-                "30",
-                |v| bounded_u64(v, 1, 600),
-            )?),
-            max_concurrency: parse_or(&s.ai_max_concurrency, "AI_MAX_CONCURRENCY", "16", |v| {
-                bounded_u64(v, 1, 1024).map(|n| n as usize)
-            })?,
-        };
+        let openai = ai_config(s)?;
 
         Ok(Self {
             mode,
@@ -1116,6 +1127,172 @@ fn webhook_config(s: &Settings) -> Result<Option<WebhookConfig>, ConfigError> {
     }))
 }
 
+/// The model servers and generation limits: AI_UPSTREAMS with its
+/// `AI_UPSTREAM_<NAME>_*` variables, or the one server of OPENAI_BASE_URL
+/// and OPENAI_API_KEY.
+fn ai_config(s: &Settings) -> Result<OpenAiConfig, ConfigError> {
+    let models = ai_models(s)?;
+    let timeout = Duration::from_secs(parse_or(
+        &s.ai_timeout_secs,
+        "AI_TIMEOUT_SECS",
+        "30",
+        |v| bounded_u64(v, 1, 600),
+    )?);
+    let upstreams = match non_empty(&s.ai_upstreams) {
+        None => {
+            if let Some((var, _)) = s.ai_upstream_vars.iter().next() {
+                return Err(ConfigError::secret(
+                    var.clone(),
+                    "AI_UPSTREAMS is not set: list the model servers there, or unset this",
+                ));
+            }
+            vec![UpstreamConfig {
+                name: "default".to_owned(),
+                base_url: parse_or(
+                    &s.openai_base_url,
+                    "OPENAI_BASE_URL",
+                    "https://api.openai.com/v1",
+                    http_url,
+                )?,
+                api_key: non_empty(&s.openai_api_key).map(|k| Secret(k.to_owned())),
+                models: Vec::new(),
+                timeout,
+            }]
+        }
+        Some(list) => {
+            for (var, set) in [
+                ("OPENAI_BASE_URL", &s.openai_base_url),
+                ("OPENAI_API_KEY", &s.openai_api_key),
+            ] {
+                if non_empty(set).is_some() {
+                    return Err(ConfigError::secret(
+                        var,
+                        "cannot be set with AI_UPSTREAMS: give each server's as AI_UPSTREAM_<NAME>_*",
+                    ));
+                }
+            }
+            upstreams(list, &s.ai_upstream_vars, &models, timeout)?
+        }
+    };
+    Ok(OpenAiConfig {
+        configured: non_empty(&s.openai_base_url).is_some()
+            || non_empty(&s.openai_api_key).is_some()
+            || non_empty(&s.ai_upstreams).is_some(),
+        upstreams,
+        cooldown: Duration::from_secs(parse_or(
+            &s.ai_cooldown_secs,
+            "AI_COOLDOWN_SECS",
+            "30",
+            |v| bounded_u64(v, 1, 3600),
+        )?),
+        models,
+        timeout,
+        max_concurrency: parse_or(&s.ai_max_concurrency, "AI_MAX_CONCURRENCY", "16", |v| {
+            bounded_u64(v, 1, 1024).map(|n| n as usize)
+        })?,
+    })
+}
+
+/// The servers AI_UPSTREAMS names, from their variables in `vars`; a
+/// variable of a server it does not name is refused (a typo would
+/// otherwise leave a server without its key).
+fn upstreams(
+    list: &str,
+    vars: &std::collections::BTreeMap<String, String>,
+    models: &[String],
+    default_timeout: Duration,
+) -> Result<Vec<UpstreamConfig>, ConfigError> {
+    const FIELDS: [&str; 4] = ["BASE_URL", "API_KEY", "MODELS", "TIMEOUT_SECS"];
+    let mut out: Vec<UpstreamConfig> = Vec::new();
+    let mut known = std::collections::BTreeSet::new();
+    for name in list.split(',').map(str::trim) {
+        let valid = !name.is_empty()
+            && name.len() <= 32
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !valid || out.iter().any(|u| u.name == name) {
+            return Err(ConfigError::new(
+                "AI_UPSTREAMS",
+                list,
+                "expected distinct comma-separated names of lower-case letters, digits and `-`, such as `primary,backup`",
+            ));
+        }
+        let var = |field: &str| {
+            format!(
+                "{UPSTREAM_PREFIX}{}_{field}",
+                name.to_ascii_uppercase().replace('-', "_")
+            )
+        };
+        for field in FIELDS {
+            known.insert(var(field));
+        }
+        let value = |field: &str| {
+            vars.get(&var(field))
+                .map(String::as_str)
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+        };
+        let base_url_var = var("BASE_URL");
+        let base_url = match value("BASE_URL") {
+            None => {
+                return Err(ConfigError::secret(
+                    base_url_var,
+                    format!("required: the base URL of the model server `{name}` in AI_UPSTREAMS"),
+                ));
+            }
+            Some(v) => http_url(v).map_err(|e| ConfigError::new(base_url_var, v, e))?,
+        };
+        let mut served = Vec::new();
+        if let Some(list) = value("MODELS") {
+            for model in list.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+                if !models.iter().any(|m| m == model) {
+                    return Err(ConfigError::new(
+                        var("MODELS"),
+                        list,
+                        format!("`{model}` is not a model a request may name: add it to AI_MODELS"),
+                    ));
+                }
+                served.push(model.to_owned());
+            }
+        }
+        let timeout = match value("TIMEOUT_SECS") {
+            None => default_timeout,
+            Some(v) => Duration::from_secs(
+                bounded_u64(v, 1, 600).map_err(|e| ConfigError::new(var("TIMEOUT_SECS"), v, e))?,
+            ),
+        };
+        out.push(UpstreamConfig {
+            name: name.to_owned(),
+            base_url,
+            api_key: value("API_KEY").map(|k| Secret(k.to_owned())),
+            models: served,
+            timeout,
+        });
+    }
+    if let Some(stray) = vars.keys().find(|k| !known.contains(*k)) {
+        return Err(ConfigError::secret(
+            stray.clone(),
+            format!(
+                "names no server of AI_UPSTREAMS ({list}) or no setting of one (expected {})",
+                FIELDS
+                    .map(|f| format!("{UPSTREAM_PREFIX}<NAME>_{f}"))
+                    .join(", ")
+            ),
+        ));
+    }
+    for model in models {
+        if !out.iter().any(|u| u.serves(model)) {
+            return Err(ConfigError::new(
+                "AI_UPSTREAMS",
+                list,
+                format!("no server serves the model `{model}` (OPENAI_MODEL or AI_MODELS)"),
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// An unset or blank variable counts as unset, as most deployment tools
 /// render optional values as empty strings.
 /// `OPENAI_MODEL` first (the default), then the other names of `AI_MODELS`.
@@ -1210,6 +1387,129 @@ mod tests {
 
     fn settings() -> Settings {
         Settings::default()
+    }
+
+    fn with_upstreams(list: &str, vars: &[(&str, &str)]) -> Settings {
+        Settings {
+            ai_upstreams: Some(list.into()),
+            openai_model: Some("small".into()),
+            ai_models: Some("large".into()),
+            ai_upstream_vars: vars
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..settings()
+        }
+    }
+
+    #[test]
+    fn model_servers_come_in_order_with_their_own_settings() {
+        let c = Config::from_settings(&with_upstreams(
+            "primary, back-up",
+            &[
+                ("AI_UPSTREAM_PRIMARY_BASE_URL", "http://gpu-1:8080/v1"),
+                ("AI_UPSTREAM_PRIMARY_MODELS", "small"),
+                ("AI_UPSTREAM_PRIMARY_TIMEOUT_SECS", "5"),
+                ("AI_UPSTREAM_BACK_UP_BASE_URL", "https://api.example.com/v1"),
+                ("AI_UPSTREAM_BACK_UP_API_KEY", "sk-backup"),
+            ],
+        ))
+        .unwrap();
+        let ai = &c.openai;
+        assert!(ai.configured);
+        let names: Vec<&str> = ai.upstreams.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["primary", "back-up"]);
+        let (primary, backup) = (&ai.upstreams[0], &ai.upstreams[1]);
+        assert!(primary.serves("small") && !primary.serves("large"));
+        assert!(backup.serves("small") && backup.serves("large"));
+        assert_eq!(primary.timeout, Duration::from_secs(5));
+        assert_eq!(backup.timeout, ai.timeout, "AI_TIMEOUT_SECS by default");
+        assert_eq!(
+            backup
+                .api_key
+                .as_ref()
+                .map(Secret::expose)
+                .map(String::as_str),
+            Some("sk-backup")
+        );
+        assert!(primary.api_key.is_none());
+        assert_eq!(ai.cooldown, Duration::from_secs(30));
+
+        // Without AI_UPSTREAMS: the one server of OPENAI_BASE_URL, as before.
+        let c = Config::from_settings(&Settings {
+            openai_base_url: Some("http://llama:8080/v1".into()),
+            ..settings()
+        })
+        .unwrap();
+        assert_eq!(c.openai.upstreams.len(), 1);
+        assert_eq!(c.openai.upstreams[0].name, "default");
+        assert!(c.openai.upstreams[0].serves("anything"));
+    }
+
+    #[test]
+    fn a_wrong_model_server_setting_is_named() {
+        let url = ("AI_UPSTREAM_A_BASE_URL", "http://a/v1");
+        for (settings, var, says) in [
+            (with_upstreams("a,A", &[url]), "AI_UPSTREAMS", "distinct"),
+            (
+                with_upstreams("a", &[]),
+                "AI_UPSTREAM_A_BASE_URL",
+                "required",
+            ),
+            (
+                with_upstreams("a", &[("AI_UPSTREAM_A_BASE_URL", "ftp://a")]),
+                "AI_UPSTREAM_A_BASE_URL",
+                "http",
+            ),
+            (
+                with_upstreams("a", &[url, ("AI_UPSTREAM_A_MODELS", "small,huge")]),
+                "AI_UPSTREAM_A_MODELS",
+                "`huge` is not a model",
+            ),
+            (
+                with_upstreams("a", &[url, ("AI_UPSTREAM_A_TIMEOUT_SECS", "0")]),
+                "AI_UPSTREAM_A_TIMEOUT_SECS",
+                "1 to 600",
+            ),
+            (
+                with_upstreams("a", &[url, ("AI_UPSTREAM_B_API_KEY", "sk-typo")]),
+                "AI_UPSTREAM_B_API_KEY",
+                "names no server",
+            ),
+            (
+                with_upstreams("a", &[url, ("AI_UPSTREAM_A_MODELS", "small")]),
+                "AI_UPSTREAMS",
+                "no server serves the model `large`",
+            ),
+            (
+                Settings {
+                    openai_api_key: Some("sk-x".into()),
+                    ..with_upstreams("a", &[url])
+                },
+                "OPENAI_API_KEY",
+                "cannot be set with AI_UPSTREAMS",
+            ),
+            (
+                Settings {
+                    ai_upstream_vars: [(
+                        "AI_UPSTREAM_A_BASE_URL".to_owned(),
+                        "http://a".to_owned(),
+                    )]
+                    .into(),
+                    ..settings()
+                },
+                "AI_UPSTREAM_A_BASE_URL",
+                "AI_UPSTREAMS is not set",
+            ),
+        ] {
+            let e = Config::from_settings(&settings).unwrap_err();
+            assert_eq!(e.var, var, "{e}");
+            assert!(e.to_string().contains(says), "{e}");
+            assert!(
+                !e.to_string().contains("sk-typo") && !e.to_string().contains("sk-x"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -126,8 +126,8 @@ impl Dependencies {
             },
             async {
                 match &self.generator {
-                    Some(generator) => Some(check_ai(generator, CHECK_TIMEOUT).await),
-                    None => None,
+                    Some(generator) => check_ai(generator, CHECK_TIMEOUT).await,
+                    None => Vec::new(),
                 }
             }
         );
@@ -137,7 +137,7 @@ impl Dependencies {
             ("rate_limiter".to_owned(), rate_limiter),
         ]);
         checks.extend(smtp.map(|c| ("smtp".to_owned(), c)));
-        checks.extend(ai.map(|c| ("ai".to_owned(), c)));
+        checks.extend(ai);
         Round {
             at: SystemTime::now(),
             checks,
@@ -208,9 +208,45 @@ pub async fn check_smtp(mailer: &Mailer, limit: Duration) -> CheckResult {
     timed("smtp", false, limit, mailer.ping()).await
 }
 
-/// Nor is the model server: only generation needs it.
-pub async fn check_ai(generator: &Generator, limit: Duration) -> CheckResult {
-    timed("openai", false, limit, generator.ping()).await
+/// Nor are the model servers: only generation needs them. `ai` is
+/// healthy while one of them answers; with several servers each has its
+/// own check too, `ai:<name>`, which also says when one cools down.
+pub async fn check_ai(generator: &Generator, limit: Duration) -> Vec<(String, CheckResult)> {
+    let start = Instant::now();
+    let reports = generator.check(limit).await;
+    let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let result = |error: Option<String>| CheckResult {
+        status: if error.is_none() {
+            CheckStatus::Healthy
+        } else {
+            CheckStatus::Unhealthy
+        },
+        latency_ms,
+        backend: "openai".to_owned(),
+        critical: false,
+        error,
+    };
+    let mut checks = Vec::new();
+    let answering = reports.iter().any(|r| r.ping.is_ok());
+    let overall = match (answering, reports.as_slice()) {
+        (true, _) => None,
+        (false, []) => Some("no model server is configured".to_owned()),
+        (false, [only]) => only.ping.clone().err(),
+        (false, _) => Some("no model server answers".to_owned()),
+    };
+    checks.push(("ai".to_owned(), result(overall)));
+    if reports.len() > 1 {
+        for r in reports {
+            let error = match (&r.ping, r.cooling) {
+                (Err(e), true) => Some(format!("cooling down after failures; {e}")),
+                (Err(e), false) => Some(e.clone()),
+                (Ok(()), true) => Some("cooling down after failures; answers again".to_owned()),
+                (Ok(()), false) => None,
+            };
+            checks.push((format!("ai:{}", r.name), result(error)));
+        }
+    }
+    checks
 }
 
 /// The cache is not: without it answers are slower, not wrong.

@@ -17,7 +17,10 @@ use dataplane::{
 mod healthcheck;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    cli.settings.ai_upstream_vars = std::env::vars()
+        .filter(|(name, _)| name.starts_with(dataplane::config::UPSTREAM_PREFIX))
+        .collect();
     let probing = matches!(cli.command, Some(Command::Healthcheck));
     let config = match Config::from_settings(&cli.settings) {
         Ok(config) => config,

@@ -232,12 +232,11 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let grace = config.shutdown_timeout;
     let generator = if config.openai.configured {
         let ai = &config.openai;
-        tracing::info!(base_url = %ai.base_url, model = %ai.models[0], "text generation enabled");
-        Some(Generator::new(
-            ai::client::client(ai)?,
-            ai.max_concurrency,
-            ai.timeout,
-        ))
+        for upstream in &ai.upstreams {
+            tracing::info!(upstream = %upstream.name, base_url = %upstream.base_url, "model server");
+        }
+        tracing::info!(model = %ai.models[0], "text generation enabled");
+        Some(Generator::new(ai, metrics.clone())?)
     } else {
         tracing::info!(
             "OPENAI_BASE_URL and OPENAI_API_KEY are not set: text generation is disabled"

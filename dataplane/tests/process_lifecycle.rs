@@ -23,6 +23,8 @@ const SETTINGS: &[&str] = &[
     "OPENAI_BASE_URL",
     "OPENAI_MODEL",
     "AI_MODELS",
+    "AI_UPSTREAMS",
+    "AI_COOLDOWN_SECS",
     "AI_TIMEOUT_SECS",
     "AI_MAX_CONCURRENCY",
     "WEBHOOK_URL",

@@ -31,33 +31,25 @@ pub struct LlamaServer {
 impl LlamaServer {
     /// Starts the server and waits until `GET /v1/models` answers 200.
     pub fn start() -> Result<LlamaServer> {
-        let (python, model) = prepared()?;
         let port = free_port();
-        let mut cmd = Command::new(python);
-        cmd.args(["-m", "llama_cpp.server", "--model"])
-            .arg(model)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--model_alias", MODEL, "--n_ctx", "2048"])
-            // By default llama-cpp-python's server ends a stream early (with
-            // [DONE], no finish reason) whenever another request arrives:
-            // the data plane's background health check would cut every
-            // stream it overlaps. Real OpenAI-compatible servers queue.
-            .args(["--interrupt_requests", "false"]);
-        let process = Process::spawn(&format!("llama:{port}"), cmd)?;
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Ok((200, _)) = http(port, "GET", "/v1/models", "") {
-                return Ok(LlamaServer { process, port });
-            }
-            if Instant::now() > deadline {
-                return Err(Error::CommandFailed {
-                    command: format!("llama_cpp.server on port {port}"),
-                    status: format!("not ready within {START_TIMEOUT:?}"),
-                    output: String::new(),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        Ok(LlamaServer {
+            process: spawn(port)?,
+            port,
+        })
+    }
+
+    /// Stops the server (SIGKILL: as a crashed or evicted one goes) and
+    /// waits for it to exit; its port then refuses connections.
+    pub fn kill(&mut self) -> Result<()> {
+        self.process.signal("KILL")?;
+        self.process.wait_exit(Duration::from_secs(10))?;
+        Ok(())
+    }
+
+    /// Starts it again on the same port, after [`LlamaServer::kill`].
+    pub fn restart(&mut self) -> Result<()> {
+        self.process = spawn(self.port)?;
+        Ok(())
     }
 
     /// The base URL an OpenAI client takes (`http://127.0.0.1:PORT/v1`).
@@ -73,6 +65,36 @@ impl LlamaServer {
     /// The process, to pause it (SIGSTOP) or stop it.
     pub fn process(&mut self) -> &mut Process {
         &mut self.process
+    }
+}
+
+/// Spawns the server on `port` and waits until `GET /v1/models` answers 200.
+fn spawn(port: u16) -> Result<Process> {
+    let (python, model) = prepared()?;
+    let mut cmd = Command::new(python);
+    cmd.args(["-m", "llama_cpp.server", "--model"])
+        .arg(model)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--model_alias", MODEL, "--n_ctx", "2048"])
+        // By default llama-cpp-python's server ends a stream early (with
+        // [DONE], no finish reason) whenever another request arrives:
+        // the data plane's background health check would cut every
+        // stream it overlaps. Real OpenAI-compatible servers queue.
+        .args(["--interrupt_requests", "false"]);
+    let process = Process::spawn(&format!("llama:{port}"), cmd)?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Ok((200, _)) = http(port, "GET", "/v1/models", "") {
+            return Ok(process);
+        }
+        if Instant::now() > deadline {
+            return Err(Error::CommandFailed {
+                command: format!("llama_cpp.server on port {port}"),
+                status: format!("not ready within {START_TIMEOUT:?}"),
+                output: String::new(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

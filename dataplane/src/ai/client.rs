@@ -16,7 +16,7 @@ use async_openai::{
 };
 use reqwest::header::RETRY_AFTER;
 
-use crate::config::OpenAiConfig;
+use crate::config::UpstreamConfig;
 
 /// The model server answered with a status other than 2xx.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,7 +76,7 @@ impl ModelServer {
 
 /// A client for `config`'s server. Timeouts are the caller's: one deadline
 /// covers the whole request, retries and streaming included.
-pub fn client(config: &OpenAiConfig) -> Result<ModelServer, ClientError> {
+pub fn client(config: &UpstreamConfig) -> Result<ModelServer, ClientError> {
     crate::tls::install_crypto_provider();
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))

@@ -1,14 +1,27 @@
-//! One generation against the model server, bounded in time and in
-//! concurrency.
+//! One generation against the model servers, bounded in time and in
+//! concurrency, moving to the next server when one fails.
 //!
-//! Every request gets one deadline (`AI_TIMEOUT_SECS`) that covers connecting,
-//! the answer and at most one retry: a retryable failure (connection refused,
-//! 408, 429, 5xx) is tried again once, after the server's `Retry-After` when
-//! it gave one, but only if that wait ends before the deadline. A bound on
-//! requests in flight (`AI_MAX_CONCURRENCY`) answers 503 at once when full
-//! rather than queueing callers behind a slow model.
+//! Every request gets one deadline (`AI_TIMEOUT_SECS`) that covers
+//! connecting, the answer, and every server tried. The servers serving the
+//! request's model are tried in their configured order (`AI_UPSTREAMS`),
+//! each for at most its own timeout: on a connection error, a 5xx, a 429, a
+//! 408 or that timeout, the next one gets the request. A stream moves on
+//! only while it is being opened, never after a token reached the client.
+//! With a single server, the failure is instead retried once on it, after
+//! the server's `Retry-After` when it gave one, if that wait ends before the
+//! deadline.
+//!
+//! A server that fails [`FAILURES_TO_COOL`] times in a row cools down: it is
+//! tried only after every other one, until the background health check,
+//! once the cool-down (`AI_COOLDOWN_SECS`) has passed, finds it answering.
+//! A bound on requests in flight (`AI_MAX_CONCURRENCY`) answers 503 at once
+//! when full rather than queueing callers behind a slow model.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use async_openai::{
     error::OpenAIError,
@@ -25,12 +38,15 @@ use tokio::{
 };
 
 use super::{
-    client::{ModelServer, upstream_status},
+    client::{self, ClientError, ModelServer, upstream_status},
     validate::{Generation, Role},
 };
+use crate::{config::OpenAiConfig, telemetry::Metrics};
 
 /// Wait before the one retry when the server did not say how long.
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
+/// Failures in a row after which a model server cools down.
+pub const FAILURES_TO_COOL: u32 = 3;
 
 /// Why a generation did not happen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,23 +81,125 @@ pub struct Completion {
     pub completion_tokens: Option<u32>,
 }
 
-/// Sends generations to the model server.
+/// Sends generations to the model servers.
 #[derive(Clone)]
 pub struct Generator {
-    server: ModelServer,
+    upstreams: Arc<[Upstream]>,
     slots: Arc<Semaphore>,
     timeout: Duration,
+    cooldown: Duration,
+    metrics: Arc<Metrics>,
+}
+
+/// One model server and how it has been answering.
+struct Upstream {
+    name: String,
+    server: ModelServer,
+    /// The models it serves; empty: all.
+    models: Vec<String>,
+    timeout: Duration,
+    health: Mutex<Health>,
+}
+
+#[derive(Debug, Default)]
+struct Health {
+    /// Failed attempts since the last success.
+    failures: u32,
+    /// Since when it cools down, if it does.
+    cooling_since: Option<Instant>,
+}
+
+/// How a model server is doing, for the health report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamReport {
+    /// Its name in `AI_UPSTREAMS` (`default` for OPENAI_BASE_URL).
+    pub name: String,
+    /// Whether it cools down after failures.
+    pub cooling: bool,
+    /// What `GET /models` said.
+    pub ping: Result<(), String>,
+}
+
+impl Upstream {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Health> {
+        // Two counters, never half changed: a poisoned lock is used as is.
+        self.health.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn serves(&self, model: &str) -> bool {
+        self.models.is_empty() || self.models.iter().any(|m| m == model)
+    }
+
+    fn cooling(&self) -> bool {
+        self.lock().cooling_since.is_some()
+    }
+
+    fn succeeded(&self, metrics: &Metrics) {
+        let mut health = self.lock();
+        if health.cooling_since.take().is_some() {
+            tracing::info!(upstream = %self.name, "model server answers again");
+        }
+        health.failures = 0;
+        metrics
+            .ai_upstream_up
+            .with_label_values(&[&self.name])
+            .set(1);
+    }
+
+    fn failed(&self, metrics: &Metrics, error: &AiError) {
+        metrics
+            .ai_upstream_failures_total
+            .with_label_values(&[&self.name])
+            .inc();
+        let mut health = self.lock();
+        health.failures = health.failures.saturating_add(1);
+        if health.failures >= FAILURES_TO_COOL && health.cooling_since.is_none() {
+            health.cooling_since = Some(Instant::now());
+            metrics
+                .ai_upstream_up
+                .with_label_values(&[&self.name])
+                .set(0);
+            tracing::warn!(upstream = %self.name, failures = health.failures, error = %error, "model server cools down");
+        }
+    }
+}
+
+/// What went wrong with one attempt: an answer to pass on as is, or a
+/// failure of the server that another server (or a retry) may not have.
+enum Attempt {
+    Final(AiError),
+    ServerFailed {
+        error: AiError,
+        /// The server's `Retry-After`, or our pause, for a retry on it.
+        pause: Duration,
+    },
 }
 
 impl Generator {
-    /// A generator over `server` with `concurrency` slots and one `timeout`
-    /// per request.
-    pub fn new(server: ModelServer, concurrency: usize, timeout: Duration) -> Self {
-        Self {
-            server,
-            slots: Arc::new(Semaphore::new(concurrency)),
-            timeout,
-        }
+    /// A generator over `config`'s servers, with its concurrency slots and
+    /// one deadline per request.
+    pub fn new(config: &OpenAiConfig, metrics: Arc<Metrics>) -> Result<Self, ClientError> {
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|u| {
+                metrics.ai_upstream_up.with_label_values(&[&u.name]).set(1);
+                Ok(Upstream {
+                    name: u.name.clone(),
+                    server: client::client(u)?,
+                    models: u.models.clone(),
+                    timeout: u.timeout,
+                    health: Mutex::new(Health::default()),
+                })
+            })
+            .collect::<Result<Vec<_>, ClientError>>()?;
+        Ok(Self {
+            upstreams: upstreams.into(),
+            slots: Arc::new(Semaphore::new(config.max_concurrency)),
+            timeout: config.timeout,
+            cooldown: config.cooldown,
+            metrics,
+        })
     }
 
     /// The deadline given to each request.
@@ -89,9 +207,34 @@ impl Generator {
         self.timeout
     }
 
-    /// Is the model server there? (`GET /models`.)
-    pub async fn ping(&self) -> Result<(), String> {
-        self.server.ping().await
+    /// Asks every server `GET /models`, each for at most `limit`; a server
+    /// whose cool-down has passed and that answers is taken in its turn
+    /// again. The background health check calls this.
+    pub async fn check(&self, limit: Duration) -> Vec<UpstreamReport> {
+        let pings = futures::future::join_all(self.upstreams.iter().map(|u| async move {
+            tokio::time::timeout(limit, u.server.ping())
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {limit:?}")))
+        }))
+        .await;
+        self.upstreams
+            .iter()
+            .zip(pings)
+            .map(|(u, ping)| {
+                let cooled = u
+                    .lock()
+                    .cooling_since
+                    .is_some_and(|since| since.elapsed() >= self.cooldown);
+                if cooled && ping.is_ok() {
+                    u.succeeded(&self.metrics);
+                }
+                UpstreamReport {
+                    name: u.name.clone(),
+                    cooling: u.cooling(),
+                    ping,
+                }
+            })
+            .collect()
     }
 
     /// A slot for one upstream request, or [`AiError::Busy`] when all are taken.
@@ -107,52 +250,12 @@ impl Generator {
         let _slot = self.slot()?;
         let deadline = Instant::now() + self.timeout;
         let request = request(g, false)?;
-        tokio::time::timeout_at(deadline, self.complete_retrying(&request, deadline))
-            .await
-            .map_err(|_| AiError::Deadline(self.timeout))?
-    }
-
-    /// Opens a stream for `request` (built with `stream: true`), retrying
-    /// once like [`Generator::complete`]. The caller holds a [`slot`] and
-    /// bounds this and the reading with its deadline.
-    ///
-    /// [`slot`]: Generator::slot
-    pub async fn open_stream(
-        &self,
-        request: CreateChatCompletionRequest,
-        deadline: Instant,
-    ) -> Result<ChatCompletionResponseStream, AiError> {
-        let first = self.server.chat.chat().create_stream(request.clone()).await;
-        match first {
-            Err(e) if let Some(pause) = retry_pause(&e) => {
-                if Instant::now() + pause >= deadline {
-                    return Err(describe(&e));
-                }
-                tokio::time::sleep(pause).await;
-                self.server.chat.chat().create_stream(request).await
-            }
-            other => other,
-        }
-        .map_err(|e| describe(&e))
-    }
-
-    async fn complete_retrying(
-        &self,
-        request: &CreateChatCompletionRequest,
-        deadline: Instant,
-    ) -> Result<Completion, AiError> {
-        let first = self.server.chat.chat().create(request.clone()).await;
-        let response = match first {
-            Err(e) if let Some(pause) = retry_pause(&e) => {
-                if Instant::now() + pause >= deadline {
-                    return Err(describe(&e));
-                }
-                tokio::time::sleep(pause).await;
-                self.server.chat.chat().create(request.clone()).await
-            }
-            other => other,
-        }
-        .map_err(|e| describe(&e))?;
+        let response = self
+            .with_fallback(&g.model, deadline, |server| {
+                let request = request.clone();
+                async move { server.chat.chat().create(request).await }
+            })
+            .await?;
         let choice = response
             .choices
             .into_iter()
@@ -165,6 +268,109 @@ impl Generator {
             prompt_tokens: response.usage.as_ref().map(|u| u.prompt_tokens),
             completion_tokens: response.usage.as_ref().map(|u| u.completion_tokens),
         })
+    }
+
+    /// Opens a stream for `request` (built with `stream: true`), moving on
+    /// like [`Generator::complete`] until one server has answered with its
+    /// headers. The caller holds a [`slot`] and bounds the reading with its
+    /// deadline.
+    ///
+    /// [`slot`]: Generator::slot
+    pub async fn open_stream(
+        &self,
+        request: CreateChatCompletionRequest,
+        deadline: Instant,
+    ) -> Result<ChatCompletionResponseStream, AiError> {
+        let model = request.model.clone();
+        self.with_fallback(&model, deadline, |server| {
+            let request = request.clone();
+            async move { server.chat.chat().create_stream(request).await }
+        })
+        .await
+    }
+
+    /// The servers for `model` in the order to try them: those taken in
+    /// their turn first, then those cooling down, as a last resort.
+    fn candidates(&self, model: &str) -> Vec<&Upstream> {
+        let (warm, cooling): (Vec<&Upstream>, Vec<&Upstream>) = self
+            .upstreams
+            .iter()
+            .filter(|u| u.serves(model))
+            .partition(|u| !u.cooling());
+        warm.into_iter().chain(cooling).collect()
+    }
+
+    /// Runs `call` on the servers for `model` until one answers, within
+    /// `deadline`; with one server, retries once on it instead.
+    async fn with_fallback<T, F, Fut>(
+        &self,
+        model: &str,
+        deadline: Instant,
+        call: F,
+    ) -> Result<T, AiError>
+    where
+        F: Fn(ModelServer) -> Fut,
+        Fut: Future<Output = Result<T, OpenAIError>>,
+    {
+        let mut order = self.candidates(model);
+        let single = order.len() == 1;
+        if single {
+            // One retry on the only server.
+            order.push(order[0]);
+        }
+        let mut last = AiError::Upstream(format!("no model server serves the model {model:?}"));
+        for (i, upstream) in order.iter().enumerate() {
+            if i > 0 && !single {
+                self.metrics.ai_fallbacks_total.inc();
+                tracing::info!(upstream = %upstream.name, error = %last, "trying the next model server");
+            }
+            let attempt_deadline = deadline.min(Instant::now() + upstream.timeout);
+            let result = match tokio::time::timeout_at(
+                attempt_deadline,
+                call(upstream.server.clone()),
+            )
+            .await
+            {
+                Ok(Ok(answer)) => {
+                    upstream.succeeded(&self.metrics);
+                    return Ok(answer);
+                }
+                Ok(Err(e)) => classify(&e),
+                Err(_) if Instant::now() >= deadline => {
+                    upstream.failed(&self.metrics, &AiError::Deadline(self.timeout));
+                    return Err(AiError::Deadline(self.timeout));
+                }
+                Err(_) => Attempt::ServerFailed {
+                    error: AiError::Deadline(upstream.timeout),
+                    pause: Duration::ZERO,
+                },
+            };
+            match result {
+                Attempt::Final(error) => return Err(error),
+                Attempt::ServerFailed { error, pause } => {
+                    upstream.failed(&self.metrics, &error);
+                    if single && i == 0 {
+                        if Instant::now() + pause >= deadline {
+                            return Err(error);
+                        }
+                        tokio::time::sleep(pause).await;
+                    }
+                    last = error;
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+/// Whether another try (on this server or the next) may help with `e`.
+fn classify(e: &OpenAIError) -> Attempt {
+    match retry_pause(e) {
+        Some(pause) => Attempt::ServerFailed {
+            error: describe(e),
+            pause,
+        },
+        None => Attempt::Final(describe(e)),
     }
 }
 
@@ -221,7 +427,9 @@ fn retry_pause(e: &OpenAIError) -> Option<Duration> {
             .then(|| status.retry_after.unwrap_or(RETRY_PAUSE));
     }
     match e {
-        OpenAIError::Reqwest(r) if r.is_connect() => Some(RETRY_PAUSE),
+        // Refused, reset or cut off before the answer was complete: the
+        // server failed, not the request.
+        OpenAIError::Reqwest(_) => Some(RETRY_PAUSE),
         _ => None,
     }
 }

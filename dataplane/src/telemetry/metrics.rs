@@ -57,6 +57,12 @@ pub struct Metrics {
     pub ai_tokens_total: IntCounterVec,
     /// Generations cut off by their deadline.
     pub ai_timeouts_total: IntCounter,
+    /// 1 while a model server is taken in its turn, 0 while it cools down.
+    pub ai_upstream_up: prometheus::IntGaugeVec,
+    /// Attempts on a model server that failed (connection, 5xx, 429, timeout).
+    pub ai_upstream_failures_total: IntCounterVec,
+    /// Generations that moved on to the next model server.
+    pub ai_fallbacks_total: IntCounter,
     /// CPU use against the container's CPU limit (the host's without one).
     pub system_cpu_percent: Gauge,
     /// Memory working set against the container's memory limit (the host's
@@ -223,6 +229,24 @@ impl Metrics {
         }
         let ai_timeouts_total =
             IntCounter::new("ai_timeouts_total", "Generations cut off by their deadline")?;
+        let ai_upstream_up = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "ai_upstream_up",
+                "1 while a model server is tried in its turn, 0 while it cools down after failures",
+            ),
+            &["upstream"],
+        )?;
+        let ai_upstream_failures_total = IntCounterVec::new(
+            Opts::new(
+                "ai_upstream_failures_total",
+                "Failed attempts on a model server: connection, 5xx, 429 or timeout",
+            ),
+            &["upstream"],
+        )?;
+        let ai_fallbacks_total = IntCounter::new(
+            "ai_fallbacks_total",
+            "Generations that moved on to the next model server after a failure",
+        )?;
         let system_cpu_percent = Gauge::new(
             "system_cpu_percent",
             "CPU use in percent of the container's CPU limit (cgroup v1 or v2); \
@@ -353,6 +377,9 @@ impl Metrics {
         registry.register(Box::new(ai_time_to_first_token_seconds.clone()))?;
         registry.register(Box::new(ai_tokens_total.clone()))?;
         registry.register(Box::new(ai_timeouts_total.clone()))?;
+        registry.register(Box::new(ai_upstream_up.clone()))?;
+        registry.register(Box::new(ai_upstream_failures_total.clone()))?;
+        registry.register(Box::new(ai_fallbacks_total.clone()))?;
         registry.register(Box::new(system_cpu_percent.clone()))?;
         registry.register(Box::new(system_memory_percent.clone()))?;
         registry.register(Box::new(container_memory_limit_bytes.clone()))?;
@@ -406,6 +433,9 @@ impl Metrics {
             ai_time_to_first_token_seconds,
             ai_tokens_total,
             ai_timeouts_total,
+            ai_upstream_up,
+            ai_upstream_failures_total,
+            ai_fallbacks_total,
             system_cpu_percent,
             system_memory_percent,
             container_memory_limit_bytes,
