@@ -66,6 +66,11 @@ pub const SMTP_FROM: &str = "SMTP_FROM";
 pub const SMTP_USERNAME: &str = "SMTP_USERNAME";
 /// SMTP password (secret).
 pub const SMTP_PASSWORD: &str = "SMTP_PASSWORD";
+/// The model servers, in order, when `spec.ai.fallbacks` lists more.
+pub const AI_UPSTREAMS: &str = "AI_UPSTREAMS";
+/// How the variables of one server of [`AI_UPSTREAMS`] begin:
+/// `AI_UPSTREAM_<NAME>_BASE_URL`, `_API_KEY`, `_TIMEOUT_SECS`.
+pub const AI_UPSTREAM_PREFIX: &str = "AI_UPSTREAM_";
 /// PEM certificates the relay's TLS certificate may chain to.
 pub const SMTP_CA_FILE: &str = "SMTP_CA_FILE";
 /// Directory of DKIM private keys, one file per `<selector>._domainkey.<domain>`.

@@ -27,6 +27,9 @@ pub const TLS_DIR: &str = "/etc/securevault/tls";
 /// Where the DKIM Secret is mounted in the pods (`DKIM_KEYS_DIR`): a
 /// directory of its keys, one file per `<selector>._domainkey.<domain>`.
 pub const DKIM_DIR: &str = "/etc/securevault/dkim";
+/// The name of `spec.ai.baseUrl`'s server in `AI_UPSTREAMS`, when
+/// `spec.ai.fallbacks` follow it (so no fallback may take it).
+pub const AI_PRIMARY_UPSTREAM: &str = "primary";
 /// Where the pods mount `spec.smtp.caSecretRef`'s key.
 pub const SMTP_CA_DIR: &str = "/etc/securevault/smtp-ca";
 /// The file in [`SMTP_CA_DIR`] that `SMTP_CA_FILE` names.

@@ -532,7 +532,7 @@ async fn dereference(
     // The keys the pods take as variables, and the relay's CA, which they
     // mount as a file.
     let ca = v.smtp_ca.as_ref().map(|ca| crate::validate::SecretEnv {
-        var: crate::env::SMTP_CA_FILE,
+        var: crate::env::SMTP_CA_FILE.to_owned(),
         secret: ca.name.clone(),
         key: ca.key.clone(),
     });

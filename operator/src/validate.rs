@@ -49,7 +49,7 @@ pub enum ValidationError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretEnv {
     /// The variable, e.g. `DATABASE_URL`.
-    pub var: &'static str,
+    pub var: String,
     /// The Secret's name.
     pub secret: String,
     /// The key in the Secret.
@@ -399,9 +399,9 @@ pub fn validate(sv: &SecureVault) -> Result<ValidatedVault, ValidationError> {
         );
     }
     let mut secret_env = Vec::new();
-    let mut reference = |var, secret: &str, key: &str| {
+    let mut reference = |var: &str, secret: &str, key: &str| {
         secret_env.push(SecretEnv {
-            var,
+            var: var.to_owned(),
             secret: secret.to_owned(),
             key: key.to_owned(),
         })
@@ -487,9 +487,44 @@ pub fn validate(sv: &SecureVault) -> Result<ValidatedVault, ValidationError> {
         }
     }
     if let Some(ai) = &spec.ai {
-        settings.insert(env::OPENAI_BASE_URL.into(), ai.base_url.clone());
-        if let Some(key) = &ai.api_key_secret_ref {
-            reference(env::OPENAI_API_KEY, &key.name, &key.key);
+        let fallbacks = ai.fallbacks.as_deref().unwrap_or_default();
+        if fallbacks.is_empty() {
+            settings.insert(env::OPENAI_BASE_URL.into(), ai.base_url.clone());
+            if let Some(key) = &ai.api_key_secret_ref {
+                reference(env::OPENAI_API_KEY, &key.name, &key.key);
+            }
+        } else {
+            // The data plane's list form: `baseUrl` is the first server.
+            let var = |name: &str, field: &str| {
+                format!(
+                    "{}{}_{field}",
+                    env::AI_UPSTREAM_PREFIX,
+                    name.to_ascii_uppercase().replace('-', "_")
+                )
+            };
+            let mut names = vec![names::AI_PRIMARY_UPSTREAM.to_owned()];
+            settings.insert(
+                var(names::AI_PRIMARY_UPSTREAM, "BASE_URL"),
+                ai.base_url.clone(),
+            );
+            if let Some(key) = &ai.api_key_secret_ref {
+                reference(
+                    &var(names::AI_PRIMARY_UPSTREAM, "API_KEY"),
+                    &key.name,
+                    &key.key,
+                );
+            }
+            for f in fallbacks {
+                names.push(f.name.clone());
+                settings.insert(var(&f.name, "BASE_URL"), f.base_url.clone());
+                if let Some(secs) = f.timeout_seconds {
+                    settings.insert(var(&f.name, "TIMEOUT_SECS"), secs.to_string());
+                }
+                if let Some(key) = &f.api_key_secret_ref {
+                    reference(&var(&f.name, "API_KEY"), &key.name, &key.key);
+                }
+            }
+            settings.insert(env::AI_UPSTREAMS.into(), names.join(","));
         }
     }
     if let Some(webhook) = &spec.webhook {
@@ -749,6 +784,9 @@ fn egress_ports(spec: &crate::api::SecureVaultSpec) -> Vec<i32> {
     }
     if let Some(ai) = &spec.ai {
         ports.push(url_port(&ai.base_url));
+        for f in ai.fallbacks.iter().flatten() {
+            ports.push(url_port(&f.base_url));
+        }
     }
     if spec.webhook.is_some() {
         // The URL is in a Secret the operator does not read: HTTPS's port.
@@ -983,6 +1021,43 @@ mod tests {
     }
 
     #[test]
+    fn fallback_model_servers_become_the_data_planes_list() {
+        let v = validated(
+            "  ai:\n    baseUrl: http://llama.ai.svc:8090/v1\n    apiKeySecretRef: {name: ai, key: primary}\n    fallbacks:\n    - {name: open-ai, baseUrl: 'https://api.openai.com/v1', apiKeySecretRef: {name: ai, key: openai}, timeoutSeconds: 10}\n",
+        );
+        assert_eq!(v.settings["AI_UPSTREAMS"], "primary,open-ai");
+        assert_eq!(
+            v.settings["AI_UPSTREAM_PRIMARY_BASE_URL"],
+            "http://llama.ai.svc:8090/v1"
+        );
+        assert_eq!(
+            v.settings["AI_UPSTREAM_OPEN_AI_BASE_URL"],
+            "https://api.openai.com/v1"
+        );
+        assert_eq!(v.settings["AI_UPSTREAM_OPEN_AI_TIMEOUT_SECS"], "10");
+        assert!(!v.settings.contains_key("OPENAI_BASE_URL"));
+        let keys: Vec<(&str, &str)> = v
+            .secret_env
+            .iter()
+            .filter(|e| e.var.starts_with("AI_UPSTREAM_"))
+            .map(|e| (e.var.as_str(), e.key.as_str()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("AI_UPSTREAM_PRIMARY_API_KEY", "primary"),
+                ("AI_UPSTREAM_OPEN_AI_API_KEY", "openai")
+            ]
+        );
+        assert!(v.egress_ports.contains(&8090) && v.egress_ports.contains(&443));
+
+        // Without fallbacks, the one server as before.
+        let v = validated("  ai: {baseUrl: 'http://llama:8080/v1'}\n");
+        assert_eq!(v.settings["OPENAI_BASE_URL"], "http://llama:8080/v1");
+        assert!(!v.settings.contains_key("AI_UPSTREAMS"));
+    }
+
+    #[test]
     fn url_ports_come_from_the_url_or_its_scheme() {
         assert_eq!(url_port("https://api.openai.com/v1"), 443);
         assert_eq!(url_port("http://llama.ai.svc:8090/v1"), 8090);
@@ -1001,12 +1076,12 @@ mod tests {
             v.secret_env,
             [
                 SecretEnv {
-                    var: "SECRET_KEY",
+                    var: "SECRET_KEY".into(),
                     secret: "mail-secret-key".into(),
                     key: "secret-key".into()
                 },
                 SecretEnv {
-                    var: "ADMIN_PASSWORD",
+                    var: "ADMIN_PASSWORD".into(),
                     secret: "mail-secret-key".into(),
                     key: "admin-password".into()
                 }
@@ -1020,7 +1095,7 @@ mod tests {
     #[test]
     fn credentials_are_references_and_settings_are_values() {
         let v = validate(&vault(COMPLETE)).unwrap();
-        let vars: Vec<_> = v.secret_env.iter().map(|s| s.var).collect();
+        let vars: Vec<_> = v.secret_env.iter().map(|s| s.var.as_str()).collect();
         assert_eq!(
             vars,
             [
@@ -1145,7 +1220,7 @@ mod tests {
         assert_eq!(
             previous,
             Some(&SecretEnv {
-                var: "SECRET_KEY_PREVIOUS",
+                var: "SECRET_KEY_PREVIOUS".into(),
                 secret: "mail-secret-key".into(),
                 key: "secret-key".into()
             })

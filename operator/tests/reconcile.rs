@@ -283,6 +283,14 @@ async fn invalid_secure_vaults_are_refused_by_the_api_server_with_what_to_fix() 
             "spec.ai.baseUrl must start with http:// or https://",
         ),
         (
+            "  version: 0.1.0\n  replicas: 1\n  ai: {baseUrl: 'http://a/v1', fallbacks: [{name: primary, baseUrl: 'http://b/v1'}]}\n",
+            "and not primary, which names spec.ai.baseUrl",
+        ),
+        (
+            "  version: 0.1.0\n  replicas: 1\n  ai: {baseUrl: 'http://a/v1', fallbacks: [{name: b, baseUrl: 'http://b/v1'}, {name: b, baseUrl: 'http://c/v1'}]}\n",
+            "spec.ai.fallbacks: each name must be used once",
+        ),
+        (
             "  version: 0.1.0\n  replicas: 1\n  webhook: {urlSecretRef: {name: hooks, key: url}}\n",
             "spec.webhook.signingSecretRef is required unless spec.webhook.format is slack",
         ),

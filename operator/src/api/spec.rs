@@ -359,7 +359,7 @@ pub struct SmtpCredentialsRef {
     pub password_key: Option<String>,
 }
 
-/// The OpenAI-compatible model server.
+/// The OpenAI-compatible model server, and those to fall back on.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AiSpec {
@@ -369,6 +369,36 @@ pub struct AiSpec {
     /// Secret key holding the API key, when the server wants one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_secret_ref: Option<SecretKeyRef>,
+    /// Servers tried in this order after `baseUrl` (named `primary` among
+    /// them) when it fails: a connection error, a 5xx, a 429 or its
+    /// timeout, within the request's one deadline and never once a stream
+    /// has started. A server that keeps failing is skipped for a cool-down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.all(f, self.exists_one(g, g.name == f.name))").message("spec.ai.fallbacks: each name must be used once"))]
+    #[schemars(length(max = 8))]
+    pub fallbacks: Option<Vec<AiFallbackSpec>>,
+}
+
+/// One more model server.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AiFallbackSpec {
+    /// Its name in metrics and the health report: lower-case letters,
+    /// digits and `-`, not `primary` (`baseUrl`'s).
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && self != 'primary'").message("spec.ai.fallbacks[].name must be lower-case letters, digits and '-' (such as backup), and not primary, which names spec.ai.baseUrl"))]
+    #[schemars(length(min = 1, max = 32))]
+    pub name: String,
+    /// Base URL, e.g. `https://api.openai.com/v1`.
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("spec.ai.fallbacks[].baseUrl must start with http:// or https://"))]
+    pub base_url: String,
+    /// Secret key holding its API key, when it wants one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_secret_ref: Option<SecretKeyRef>,
+    /// Seconds one attempt on it may take [default: the request's whole
+    /// deadline].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 600))]
+    pub timeout_seconds: Option<i32>,
 }
 
 /// The body of a notification.

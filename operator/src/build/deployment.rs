@@ -167,7 +167,7 @@ pub(super) fn settings_env(v: &ValidatedVault) -> Vec<EnvFromSource> {
 pub(super) fn secret_env(v: &ValidatedVault) -> Vec<EnvVar> {
     v.secret_env
         .iter()
-        .map(|s| from_secret(s.var, &s.secret, &s.key))
+        .map(|s| from_secret(&s.var, &s.secret, &s.key))
         .collect()
 }
 
