@@ -1,7 +1,9 @@
 //! Text generation through any OpenAI-compatible model server (OpenAI,
 //! llama.cpp's server, vLLM, …): what a request may ask ([`validate`]), the
-//! HTTP client ([`client`]), and one bounded generation ([`generate`]).
+//! HTTP client ([`client`]), one bounded generation over the model servers
+//! ([`generate`]), and a generation from request to record ([`pipeline`]).
 
 pub mod client;
 pub mod generate;
+pub mod pipeline;
 pub mod validate;

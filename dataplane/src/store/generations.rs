@@ -56,11 +56,12 @@ impl Store {
     /// the same transaction with the generation as its target.
     pub async fn insert_generation(
         &self,
+        id: &str,
         g: &NewGeneration,
         now: SystemTime,
         audit: Option<AuditEntry>,
     ) -> Result<String, StoreError> {
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = id.to_owned();
         let status = if g.error.is_some() {
             "failed"
         } else {
