@@ -364,3 +364,85 @@ async fn without_a_model_server_generation_is_refused() {
     let response = generate(&dp, json!({"prompt": "Hi"})).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
+
+/// OpenAI's own Python library (`openai` from PyPI), pointed at
+/// `/v1/chat/completions` with a SecureVault API key, as an existing
+/// OpenAI client would be: plain and streamed answers, each kept in the
+/// history under the id it reports, and the library's own errors for a
+/// model that is not served and a wrong key.
+#[tokio::test]
+async fn an_openai_client_library_talks_to_v1_chat_completions() {
+    let llama = LlamaServer::start().unwrap();
+    let dp = start_with_ai(&llama, &[]);
+    let created = authed(&dp)
+        .await
+        .post(dp.url("/api/keys"))
+        .json(&json!({"name": "openai-sdk", "scopes": ["ai"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let key = json(created).await["key"].as_str().unwrap().to_owned();
+
+    let python =
+        testkit::bins::built_by_script("tests/setup/python-venv.sh", &["openai==3.63.0"]).unwrap();
+    let script = testkit::bins::workspace_script("tests/ai/openai_client.py").unwrap();
+    let base = dp.url("/v1");
+    let model = testkit::llama::MODEL;
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(script)
+            .args([base.as_str(), key.as_str(), model])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "openai_client.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    let plain = &seen["plain"];
+    assert_eq!(plain["object"], "chat.completion");
+    assert_eq!(plain["role"], "assistant");
+    assert!(
+        !plain["text"].as_str().unwrap().trim().is_empty(),
+        "{plain}"
+    );
+    assert!(["stop", "length"].contains(&plain["finish_reason"].as_str().unwrap()));
+    let usage = &plain["usage"];
+    assert_eq!(
+        usage["total_tokens"].as_u64().unwrap(),
+        usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
+    );
+    let id = plain["id"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("chatcmpl-")
+        .unwrap();
+    let kept = json(get(&dp, &format!("/api/generations/{id}")).await).await;
+    assert_eq!(kept["text"], plain["text"], "{kept}");
+
+    let stream = &seen["stream"];
+    let ids = stream["ids"].as_array().unwrap();
+    assert_eq!(ids.len(), 1, "one id for every chunk: {stream}");
+    assert_eq!(stream["roles"], json!(["assistant"]), "{stream}");
+    assert!(!stream["pieces"].as_array().unwrap().is_empty(), "{stream}");
+    assert!(["stop", "length"].contains(&stream["finish_reason"].as_str().unwrap()));
+    let id = ids[0].as_str().unwrap().strip_prefix("chatcmpl-").unwrap();
+    let kept = json(get(&dp, &format!("/api/generations/{id}")).await).await;
+    let text: String = stream["pieces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(kept["text"], text.as_str(), "{kept}");
+
+    assert_eq!(seen["bad_model"]["status"], 422, "{seen}");
+    assert_eq!(seen["bad_model"]["body"]["field"], "model", "{seen}");
+    assert_eq!(seen["bad_key"]["status"], 401, "{seen}");
+}

@@ -10,6 +10,7 @@ pub mod dkim;
 pub mod email;
 pub mod health;
 pub mod metrics;
+pub mod openai;
 pub mod openapi;
 pub mod stats;
 pub mod suppressions;
@@ -97,7 +98,9 @@ pub fn api() -> Api {
         .routes(routes!(suppressions::add))
         .routes(routes!(email::retry_email));
     let read_email = OpenApiRouter::new().routes(routes!(email::get_email));
-    let generate = OpenApiRouter::new().routes(routes!(ai::generate_content));
+    let generate = OpenApiRouter::new()
+        .routes(routes!(ai::generate_content))
+        .routes(routes!(openai::chat_completions));
     let read_generation = OpenApiRouter::new().routes(routes!(ai::get_generation));
     let admin = OpenApiRouter::new()
         .routes(routes!(api_keys::create_key, api_keys::list_keys))

@@ -1,5 +1,6 @@
-//! The Ingress, with `spec.ingress`: the data plane's API (`/api`) and web
-//! console (`/console`) under a public host name, TLS-terminated with the
+//! The Ingress, with `spec.ingress`: the data plane's API (`/api`), its
+//! OpenAI-compatible route (`/v1/chat/completions`) and web console
+//! (`/console`) under a public host name, TLS-terminated with the
 //! Secret of `spec.tls` when there is one. Nothing else is routed: the
 //! metrics have a port of their own, which the Ingress never names.
 
@@ -12,7 +13,7 @@ use crate::{names, validate::ValidatedVault};
 
 /// What the Internet may reach, as path prefixes (a `Prefix` match is by
 /// whole path segments: `/api` matches `/api/send-email`, not `/apix`).
-pub const PUBLIC_PATHS: [&str; 2] = ["/api", "/console"];
+pub const PUBLIC_PATHS: [&str; 3] = ["/api", "/v1/chat/completions", "/console"];
 
 /// The Ingress of `v`, with `spec.ingress`; named like the Service.
 pub fn build(v: &ValidatedVault) -> Option<Ingress> {
@@ -93,12 +94,20 @@ mod tests {
         let rule = &spec.rules.unwrap()[0];
         assert_eq!(rule.host.as_deref(), Some("mail-api.example.com"));
         let paths = &rule.http.as_ref().unwrap().paths;
-        // The API and the console only: never `/`, so never the metrics.
+        // The API, the OpenAI route and the console only: never `/`, so
+        // never the metrics.
         let routed: Vec<(&str, &str)> = paths
             .iter()
             .map(|p| (p.path.as_deref().unwrap(), p.path_type.as_str()))
             .collect();
-        assert_eq!(routed, [("/api", "Prefix"), ("/console", "Prefix")]);
+        assert_eq!(
+            routed,
+            [
+                ("/api", "Prefix"),
+                ("/v1/chat/completions", "Prefix"),
+                ("/console", "Prefix")
+            ]
+        );
         for path in paths {
             let backend = path.backend.service.clone().unwrap();
             assert_eq!(backend.name, "mail");
