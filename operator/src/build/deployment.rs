@@ -300,60 +300,63 @@ fn volumes(v: &ValidatedVault) -> Vec<Volume> {
 /// names. Only the serving pods send mail, so only they mount it.
 fn smtp_ca(v: &ValidatedVault) -> Option<(Volume, VolumeMount)> {
     let ca = v.smtp_ca.as_ref()?;
-    let volume = Volume {
-        name: "smtp-ca".into(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(ca.name.clone()),
-            // The pod waits for it rather than failing TLS with the relay.
-            optional: Some(false),
-            items: Some(vec![KeyToPath {
-                key: ca.key.clone(),
-                path: "ca.crt".into(),
-                ..KeyToPath::default()
-            }]),
-            default_mode: Some(0o440),
-            ..SecretVolumeSource::default()
-        }),
-        ..Volume::default()
+    let item = KeyToPath {
+        key: ca.key.clone(),
+        path: "ca.crt".into(),
+        ..KeyToPath::default()
     };
-    let mount = VolumeMount {
-        name: "smtp-ca".into(),
-        mount_path: names::SMTP_CA_DIR.into(),
-        read_only: Some(true),
-        ..VolumeMount::default()
-    };
-    Some((volume, mount))
+    Some(secret_directory(
+        "smtp-ca",
+        &ca.name,
+        Some(vec![item]),
+        names::SMTP_CA_DIR,
+    ))
 }
 
-/// With `spec.smtp.dkim`: its Secret, every key a file, as the directory
-/// `DKIM_KEYS_DIR` names. Only the data plane's pods mount it: the keys are
-/// read where mail is sent (`serve`), and the Jobs (backup, migration) get
-/// along without, so they neither hold the signing keys nor wait for them.
+/// With `spec.smtp.dkim`: its Secret, every key a file (their names are the
+/// selectors, the user's choice), as the directory `DKIM_KEYS_DIR` names.
+/// Only the data plane's pods mount it: the keys are read where mail is
+/// sent (`serve`), and the Jobs (backup, migration) get along without, so
+/// they neither hold the signing keys nor wait for them.
 fn dkim_keys(v: &ValidatedVault) -> Option<(Volume, VolumeMount)> {
     let dkim = v.dkim.as_ref()?;
+    Some(secret_directory(
+        "dkim",
+        &dkim.secret_name,
+        None,
+        names::DKIM_DIR,
+    ))
+}
+
+/// A Secret (its `items`, or every key) as a read-only directory at `path`.
+/// The pod waits for the Secret rather than starting without it; the files
+/// are readable by the pod's group (fsGroup) only. The whole directory,
+/// never a subPath: the kubelet then keeps the files in step with the
+/// Secret, a key added or removed included.
+fn secret_directory(
+    name: &str,
+    secret: &str,
+    items: Option<Vec<KeyToPath>>,
+    path: &str,
+) -> (Volume, VolumeMount) {
     let volume = Volume {
-        name: "dkim".into(),
+        name: name.into(),
         secret: Some(SecretVolumeSource {
-            secret_name: Some(dkim.secret_name.clone()),
-            // The pod waits for it rather than starting without its keys.
+            secret_name: Some(secret.to_owned()),
             optional: Some(false),
-            // Every key: their names are the selectors, the user's choice.
-            items: None,
-            // Readable by the pod's group (fsGroup) only.
+            items,
             default_mode: Some(0o440),
             ..SecretVolumeSource::default()
         }),
         ..Volume::default()
     };
-    // The whole directory, never a subPath: the kubelet then keeps the
-    // files in step with the Secret, a key added or removed included.
     let mount = VolumeMount {
-        name: "dkim".into(),
-        mount_path: names::DKIM_DIR.into(),
+        name: name.into(),
+        mount_path: path.into(),
         read_only: Some(true),
         ..VolumeMount::default()
     };
-    Some((volume, mount))
+    (volume, mount)
 }
 
 /// The backup claim, when the embedded store backs itself up to one.
