@@ -46,31 +46,23 @@ monitoring-up: ## Run a real Prometheus scraping the data plane (127.0.0.1:8080,
 
 .PHONY: test
 test: test-deps ## Run every test (fmt, clippy, unit tests, integration tests against real PostgreSQL, Redis and a Kubernetes control plane)
+	@# The release tools (crane, cosign, cargo-cyclonedx: about 10 CPU-minutes
+	@# on a cold machine, nothing on a warm one) build behind everything
+	@# else from the start, at the lowest priority, in what CPU the builds and
+	@# the tests leave idle. The one test that needs them
+	@# (operator/tests/publish.rs) runs late and calls the same scripts, whose
+	@# lock makes it wait for a build still running; a failed build fails
+	@# that test with the build's error.
+	mkdir -p "$(CACHE_DIR)"
+	(for tool in crane cosign cargo-cyclonedx; do SECUREVAULT_CACHE="$(CACHE_DIR)" nice -n 19 tests/setup/$$tool.sh; done) \
+	  >"$(CACHE_DIR)/release-tools.log" 2>&1 </dev/null &
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	cargo build --workspace --locked --bins
 	cargo test --workspace --locked --no-run
-	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/setup/argocd.sh >/dev/null
-	@# The Prometheus Operator after the control plane: one Go module builds
-	@# both, so the operator reuses the Kubernetes packages just compiled.
-	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/cluster/cluster.sh build
-	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/setup/prometheus-operator.sh operator >/dev/null
-	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/setup/prometheus-operator.sh prometheus >/dev/null
-	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/setup/perses.sh >/dev/null
-	@# The release tools (crane, cosign, cargo-cyclonedx: about 6 CPU-minutes
-	@# on a cold machine, nothing on a warm one) build behind the tests, at
-	@# the lowest priority: the tests mostly wait on servers and timers. The
-	@# one that needs them (operator/tests/publish.rs) runs late in its lane
-	@# and calls the same scripts, whose lock makes it wait for a build still
-	@# running; a failed build fails that test with the build's error.
-	mkdir -p "$(CACHE_DIR)"
-	(for tool in crane cosign cargo-cyclonedx; do SECUREVAULT_CACHE="$(CACHE_DIR)" nice -n 19 tests/setup/$$tool.sh; done) \
-	  >"$(CACHE_DIR)/release-tools.log" 2>&1 </dev/null &
-	SECUREVAULT_CACHE="$(CACHE_DIR)" NODE=real tests/cluster/cluster.sh up
-	@# The cluster goes down whatever the tests' outcome; their status is kept.
-	@# Three lanes at once, after one test that runs alone (tests/run-tests.sh).
-	status=0; SECUREVAULT_KUBECONFIG="$(KUBECONFIG_PATH)" tests/run-tests.sh || status=$$?; \
-	  SECUREVAULT_CACHE="$(CACHE_DIR)" tests/cluster/cluster.sh down; exit $$status
+	@# The Go tools and the cluster, then the tests in lanes; the lane that
+	@# needs no cluster starts first (tests/run-tests.sh says how).
+	SECUREVAULT_CACHE="$(CACHE_DIR)" SECUREVAULT_KUBECONFIG="$(KUBECONFIG_PATH)" tests/run-tests.sh
 
 .PHONY: test-all
 test-all: ## The monthly run: every test (make test, which runs the end-to-end tests too), then make security, then make benchmark

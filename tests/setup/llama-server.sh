@@ -34,7 +34,11 @@ export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
 # with "Illegal instruction" on its first generation). The venv's name says
 # which build it holds, so a cache made by the native build is not reused,
 # and pip's wheel cache is bypassed for the same reason.
-export CMAKE_ARGS="${CMAKE_ARGS:-} -DGGML_NATIVE=OFF"
+# Without llava/mtmd (images and audio, which a text model never loads and
+# the server imports only for a multimodal chat format): almost half less to
+# compile on a cold machine (327 s against 578 s here, each measured beside
+# other builds).
+export CMAKE_ARGS="${CMAKE_ARGS:-} -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF"
 export PIP_NO_CACHE_DIR=1
 python=$(VENV_NAME=venv-llama-portable tests/setup/python-venv.sh "$LLAMA_CPP_PYTHON" | tail -n 1)
 
