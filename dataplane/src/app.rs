@@ -61,6 +61,8 @@ pub struct AppState {
     pub auth: Auth,
     /// Per-principal request budgets (shared through Redis when configured).
     pub limiter: Limiter,
+    /// Token budgets per key and account, over the limiter's counters.
+    pub budgets: crate::ai::budget::Budgets,
     /// The certificate served, with HTTPS; `None` for plain HTTP.
     pub tls: Option<Arc<crate::tls::Certificates>>,
     /// The last round of background dependency checks.

@@ -169,6 +169,25 @@ pub struct Settings {
     #[arg(long, env = "AI_COOLDOWN_SECS", global = true)]
     pub ai_cooldown_secs: Option<String>,
 
+    /// Tokens (prompt and completion) each API key may use per UTC day;
+    /// unset: no daily budget per key. A request over it answers 429
+    /// `token_budget_exceeded`.
+    #[arg(long, env = "AI_BUDGET_KEY_DAILY_TOKENS", global = true)]
+    pub ai_budget_key_daily_tokens: Option<String>,
+
+    /// Tokens each API key may use per UTC month; unset: none.
+    #[arg(long, env = "AI_BUDGET_KEY_MONTHLY_TOKENS", global = true)]
+    pub ai_budget_key_monthly_tokens: Option<String>,
+
+    /// Tokens each account (its sessions and all its keys together) may use
+    /// per UTC day; unset: none.
+    #[arg(long, env = "AI_BUDGET_ACCOUNT_DAILY_TOKENS", global = true)]
+    pub ai_budget_account_daily_tokens: Option<String>,
+
+    /// Tokens each account may use per UTC month; unset: none.
+    #[arg(long, env = "AI_BUDGET_ACCOUNT_MONTHLY_TOKENS", global = true)]
+    pub ai_budget_account_monthly_tokens: Option<String>,
+
     /// The `AI_UPSTREAM_<NAME>_*` variables of the environment, which
     /// AI_UPSTREAMS names and so no fixed flag can list.
     #[arg(skip)]

@@ -298,6 +298,22 @@ pub struct OpenAiConfig {
     pub timeout: Duration,
     /// Most requests to the model server in flight (`AI_MAX_CONCURRENCY`).
     pub max_concurrency: usize,
+    /// Token budgets per key and per account (`AI_BUDGET_*_TOKENS`).
+    pub budgets: BudgetConfig,
+}
+
+/// Tokens (prompt and completion) a key or an account may use per UTC day
+/// and month; `None`: no such budget.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BudgetConfig {
+    /// Per API key and day (`AI_BUDGET_KEY_DAILY_TOKENS`).
+    pub key_daily: Option<u64>,
+    /// Per API key and month (`AI_BUDGET_KEY_MONTHLY_TOKENS`).
+    pub key_monthly: Option<u64>,
+    /// Per account and day (`AI_BUDGET_ACCOUNT_DAILY_TOKENS`).
+    pub account_daily: Option<u64>,
+    /// Per account and month (`AI_BUDGET_ACCOUNT_MONTHLY_TOKENS`).
+    pub account_monthly: Option<u64>,
 }
 
 /// Accounts, sessions and login protection.
@@ -1190,6 +1206,33 @@ fn ai_config(s: &Settings) -> Result<OpenAiConfig, ConfigError> {
         max_concurrency: parse_or(&s.ai_max_concurrency, "AI_MAX_CONCURRENCY", "16", |v| {
             bounded_u64(v, 1, 1024).map(|n| n as usize)
         })?,
+        budgets: budget_config(s)?,
+    })
+}
+
+fn budget_config(s: &Settings) -> Result<BudgetConfig, ConfigError> {
+    // A trillion tokens: far above any real budget, far below overflowing
+    // the counters.
+    let tokens = |v: &Option<String>, var: &'static str| match non_empty(v) {
+        None => Ok(None),
+        Some(raw) => bounded_u64(raw, 1, 1_000_000_000_000)
+            .map(Some)
+            .map_err(|why| ConfigError::new(var, raw, format!("{why} (tokens)"))),
+    };
+    Ok(BudgetConfig {
+        key_daily: tokens(&s.ai_budget_key_daily_tokens, "AI_BUDGET_KEY_DAILY_TOKENS")?,
+        key_monthly: tokens(
+            &s.ai_budget_key_monthly_tokens,
+            "AI_BUDGET_KEY_MONTHLY_TOKENS",
+        )?,
+        account_daily: tokens(
+            &s.ai_budget_account_daily_tokens,
+            "AI_BUDGET_ACCOUNT_DAILY_TOKENS",
+        )?,
+        account_monthly: tokens(
+            &s.ai_budget_account_monthly_tokens,
+            "AI_BUDGET_ACCOUNT_MONTHLY_TOKENS",
+        )?,
     })
 }
 
@@ -1293,8 +1336,6 @@ fn upstreams(
     Ok(out)
 }
 
-/// An unset or blank variable counts as unset, as most deployment tools
-/// render optional values as empty strings.
 /// `OPENAI_MODEL` first (the default), then the other names of `AI_MODELS`.
 fn ai_models(s: &Settings) -> Result<Vec<String>, ConfigError> {
     let valid = |name: &str| {
@@ -1332,6 +1373,8 @@ fn ai_models(s: &Settings) -> Result<Vec<String>, ConfigError> {
     Ok(models)
 }
 
+/// An unset or blank variable counts as unset, as most deployment tools
+/// render optional values as empty strings.
 fn non_empty(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|v| !v.is_empty())
 }

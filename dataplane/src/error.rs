@@ -48,6 +48,20 @@ pub enum ApiError {
         /// Whole seconds until a retry can succeed (at least 1).
         retry_after_secs: u64,
     },
+    /// 429: a token budget of the key or account is spent
+    /// (`ai::budget`); `Retry-After` says when it resets.
+    #[error("{message}")]
+    BudgetExceeded {
+        /// Which budget: `key_daily`, `key_monthly`, `account_daily` or
+        /// `account_monthly`.
+        budget: &'static str,
+        /// Its limit, what is left, what the request needed, and what to do.
+        message: String,
+        /// When it resets (RFC 3339).
+        resets_at: String,
+        /// Whole seconds until then (at least 1).
+        retry_after_secs: u64,
+    },
     /// 404: no route or no such object.
     #[error("{0}")]
     NotFound(String),
@@ -116,6 +130,13 @@ pub struct ErrorObject {
     pub message: String,
     /// The request field (or header) at fault, if any.
     pub field: Option<String>,
+    /// For `token_budget_exceeded`: the budget that is spent (`key_daily`,
+    /// `key_monthly`, `account_daily`, `account_monthly`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<String>,
+    /// For `token_budget_exceeded`: when that budget resets (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resets_at: Option<String>,
 }
 
 impl ApiError {
@@ -125,7 +146,9 @@ impl ApiError {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) | Self::CrossSite { .. } => StatusCode::FORBIDDEN,
-            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyRequests { .. } | Self::BudgetExceeded { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -147,6 +170,7 @@ impl ApiError {
             Self::Forbidden(_) => "forbidden",
             Self::CrossSite { .. } => "csrf_refused",
             Self::TooManyRequests { .. } => "rate_limited",
+            Self::BudgetExceeded { .. } => "token_budget_exceeded",
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -204,11 +228,19 @@ impl IntoResponse for ApiError {
             }
             _ => (self.to_string(), None),
         };
+        let (budget, resets_at) = match &self {
+            Self::BudgetExceeded {
+                budget, resets_at, ..
+            } => (Some((*budget).to_owned()), Some(resets_at.clone())),
+            _ => (None, None),
+        };
         let body = ErrorBody {
             error: ErrorObject {
                 code: self.code().to_owned(),
                 message,
                 field,
+                budget,
+                resets_at,
             },
         };
         let mut response =
@@ -221,6 +253,9 @@ impl IntoResponse for ApiError {
                 );
             }
             Self::TooManyRequests {
+                retry_after_secs, ..
+            }
+            | Self::BudgetExceeded {
                 retry_after_secs, ..
             } => {
                 response

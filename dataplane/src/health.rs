@@ -215,17 +215,7 @@ pub async fn check_ai(generator: &Generator, limit: Duration) -> Vec<(String, Ch
     let start = Instant::now();
     let reports = generator.check(limit).await;
     let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
-    let result = |error: Option<String>| CheckResult {
-        status: if error.is_none() {
-            CheckStatus::Healthy
-        } else {
-            CheckStatus::Unhealthy
-        },
-        latency_ms,
-        backend: "openai".to_owned(),
-        critical: false,
-        error,
-    };
+    let result = |error: Option<String>| CheckResult::new("openai", false, latency_ms, error);
     let mut checks = Vec::new();
     let answering = reports.iter().any(|r| r.ping.is_ok());
     let overall = match (answering, reports.as_slice()) {
@@ -265,17 +255,7 @@ pub async fn check_rate_limiter(limiter: &Limiter, limit: Duration) -> CheckResu
 /// loaded) only degrades the service.
 pub fn check_tls(certificates: &crate::tls::Certificates) -> CheckResult {
     let status = certificates.status(std::time::SystemTime::now());
-    CheckResult {
-        status: if status.problem.is_none() {
-            CheckStatus::Healthy
-        } else {
-            CheckStatus::Unhealthy
-        },
-        latency_ms: 0.0,
-        backend: "rustls".to_owned(),
-        critical: !status.serving_configured,
-        error: status.problem,
-    }
+    CheckResult::new("rustls", !status.serving_configured, 0.0, status.problem)
 }
 
 async fn timed<E: std::fmt::Display>(
@@ -290,16 +270,28 @@ async fn timed<E: std::fmt::Display>(
         Ok(Err(e)) => Some(e.to_string()),
         Err(_) => Some(format!("no answer within {limit:?}")),
     };
-    CheckResult {
-        status: if error.is_none() {
-            CheckStatus::Healthy
-        } else {
-            CheckStatus::Unhealthy
-        },
-        latency_ms: start.elapsed().as_secs_f64() * 1000.0,
-        backend: backend.to_owned(),
+    CheckResult::new(
+        backend,
         critical,
+        start.elapsed().as_secs_f64() * 1000.0,
         error,
+    )
+}
+
+impl CheckResult {
+    /// Healthy without an error, unhealthy with one.
+    fn new(backend: &str, critical: bool, latency_ms: f64, error: Option<String>) -> Self {
+        Self {
+            status: if error.is_none() {
+                CheckStatus::Healthy
+            } else {
+                CheckStatus::Unhealthy
+            },
+            latency_ms,
+            backend: backend.to_owned(),
+            critical,
+            error,
+        }
     }
 }
 

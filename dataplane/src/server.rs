@@ -286,6 +286,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         tracing::info!(format = ?webhook.format, signed = webhook.secret.is_some(), "webhook delivery worker started");
     }
 
+    let budgets = crate::ai::budget::Budgets::new(limiter.clone(), config.openai.budgets);
     let state = AppState {
         config: Arc::new(config),
         store: store.clone(),
@@ -296,6 +297,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         email_wake,
         generator,
         auth,
+        budgets,
         limiter,
         tls: certificates.clone(),
         health,

@@ -27,22 +27,6 @@ async fn try_login(
     request.send().await.unwrap()
 }
 
-async fn create_key(dp: &DataPlane, name: &str, scopes: &[&str]) -> (String, String) {
-    let r = authed(dp)
-        .await
-        .post(dp.url("/api/keys"))
-        .json(&json!({ "name": name, "scopes": scopes }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let body = json(r).await;
-    (
-        body["id"].as_str().unwrap().to_owned(),
-        body["key"].as_str().unwrap().to_owned(),
-    )
-}
-
 async fn audit(dp: &DataPlane, query: &str) -> Vec<Value> {
     let page = json(get(dp, &format!("/api/audit?{query}")).await).await;
     page["entries"].as_array().unwrap().clone()

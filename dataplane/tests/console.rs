@@ -137,12 +137,13 @@ async fn add_member(dp: &DataPlane, name: &str) -> String {
     json(r).await["id"].as_str().unwrap().to_owned()
 }
 
-const PAGES: [&str; 9] = [
+const PAGES: [&str; 10] = [
     "/console",
     "/console/emails",
     "/console/emails/test",
     "/console/emails/00000000-0000-0000-0000-000000000000",
     "/console/generations",
+    "/console/usage",
     "/console/keys",
     "/console/users",
     "/console/audit",
@@ -217,6 +218,7 @@ async fn a_member_gets_403_for_administrator_pages_and_their_actions() {
         "/console/emails",
         "/console/emails/test",
         "/console/generations",
+        "/console/usage",
     ] {
         assert_eq!(v.get(page).await.status, StatusCode::OK, "{page}");
     }

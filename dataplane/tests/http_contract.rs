@@ -194,6 +194,7 @@ async fn the_openapi_document_lists_exactly_the_routes_that_answer() {
             ("GET", "/api/openapi.json"),
             ("GET", "/api/stats"),
             ("GET", "/api/suppressions"),
+            ("GET", "/api/usage"),
             ("GET", "/api/users"),
             ("PATCH", "/api/users/{id}"),
             ("POST", "/api/auth/login"),

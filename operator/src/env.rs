@@ -66,11 +66,23 @@ pub const SMTP_FROM: &str = "SMTP_FROM";
 pub const SMTP_USERNAME: &str = "SMTP_USERNAME";
 /// SMTP password (secret).
 pub const SMTP_PASSWORD: &str = "SMTP_PASSWORD";
+/// The model a request that names none gets.
+pub const OPENAI_MODEL: &str = "OPENAI_MODEL";
+/// The other models a request may name, comma-separated.
+pub const AI_MODELS: &str = "AI_MODELS";
 /// The model servers, in order, when `spec.ai.fallbacks` lists more.
 pub const AI_UPSTREAMS: &str = "AI_UPSTREAMS";
 /// How the variables of one server of [`AI_UPSTREAMS`] begin:
 /// `AI_UPSTREAM_<NAME>_BASE_URL`, `_API_KEY`, `_TIMEOUT_SECS`.
 pub const AI_UPSTREAM_PREFIX: &str = "AI_UPSTREAM_";
+/// Token budgets per key and account, per UTC day and month.
+pub const AI_BUDGET_KEY_DAILY_TOKENS: &str = "AI_BUDGET_KEY_DAILY_TOKENS";
+/// See [`AI_BUDGET_KEY_DAILY_TOKENS`].
+pub const AI_BUDGET_KEY_MONTHLY_TOKENS: &str = "AI_BUDGET_KEY_MONTHLY_TOKENS";
+/// See [`AI_BUDGET_KEY_DAILY_TOKENS`].
+pub const AI_BUDGET_ACCOUNT_DAILY_TOKENS: &str = "AI_BUDGET_ACCOUNT_DAILY_TOKENS";
+/// See [`AI_BUDGET_KEY_DAILY_TOKENS`].
+pub const AI_BUDGET_ACCOUNT_MONTHLY_TOKENS: &str = "AI_BUDGET_ACCOUNT_MONTHLY_TOKENS";
 /// PEM certificates the relay's TLS certificate may chain to.
 pub const SMTP_CA_FILE: &str = "SMTP_CA_FILE";
 /// Directory of DKIM private keys, one file per `<selector>._domainkey.<domain>`.

@@ -487,6 +487,12 @@ pub fn validate(sv: &SecureVault) -> Result<ValidatedVault, ValidationError> {
         }
     }
     if let Some(ai) = &spec.ai {
+        if let Some((default, others)) = ai.models.as_deref().and_then(<[String]>::split_first) {
+            settings.insert(env::OPENAI_MODEL.into(), default.clone());
+            if !others.is_empty() {
+                settings.insert(env::AI_MODELS.into(), others.join(","));
+            }
+        }
         let fallbacks = ai.fallbacks.as_deref().unwrap_or_default();
         if fallbacks.is_empty() {
             settings.insert(env::OPENAI_BASE_URL.into(), ai.base_url.clone());
@@ -520,11 +526,29 @@ pub fn validate(sv: &SecureVault) -> Result<ValidatedVault, ValidationError> {
                 if let Some(secs) = f.timeout_seconds {
                     settings.insert(var(&f.name, "TIMEOUT_SECS"), secs.to_string());
                 }
+                if let Some(models) = &f.models {
+                    settings.insert(var(&f.name, "MODELS"), models.join(","));
+                }
                 if let Some(key) = &f.api_key_secret_ref {
                     reference(&var(&f.name, "API_KEY"), &key.name, &key.key);
                 }
             }
             settings.insert(env::AI_UPSTREAMS.into(), names.join(","));
+        }
+        if let Some(b) = &ai.budgets {
+            for (var, tokens) in [
+                (env::AI_BUDGET_KEY_DAILY_TOKENS, b.key_daily_tokens),
+                (env::AI_BUDGET_KEY_MONTHLY_TOKENS, b.key_monthly_tokens),
+                (env::AI_BUDGET_ACCOUNT_DAILY_TOKENS, b.account_daily_tokens),
+                (
+                    env::AI_BUDGET_ACCOUNT_MONTHLY_TOKENS,
+                    b.account_monthly_tokens,
+                ),
+            ] {
+                if let Some(tokens) = tokens {
+                    settings.insert(var.into(), tokens.to_string());
+                }
+            }
         }
     }
     if let Some(webhook) = &spec.webhook {
@@ -1023,9 +1047,12 @@ mod tests {
     #[test]
     fn fallback_model_servers_become_the_data_planes_list() {
         let v = validated(
-            "  ai:\n    baseUrl: http://llama.ai.svc:8090/v1\n    apiKeySecretRef: {name: ai, key: primary}\n    fallbacks:\n    - {name: open-ai, baseUrl: 'https://api.openai.com/v1', apiKeySecretRef: {name: ai, key: openai}, timeoutSeconds: 10}\n",
+            "  ai:\n    baseUrl: http://llama.ai.svc:8090/v1\n    apiKeySecretRef: {name: ai, key: primary}\n    models: [llama-3.1-8b, gpt-4o-mini]\n    fallbacks:\n    - {name: open-ai, baseUrl: 'https://api.openai.com/v1', apiKeySecretRef: {name: ai, key: openai}, timeoutSeconds: 10, models: [gpt-4o-mini]}\n",
         );
         assert_eq!(v.settings["AI_UPSTREAMS"], "primary,open-ai");
+        assert_eq!(v.settings["OPENAI_MODEL"], "llama-3.1-8b");
+        assert_eq!(v.settings["AI_MODELS"], "gpt-4o-mini");
+        assert_eq!(v.settings["AI_UPSTREAM_OPEN_AI_MODELS"], "gpt-4o-mini");
         assert_eq!(
             v.settings["AI_UPSTREAM_PRIMARY_BASE_URL"],
             "http://llama.ai.svc:8090/v1"
@@ -1055,6 +1082,17 @@ mod tests {
         let v = validated("  ai: {baseUrl: 'http://llama:8080/v1'}\n");
         assert_eq!(v.settings["OPENAI_BASE_URL"], "http://llama:8080/v1");
         assert!(!v.settings.contains_key("AI_UPSTREAMS"));
+    }
+
+    #[test]
+    fn token_budgets_become_the_data_plane_s_settings() {
+        let v = validated(
+            "  ai:\n    baseUrl: http://llama:8080/v1\n    budgets: {keyDailyTokens: 100000, accountMonthlyTokens: 5000000}\n",
+        );
+        assert_eq!(v.settings["AI_BUDGET_KEY_DAILY_TOKENS"], "100000");
+        assert_eq!(v.settings["AI_BUDGET_ACCOUNT_MONTHLY_TOKENS"], "5000000");
+        assert!(!v.settings.contains_key("AI_BUDGET_KEY_MONTHLY_TOKENS"));
+        assert!(!v.settings.contains_key("AI_BUDGET_ACCOUNT_DAILY_TOKENS"));
     }
 
     #[test]

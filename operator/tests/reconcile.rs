@@ -291,6 +291,18 @@ async fn invalid_secure_vaults_are_refused_by_the_api_server_with_what_to_fix() 
             "spec.ai.fallbacks: each name must be used once",
         ),
         (
+            "  version: 0.1.0\n  replicas: 1\n  ai: {baseUrl: 'http://a/v1', models: [small], fallbacks: [{name: b, baseUrl: 'http://b/v1', models: [large]}]}\n",
+            "spec.ai.fallbacks[].models must be listed in spec.ai.models too",
+        ),
+        (
+            "  version: 0.1.0\n  replicas: 1\n  ai: {baseUrl: 'http://a/v1', models: ['two words']}\n",
+            "spec.ai.models[0]",
+        ),
+        (
+            "  version: 0.1.0\n  replicas: 1\n  ai: {baseUrl: 'http://a/v1', budgets: {keyDailyTokens: 0}}\n",
+            "spec.ai.budgets.keyDailyTokens",
+        ),
+        (
             "  version: 0.1.0\n  replicas: 1\n  webhook: {urlSecretRef: {name: hooks, key: url}}\n",
             "spec.webhook.signingSecretRef is required unless spec.webhook.format is slack",
         ),

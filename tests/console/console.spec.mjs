@@ -52,6 +52,7 @@ const UI = {
       overview: 'Overview',
       emails: 'Emails',
       generations: 'Generations',
+      usage: 'Usage',
       keys: 'API keys',
       users: 'Users',
       audit: 'Audit trail',
@@ -64,6 +65,7 @@ const UI = {
     email: 'Email',
     sendTest: 'Send a test email',
     generations: 'Generations',
+    usage: 'Usage',
     keys: 'API keys',
     users: 'Users',
     audit: 'Audit trail',
@@ -664,6 +666,18 @@ step('the prompt is in the history after a reload', async () => {
     return (await row(page, state.prompt).count()) >= 1;
   }, 1000);
   await checkPage(browser, admin, 'generations');
+});
+
+step('the Usage page charts the tokens of that prompt', async () => {
+  const { page } = admin;
+  await navigate(page, 'usage');
+  const chart = page.getByRole('img', { name: /^Tokens, last 30 days:/ });
+  assert.equal(await chart.count(), 1, 'the Usage page has no chart of tokens per day');
+  const label = await chart.getAttribute('aria-label');
+  const counts = label.match(/: (\d+) prompt, (\d+) completion/);
+  assert.ok(counts && Number(counts[1]) > 0 && Number(counts[2]) > 0, `the chart counts no tokens: "${label}"`);
+  assert.ok((await row(page, ADMIN_USER, 'signed in').count()) >= 1, `no row of the administrator's own generations:\n        ${await tableText(page)}`);
+  await checkPage(browser, admin, 'usage');
 });
 
 step('a user created on the Users page is listed', async () => {

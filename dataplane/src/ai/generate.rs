@@ -79,6 +79,15 @@ pub struct Completion {
     pub prompt_tokens: Option<u32>,
     /// Tokens generated, if the server counted them.
     pub completion_tokens: Option<u32>,
+    /// Whether the counts are our estimate: the server reported none.
+    pub tokens_estimated: bool,
+}
+
+impl Completion {
+    /// Prompt and completion tokens together (what a budget is charged).
+    pub fn tokens(&self) -> u64 {
+        u64::from(self.prompt_tokens.unwrap_or(0)) + u64::from(self.completion_tokens.unwrap_or(0))
+    }
 }
 
 /// Sends generations to the model servers.
@@ -267,6 +276,7 @@ impl Generator {
             finish_reason: choice.finish_reason.and_then(finish_reason_name),
             prompt_tokens: response.usage.as_ref().map(|u| u.prompt_tokens),
             completion_tokens: response.usage.as_ref().map(|u| u.completion_tokens),
+            tokens_estimated: false,
         })
     }
 

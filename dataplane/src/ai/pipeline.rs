@@ -15,11 +15,13 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use super::{
+    budget::{self, BudgetError, Budgets},
     generate::{self, AiError, Completion, Generator},
     validate::Generation,
 };
 use crate::{
     audit,
+    auth::Principal,
     store::{NewGeneration, Store, StoreError},
     telemetry::Metrics,
 };
@@ -33,6 +35,8 @@ pub struct Generations {
     pub store: Store,
     /// Counters and histograms.
     pub metrics: Arc<Metrics>,
+    /// The token budgets per key and account.
+    pub budgets: Budgets,
 }
 
 /// A generation that succeeded, as kept.
@@ -56,6 +60,9 @@ pub enum GenerationError {
     /// The generation could not be recorded.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A token budget has no room for it (it never started).
+    #[error(transparent)]
+    Budget(#[from] BudgetError),
 }
 
 /// What a streamed generation yields, in order: tokens, then one end.
@@ -75,27 +82,42 @@ pub enum StreamEvent {
 }
 
 impl Generations {
-    /// Generates a whole answer for `g` and keeps it.
+    /// Generates a whole answer for `g`, asked by `who`, and keeps it.
     pub async fn complete(
         &self,
+        who: &Principal,
         audit: &audit::Context,
         g: &Generation,
     ) -> Result<Kept, GenerationError> {
         let id = new_id();
+        let hold = self
+            .budgets
+            .reserve(who, budget::ceiling(g), SystemTime::now())
+            .await?;
         let started = Instant::now();
         let result = self.generator.complete(g).await;
         let elapsed = started.elapsed();
         let completion = match result {
-            Ok(c) => c,
+            Ok(c) => with_usage(g, c),
             Err(AiError::Busy) => {
+                self.budgets.settle(hold, 0).await;
                 self.observe(&Err(AiError::Busy), elapsed);
                 return Err(AiError::Busy.into());
             }
-            Err(e) => return Err(self.failed(&id, audit, g, e, elapsed).await),
+            Err(e) => {
+                self.budgets.settle(hold, 0).await;
+                return Err(self.failed(&id, who, audit, g, e, elapsed).await);
+            }
         };
+        self.budgets.settle(hold, completion.tokens()).await;
         self.observe(&Ok(()), elapsed);
-        self.keep(&id, audit, &record(g, Some(&completion), None, elapsed))
-            .await?;
+        self.keep(
+            &id,
+            who,
+            audit,
+            &record(g, Some(&completion), None, elapsed),
+        )
+        .await?;
         self.count_tokens(&completion);
         tracing::info!(generation_id = %id, model = %completion.model, duration_ms = elapsed.as_millis() as u64, "generation succeeded");
         Ok(Kept {
@@ -114,13 +136,19 @@ impl Generations {
     /// connection: the model server stops generating.
     pub async fn stream(
         &self,
+        who: Principal,
         audit: audit::Context,
         g: Generation,
     ) -> Result<(String, mpsc::Receiver<StreamEvent>), GenerationError> {
         let id = new_id();
+        let hold = self
+            .budgets
+            .reserve(&who, budget::ceiling(&g), SystemTime::now())
+            .await?;
         let slot = match self.generator.slot() {
             Ok(slot) => slot,
             Err(e) => {
+                self.budgets.settle(hold, 0).await;
                 self.observe(&Err(e.clone()), Duration::ZERO);
                 return Err(e.into());
             }
@@ -128,7 +156,13 @@ impl Generations {
         let started = Instant::now();
         let timeout = self.generator.timeout();
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut request = generate::request(&g, true)?;
+        let mut request = match generate::request(&g, true) {
+            Ok(request) => request,
+            Err(e) => {
+                self.budgets.settle(hold, 0).await;
+                return Err(e.into());
+            }
+        };
         request.stream_options = Some(ChatCompletionStreamOptions {
             include_usage: Some(true),
             include_obfuscation: None,
@@ -137,7 +171,12 @@ impl Generations {
             tokio::time::timeout_at(deadline, self.generator.open_stream(request, deadline)).await;
         let mut upstream = match opened.unwrap_or(Err(AiError::Deadline(timeout))) {
             Ok(upstream) => upstream,
-            Err(e) => return Err(self.failed(&id, &audit, &g, e, started.elapsed()).await),
+            Err(e) => {
+                self.budgets.settle(hold, 0).await;
+                return Err(self
+                    .failed(&id, &who, &audit, &g, e, started.elapsed())
+                    .await);
+            }
         };
 
         let (tx, rx) = mpsc::channel::<StreamEvent>(32);
@@ -189,18 +228,30 @@ impl Generations {
             drop(upstream);
             let elapsed = started.elapsed();
             this.observe(&outcome, elapsed);
-            let completion = Completion {
-                text,
-                model,
-                finish_reason,
-                prompt_tokens: usage.0,
-                completion_tokens: usage.1,
-            };
+            let completion = with_usage(
+                &g,
+                Completion {
+                    text,
+                    model,
+                    finish_reason,
+                    prompt_tokens: usage.0,
+                    completion_tokens: usage.1,
+                    tokens_estimated: false,
+                },
+            );
+            // What streamed was generated, and is charged, even when the
+            // client left or the deadline cut it.
+            this.budgets.settle(hold, completion.tokens()).await;
             this.count_tokens(&completion);
             let error = outcome.as_ref().err().map(ToString::to_string);
             let id = kept_as;
             if let Err(e) = this
-                .keep(&id, &audit, &record(&g, Some(&completion), error, elapsed))
+                .keep(
+                    &id,
+                    &who,
+                    &audit,
+                    &record(&g, Some(&completion), error, elapsed),
+                )
                 .await
             {
                 tracing::error!(error = %e, "recording a streamed generation failed");
@@ -231,6 +282,7 @@ impl Generations {
     async fn failed(
         &self,
         id: &str,
+        who: &Principal,
         audit: &audit::Context,
         g: &Generation,
         e: AiError,
@@ -238,7 +290,7 @@ impl Generations {
     ) -> GenerationError {
         self.observe(&Err(e.clone()), elapsed);
         let rec = record(g, None, Some(e.to_string()), elapsed);
-        match self.keep(id, audit, &rec).await {
+        match self.keep(id, who, audit, &rec).await {
             Ok(_) => e.into(),
             Err(store) => store.into(),
         }
@@ -248,6 +300,7 @@ impl Generations {
     async fn keep(
         &self,
         id: &str,
+        who: &Principal,
         audit: &audit::Context,
         rec: &NewGeneration,
     ) -> Result<String, StoreError> {
@@ -259,7 +312,7 @@ impl Generations {
         let detail = format!("model {}, {} ms", rec.model, rec.duration_ms);
         let entry = audit.entry("ai.generate", None, outcome, Some(detail));
         self.store
-            .insert_generation(id, rec, SystemTime::now(), Some(entry))
+            .insert_generation(id, rec, &who.account, SystemTime::now(), Some(entry))
             .await
     }
 
@@ -295,6 +348,17 @@ impl Generations {
     }
 }
 
+/// `c` with token counts: the server's, or estimates (flagged) when it
+/// reported none.
+fn with_usage(g: &Generation, mut c: Completion) -> Completion {
+    if c.prompt_tokens.is_none() || c.completion_tokens.is_none() {
+        c.prompt_tokens = Some(budget::estimate_prompt(g));
+        c.completion_tokens = Some(budget::estimate(&c.text));
+        c.tokens_estimated = true;
+    }
+    c
+}
+
 /// A generation's id, chosen before it starts so that a stream can name it
 /// from its first event.
 fn new_id() -> String {
@@ -314,7 +378,54 @@ fn record(
         finish_reason: c.and_then(|c| c.finish_reason.clone()),
         prompt_tokens: c.and_then(|c| c.prompt_tokens),
         completion_tokens: c.and_then(|c| c.completion_tokens),
+        tokens_estimated: c.is_some_and(|c| c.tokens_estimated),
         duration_ms: elapsed.as_millis() as u64,
         error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ai::validate::{Message, Role};
+
+    fn asked() -> Generation {
+        Generation {
+            messages: vec![Message {
+                role: Role::User,
+                content: "Write twelve words.".into(),
+            }],
+            model: "m".into(),
+            max_tokens: 16,
+            temperature: None,
+        }
+    }
+
+    fn answered(prompt: Option<u32>, completion: Option<u32>) -> Completion {
+        Completion {
+            text: "Twelve words would go here, and here they are, all of them.".into(),
+            model: "m".into(),
+            finish_reason: Some("stop".into()),
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            tokens_estimated: false,
+        }
+    }
+
+    #[test]
+    fn the_server_s_counts_are_kept_and_missing_ones_estimated_and_flagged() {
+        let kept = with_usage(&asked(), answered(Some(30), Some(12)));
+        assert_eq!((kept.tokens(), kept.tokens_estimated), (42, false));
+        // No usage, or half of it: both counts are ours, and flagged. The
+        // prompt's 19 bytes are 5 tokens, plus 8 for its role markers; the
+        // answer's 60 bytes, 15.
+        for (prompt, completion) in [(None, None), (Some(30), None)] {
+            let estimated = with_usage(&asked(), answered(prompt, completion));
+            assert!(estimated.tokens_estimated);
+            assert_eq!(
+                (estimated.prompt_tokens, estimated.completion_tokens),
+                (Some(13), Some(15))
+            );
+        }
     }
 }

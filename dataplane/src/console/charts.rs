@@ -24,7 +24,21 @@ const AXIS: f64 = 20.0;
 /// Stacked bars, one per hour from `start` (Unix ms).
 pub fn hourly_bars(title: &str, start: i64, series: &[Series<'_>]) -> Markup {
     let hours = series.first().map_or(0, |s| s.values.len());
-    let totals: Vec<i64> = (0..hours)
+    let labels: Vec<String> = (0..hours)
+        .map(|h| {
+            let ms = start + i64::try_from(h).unwrap_or(0) * 3_600_000;
+            let text = crate::routes::rfc3339(ms);
+            text.get(11..16).unwrap_or("").to_owned()
+        })
+        .collect();
+    bars(title, "hour", &labels, series)
+}
+
+/// Stacked bars, one per slot (an hour, a day…) named by `labels` (UTC),
+/// oldest first; `unit` names a slot in words.
+pub fn bars(title: &str, unit: &str, labels: &[String], series: &[Series<'_>]) -> Markup {
+    let slots = labels.len();
+    let totals: Vec<i64> = (0..slots)
         .map(|h| {
             series
                 .iter()
@@ -33,29 +47,27 @@ pub fn hourly_bars(title: &str, start: i64, series: &[Series<'_>]) -> Markup {
         })
         .collect();
     let max = totals.iter().copied().max().unwrap_or(0).max(1);
-    let slot = if hours == 0 {
+    let slot = if slots == 0 {
         WIDTH
     } else {
-        WIDTH / hours as f64
+        WIDTH / slots as f64
     };
+    // Six labels along the axis at most, so that they never overlap.
+    let tick_every = slots.div_ceil(6).max(1);
     let plot = HEIGHT - AXIS;
     let summary = series
         .iter()
         .map(|s| format!("{} {}", s.values.iter().sum::<i64>(), s.name))
         .collect::<Vec<_>>()
         .join(", ");
-    let hour_label = |h: usize| {
-        let ms = start + i64::try_from(h).unwrap_or(0) * 3_600_000;
-        let text = crate::routes::rfc3339(ms);
-        text.get(11..16).unwrap_or("").to_owned()
-    };
+    let label = |h: usize| labels.get(h).map_or("", String::as_str);
     html! {
         figure.chart {
             figcaption { (title) }
             svg viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } role="img"
-                aria-label={ (title) ", last " (hours) " hours: " (summary) " (highest hour: " (max) ")" } {
+                aria-label={ (title) ", last " (slots) " " (unit) "s: " (summary) " (highest " (unit) ": " (max) ")" } {
                 line.axis x1="0" y1=(plot) x2=(WIDTH) y2=(plot) {}
-                @for h in 0..hours {
+                @for h in 0..slots {
                     @let x = h as f64 * slot + slot * 0.15;
                     @let mut top = plot;
                     @for s in series {
@@ -64,12 +76,12 @@ pub fn hourly_bars(title: &str, start: i64, series: &[Series<'_>]) -> Markup {
                             @let height = v as f64 / max as f64 * (plot - 4.0);
                             @let y = { top -= height; top };
                             rect class=(s.class) x=(fmt(x)) y=(fmt(y)) width=(fmt(slot * 0.7)) height=(fmt(height)) {
-                                title { (hour_label(h)) " UTC: " (v) " " (s.name) }
+                                title { (label(h)) " UTC: " (v) " " (s.name) }
                             }
                         }
                     }
-                    @if h % 4 == 0 {
-                        text.tick x=(fmt(x)) y=(HEIGHT - 4.0) { (hour_label(h)) }
+                    @if h % tick_every == 0 {
+                        text.tick x=(fmt(x)) y=(HEIGHT - 4.0) { (label(h)) }
                     }
                 }
             }
@@ -82,12 +94,12 @@ pub fn hourly_bars(title: &str, start: i64, series: &[Series<'_>]) -> Markup {
                 summary { "Numbers" }
                 (layout::table(title, html! {
                     table {
-                        thead { tr { th scope="col" { "Hour (UTC)" } @for s in series { th scope="col" { (s.name) } } } }
+                        thead { tr { th scope="col" { (capitalized(unit)) " (UTC)" } @for s in series { th scope="col" { (s.name) } } } }
                         tbody {
-                            @for h in (0..hours).rev() {
+                            @for h in (0..slots).rev() {
                                 @if totals.get(h).copied().unwrap_or(0) > 0 {
                                     tr {
-                                        th scope="row" { (hour_label(h)) }
+                                        th scope="row" { (label(h)) }
                                         @for s in series { td { (s.values.get(h).copied().unwrap_or(0)) } }
                                     }
                                 }
@@ -98,6 +110,14 @@ pub fn hourly_bars(title: &str, start: i64, series: &[Series<'_>]) -> Markup {
             }
         }
     }
+}
+
+fn capitalized(word: &str) -> String {
+    let mut chars = word.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 /// A meter: `used` of `limit`, as a bar and in words.
@@ -154,6 +174,7 @@ mod tests {
         .into_string();
         assert!(svg.contains("6 sent, 1 failed"), "{svg}");
         assert!(svg.contains("highest hour: 4"));
+        assert!(svg.contains("Hour (UTC)"));
         // The busiest hour fills the plot: 140 - 4 = 136 units high.
         assert!(svg.contains("height=\"136.0\""), "{svg}");
         assert!(!svg.contains("style="), "no inline style under the CSP");

@@ -11,10 +11,11 @@ use super::{assets, form::CSRF_FIELD, guard::Viewer};
 use crate::{error::ApiError, middleware::auth::Access, routes::rfc3339};
 
 /// The pages of the navigation: label, path, what they need.
-const NAV: [(&str, &str, Access); 7] = [
+const NAV: [(&str, &str, Access); 8] = [
     ("Overview", "/console", Access::SignedIn),
     ("Emails", "/console/emails", Access::EmailRead),
     ("Generations", "/console/generations", Access::AiRead),
+    ("Usage", "/console/usage", Access::AiRead),
     ("API keys", "/console/keys", Access::Admin),
     ("Users", "/console/users", Access::Admin),
     ("Suppressions", "/console/suppressions", Access::Admin),

@@ -45,7 +45,7 @@ pub const ROOT: &str = "/console";
 
 /// The console's routes, each group behind the guard with what it requires.
 pub fn router(state: &AppState) -> Router<AppState> {
-    use pages::{audit, emails, generations, keys, login, overview, suppressions, users};
+    use pages::{audit, emails, generations, keys, login, overview, suppressions, usage, users};
 
     let public = Router::new()
         .route("/console/login", get(login::page).post(login::submit))
@@ -80,7 +80,9 @@ pub fn router(state: &AppState) -> Router<AppState> {
         ),
         (
             Access::AiRead,
-            Router::new().route("/console/generations", get(generations::page)),
+            Router::new()
+                .route("/console/generations", get(generations::page))
+                .route("/console/usage", get(usage::page)),
         ),
         (
             Access::AiGenerate,

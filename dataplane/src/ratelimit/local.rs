@@ -30,6 +30,8 @@ struct State {
     pending: HashMap<String, Vec<(String, u64)>>,
     /// Key -> end of its block (µs).
     blocks: HashMap<String, u64>,
+    /// Key -> (amount spent, when the counter expires, µs).
+    counters: HashMap<String, (u64, u64)>,
 }
 
 impl Local {
@@ -147,6 +149,58 @@ impl Local {
             }
         }
         started
+    }
+
+    /// spend.lua on this process: `None` when `amount` was added to every
+    /// counter, `Some(i)` when counter `i` has no room for it (nothing added).
+    pub(super) fn spend(&self, counters: &[super::Counter], amount: u64) -> Option<usize> {
+        let now = self.now();
+        let mut state = self.state();
+        if state.counters.len() >= SWEEP_AT {
+            state.counters.retain(|_, (_, expires)| *expires > now);
+        }
+        let used = |state: &State, key: &str| match state.counters.get(key) {
+            Some(&(used, expires)) if expires > now => used,
+            _ => 0,
+        };
+        if let Some(full) = counters
+            .iter()
+            .position(|c| used(&state, &c.key).saturating_add(amount) > c.limit)
+        {
+            return Some(full);
+        }
+        for c in counters {
+            let total = used(&state, &c.key) + amount;
+            let expires = now.saturating_add(u64::try_from(c.ttl.as_micros()).unwrap_or(u64::MAX));
+            state.counters.insert(c.key.clone(), (total, expires));
+        }
+        None
+    }
+
+    /// adjust.lua on this process: adds `delta` to the counters that still
+    /// exist, never below zero.
+    pub(super) fn adjust(&self, keys: &[String], delta: i64) {
+        let now = self.now();
+        let mut state = self.state();
+        for key in keys {
+            if let Some((used, expires)) = state.counters.get_mut(key)
+                && *expires > now
+            {
+                *used = used.saturating_add_signed(delta);
+            }
+        }
+    }
+
+    /// What each counter holds (0 for one that does not exist).
+    pub(super) fn read(&self, keys: &[String]) -> Vec<u64> {
+        let now = self.now();
+        let state = self.state();
+        keys.iter()
+            .map(|k| match state.counters.get(k) {
+                Some(&(used, expires)) if expires > now => used,
+                _ => 0,
+            })
+            .collect()
     }
 }
 
@@ -270,5 +324,29 @@ mod tests {
         assert!(l.gcra("b", SECOND, 1).allowed);
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(l.gcra("a", SECOND, 1).allowed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn counters_spend_all_or_none_and_expire() {
+        let l = Local::new();
+        let day = |key: &str, limit| super::super::Counter {
+            key: key.into(),
+            limit,
+            ttl: Duration::from_secs(60),
+        };
+        let both = [day("k", 100), day("a", 150)];
+        assert_eq!(l.spend(&both, 60), None);
+        // The key's counter has 40 left: nothing is spent on either.
+        assert_eq!(l.spend(&both, 50), Some(0));
+        assert_eq!(l.read(&["k".into(), "a".into()]), [60, 60]);
+        l.adjust(&["k".into(), "a".into()], -20);
+        assert_eq!(l.spend(&both, 60), None);
+        assert_eq!(l.read(&["k".into(), "a".into()]), [100, 100]);
+        assert_eq!(l.spend(&both, 1), Some(0));
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert_eq!(l.read(&["k".into()]), [0]);
+        // An expired counter is not brought back by an adjustment.
+        l.adjust(&["k".into()], 5);
+        assert_eq!(l.read(&["k".into()]), [0]);
     }
 }

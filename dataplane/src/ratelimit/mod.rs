@@ -6,7 +6,10 @@
 //!   per-principal request limits;
 //! - [`Limiter::reserve`] / [`Limiter::settle`]: attempts counted in a
 //!   sliding window *before* they are judged, failures that turn into a
-//!   timed block, for brute-force protection (see `auth::brute_force`).
+//!   timed block, for brute-force protection (see `auth::brute_force`);
+//! - [`Limiter::spend`] / [`Limiter::adjust`]: amounts taken from several
+//!   capped counters at once, all or none, then corrected, for the token
+//!   budgets (see `ai::budget`).
 //!
 //! With Redis, each primitive is one Lua script run atomically on the server,
 //! so N replicas spend one budget. Redis going away must neither fail
@@ -132,6 +135,17 @@ pub struct Unavailable {
     pub retry_after: Duration,
 }
 
+/// A capped counter [`Limiter::spend`] takes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counter {
+    /// Its key (in Redis, as it is).
+    pub key: String,
+    /// The most it may hold.
+    pub limit: u64,
+    /// How long it lives after it is last spent from.
+    pub ttl: Duration,
+}
+
 /// The limiter, cheap to clone.
 #[derive(Clone)]
 pub struct Limiter {
@@ -150,6 +164,8 @@ struct Remote {
     gcra: Script,
     reserve: Script,
     settle: Script,
+    spend: Script,
+    adjust: Script,
     /// `Instant` (as µs since `epoch`) until which Redis is not tried.
     down_until: AtomicU64,
     /// Whether the last call failed; logs only the transitions.
@@ -183,6 +199,8 @@ impl Limiter {
             gcra: Script::new(include_str!("gcra.lua")),
             reserve: Script::new(include_str!("reserve.lua")),
             settle: Script::new(include_str!("settle.lua")),
+            spend: Script::new(include_str!("spend.lua")),
+            adjust: Script::new(include_str!("adjust.lua")),
             down_until: AtomicU64::new(0),
             down: AtomicBool::new(false),
             epoch: Instant::now(),
@@ -331,6 +349,83 @@ impl Limiter {
             )
             .await?;
         Ok((blocked_ms > 0).then(|| Duration::from_millis(blocked_ms)))
+    }
+
+    /// Adds `amount` to every counter of `counters` if none would pass its
+    /// limit: `Ok(None)` when added, `Ok(Some(i))` when `counters[i]` has no
+    /// room for it (then nothing is added).
+    pub async fn spend(
+        &self,
+        counters: &[Counter],
+        amount: u64,
+    ) -> Result<Option<usize>, Unavailable> {
+        let full = self
+            .run(
+                |r| {
+                    let mut conn = r.conn.clone();
+                    let mut call = r.spend.prepare_invoke();
+                    for c in counters {
+                        call.key(&c.key);
+                    }
+                    call.arg(amount);
+                    for c in counters {
+                        call.arg(c.limit);
+                    }
+                    for c in counters {
+                        call.arg(u64::try_from(c.ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+                    }
+                    async move {
+                        let i: usize = call.invoke_async(&mut conn).await?;
+                        Ok(i.checked_sub(1))
+                    }
+                },
+                |l| l.spend(counters, amount),
+            )
+            .await?;
+        Ok(full)
+    }
+
+    /// Adds `delta` (negative: gives back) to the counters of `keys` that
+    /// still exist, none going below zero.
+    pub async fn adjust(&self, keys: &[String], delta: i64) -> Result<(), Unavailable> {
+        if delta == 0 {
+            return Ok(());
+        }
+        self.run(
+            |r| {
+                let mut conn = r.conn.clone();
+                let mut call = r.adjust.prepare_invoke();
+                for key in keys {
+                    call.key(key);
+                }
+                call.arg(delta);
+                async move { call.invoke_async::<()>(&mut conn).await }
+            },
+            |l| l.adjust(keys, delta),
+        )
+        .await
+    }
+
+    /// What each counter of `keys` holds (0 for one that does not exist).
+    pub async fn read(&self, keys: &[String]) -> Result<Vec<u64>, Unavailable> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.run(
+            |r| {
+                let mut conn = r.conn.clone();
+                let mut call = redis::cmd("MGET");
+                for key in keys {
+                    call.arg(key);
+                }
+                async move {
+                    let values: Vec<Option<u64>> = call.query_async(&mut conn).await?;
+                    Ok(values.into_iter().map(Option::unwrap_or_default).collect())
+                }
+            },
+            |l| l.read(keys),
+        )
+        .await
     }
 
     /// `redis` or `memory`, for health reports.

@@ -18,6 +18,7 @@ use utoipa::ToSchema;
 
 use crate::{
     ai::{
+        budget::BudgetError,
         generate::AiError,
         pipeline::{GenerationError, Generations, Kept, StreamEvent},
         validate::{GenerateRequest, validate},
@@ -38,6 +39,10 @@ pub struct Usage {
     pub prompt_tokens: Option<u32>,
     /// Tokens generated.
     pub completion_tokens: Option<u32>,
+    /// Whether the counts are SecureVault's estimate (about four bytes a
+    /// token) because the model server reported none; budgets are charged
+    /// these counts either way.
+    pub estimated: bool,
 }
 
 /// A generation's result.
@@ -75,10 +80,31 @@ impl From<&StoredGeneration> for GenerationResult {
             usage: Usage {
                 prompt_tokens: g.prompt_tokens,
                 completion_tokens: g.completion_tokens,
+                estimated: g.tokens_estimated,
             },
             duration_ms: g.duration_ms,
             error: g.error.clone(),
             created_at: rfc3339(s.created_at),
+        }
+    }
+}
+
+impl From<BudgetError> for ApiError {
+    fn from(e: BudgetError) -> Self {
+        match e {
+            BudgetError::Exceeded { ref budget, .. } => {
+                let retry = budget
+                    .resets_at
+                    .duration_since(SystemTime::now())
+                    .unwrap_or_default();
+                Self::BudgetExceeded {
+                    budget: budget.name,
+                    resets_at: budget.resets_at_rfc3339(),
+                    retry_after_secs: retry.as_secs().max(1),
+                    message: e.to_string(),
+                }
+            }
+            BudgetError::Unavailable(e) => e.into(),
         }
     }
 }
@@ -110,6 +136,7 @@ impl From<AiError> for ApiError {
     responses(
         (status = 200, description = "The generation (or an event stream)", body = GenerationResult),
         (status = 422, description = "A field is invalid", body = ErrorBody),
+        (status = 429, description = "A rate limit, or a token budget of the key or account (`token_budget_exceeded`, naming the budget and when it resets)", body = ErrorBody),
         (status = 502, description = "The model server failed", body = ErrorBody),
         (status = 503, description = "AI is not configured, or too many generations are in progress", body = ErrorBody),
         (status = 504, description = "The model server did not answer within AI_TIMEOUT_SECS", body = ErrorBody),
@@ -117,6 +144,7 @@ impl From<AiError> for ApiError {
 )]
 pub async fn generate_content(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     audit: audit::Context,
     headers: HeaderMap,
     ApiJson(request): ApiJson<GenerateRequest>,
@@ -129,15 +157,15 @@ pub async fn generate_content(
     let stream = request.stream || wants_events;
     let g = validate(request, &state.config.openai.models)?;
     if stream {
-        let (_, events) = generations.stream(audit, g).await?;
+        let (_, events) = generations.stream(caller, audit, g).await?;
         return Ok(sse(events));
     }
-    let kept = generations.complete(&audit, &g).await?;
-    Ok(Json(result_of(kept)).into_response())
+    let kept = generations.complete(&caller, &audit, &g).await?;
+    Ok(Json(GenerationResult::from(kept)).into_response())
 }
 
 /// The generation pipeline, or 503 when no model server is configured.
-pub(super) fn generations(state: &AppState) -> Result<Generations, ApiError> {
+pub(crate) fn generations(state: &AppState) -> Result<Generations, ApiError> {
     let Some(generator) = state.generator.clone() else {
         return Err(ApiError::Unavailable(
             "text generation is not configured (set OPENAI_BASE_URL, OPENAI_API_KEY or AI_UPSTREAMS)".into(),
@@ -147,6 +175,7 @@ pub(super) fn generations(state: &AppState) -> Result<Generations, ApiError> {
         generator,
         store: state.store.clone(),
         metrics: state.metrics.clone(),
+        budgets: state.budgets.clone(),
     })
 }
 
@@ -155,6 +184,7 @@ impl From<GenerationError> for ApiError {
         match e {
             GenerationError::Ai(e) => e.into(),
             GenerationError::Store(e) => e.into(),
+            GenerationError::Budget(e) => e.into(),
         }
     }
 }
@@ -185,25 +215,28 @@ pub async fn get_generation(
     Ok(Json(GenerationResult::from(&stored)))
 }
 
-fn result_of(kept: Kept) -> GenerationResult {
-    let Kept {
-        id,
-        completion: c,
-        elapsed,
-    } = kept;
-    GenerationResult {
-        id,
-        status: "succeeded".into(),
-        text: c.text,
-        model: c.model,
-        finish_reason: c.finish_reason,
-        usage: Usage {
-            prompt_tokens: c.prompt_tokens,
-            completion_tokens: c.completion_tokens,
-        },
-        duration_ms: elapsed.as_millis() as u64,
-        error: None,
-        created_at: rfc3339(crate::store::unix_millis(SystemTime::now())),
+impl From<Kept> for GenerationResult {
+    fn from(kept: Kept) -> Self {
+        let Kept {
+            id,
+            completion: c,
+            elapsed,
+        } = kept;
+        GenerationResult {
+            id,
+            status: "succeeded".into(),
+            text: c.text,
+            model: c.model,
+            finish_reason: c.finish_reason,
+            usage: Usage {
+                prompt_tokens: c.prompt_tokens,
+                completion_tokens: c.completion_tokens,
+                estimated: c.tokens_estimated,
+            },
+            duration_ms: elapsed.as_millis() as u64,
+            error: None,
+            created_at: rfc3339(crate::store::unix_millis(SystemTime::now())),
+        }
     }
 }
 
@@ -218,7 +251,7 @@ fn sse(events: mpsc::Receiver<StreamEvent>) -> Response {
                 .data(json!({ "text": piece }).to_string()),
             StreamEvent::Done(kept) => Event::default()
                 .event("done")
-                .data(serde_json::to_string(&result_of(kept)).unwrap_or_default()),
+                .data(serde_json::to_string(&GenerationResult::from(kept)).unwrap_or_default()),
             StreamEvent::Failed { id, error } => {
                 let message = error.to_string();
                 let api: ApiError = error.into();

@@ -14,6 +14,7 @@ pub mod openai;
 pub mod openapi;
 pub mod stats;
 pub mod suppressions;
+pub mod usage;
 pub mod users;
 
 use utoipa::{
@@ -101,7 +102,9 @@ pub fn api() -> Api {
     let generate = OpenApiRouter::new()
         .routes(routes!(ai::generate_content))
         .routes(routes!(openai::chat_completions));
-    let read_generation = OpenApiRouter::new().routes(routes!(ai::get_generation));
+    let read_generation = OpenApiRouter::new()
+        .routes(routes!(ai::get_generation))
+        .routes(routes!(usage::get_usage));
     let admin = OpenApiRouter::new()
         .routes(routes!(api_keys::create_key, api_keys::list_keys))
         .routes(routes!(api_keys::revoke_key))

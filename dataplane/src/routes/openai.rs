@@ -9,7 +9,7 @@
 use std::{convert::Infallible, time::SystemTime};
 
 use axum::{
-    Json,
+    Extension, Json,
     extract::State,
     response::{
         IntoResponse, Response,
@@ -31,6 +31,7 @@ use crate::{
     },
     app::AppState,
     audit,
+    auth::Principal,
     error::{ApiError, ErrorBody, invalid},
     extract::ApiJson,
 };
@@ -157,6 +158,7 @@ pub struct ChatUsage {
     responses(
         (status = 200, description = "The completion (or, with `stream`, chunks as server-sent events ending with `data: [DONE]`)", body = ChatCompletion),
         (status = 422, description = "A field is invalid or not supported", body = ErrorBody),
+        (status = 429, description = "A rate limit, or a token budget of the key or account (`token_budget_exceeded`, naming the budget and when it resets)", body = ErrorBody),
         (status = 502, description = "The model servers failed", body = ErrorBody),
         (status = 503, description = "AI is not configured, or too many generations are in progress", body = ErrorBody),
         (status = 504, description = "No model server answered within AI_TIMEOUT_SECS", body = ErrorBody),
@@ -164,6 +166,7 @@ pub struct ChatUsage {
 )]
 pub async fn chat_completions(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     audit: audit::Context,
     ApiJson(request): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
@@ -177,7 +180,7 @@ pub async fn chat_completions(
     let g = validate(native(request)?, &state.config.openai.models)?;
     let created = unix_seconds();
     if stream {
-        let (id, events) = generations.stream(audit, g.clone()).await?;
+        let (id, events) = generations.stream(caller, audit, g.clone()).await?;
         let chunks = Chunks {
             id: format!("chatcmpl-{id}"),
             created,
@@ -186,7 +189,7 @@ pub async fn chat_completions(
         };
         return Ok(sse(chunks, events));
     }
-    let kept = generations.complete(&audit, &g).await?;
+    let kept = generations.complete(&caller, &audit, &g).await?;
     let c = kept.completion;
     Ok(Json(ChatCompletion {
         id: format!("chatcmpl-{}", kept.id),
@@ -282,17 +285,31 @@ struct Chunks {
 }
 
 impl Chunks {
+    /// A chunk with one choice: a piece of the answer, or its end.
     fn chunk(&self, delta: serde_json::Value, finish_reason: Option<&str>) -> Event {
-        Event::default().data(
-            json!({
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-            })
-            .to_string(),
+        self.envelope(
+            json!([{"index": 0, "delta": delta, "finish_reason": finish_reason}]),
+            None,
         )
+    }
+
+    /// The chunk after the last, with no choice and the usage.
+    fn usage(&self, usage: Option<ChatUsage>) -> Event {
+        self.envelope(json!([]), Some(usage))
+    }
+
+    fn envelope(&self, choices: serde_json::Value, usage: Option<Option<ChatUsage>>) -> Event {
+        let mut chunk = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+        });
+        if let Some(usage) = usage {
+            chunk["usage"] = json!(usage);
+        }
+        Event::default().data(chunk.to_string())
     }
 }
 
@@ -323,19 +340,7 @@ fn sse(chunks: Chunks, events: mpsc::Receiver<StreamEvent>) -> Response {
                     Some(c.finish_reason.as_deref().unwrap_or("stop")),
                 )];
                 if chunks.usage_chunk {
-                    out.push(
-                        Event::default().data(
-                            json!({
-                                "id": chunks.id,
-                                "object": "chat.completion.chunk",
-                                "created": chunks.created,
-                                "model": chunks.model,
-                                "choices": [],
-                                "usage": usage(c),
-                            })
-                            .to_string(),
-                        ),
-                    );
+                    out.push(chunks.usage(usage(c)));
                 }
                 out.push(Event::default().data("[DONE]"));
                 let events = futures::stream::iter(out.into_iter().map(Ok::<_, Infallible>));

@@ -8,7 +8,7 @@ use sqlx::Row;
 
 use super::{
     AuditEntry, Store, StoreError,
-    group_commit::Accepted,
+    group_commit::{Accepted, Record},
     queue::{ClaimSql, claim_sql, int_column},
     stats::unix_millis,
     webhooks::insert_event,
@@ -298,14 +298,14 @@ impl Store {
             entry.target = Some(id.clone());
         }
         let accepted = Accepted {
-            email: EmailRow {
+            row: Record::Email(EmailRow {
                 id: id.clone(),
                 sealed,
                 idempotency_key: email.idempotency_key.clone(),
                 request_hash: email.request_hash.clone(),
                 now,
                 created_by: created_by.clone(),
-            },
+            }),
             // The audit entry commits with the email: never an accepted
             // email without its entry.
             audit,

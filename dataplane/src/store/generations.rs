@@ -5,7 +5,11 @@ use std::time::SystemTime;
 
 use sqlx::Row;
 
-use super::{AuditEntry, Store, StoreError, unix_millis};
+use super::{
+    AuditEntry, Store, StoreError,
+    group_commit::{Accepted, Record},
+    unix_millis,
+};
 
 /// A generation to record, finished or failed.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,6 +26,8 @@ pub struct NewGeneration {
     pub prompt_tokens: Option<u32>,
     /// Tokens generated.
     pub completion_tokens: Option<u32>,
+    /// Whether the counts are our estimate (the server reported none).
+    pub tokens_estimated: bool,
     /// How long it took, in milliseconds.
     pub duration_ms: u64,
     /// Why it failed, when it did.
@@ -43,21 +49,68 @@ pub struct StoredGeneration {
     pub created_by: Option<String>,
 }
 
+/// A generation's row, sealed and bound by [`Store::insert_generation`],
+/// written by the group commit.
+pub(super) struct GenerationRow {
+    id: String,
+    status: &'static str,
+    created_at: i64,
+    model: String,
+    messages: String,
+    output: Option<String>,
+    finish_reason: Option<String>,
+    prompt_tokens: Option<i64>,
+    completion_tokens: Option<i64>,
+    tokens_estimated: i32,
+    duration_ms: i64,
+    error: Option<String>,
+    created_by: Option<String>,
+    account: String,
+}
+
+impl GenerationRow {
+    /// `INSERT INTO generations`.
+    pub(super) fn insert(&self) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
+        sqlx::query(
+            "INSERT INTO generations (id, status, created_at, model, messages, output, \
+             finish_reason, prompt_tokens, completion_tokens, tokens_estimated, duration_ms, \
+             error, created_by, account_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(&self.id)
+        .bind(self.status)
+        .bind(self.created_at)
+        .bind(&self.model)
+        .bind(&self.messages)
+        .bind(&self.output)
+        .bind(&self.finish_reason)
+        .bind(self.prompt_tokens)
+        .bind(self.completion_tokens)
+        .bind(self.tokens_estimated)
+        .bind(self.duration_ms)
+        .bind(&self.error)
+        .bind(&self.created_by)
+        .bind(&self.account)
+    }
+}
+
 /// The columns every query returns, as a literal so queries stay `&'static str`.
 macro_rules! columns {
     () => {
         "id, status, created_at, model, messages, output, finish_reason, prompt_tokens, \
-         completion_tokens, duration_ms, error, created_by"
+         completion_tokens, tokens_estimated, duration_ms, error, created_by"
     };
 }
 
 impl Store {
-    /// Records `g` and returns its id; `audit`, when given, is appended in
-    /// the same transaction with the generation as its target.
+    /// Records `g`, charged to `account` (a `users.id`), and returns its
+    /// id; `audit`, when given, is appended in the same transaction with the
+    /// generation as its target.
     pub async fn insert_generation(
         &self,
         id: &str,
         g: &NewGeneration,
+        account: &str,
         now: SystemTime,
         audit: Option<AuditEntry>,
     ) -> Result<String, StoreError> {
@@ -69,32 +122,35 @@ impl Store {
         };
         let (messages, output) =
             self.seal_generation(&id, &g.messages.to_string(), g.output.as_deref())?;
-        let mut tx = self.writer.begin().await?;
-        sqlx::query(
-            "INSERT INTO generations (id, status, created_at, model, messages, output, \
-             finish_reason, prompt_tokens, completion_tokens, duration_ms, error, created_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(&id)
-        .bind(status)
-        .bind(unix_millis(now))
-        .bind(&g.model)
-        .bind(messages)
-        .bind(output)
-        .bind(&g.finish_reason)
-        .bind(g.prompt_tokens.map(i64::from))
-        .bind(g.completion_tokens.map(i64::from))
-        .bind(i64::try_from(g.duration_ms).unwrap_or(i64::MAX))
-        .bind(&g.error)
-        // The audit entry names who asked; it is the author too.
-        .bind(audit.as_ref().map(|a| a.actor.clone()))
-        .execute(&mut *tx)
-        .await?;
-        if let Some(mut entry) = audit {
+        let row = GenerationRow {
+            id: id.clone(),
+            status,
+            created_at: unix_millis(now),
+            model: g.model.clone(),
+            messages,
+            output,
+            finish_reason: g.finish_reason.clone(),
+            prompt_tokens: g.prompt_tokens.map(i64::from),
+            completion_tokens: g.completion_tokens.map(i64::from),
+            tokens_estimated: i32::from(g.tokens_estimated),
+            duration_ms: i64::try_from(g.duration_ms).unwrap_or(i64::MAX),
+            error: g.error.clone(),
+            // The audit entry names who asked; it is the author too.
+            created_by: audit.as_ref().map(|a| a.actor.clone()),
+            account: account.to_owned(),
+        };
+        let audit = audit.map(|mut entry| {
             entry.target = Some(id.clone());
-            super::audit::insert(&entry).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
+            entry
+        });
+        // With the emails' records, in the next group commit: the answer
+        // waits for the COMMIT that holds this generation and its entry.
+        self.accepted
+            .write(Accepted {
+                row: Record::Generation(row),
+                audit,
+            })
+            .await?;
         Ok(id)
     }
 
@@ -211,6 +267,7 @@ impl Store {
                 finish_reason: row.try_get("finish_reason")?,
                 prompt_tokens: tokens("prompt_tokens")?,
                 completion_tokens: tokens("completion_tokens")?,
+                tokens_estimated: row.try_get::<i32, _>("tokens_estimated")? != 0,
                 duration_ms: u64::try_from(duration_ms).unwrap_or(0),
                 error: row.try_get("error")?,
             },

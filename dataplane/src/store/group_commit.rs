@@ -1,37 +1,47 @@
-//! Group commit for accepted emails.
+//! Group commit for accepted emails and finished generations.
 //!
 //! An accepted email is two rows (the email and its `email.send` audit
-//! entry) that must commit together before the 202 leaves. Written one
+//! entry) that must commit together before the 202 leaves; a generation
+//! likewise (the generation and its `ai.generate` entry) before its answer. Written one
 //! email per transaction, every accept queued for SQLite's one writing
 //! connection, and each held it for four round trips to the thread that
 //! connection lives on (BEGIN, two INSERTs, COMMIT): under load the queue,
 //! not the work, set the accept latency (docs/benchmarks.md).
 //!
-//! Here one task owns the writes of accepted emails. It takes the first
-//! email that waits, then every other one already waiting (up to
-//! [`MAX_GROUP`]), and writes them all in one transaction. Nobody waits for
-//! a group to fill: a lone email is written at once, and under load the
-//! emails that queued during one commit share the next. Each email is
-//! answered only after the COMMIT that holds it, so "202 means stored" is
-//! unchanged. If a group fails, its emails are written again one per
-//! transaction, so a bad row costs only its own answer.
+//! Here one task owns these writes. It takes the first record that waits,
+//! then every other one already waiting (up to [`MAX_GROUP`]), and writes
+//! them all in one transaction. Nobody waits for a group to fill: a lone
+//! record is written at once, and under load the records that queued during
+//! one commit share the next. Each request is answered only after the
+//! COMMIT that holds its record, so "202 means stored" (and "an answer means
+//! its generation is in the history") is unchanged. If a group fails, its
+//! records are written again one per transaction, so a bad row costs only
+//! its own answer.
 
 use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{AuditEntry, StoreError};
 
-/// Most emails in one transaction.
+/// Most records in one transaction.
 const MAX_GROUP: usize = 64;
 /// Accepts that may wait for the writer task before senders wait to queue.
 const QUEUE: usize = 1024;
 
-/// One accepted email's rows.
+/// One record's rows.
 pub(super) struct Accepted {
-    /// `INSERT INTO emails`, bound.
-    pub(super) email: super::emails::EmailRow,
+    /// The email or generation.
+    pub(super) row: Record,
     /// Its audit entry, committed with it.
     pub(super) audit: Option<AuditEntry>,
+}
+
+/// What a record inserts.
+pub(super) enum Record {
+    /// `INSERT INTO emails`, bound.
+    Email(super::emails::EmailRow),
+    /// `INSERT INTO generations`, bound.
+    Generation(super::generations::GenerationRow),
 }
 
 type Waiting = (Accepted, oneshot::Sender<Result<(), StoreError>>);
@@ -74,13 +84,13 @@ async fn write_group(writer: &AnyPool, group: Vec<Waiting>) {
             Ok(()) => {
                 for (_, done) in group {
                     // The caller may have gone (its request was cancelled);
-                    // the email is stored all the same.
+                    // the record is stored all the same.
                     let _ = done.send(Ok(()));
                 }
                 return;
             }
             Err(e) => {
-                tracing::warn!(emails = group.len(), error = %e, "writing a group of accepted emails failed; writing them one by one");
+                tracing::warn!(records = group.len(), error = %e, "writing a group of emails and generations failed; writing them one by one");
             }
         }
     }
@@ -96,7 +106,10 @@ async fn insert_all<'a>(
 ) -> Result<(), StoreError> {
     let mut tx = writer.begin().await?;
     for a in accepted {
-        a.email.insert().execute(&mut *tx).await?;
+        match &a.row {
+            Record::Email(email) => email.insert().execute(&mut *tx).await?,
+            Record::Generation(generation) => generation.insert().execute(&mut *tx).await?,
+        };
         if let Some(entry) = &a.audit {
             super::audit::insert(entry).execute(&mut *tx).await?;
         }

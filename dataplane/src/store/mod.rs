@@ -18,6 +18,7 @@ mod retention;
 pub mod sealed;
 mod stats;
 mod suppressions;
+mod usage;
 mod webhooks;
 
 use std::{
@@ -43,6 +44,7 @@ pub use keys::Reencrypted;
 pub use retention::Retained;
 pub use stats::{KindStats, PeriodCounts, Stats, unix_millis};
 pub use suppressions::Suppression;
+pub use usage::{DAY_MS, UsageRow, UsageScope};
 pub use webhooks::StoredEvent;
 
 use crate::{
@@ -84,7 +86,7 @@ pub enum StoreError {
     /// A migration failed; the store is left at the last good version.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    /// The task that writes accepted emails is gone (the runtime is
+    /// The task that writes accepted emails and generations is gone (the runtime is
     /// shutting down).
     #[error("the store's writer has stopped")]
     WriterStopped,
@@ -111,7 +113,7 @@ pub struct Store {
     kind: DatabaseKind,
     /// Seals and opens what people wrote (see [`sealed`]).
     keys: std::sync::Arc<sealed::Keyring>,
-    /// Writes accepted emails in groups (see [`group_commit`]).
+    /// Writes accepted emails and finished generations in groups (see [`group_commit`]).
     accepted: group_commit::GroupCommit,
 }
 

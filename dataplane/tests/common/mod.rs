@@ -123,6 +123,24 @@ pub fn bearer(token: &str) -> reqwest::Client {
     client_with(headers)
 }
 
+/// Creates an API key `name` with `scopes` as the test administrator;
+/// returns its id and the key.
+pub async fn create_key(dp: &DataPlane, name: &str, scopes: &[&str]) -> (String, String) {
+    let r = authed(dp)
+        .await
+        .post(dp.url("/api/keys"))
+        .json(&serde_json::json!({ "name": name, "scopes": scopes }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    let body = json(r).await;
+    (
+        body["id"].as_str().unwrap().to_owned(),
+        body["key"].as_str().unwrap().to_owned(),
+    )
+}
+
 /// A client signed in as the test administrator of `dp`.
 pub async fn authed(dp: &DataPlane) -> reqwest::Client {
     bearer(&token(dp).await)

@@ -362,6 +362,7 @@ pub struct SmtpCredentialsRef {
 /// The OpenAI-compatible model server, and those to fall back on.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.fallbacks) || self.fallbacks.all(f, !has(f.models) || (has(self.models) && f.models.all(m, m in self.models)))").message("spec.ai.fallbacks[].models must be listed in spec.ai.models too: a request may name only the models there"))]
 pub struct AiSpec {
     /// Base URL, e.g. `https://api.openai.com/v1` or a local llama.cpp server.
     #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("spec.ai.baseUrl must start with http:// or https://"))]
@@ -369,6 +370,15 @@ pub struct AiSpec {
     /// Secret key holding the API key, when the server wants one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_secret_ref: Option<SecretKeyRef>,
+    /// The models a request may name, the first being the default for a
+    /// request that names none [default: the data plane's, `gpt-4o-mini`].
+    /// `baseUrl`'s server is asked for any of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 32),
+        inner(regex(pattern = r"^[A-Za-z0-9._:/@-]{1,128}$"))
+    )]
+    pub models: Option<Vec<String>>,
     /// Servers tried in this order after `baseUrl` (named `primary` among
     /// them) when it fails: a connection error, a 5xx, a 429 or its
     /// timeout, within the request's one deadline and never once a stream
@@ -377,6 +387,34 @@ pub struct AiSpec {
     #[x_kube(validation = Rule::new("self.all(f, self.exists_one(g, g.name == f.name))").message("spec.ai.fallbacks: each name must be used once"))]
     #[schemars(length(max = 8))]
     pub fallbacks: Option<Vec<AiFallbackSpec>>,
+    /// Tokens (prompt and completion) each API key and each account may use
+    /// per UTC day and month; a request that could pass one answers 429
+    /// `token_budget_exceeded`. Shared by the replicas through Redis
+    /// (`spec.redis`); without it each pod counts on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budgets: Option<AiBudgetsSpec>,
+}
+
+/// Token budgets; an unset field is no budget.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AiBudgetsSpec {
+    /// Per API key and UTC day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000_000_000_i64))]
+    pub key_daily_tokens: Option<i64>,
+    /// Per API key and UTC month.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000_000_000_i64))]
+    pub key_monthly_tokens: Option<i64>,
+    /// Per account (its sessions and every key acting for it) and UTC day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000_000_000_i64))]
+    pub account_daily_tokens: Option<i64>,
+    /// Per account and UTC month.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000_000_000_i64))]
+    pub account_monthly_tokens: Option<i64>,
 }
 
 /// One more model server.
@@ -394,6 +432,14 @@ pub struct AiFallbackSpec {
     /// Secret key holding its API key, when it wants one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_secret_ref: Option<SecretKeyRef>,
+    /// The models it serves, among `spec.ai.models`; a request for another
+    /// skips it [default: all].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 32),
+        inner(regex(pattern = r"^[A-Za-z0-9._:/@-]{1,128}$"))
+    )]
+    pub models: Option<Vec<String>>,
     /// Seconds one attempt on it may take [default: the request's whole
     /// deadline].
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -12,20 +12,20 @@ use std::collections::HashMap;
 use axum::{
     Extension,
     extract::{Query, State},
-    http::{HeaderMap, StatusCode},
+    http::StatusCode,
     response::Response,
 };
 use maud::{Markup, html};
 use serde::Deserialize;
 
 use crate::{
-    ai::validate::GenerateRequest,
+    ai::validate::{GenerateRequest, validate},
     app::AppState,
     audit,
     console::{form::CsrfForm, guard::Viewer, layout},
     error::ApiError,
     middleware::auth::{Access, spend},
-    routes::ai::{GenerationResult, generate_content},
+    routes::ai::{GenerationResult, generations},
     store::StoredGeneration,
 };
 
@@ -91,18 +91,11 @@ async fn run(
         model: None,
         stream: false,
     };
-    let res = generate_content(
-        State(state.clone()),
-        audit,
-        HeaderMap::new(),
-        crate::extract::ApiJson(request),
-    )
-    .await?;
-    let bytes = axum::body::to_bytes(res.into_body(), 4 << 20)
-        .await
-        .map_err(|e| ApiError::Internal(format!("reading a generation: {e}")))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::Internal(format!("reading a generation: {e}")))
+    let g = validate(request, &state.config.openai.models)?;
+    let kept = generations(state)?
+        .complete(&viewer.principal, &audit, &g)
+        .await?;
+    Ok(GenerationResult::from(kept))
 }
 
 async fn render(

@@ -7,4 +7,5 @@ pub mod keys;
 pub mod login;
 pub mod overview;
 pub mod suppressions;
+pub mod usage;
 pub mod users;

@@ -1,0 +1,258 @@
+//! Token budgets per API key and per account, and the usage report, against
+//! a real model server (llama.cpp's server running SmolLM2-135M), a real
+//! Redis holding the budgets, and a real PostgreSQL shared by two replicas.
+
+// Test support below the tests: a failure is a failed test, so panicking is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::SystemTime;
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use testkit::{LlamaServer, Postgres, Redis};
+
+/// Every request of these tests: a short prompt, a few tokens.
+fn ask() -> Value {
+    json!({"prompt": "Say hi", "max_tokens": 8, "temperature": 0})
+}
+
+/// What SecureVault reserves for [`ask`] before it runs (ai::budget::ceiling:
+/// the prompt's 6 bytes, 8 for its role markers, 64 for the chat template,
+/// and max_tokens).
+const CEILING: u64 = 6 + 8 + 64 + 8;
+
+fn with_ai<'a>(llama_url: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut env = vec![
+        ("OPENAI_BASE_URL", llama_url),
+        ("OPENAI_MODEL", testkit::llama::MODEL),
+        ("RATE_LIMIT_AI", "100000/1m"),
+        ("RATE_LIMIT_API", "100000/1m"),
+    ];
+    env.extend_from_slice(extra);
+    env
+}
+
+/// Generates until a 429; returns the tokens charged for each success and
+/// the refusal's body and `Retry-After`.
+async fn spend_until_refused(
+    client: &reqwest::Client,
+    dp: &DataPlane,
+) -> (Vec<u64>, Value, Option<String>) {
+    let mut charged = Vec::new();
+    loop {
+        let r = client
+            .post(dp.url("/api/generate-content"))
+            .json(&ask())
+            .send()
+            .await
+            .unwrap();
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            let retry = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            return (charged, json(r).await, retry);
+        }
+        assert_eq!(r.status(), StatusCode::OK);
+        let body = json(r).await;
+        assert_eq!(body["usage"]["estimated"], false, "llama.cpp reports usage");
+        let tokens = body["usage"]["prompt_tokens"].as_u64().unwrap()
+            + body["usage"]["completion_tokens"].as_u64().unwrap();
+        assert!(
+            tokens <= CEILING,
+            "a generation cost {tokens} tokens, more than its reservation of {CEILING}"
+        );
+        charged.push(tokens);
+    }
+}
+
+/// The next UTC midnight, as `resets_at` gives it.
+fn next_midnight() -> String {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let midnight =
+        SystemTime::UNIX_EPOCH + std::time::Duration::from_secs((now / 86_400 + 1) * 86_400);
+    humantime::format_rfc3339_millis(midnight).to_string()
+}
+
+#[tokio::test]
+async fn two_replicas_on_one_redis_let_exactly_the_key_s_daily_budget_pass() {
+    let llama = LlamaServer::start().unwrap();
+    let redis = Redis::start().unwrap();
+    let pg = Postgres::start().unwrap();
+    let db = pg.create_database("budgets").unwrap();
+    let base = llama.base_url();
+    let redis_url = redis.url();
+    const BUDGET: u64 = 1_000;
+    let budget = BUDGET.to_string();
+    let env = with_ai(
+        &base,
+        &[
+            ("DATABASE_URL", &db),
+            ("REDIS_URL", &redis_url),
+            ("AI_BUDGET_KEY_DAILY_TOKENS", &budget),
+        ],
+    );
+    let a = start(&env);
+    let b = start(&env);
+    let admin = authed(&a).await;
+    let (key_id, key) = create_key(&a, "team-a", &["ai"]).await;
+    let machine = bearer(&key);
+
+    // Six clients, three on each replica, spend the one budget at once.
+    let runs = futures::future::join_all((0..6).map(|i| {
+        let (machine, dp) = (machine.clone(), if i % 2 == 0 { &a } else { &b });
+        async move { spend_until_refused(&machine, dp).await }
+    }))
+    .await;
+    // A refusal while others held reservations may have left room: spend
+    // it alone, so what is left is less than one request's reservation.
+    let (rest, refusal, retry_after) = spend_until_refused(&machine, &b).await;
+    let charged: u64 = runs.iter().flat_map(|r| &r.0).chain(&rest).sum();
+    let successes = runs.iter().map(|r| r.0.len()).sum::<usize>() + rest.len();
+    assert!(
+        successes >= 2,
+        "both replicas generated ({successes} successes)"
+    );
+    assert!(
+        charged <= BUDGET,
+        "the replicas together spent {charged} tokens of a {BUDGET}-token budget"
+    );
+    assert!(
+        BUDGET - charged < CEILING,
+        "{} tokens were left unspent, room for another request of {CEILING}",
+        BUDGET - charged
+    );
+
+    // The refusal names the budget, what is left and when it resets.
+    assert_eq!(refusal["error"]["code"], "token_budget_exceeded");
+    assert_eq!(refusal["error"]["budget"], "key_daily");
+    assert_eq!(refusal["error"]["resets_at"], next_midnight().as_str());
+    let message = refusal["error"]["message"].as_str().unwrap();
+    let left = format!("{} of {BUDGET} tokens are left", BUDGET - charged);
+    assert!(message.contains(&left), "{message}");
+    assert!(retry_after.unwrap().parse::<u64>().unwrap() >= 1);
+
+    // Both replicas agree on what was spent (the budget's counter in Redis)
+    // and on what the history holds (PostgreSQL).
+    for dp in [&a, &b] {
+        let usage = json(machine.get(dp.url("/api/usage")).send().await.unwrap()).await;
+        assert_eq!(usage["budgets"][0]["budget"], "key_daily");
+        assert_eq!(usage["budgets"][0]["used"], charged);
+        assert_eq!(usage["budgets"][0]["remaining"], BUDGET - charged);
+        // One entry a day (two if the run crossed midnight UTC).
+        let entries = usage["entries"].as_array().unwrap();
+        for e in entries {
+            assert_eq!(e["credential"], format!("key:{key_id}").as_str(), "{usage}");
+            assert_eq!(e["key_name"], "team-a");
+        }
+        let total = |field: &str| {
+            entries
+                .iter()
+                .map(|e| e[field].as_u64().unwrap())
+                .sum::<u64>()
+        };
+        assert_eq!(total("requests"), successes as u64);
+        assert_eq!(total("total_tokens"), charged);
+    }
+
+    // Another key has a budget of its own; the administrator's session has
+    // no key budget at all.
+    let (_, other) = create_key(&a, "team-b", &["ai"]).await;
+    let r = bearer(&other)
+        .post(b.url("/api/generate-content"))
+        .json(&ask())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = admin
+        .post(a.url("/api/generate-content"))
+        .json(&ask())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_account_s_budget_covers_its_sessions_and_keys_and_usage_is_its_own() {
+    let llama = LlamaServer::start().unwrap();
+    let base = llama.base_url();
+    // Room for about four requests a month per account.
+    let dp = start(&with_ai(
+        &base,
+        &[("AI_BUDGET_ACCOUNT_MONTHLY_TOKENS", "400")],
+    ));
+    let admin = authed(&dp).await;
+    let alice = member(&dp, "alice").await;
+    // A key acts for the account of the administrator who made it.
+    let (_, key) = create_key(&dp, "admin-script", &["ai"]).await;
+    let admin_key = bearer(&key);
+    let generate = |client: &reqwest::Client| {
+        let request = client.post(dp.url("/api/generate-content")).json(&ask());
+        async move { request.send().await.unwrap().status() }
+    };
+
+    // The administrator's session and key draw on one budget.
+    assert_eq!(generate(&admin).await, StatusCode::OK);
+    let (by_key, refusal, _) = spend_until_refused(&admin_key, &dp).await;
+    assert!(!by_key.is_empty());
+    assert_eq!(refusal["error"]["budget"], "account_monthly");
+    assert_eq!(generate(&admin).await, StatusCode::TOO_MANY_REQUESTS);
+    // Alice's account is untouched.
+    assert_eq!(generate(&alice).await, StatusCode::OK);
+
+    // Alice sees her usage; the key its own; the administrator everyone's.
+    let credentials = |usage: &Value| -> Vec<String> {
+        let mut c: Vec<String> = usage["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["credential"].as_str().unwrap().to_owned())
+            .collect();
+        c.sort();
+        c.dedup();
+        c
+    };
+    let usage = |client: &reqwest::Client, query: &str| {
+        let request = client.get(dp.url(&format!("/api/usage{query}")));
+        async move { request.send().await.unwrap() }
+    };
+    let hers = json(usage(&alice, "").await).await;
+    assert_eq!(credentials(&hers).len(), 1, "{hers}");
+    assert!(credentials(&hers)[0].starts_with("user:"));
+    assert_eq!(hers["budgets"][0]["budget"], "account_monthly");
+    let alice_id = hers["entries"][0]["account"].as_str().unwrap().to_owned();
+    let keys_own = json(usage(&admin_key, "").await).await;
+    assert_eq!(credentials(&keys_own).len(), 1, "{keys_own}");
+    assert!(credentials(&keys_own)[0].starts_with("key:"));
+    assert!(keys_own["budgets"][0]["remaining"].as_u64().unwrap() < CEILING);
+    let everyone = json(usage(&admin, "").await).await;
+    assert_eq!(credentials(&everyone).len(), 3, "{everyone}");
+    let filtered = json(usage(&admin, &format!("?account={alice_id}")).await).await;
+    assert_eq!(credentials(&filtered), credentials(&hers));
+    // Another account's usage is the administrators' to see.
+    let other = everyone["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|e| e["account"].as_str().filter(|a| *a != alice_id))
+        .unwrap()
+        .to_owned();
+    let r = usage(&alice, &format!("?account={other}")).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // Days are checked, and the field named.
+    let r = usage(&alice, "?from=2026-12-40").await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(json(r).await["error"]["field"], "from");
+    let r = usage(&alice, "?from=2026-12-07&to=2026-12-01").await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let r = usage(&alice, "?from=2024-01-01&to=2026-01-01").await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}
