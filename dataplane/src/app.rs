@@ -36,9 +36,33 @@ use crate::{
     telemetry::Metrics,
 };
 
-/// What every handler can reach; cheap to clone (all handles are shared).
+/// What every handler can reach: one shared [`Services`].
+///
+/// One `Arc`, not the services side by side: axum clones the state into
+/// every layer and handler a request passes, and cloning a dozen handles
+/// (each an atomic increment, and a decrement on drop, on cache lines both
+/// cores fight over) was 14 % of the CPU a `GET /api/health` took under
+/// load (docs/benchmarks.md, "AI gateway at load").
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    /// The state of a serving process.
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The services a request may use; reached through [`AppState`].
+pub struct Services {
     /// The validated configuration.
     pub config: Arc<Config>,
     /// The SQL store.

@@ -8,7 +8,7 @@ use tokio::{net::TcpListener, signal::unix::SignalKind, sync::Notify};
 
 use crate::{
     ai::{self, generate::Generator},
-    app::{AppState, app},
+    app::{AppState, Services, app},
     audit,
     auth::{self, Auth, AuthError, passwords::Passwords},
     backup::{Destination, DestinationError, Plan, schedule},
@@ -287,7 +287,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     }
 
     let budgets = crate::ai::budget::Budgets::new(limiter.clone(), config.openai.budgets);
-    let state = AppState {
+    let state = AppState::new(Services {
         config: Arc::new(config),
         store: store.clone(),
         cache,
@@ -301,7 +301,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         limiter,
         tls: certificates.clone(),
         health,
-    };
+    });
     let signals = tokio::spawn(wait_for_signal(trigger));
     let limits = state.config.connections;
     let metrics = state.metrics.clone();
