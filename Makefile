@@ -130,11 +130,12 @@ security: ## cargo-deny (licences, bans, sources; advisories with a local RustSe
 	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/setup/security.sh
 
 .PHONY: benchmark
-benchmark: ## Load-test the data plane with wrk, email into mailpit end to end, AI beside LiteLLM, an authenticated route with Redis and without, logins under 32 clients, HTTPS against HTTP, backup to and restore from a SeaweedFS bucket with 100,000 emails, the web console with 100,000 emails, then the operator with 500 SecureVaults and managed upgrades on the kwok cluster, then real pods on the real node (as root); each adds a dated row to docs/benchmarks.md
+benchmark: ## Load-test the data plane with wrk, email into mailpit end to end, AI beside LiteLLM, the AI gateway at 1,000 and 2,000 requests/s against an instant upstream beside LiteLLM (vegeta), an authenticated route with Redis and without, logins under 32 clients, HTTPS against HTTP, backup to and restore from a SeaweedFS bucket with 100,000 emails, the web console with 100,000 emails, then the operator with 500 SecureVaults and managed upgrades on the kwok cluster, then real pods on the real node (as root); each adds a dated row to docs/benchmarks.md
 	@tests/setup/debian-packages.sh $(BENCH_PACKAGES)
 	tests/bench/benchmark.sh
 	tests/bench/email-benchmark.sh
 	tests/bench/ai-benchmark.sh
+	tests/bench/gateway-benchmark.sh
 	tests/bench/auth-benchmark.sh
 	tests/bench/login-benchmark.sh
 	tests/bench/tls-benchmark.sh

@@ -28,15 +28,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 source tests/bench/lib.sh
 TABLE_HEADER='| Date (UTC) | Machine | Revision | direct median ms |'
 
-die() {
-  echo "ai-benchmark: $*" >&2
-  for log in "${TMP:-}"/*.log; do
-    [ -s "$log" ] || continue
-    echo "--- last lines of $log ---" >&2
-    tail -n 15 "$log" >&2
-  done
-  exit 1
-}
 grep -qF "$TABLE_HEADER" "$RESULTS" || die "$RESULTS lacks the AI table ($TABLE_HEADER ...)"
 
 REVISION=$(bench_revision)

@@ -68,6 +68,20 @@ insert_row() { # HEADER ROW
   rm -f "$out"
 }
 
+# Fails naming the script and what went wrong, after the last lines of every
+# log of the run ($TMP/*.log), so a server that did not start says why.
+# Scripts that need less (or more) define their own `die` after sourcing this.
+die() {
+  echo "$(basename "$0" .sh): $*" >&2
+  local log
+  for log in "${TMP:-}"/*.log; do
+    [ -s "$log" ] || continue
+    echo "--- last lines of $log ---" >&2
+    tail -n 15 "$log" >&2
+  done
+  exit 1
+}
+
 # A scratch directory for one run, and the servers it starts (`PIDS+=($!)`):
 # whatever happens (success, failure, Ctrl-C) the servers get SIGTERM and the
 # directory goes, so no stray server holds a port or eats CPU.

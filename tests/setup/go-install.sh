@@ -36,7 +36,11 @@ if ! ok; then
   tmp=$(mktemp -d "$DIR/.build.XXXXXX")
   trap 'rm -rf "$tmp"' EXIT
   GOBIN=$tmp go install -trimpath -ldflags "-s -w" "$PACKAGE@$VERSION" >&2
-  mv "$tmp/$(basename "$PACKAGE")" "$BIN"
+  # go names the binary after the package path's last element, or the one
+  # before a major-version suffix (github.com/tsenart/vegeta/v12: vegeta).
+  built=$(basename "$PACKAGE")
+  if [[ $built =~ ^v[0-9]+$ ]]; then built=$(basename "$(dirname "$PACKAGE")"); fi
+  mv "$tmp/$built" "$BIN"
   ok || {
     echo "go-install.sh: the $NAME built does not record $MODULE $VERSION" >&2
     exit 1
