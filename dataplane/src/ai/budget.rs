@@ -90,7 +90,7 @@ pub struct Hold {
 pub enum BudgetError {
     /// A budget has no room for the request's ceiling.
     #[error(
-        "the {} token budget has no room for this request: {left} of {} tokens are left this {}, and it may use up to {needed} (its prompt and max_tokens; a lower max_tokens needs less); it resets at {}",
+        "the {} token budget has no room for this request: {left} of {} tokens are left {}, and it may use up to {needed} (its prompt and max_tokens; a lower max_tokens needs less); it resets at {}",
         budget.name,
         budget.limit,
         period_word(budget.name),
@@ -283,9 +283,9 @@ fn period_of(period: Period, now: SystemTime) -> (String, SystemTime) {
 
 fn period_word(name: &str) -> &'static str {
     if name.ends_with("daily") {
-        "day"
+        "today"
     } else {
-        "month"
+        "this month"
     }
 }
 
@@ -400,7 +400,7 @@ mod tests {
         let err = budgets.reserve(&who, 80, now).await.expect_err("no room");
         assert_eq!(
             err.to_string(),
-            "the key_daily token budget has no room for this request: 70 of 100 tokens are left this day, and it may use up to 80 (its prompt and max_tokens; a lower max_tokens needs less); it resets at 2026-12-08T00:00:00.000Z"
+            "the key_daily token budget has no room for this request: 70 of 100 tokens are left today, and it may use up to 80 (its prompt and max_tokens; a lower max_tokens needs less); it resets at 2026-12-08T00:00:00.000Z"
         );
         // A refusal spends nothing: what is left still fits.
         let hold = budgets.reserve(&who, 70, now).await.expect("room");
