@@ -97,11 +97,9 @@ l = r["latencies"]
 print("%.2f %.2f %.0f %.4f" % (l["50th"] / 1e6, l["99th"] / 1e6, r["throughput"], r["success"]))'
 }
 # Warm each path (connections, caches, the JIT-less Python's imports).
-for rate in 100; do
-  attack direct "http://127.0.0.1:$UPSTREAM_PORT/v1/chat/completions" none "$rate" >/dev/null
-  attack securevault "http://$SV_ADDR/v1/chat/completions" "$SV_KEY" "$rate" >/dev/null
-  attack litellm "http://127.0.0.1:$LITELLM_PORT/v1/chat/completions" "$LITELLM_KEY" "$rate" >/dev/null
-done
+attack direct "http://127.0.0.1:$UPSTREAM_PORT/v1/chat/completions" none 100 >/dev/null
+attack securevault "http://$SV_ADDR/v1/chat/completions" "$SV_KEY" 100 >/dev/null
+attack litellm "http://127.0.0.1:$LITELLM_PORT/v1/chat/completions" "$LITELLM_KEY" 100 >/dev/null
 
 MACHINE=$(bench_machine)
 DATE=$(date -u '+%Y-%m-%d %H:%M')

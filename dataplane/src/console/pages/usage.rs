@@ -103,8 +103,10 @@ fn budget_label(name: &str) -> String {
 
 /// Prompt and completion tokens stacked, one bar per day of the range.
 fn daily_chart(usage: &UsageReport) -> maud::Markup {
-    let first = first_day(&usage.from);
-    let days = usize::try_from(first_day(&usage.to) - first + 1).unwrap_or(0);
+    // The report's own days, so they always parse.
+    let day = |label: &str| parse_day(label, "day").unwrap_or(0);
+    let first = day(&usage.from);
+    let days = usize::try_from(day(&usage.to) - first + 1).unwrap_or(0);
     let labels: Vec<String> = (0..days).map(|d| day_label(first + d as i64)).collect();
     let (mut prompt, mut completion) = (vec![0; days], vec![0; days]);
     for e in &usage.entries {
@@ -130,11 +132,6 @@ fn daily_chart(usage: &UsageReport) -> maud::Markup {
             },
         ],
     )
-}
-
-/// Days since the epoch of a `YYYY-MM-DD` the report printed.
-fn first_day(label: &str) -> i64 {
-    parse_day(label, "day").unwrap_or(0)
 }
 
 /// The range's entries added up per account, credential and model.
