@@ -256,3 +256,140 @@ async fn an_account_s_budget_covers_its_sessions_and_keys_and_usage_is_its_own()
     let r = usage(&alice, "?from=2024-01-01&to=2026-01-01").await;
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+#[tokio::test]
+async fn a_key_s_own_budget_replaces_the_default_and_an_administrator_changes_it() {
+    let llama = LlamaServer::start().unwrap();
+    let base = llama.base_url();
+    // The default leaves room for about a hundred requests a day.
+    let dp = start(&with_ai(&base, &[("AI_BUDGET_KEY_DAILY_TOKENS", "10000")]));
+    let admin = authed(&dp).await;
+    let created = admin
+        .post(dp.url("/api/keys"))
+        .json(&json!({"name": "trial", "scopes": ["ai"], "budget": {"daily_tokens": 200}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created = json(created).await;
+    assert_eq!(
+        created["budget"],
+        json!({"daily_tokens": 200, "monthly_tokens": null})
+    );
+    let id = created["id"].as_str().unwrap().to_owned();
+    let trial = bearer(created["key"].as_str().unwrap());
+
+    // The key's own 200 tokens hold, not the default's 10,000.
+    let (charged, refusal, _) = spend_until_refused(&trial, &dp).await;
+    assert!(!charged.is_empty());
+    assert!(charged.iter().sum::<u64>() <= 200);
+    assert_eq!(refusal["error"]["budget"], "key_daily");
+    let message = refusal["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("of 200 tokens are left today"),
+        "{message}"
+    );
+    let usage = json(trial.get(dp.url("/api/usage")).send().await.unwrap()).await;
+    assert_eq!(usage["budgets"][0]["limit"], 200, "{usage}");
+    // A key without a budget of its own has the default.
+    let (_, other) = create_key(&dp, "batch", &["ai"]).await;
+    let usage = json(
+        bearer(&other)
+            .get(dp.url("/api/usage"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(usage["budgets"][0]["limit"], 10_000, "{usage}");
+
+    // Raised, it lets the key go on at once; what it spent still counts.
+    let budget = |body: Value| {
+        admin
+            .put(dp.url(&format!("/api/keys/{id}/budget")))
+            .json(&body)
+            .send()
+    };
+    let r = budget(json!({"daily_tokens": 400})).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(json(r).await["budget"]["daily_tokens"], 400);
+    let (more, refusal, _) = spend_until_refused(&trial, &dp).await;
+    assert!(!more.is_empty());
+    assert!(charged.iter().chain(&more).sum::<u64>() <= 400);
+    assert!(
+        refusal["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("of 400 tokens")
+    );
+    // Cleared, the default holds again.
+    let r = budget(json!({})).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = trial
+        .post(dp.url("/api/generate-content"))
+        .json(&ask())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // The list shows it, and the audit log says who changed it.
+    let keys = json(admin.get(dp.url("/api/keys")).send().await.unwrap()).await;
+    let listed = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(
+        listed["budget"],
+        json!({"daily_tokens": null, "monthly_tokens": null})
+    );
+    let audit = json(
+        admin
+            .get(dp.url("/api/audit?action=api_key.budget"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let mut details: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["detail"].as_str().unwrap())
+        .collect();
+    details.sort_unstable();
+    assert_eq!(
+        details,
+        ["\"trial\": 400 tokens/day", "\"trial\": the defaults"],
+        "{audit}"
+    );
+
+    // Bad figures are refused, naming the field; a key needs to exist; and
+    // only administrators set budgets.
+    let r = budget(json!({"daily_tokens": 0})).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(json(r).await["error"]["field"], "daily_tokens");
+    let r = admin
+        .post(dp.url("/api/keys"))
+        .json(&json!({"name": "x", "scopes": ["ai"], "budget": {"monthly_tokens": 2_000_000_000_000_u64}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(json(r).await["error"]["field"], "budget.monthly_tokens");
+    let r = admin
+        .put(dp.url("/api/keys/no-such-key/budget"))
+        .json(&json!({"daily_tokens": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = trial
+        .put(dp.url(&format!("/api/keys/{id}/budget")))
+        .json(&json!({"daily_tokens": 1_000_000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+}

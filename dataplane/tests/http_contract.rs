@@ -206,6 +206,7 @@ async fn the_openapi_document_lists_exactly_the_routes_that_answer() {
             ("POST", "/api/suppressions"),
             ("POST", "/api/users"),
             ("POST", "/v1/chat/completions"),
+            ("PUT", "/api/keys/{id}/budget"),
         ]
         .map(|(m, p)| (m.to_owned(), p.to_owned()))
     );

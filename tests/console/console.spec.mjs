@@ -85,7 +85,7 @@ const UI = {
   },
   generations: { prompt: 'Prompt', submit: 'Generate', answer: '#answer' },
   // A row's button may name its row to a screen reader ("Revoke ci-key").
-  keys: { name: 'Name', scope: 'email', submit: 'Create key', newKey: 'code#new-key', revoke: /^Revoke\b/ },
+  keys: { name: 'Name', scope: 'email', daily: 'Tokens per day', submit: 'Create key', newKey: 'code#new-key', revoke: /^Revoke\b/ },
   users: {
     user: 'User name',
     password: 'Password',
@@ -509,12 +509,13 @@ step('the right password signs in to the Overview', async () => {
   await checkPage(browser, admin, 'overview');
 });
 
-step('an API key created in the console (scope email) is shown once', async () => {
+step('an API key created in the console (scope email, a daily token budget) is shown once', async () => {
   const { page } = admin;
   await navigate(page, 'keys');
   state.keyName = `browser-key-${RUN}`;
   await page.getByLabel(UI.keys.name, { exact: true }).fill(state.keyName);
   await page.getByRole('checkbox', named(UI.keys.scope)).check();
+  await page.getByLabel(UI.keys.daily, { exact: true }).fill('5000');
   await page.getByRole('button', named(UI.keys.submit)).click();
   await page.waitForLoadState('load');
   await expectHeading(page, UI.headings.keys);
@@ -523,6 +524,8 @@ step('an API key created in the console (scope email) is shown once', async () =
   state.key = ((await shown.textContent()) ?? '').trim();
   assert.ok(state.key.length >= 20, `<code id="new-key"> holds "${state.key}", not a key`);
   assert.ok((await row(page, state.keyName).count()) >= 1, `no table row names the key "${state.keyName}":\n        ${await tableText(page)}`);
+  const budget = (await row(page, state.keyName).first().textContent()) ?? '';
+  assert.ok(budget.includes('5000/day, default/month'), `the key's row does not show its budget: ${budget}`);
   await checkPage(browser, admin, 'api-keys');
 
   await navigate(page, 'keys');

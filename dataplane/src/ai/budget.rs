@@ -123,18 +123,29 @@ impl Budgets {
     }
 
     /// The budgets that apply to `who` at `now`: the key's for a request
-    /// made with an API key, the account's for every request.
+    /// made with an API key (its own where it has them, the configured
+    /// defaults otherwise), the account's for every request.
     pub fn applying(&self, who: &Principal, now: SystemTime) -> Vec<Applied> {
         let c = &self.config;
-        let by_key = matches!(who.via, Credential::ApiKey { .. });
+        let key = match &who.via {
+            Credential::ApiKey { budget, .. } => Some(budget),
+            Credential::Session { .. } => None,
+        };
         [
-            (Holder::Key, Period::Day, c.key_daily),
-            (Holder::Key, Period::Month, c.key_monthly),
+            (
+                Holder::Key,
+                Period::Day,
+                key.and_then(|b| b.daily.or(c.key_daily)),
+            ),
+            (
+                Holder::Key,
+                Period::Month,
+                key.and_then(|b| b.monthly.or(c.key_monthly)),
+            ),
             (Holder::Account, Period::Day, c.account_daily),
             (Holder::Account, Period::Month, c.account_monthly),
         ]
         .into_iter()
-        .filter(|(holder, _, _)| by_key || *holder == Holder::Account)
         .filter_map(|(holder, period, limit)| {
             let limit = limit?;
             let (label, resets_at) = period_of(period, now);
@@ -303,7 +314,10 @@ impl Applied {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ai::validate::{Message, Role};
+    use crate::{
+        ai::validate::{Message, Role},
+        store::TokenBudget,
+    };
 
     fn at(text: &str) -> SystemTime {
         SystemTime::from(text.parse::<Timestamp>().expect("a timestamp"))
@@ -346,7 +360,13 @@ mod tests {
             },
         );
         let now = at("2026-12-07T10:00:00Z");
-        let by_key = budgets.applying(&principal(Credential::ApiKey { expires_at: None }), now);
+        let by_key = budgets.applying(
+            &principal(Credential::ApiKey {
+                expires_at: None,
+                budget: TokenBudget::default(),
+            }),
+            now,
+        );
         let names: Vec<_> = by_key.iter().map(|a| a.name).collect();
         assert_eq!(names, ["key_daily", "account_monthly"]);
         assert_eq!(by_key[0].counter.key, "sv:budget:key:k1:day:2026-12-07");
@@ -365,6 +385,27 @@ mod tests {
         );
         assert_eq!(by_session.len(), 1);
         assert_eq!(by_session[0].name, "account_monthly");
+        // A key's own budget replaces the default, and adds one where
+        // there is none.
+        let own = budgets.applying(
+            &principal(Credential::ApiKey {
+                expires_at: None,
+                budget: TokenBudget {
+                    daily: Some(7),
+                    monthly: Some(70),
+                },
+            }),
+            now,
+        );
+        let limits: Vec<_> = own.iter().map(|a| (a.name, a.limit)).collect();
+        assert_eq!(
+            limits,
+            [
+                ("key_daily", 7),
+                ("key_monthly", 70),
+                ("account_monthly", 1000)
+            ]
+        );
     }
 
     #[test]
@@ -393,7 +434,10 @@ mod tests {
                 ..BudgetConfig::default()
             },
         );
-        let who = principal(Credential::ApiKey { expires_at: None });
+        let who = principal(Credential::ApiKey {
+            expires_at: None,
+            budget: TokenBudget::default(),
+        });
         let now = at("2026-12-07T10:00:00Z");
         let hold = budgets.reserve(&who, 90, now).await.expect("room");
         budgets.settle(hold, 30).await;

@@ -1,5 +1,6 @@
-//! API keys for machines: created by an administrator with a name, scopes
-//! and an optional expiry, shown once, revoked at any time.
+//! API keys for machines: created by an administrator with a name, scopes,
+//! an optional expiry and optional token budgets of their own, shown once,
+//! revoked at any time.
 //!
 //! A key acts for an account, its owner: the user who created it, or, for a
 //! key created by another key, that key's owner. It works only while that
@@ -12,7 +13,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::{AuthError, Credential, Principal, Scope, tokens};
-use crate::store::{Store, StoredApiKey, unix_millis};
+use crate::store::{Store, StoredApiKey, TokenBudget, unix_millis};
 
 /// Characters of the key kept in clear for display (`svk_` and 8 more).
 const SHOWN_PREFIX_LEN: usize = 12;
@@ -30,6 +31,7 @@ pub async fn create(
     scopes: &[Scope],
     creator: &Principal,
     expires_at: Option<SystemTime>,
+    budget: TokenBudget,
 ) -> Result<(StoredApiKey, String), AuthError> {
     let key = tokens::generate(tokens::Kind::ApiKey).map_err(|e| AuthError::Hash(e.to_string()))?;
     let mut names: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
@@ -48,6 +50,7 @@ pub async fn create(
         owner_id: Some(creator.account.clone()),
         expires_at: expires_at.map(unix_millis),
         last_used_at: None,
+        budget,
     };
     store.insert_api_key(&stored, &tokens::digest(&key)).await?;
     Ok((stored, key))
@@ -88,6 +91,7 @@ pub async fn resolve(store: &Store, token_hash: &str) -> Result<Option<Principal
         scopes: scopes(&stored),
         via: Credential::ApiKey {
             expires_at: stored.expires_at,
+            budget: stored.budget,
         },
         account,
     }))

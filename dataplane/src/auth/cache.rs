@@ -96,7 +96,10 @@ mod tests {
             id: id.into(),
             name: "k".into(),
             scopes: vec![Scope::Email],
-            via: Credential::ApiKey { expires_at: None },
+            via: Credential::ApiKey {
+                expires_at: None,
+                budget: Default::default(),
+            },
             account: "owner".into(),
         }
     }
@@ -146,6 +149,7 @@ mod tests {
         let mut p = key("key:1");
         p.via = Credential::ApiKey {
             expires_at: Some(unix_millis(std::time::SystemTime::now()) - 1),
+            budget: Default::default(),
         };
         c.put("k", &p);
         assert_eq!(c.get("k"), None);

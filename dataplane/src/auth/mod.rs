@@ -30,7 +30,7 @@ use utoipa::ToSchema;
 use crate::{
     config::AuthConfig,
     ratelimit::Limiter,
-    store::{Store, StoreError},
+    store::{Store, StoreError, TokenBudget},
 };
 
 /// A permission. An administrator has them all; a member has `email` and
@@ -131,10 +131,13 @@ pub enum Credential {
         /// When the session ends (Unix ms).
         expires_at: i64,
     },
-    /// An API key, and when it expires (Unix ms), if it does.
+    /// An API key: when it expires (Unix ms), if it does, and its own
+    /// token budgets.
     ApiKey {
         /// When the key stops working (Unix ms); `None`: never.
         expires_at: Option<i64>,
+        /// Its own budgets, replacing the configured defaults.
+        budget: TokenBudget,
     },
 }
 
@@ -143,7 +146,7 @@ impl Credential {
     pub fn ends_at(&self) -> Option<i64> {
         match self {
             Self::Session { expires_at, .. } => Some(*expires_at),
-            Self::ApiKey { expires_at } => *expires_at,
+            Self::ApiKey { expires_at, .. } => *expires_at,
         }
     }
 }
@@ -261,7 +264,10 @@ mod tests {
             id: id.into(),
             name: "p".into(),
             scopes: scopes.to_vec(),
-            via: Credential::ApiKey { expires_at: None },
+            via: Credential::ApiKey {
+                expires_at: None,
+                budget: TokenBudget::default(),
+            },
             account: "u".into(),
         }
     }

@@ -1,6 +1,7 @@
-//! `POST /api/keys`, `GET /api/keys`, `DELETE /api/keys/{id}`: API keys for
-//! machines, managed by administrators. A key acts for its creator's
-//! account and stops with it (see [`crate::auth::api_keys`]).
+//! `POST /api/keys`, `GET /api/keys`, `DELETE /api/keys/{id}`,
+//! `PUT /api/keys/{id}/budget`: API keys for machines, managed by
+//! administrators. A key acts for its creator's account and stops with it
+//! (see [`crate::auth::api_keys`]).
 
 use std::time::{Duration, SystemTime};
 
@@ -19,8 +20,12 @@ use crate::{
     error::{ApiError, ErrorBody},
     extract::ApiJson,
     routes::{parse_rfc3339, rfc3339},
-    store::StoredApiKey,
+    store::{StoredApiKey, TokenBudget},
 };
+
+/// The most tokens a budget may name: a trillion, as for the configured
+/// defaults (far above any real budget, far below overflowing a counter).
+const MAX_BUDGET_TOKENS: u64 = 1_000_000_000_000;
 
 /// A key to create.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -33,6 +38,56 @@ pub struct CreateKeyRequest {
     /// `2027-01-01T00:00:00Z`); without it, the key works until revoked.
     #[serde(default)]
     pub expires_at: Option<String>,
+    /// Its own token budgets, replacing `AI_BUDGET_KEY_*_TOKENS` for it;
+    /// without them the defaults hold.
+    #[serde(default)]
+    pub budget: Option<KeyBudget>,
+}
+
+/// A key's own token budgets (prompt and completion together, per UTC day
+/// and month). A budget left out or `null` is the configured default
+/// (`AI_BUDGET_KEY_DAILY_TOKENS`, `AI_BUDGET_KEY_MONTHLY_TOKENS`), which may
+/// be none.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyBudget {
+    /// Tokens per UTC day, 1 to 10^12.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_u64)]
+    pub daily_tokens: Option<u64>,
+    /// Tokens per UTC month, 1 to 10^12.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_u64)]
+    pub monthly_tokens: Option<u64>,
+}
+
+impl KeyBudget {
+    /// The budget to store, each figure checked; errors name the field
+    /// under `prefix` (`budget.` in a creation, nothing in a replacement).
+    fn checked(self, prefix: &str) -> Result<TokenBudget, ApiError> {
+        let check = |tokens: Option<u64>, name: &str| match tokens {
+            Some(t) if !(1..=MAX_BUDGET_TOKENS).contains(&t) => Err(ApiError::Validation {
+                field: format!("{prefix}{name}"),
+                message: format!(
+                    "expected 1 to {MAX_BUDGET_TOKENS} tokens, or null for the configured default"
+                ),
+            }),
+            _ => Ok(tokens),
+        };
+        Ok(TokenBudget {
+            daily: check(self.daily_tokens, "daily_tokens")?,
+            monthly: check(self.monthly_tokens, "monthly_tokens")?,
+        })
+    }
+}
+
+impl From<TokenBudget> for KeyBudget {
+    fn from(b: TokenBudget) -> Self {
+        Self {
+            daily_tokens: b.daily,
+            monthly_tokens: b.monthly,
+        }
+    }
 }
 
 /// A key as listed (the key itself is never shown again).
@@ -60,6 +115,8 @@ pub struct ApiKeyInfo {
     pub last_used_at: Option<String>,
     /// When it was revoked (RFC 3339), if it was.
     pub revoked_at: Option<String>,
+    /// Its own token budgets; `null` figures: the configured defaults.
+    pub budget: KeyBudget,
 }
 
 impl From<&StoredApiKey> for ApiKeyInfo {
@@ -75,6 +132,7 @@ impl From<&StoredApiKey> for ApiKeyInfo {
             expires_at: k.expires_at.map(rfc3339),
             last_used_at: k.last_used_at.map(rfc3339),
             revoked_at: k.revoked_at.map(rfc3339),
+            budget: k.budget.into(),
         }
     }
 }
@@ -133,17 +191,23 @@ pub async fn create_key(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let expires_at = request.expires_at.as_deref().map(future_time).transpose()?;
-    let (stored, key) = api_keys::create(&state.store, name, &scopes, &caller, expires_at).await?;
-    let until = stored
-        .expires_at
-        .map_or_else(String::new, |t| format!(", expiring {}", rfc3339(t)));
+    let budget = request.budget.unwrap_or_default().checked("budget.")?;
+    let (stored, key) =
+        api_keys::create(&state.store, name, &scopes, &caller, expires_at, budget).await?;
+    let mut detail = format!("{name:?} with scopes {}", stored.scopes);
+    if let Some(t) = stored.expires_at {
+        detail.push_str(&format!(", expiring {}", rfc3339(t)));
+    }
+    if let Some(b) = budget_text(budget) {
+        detail.push_str(&format!(", budget {b}"));
+    }
     audit
         .record(
             &state.store,
             "api_key.create",
             Some(&stored.id),
             Outcome::Success,
-            Some(format!("{name:?} with scopes {}{until}", stored.scopes)),
+            Some(detail),
         )
         .await;
     Ok((
@@ -215,4 +279,60 @@ pub async fn revoke_key(
         )
         .await;
     Ok(Json(ApiKeyInfo::from(&key)))
+}
+
+/// Replaces a key's own token budgets (both: a figure left out or `null`
+/// returns to the configured default). It holds from the key's next request
+/// on this replica, within a second on the others; what the key has
+/// already spent this day and month still counts.
+#[utoipa::path(
+    put,
+    path = "/api/keys/{id}/budget",
+    tag = "auth",
+    params(("id" = String, Path, description = "The key's id")),
+    request_body = KeyBudget,
+    responses(
+        (status = 200, description = "The key with its new budgets", body = ApiKeyInfo),
+        (status = 404, description = "No such key", body = ErrorBody),
+        (status = 422, description = "A figure is out of range", body = ErrorBody),
+    )
+)]
+pub async fn set_budget(
+    State(state): State<AppState>,
+    audit: audit::Context,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<KeyBudget>,
+) -> Result<Json<ApiKeyInfo>, ApiError> {
+    let budget = request.checked("")?;
+    let key = state
+        .store
+        .set_api_key_budget(&id, budget)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no API key with id {id:?}")))?;
+    // Its cached principal carries the old budgets.
+    state.auth.cache.forget_principal(&format!("key:{id}"));
+    audit
+        .record(
+            &state.store,
+            "api_key.budget",
+            Some(&id),
+            Outcome::Success,
+            Some(format!(
+                "{:?}: {}",
+                key.name,
+                budget_text(budget).unwrap_or_else(|| "the defaults".into())
+            )),
+        )
+        .await;
+    Ok(Json(ApiKeyInfo::from(&key)))
+}
+
+/// `5000 tokens/day, 100000 tokens/month` for the audit log; `None` when
+/// the key has no budget of its own.
+fn budget_text(b: TokenBudget) -> Option<String> {
+    let parts: Vec<String> = [(b.daily, "day"), (b.monthly, "month")]
+        .into_iter()
+        .filter_map(|(t, per)| t.map(|t| format!("{t} tokens/{per}")))
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
 }

@@ -108,6 +108,7 @@ pub fn api() -> Api {
     let admin = OpenApiRouter::new()
         .routes(routes!(api_keys::create_key, api_keys::list_keys))
         .routes(routes!(api_keys::revoke_key))
+        .routes(routes!(api_keys::set_budget))
         .routes(routes!(users::create_user, users::list_users))
         .routes(routes!(users::update_user))
         .routes(routes!(audit::list))

@@ -57,13 +57,39 @@ pub struct StoredApiKey {
     /// When it was last used (Unix ms), to a few minutes (see
     /// [`Store::touch_api_key`]).
     pub last_used_at: Option<i64>,
+    /// Its own token budgets, replacing the configured defaults for it.
+    pub budget: TokenBudget,
+}
+
+/// A key's own token budgets (prompt and completion, per UTC day and
+/// month); `None`: the configured default (`AI_BUDGET_KEY_*_TOKENS`) holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenBudget {
+    /// Tokens per day.
+    pub daily: Option<u64>,
+    /// Tokens per month.
+    pub monthly: Option<u64>,
+}
+
+impl TokenBudget {
+    /// A stored column: `BIGINT`, so a budget above `i64::MAX` (refused
+    /// before it gets here) is stored as the largest it can hold.
+    fn column(tokens: Option<u64>) -> Option<i64> {
+        tokens.map(|t| i64::try_from(t).unwrap_or(i64::MAX))
+    }
+
+    /// A column read back; a negative value (never written by us) counts as
+    /// no budget of its own.
+    fn from_column(tokens: Option<i64>) -> Option<u64> {
+        tokens.and_then(|t| u64::try_from(t).ok())
+    }
 }
 
 /// The key columns every query returns.
 macro_rules! key_columns {
     () => {
         "k.id, k.name, k.prefix, k.scopes, k.created_by, k.created_at, k.revoked_at, \
-         k.owner_id, k.expires_at, k.last_used_at"
+         k.owner_id, k.expires_at, k.last_used_at, k.budget_daily_tokens, k.budget_monthly_tokens"
     };
 }
 
@@ -90,6 +116,10 @@ fn api_key(row: &AnyRow) -> Result<StoredApiKey, StoreError> {
         owner_id: row.try_get("owner_id")?,
         expires_at: row.try_get("expires_at")?,
         last_used_at: row.try_get("last_used_at")?,
+        budget: TokenBudget {
+            daily: TokenBudget::from_column(row.try_get("budget_daily_tokens")?),
+            monthly: TokenBudget::from_column(row.try_get("budget_monthly_tokens")?),
+        },
     })
 }
 
@@ -298,7 +328,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO api_keys (id, name, token_hash, prefix, scopes, created_by, created_at, \
-             owner_id, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             owner_id, expires_at, budget_daily_tokens, budget_monthly_tokens) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&key.id)
         .bind(&key.name)
@@ -309,6 +340,8 @@ impl Store {
         .bind(key.created_at)
         .bind(&key.owner_id)
         .bind(key.expires_at)
+        .bind(TokenBudget::column(key.budget.daily))
+        .bind(TokenBudget::column(key.budget.monthly))
         .execute(&self.writer)
         .await?;
         Ok(())
@@ -382,6 +415,30 @@ impl Store {
             .bind(id)
             .execute(&self.writer)
             .await?;
+        self.api_key_by_id(id).await
+    }
+
+    /// Replaces key `id`'s own budgets; the key as it now stands, or `None`
+    /// if there is no such key.
+    pub async fn set_api_key_budget(
+        &self,
+        id: &str,
+        budget: TokenBudget,
+    ) -> Result<Option<StoredApiKey>, StoreError> {
+        sqlx::query(
+            "UPDATE api_keys SET budget_daily_tokens = $1, budget_monthly_tokens = $2 WHERE id = $3",
+        )
+        .bind(TokenBudget::column(budget.daily))
+        .bind(TokenBudget::column(budget.monthly))
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        self.api_key_by_id(id).await
+    }
+
+    /// Key `id` as stored, read from the writer so that it shows a change
+    /// just made.
+    async fn api_key_by_id(&self, id: &str) -> Result<Option<StoredApiKey>, StoreError> {
         let row = sqlx::query(concat!(
             "SELECT ",
             key_columns!(),

@@ -33,7 +33,7 @@ use sqlx::{
     migrate::Migrator,
 };
 
-pub use accounts::{StoredApiKey, User};
+pub use accounts::{StoredApiKey, TokenBudget, User};
 pub use audit::{AuditEntry, AuditQuery};
 pub use emails::{
     Attempt, Cursor, EmailQuery, Enqueued, Finish, HourlySeries, NewEmail, Outcome, Recipients,

@@ -23,7 +23,9 @@ use crate::{
     console::{form::CsrfForm, guard::Viewer, layout},
     error::ApiError,
     routes::{
-        api_keys::{ApiKeyInfo, CreateKeyRequest, CreatedKey, create_key, list_keys, revoke_key},
+        api_keys::{
+            ApiKeyInfo, CreateKeyRequest, CreatedKey, KeyBudget, create_key, list_keys, revoke_key,
+        },
         rfc3339,
     },
     store::unix_millis,
@@ -46,6 +48,25 @@ pub struct NewKey {
     /// When it stops working (datetime-local, UTC); empty: never.
     #[serde(default)]
     pub expires_at: String,
+    /// Its own daily token budget; empty: the default.
+    #[serde(default)]
+    pub daily_tokens: String,
+    /// Its own monthly token budget; empty: the default.
+    #[serde(default)]
+    pub monthly_tokens: String,
+}
+
+/// A budget field of the form: empty is none; the API's handler checks the
+/// range.
+fn tokens_field(text: &str, field: &str) -> Result<Option<u64>, ApiError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| ApiError::Validation {
+        field: field.into(),
+        message: "expected a whole number of tokens, or nothing for the default".into(),
+    })
 }
 
 /// `GET /console/keys`.
@@ -84,10 +105,23 @@ pub async fn create(
         Ok(t) => t.map(rfc3339),
         Err(e) => return render(&state, &viewer, e.status(), &form, None, Some(e)).await,
     };
+    let budget = match (
+        tokens_field(&form.daily_tokens, "budget.daily_tokens"),
+        tokens_field(&form.monthly_tokens, "budget.monthly_tokens"),
+    ) {
+        (Ok(daily_tokens), Ok(monthly_tokens)) => KeyBudget {
+            daily_tokens,
+            monthly_tokens,
+        },
+        (Err(e), _) | (_, Err(e)) => {
+            return render(&state, &viewer, e.status(), &form, None, Some(e)).await;
+        }
+    };
     let request = CreateKeyRequest {
         name: form.name.clone(),
         scopes,
         expires_at,
+        budget: Some(budget),
     };
     match create_key(
         State(state.clone()),
@@ -205,6 +239,13 @@ async fn render(
                 }
                 label for="expires_at" { "Expires (UTC, optional)" }
                 input #expires_at name="expires_at" type="datetime-local" value=(form.expires_at);
+                fieldset {
+                    legend { "Token budget (optional; empty: the server's default)" }
+                    label for="daily_tokens" { "Tokens per day" }
+                    input #daily_tokens name="daily_tokens" type="number" min="1" inputmode="numeric" value=(form.daily_tokens);
+                    label for="monthly_tokens" { "Tokens per month" }
+                    input #monthly_tokens name="monthly_tokens" type="number" min="1" inputmode="numeric" value=(form.monthly_tokens);
+                }
                 button type="submit" { "Create key" }
             }
         }
@@ -215,7 +256,7 @@ async fn render(
                     thead { tr {
                         th scope="col" { "Name" } th scope="col" { "Starts with" } th scope="col" { "Scopes" }
                         th scope="col" { "Created by" } th scope="col" { "Created" } th scope="col" { "Expires" }
-                        th scope="col" { "Last used" } th scope="col" { "State" } th scope="col" { span.visually-hidden { "Action" } }
+                        th scope="col" { "Last used" } th scope="col" { "Token budget" } th scope="col" { "State" } th scope="col" { span.visually-hidden { "Action" } }
                     } }
                     tbody {
                         @for k in &keys {
@@ -227,6 +268,7 @@ async fn render(
                                 td { (layout::time_text(&k.created_at)) }
                                 td { @if let Some(t) = &k.expires_at { (layout::time_text(t)) } @else { "never" } }
                                 td { @if let Some(t) = &k.last_used_at { (layout::time_text(t)) } @else { "never used" } }
+                                td { (budget_text(&k.budget)) }
                                 td { (layout::badge(state_of(k))) }
                                 td {
                                     @if k.revoked_at.is_none() {
@@ -244,4 +286,14 @@ async fn render(
         }
     };
     layout::respond(status, layout::page(viewer, "API keys", "API keys", body))
+}
+
+/// A key's own budgets as the table shows them: `5000/day, default/month`.
+fn budget_text(b: &KeyBudget) -> String {
+    let figure = |t: Option<u64>| t.map_or_else(|| "default".to_owned(), |t| t.to_string());
+    format!(
+        "{}/day, {}/month",
+        figure(b.daily_tokens),
+        figure(b.monthly_tokens)
+    )
 }
