@@ -2,7 +2,7 @@
 
 use sqlx::{Row, any::AnyRow};
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, group_commit::AnyQuery};
 
 /// One entry of the trail.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -63,23 +63,28 @@ fn entry(row: &AnyRow) -> Result<AuditEntry, StoreError> {
     })
 }
 
+impl super::group_commit::Insert for AuditEntry {
+    const INTO: &'static str =
+        "audit_log (id, at, actor, actor_name, action, target, outcome, ip, request_id, detail)";
+
+    fn bind<'q>(&'q self, q: AnyQuery<'q>) -> AnyQuery<'q> {
+        q.bind(&self.id)
+            .bind(self.at)
+            .bind(&self.actor)
+            .bind(&self.actor_name)
+            .bind(&self.action)
+            .bind(&self.target)
+            .bind(&self.outcome)
+            .bind(&self.ip)
+            .bind(&self.request_id)
+            .bind(&self.detail)
+    }
+}
+
 /// The statement appending `e`: run alone, or inside the transaction of
 /// the action it records (one commit instead of two on the single writer).
-pub(super) fn insert(e: &AuditEntry) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
-    sqlx::query(
-        "INSERT INTO audit_log (id, at, actor, actor_name, action, target, outcome, ip, \
-         request_id, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(&e.id)
-    .bind(e.at)
-    .bind(&e.actor)
-    .bind(&e.actor_name)
-    .bind(&e.action)
-    .bind(&e.target)
-    .bind(&e.outcome)
-    .bind(&e.ip)
-    .bind(&e.request_id)
-    .bind(&e.detail)
+pub(super) fn insert(e: &AuditEntry) -> AnyQuery<'_> {
+    super::group_commit::insert_one(e)
 }
 
 impl Store {

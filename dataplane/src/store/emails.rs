@@ -8,7 +8,7 @@ use sqlx::Row;
 
 use super::{
     AuditEntry, Store, StoreError,
-    group_commit::{Accepted, Record},
+    group_commit::{Accepted, AnyQuery, Record},
     queue::{ClaimSql, claim_sql, int_column},
     stats::unix_millis,
     webhooks::insert_event,
@@ -177,28 +177,30 @@ pub(super) struct EmailRow {
     pub(super) created_by: Option<String>,
 }
 
-impl EmailRow {
-    /// `INSERT INTO emails`, queued and due at once.
-    pub(super) fn insert(&self) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
-        sqlx::query(
-            "INSERT INTO emails (id, status, recipients, subject, body_text, body_html, reply_to, headers, \
-             idempotency_key, request_hash, attempts, next_attempt_at, created_at, updated_at, created_by, \
-             recipient_index) \
-             VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $10, $10, $11, $12)",
-        )
-        .bind(&self.id)
-        .bind(&self.sealed.recipients)
-        .bind(&self.sealed.subject)
-        .bind(&self.sealed.text)
-        .bind(&self.sealed.html)
-        .bind(&self.sealed.reply_to)
-        .bind(&self.sealed.headers)
-        .bind(&self.idempotency_key)
-        .bind(&self.request_hash)
-        .bind(self.now)
-        // The audit entry names who sent it; it is the author too.
-        .bind(&self.created_by)
-        .bind(&self.sealed.recipient_index)
+impl super::group_commit::Insert for EmailRow {
+    const INTO: &'static str = "emails (id, status, recipients, subject, body_text, body_html, \
+         reply_to, headers, idempotency_key, request_hash, attempts, next_attempt_at, created_at, \
+         updated_at, created_by, recipient_index)";
+
+    /// Queued, and due at once.
+    fn bind<'q>(&'q self, q: AnyQuery<'q>) -> AnyQuery<'q> {
+        q.bind(&self.id)
+            .bind("queued")
+            .bind(&self.sealed.recipients)
+            .bind(&self.sealed.subject)
+            .bind(&self.sealed.text)
+            .bind(&self.sealed.html)
+            .bind(&self.sealed.reply_to)
+            .bind(&self.sealed.headers)
+            .bind(&self.idempotency_key)
+            .bind(&self.request_hash)
+            .bind(0_i32)
+            .bind(self.now)
+            .bind(self.now)
+            .bind(self.now)
+            // The audit entry names who sent it; it is the author too.
+            .bind(&self.created_by)
+            .bind(&self.sealed.recipient_index)
     }
 }
 

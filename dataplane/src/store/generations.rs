@@ -7,6 +7,7 @@ use sqlx::Row;
 
 use super::{
     AuditEntry, Store, StoreError,
+    group_commit::AnyQuery,
     group_commit::{Accepted, Record},
     unix_millis,
 };
@@ -68,29 +69,26 @@ pub(super) struct GenerationRow {
     account: String,
 }
 
-impl GenerationRow {
-    /// `INSERT INTO generations`.
-    pub(super) fn insert(&self) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
-        sqlx::query(
-            "INSERT INTO generations (id, status, created_at, model, messages, output, \
-             finish_reason, prompt_tokens, completion_tokens, tokens_estimated, duration_ms, \
-             error, created_by, account_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        )
-        .bind(&self.id)
-        .bind(self.status)
-        .bind(self.created_at)
-        .bind(&self.model)
-        .bind(&self.messages)
-        .bind(&self.output)
-        .bind(&self.finish_reason)
-        .bind(self.prompt_tokens)
-        .bind(self.completion_tokens)
-        .bind(self.tokens_estimated)
-        .bind(self.duration_ms)
-        .bind(&self.error)
-        .bind(&self.created_by)
-        .bind(&self.account)
+impl super::group_commit::Insert for GenerationRow {
+    const INTO: &'static str = "generations (id, status, created_at, model, messages, output, \
+         finish_reason, prompt_tokens, completion_tokens, tokens_estimated, duration_ms, error, \
+         created_by, account_id)";
+
+    fn bind<'q>(&'q self, q: AnyQuery<'q>) -> AnyQuery<'q> {
+        q.bind(&self.id)
+            .bind(self.status)
+            .bind(self.created_at)
+            .bind(&self.model)
+            .bind(&self.messages)
+            .bind(&self.output)
+            .bind(&self.finish_reason)
+            .bind(self.prompt_tokens)
+            .bind(self.completion_tokens)
+            .bind(self.tokens_estimated)
+            .bind(self.duration_ms)
+            .bind(&self.error)
+            .bind(&self.created_by)
+            .bind(&self.account)
     }
 }
 

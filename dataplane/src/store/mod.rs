@@ -134,6 +134,10 @@ impl Store {
         let options = || {
             AnyPoolOptions::new()
                 .acquire_timeout(ACQUIRE_TIMEOUT)
+                // A SQLite connection is a file handle in this process: it
+                // cannot have died since its last use, and testing it is one
+                // more round trip to its thread on every write.
+                .test_before_acquire(!is_sqlite)
                 .after_connect(move |conn, _| {
                     Box::pin(async move {
                         if is_sqlite {
@@ -165,7 +169,7 @@ impl Store {
             tighten_sqlite(file)?;
         }
         Ok(Self {
-            accepted: group_commit::GroupCommit::spawn(writer.clone()),
+            accepted: group_commit::GroupCommit::spawn(writer.clone(), config.kind),
             pool,
             writer,
             kind: config.kind,
