@@ -91,7 +91,11 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::new()?);
     // First: its DKIM keys are read here, and a missing or unusable key
     // stops the start before anything is written.
-    let mailer = config.smtp.as_ref().map(Mailer::new).transpose()?;
+    let mailer = config
+        .smtp
+        .as_ref()
+        .map(|smtp| Mailer::new(smtp, &metrics))
+        .transpose()?;
     // Created or tightened before anything is written into it.
     crate::private_files::private_dir(&config.data_dir).map_err(|source| StoreError::DataDir {
         path: config.data_dir.display().to_string(),

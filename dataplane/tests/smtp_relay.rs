@@ -225,6 +225,33 @@ async fn a_restarted_relay_costs_no_retry() {
     assert_eq!(relay.mailpit.message_count().unwrap(), 2);
 }
 
+/// The health check asks the relay every five seconds. It asks on the
+/// connection the pool keeps, as the sends use it: one TLS handshake and
+/// one login, not one per check.
+#[tokio::test]
+async fn health_checks_and_sends_share_one_login_at_the_relay() {
+    let relay = Relay::start("starttls");
+    let dp = start_dp(&relay.env(&[]));
+    let healthy = async {
+        while smtp_health(&dp).await["status"] != "healthy" {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), healthy)
+        .await
+        .expect("the relay is healthy within ten seconds");
+    let id = send(&dp, "one login").await;
+    wait_sent(&dp, &id).await;
+    // Two more rounds of checks.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(smtp_health(&dp).await["status"], "healthy");
+    assert_eq!(
+        metric(&dp, "smtp_connections_opened_total").await,
+        Some(1.0)
+    );
+    assert_eq!(relay.mailpit.message_count().unwrap(), 1);
+}
+
 #[test]
 fn an_unreadable_ca_file_stops_the_start_naming_it() {
     let relay = Relay::start("starttls");

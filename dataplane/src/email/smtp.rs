@@ -19,7 +19,7 @@ use super::{
     dkim::{DkimError, DkimKeys},
     relay::{Relay, RelayError, RelaySettings, RelaySetupError},
 };
-use crate::{config::SmtpConfig, store::StoredEmail};
+use crate::{config::SmtpConfig, store::StoredEmail, telemetry::Metrics};
 
 /// Why the mailer could not be built from the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -78,8 +78,9 @@ pub struct Mailer {
 }
 
 impl Mailer {
-    /// A mailer for `config`; connections open on first use.
-    pub fn new(config: &SmtpConfig) -> Result<Self, MailerError> {
+    /// A mailer for `config`; connections open on first use and are counted
+    /// in `metrics`.
+    pub fn new(config: &SmtpConfig, metrics: &Metrics) -> Result<Self, MailerError> {
         let ca_pem = match &config.ca_file {
             Some(path) => Some(std::fs::read(path).map_err(|source| MailerError::CaFile {
                 path: path.display().to_string(),
@@ -102,6 +103,7 @@ impl Mailer {
             }),
             timeout: config.timeout,
             connections: config.connections,
+            opened: metrics.smtp_connections_opened_total.clone(),
         })?;
         let from_text = config.from.clone().unwrap_or_default();
         let from: Mailbox = from_text
@@ -199,8 +201,8 @@ impl Mailer {
         self.timeout
     }
 
-    /// Opens a connection (TLS and login included) and says NOOP: is the
-    /// relay reachable and are our settings right?
+    /// Says NOOP to the relay (on a pooled connection, or a new one with TLS
+    /// and login): is it reachable and are our settings right?
     pub async fn ping(&self) -> Result<(), String> {
         self.relay
             .ping()

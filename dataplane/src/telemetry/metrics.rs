@@ -63,6 +63,8 @@ pub struct Metrics {
     pub ai_upstream_failures_total: IntCounterVec,
     /// Generations that moved on to the next model server.
     pub ai_fallbacks_total: IntCounter,
+    /// Connections opened to the SMTP relay.
+    pub smtp_connections_opened_total: IntCounter,
     /// CPU use against the container's CPU limit (the host's without one).
     pub system_cpu_percent: Gauge,
     /// Memory working set against the container's memory limit (the host's
@@ -247,6 +249,12 @@ impl Metrics {
             "ai_fallbacks_total",
             "Generations that moved on to the next model server after a failure",
         )?;
+        let smtp_connections_opened_total = IntCounter::new(
+            "smtp_connections_opened_total",
+            "Connections opened to the SMTP relay, each with its TLS handshake and login; \
+             the pool and the health check reuse them, so a steady rate means the relay \
+             closes them",
+        )?;
         let system_cpu_percent = Gauge::new(
             "system_cpu_percent",
             "CPU use in percent of the container's CPU limit (cgroup v1 or v2); \
@@ -380,6 +388,7 @@ impl Metrics {
         registry.register(Box::new(ai_upstream_up.clone()))?;
         registry.register(Box::new(ai_upstream_failures_total.clone()))?;
         registry.register(Box::new(ai_fallbacks_total.clone()))?;
+        registry.register(Box::new(smtp_connections_opened_total.clone()))?;
         registry.register(Box::new(system_cpu_percent.clone()))?;
         registry.register(Box::new(system_memory_percent.clone()))?;
         registry.register(Box::new(container_memory_limit_bytes.clone()))?;
@@ -436,6 +445,7 @@ impl Metrics {
             ai_upstream_up,
             ai_upstream_failures_total,
             ai_fallbacks_total,
+            smtp_connections_opened_total,
             system_cpu_percent,
             system_memory_percent,
             container_memory_limit_bytes,
