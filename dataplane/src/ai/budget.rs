@@ -199,14 +199,8 @@ impl Budgets {
                 reserved: ceiling,
             });
         };
-        let budget = applied[full].clone();
-        let used = self
-            .limiter
-            .read(std::slice::from_ref(&budget.counter.key))
-            .await?;
-        let left = budget
-            .limit
-            .saturating_sub(used.first().copied().unwrap_or(0));
+        let budget = applied[full.index].clone();
+        let left = budget.limit.saturating_sub(full.used);
         Err(BudgetError::Exceeded {
             budget,
             left,

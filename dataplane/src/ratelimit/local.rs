@@ -153,7 +153,7 @@ impl Local {
 
     /// spend.lua on this process: `None` when `amount` was added to every
     /// counter, `Some(i)` when counter `i` has no room for it (nothing added).
-    pub(super) fn spend(&self, counters: &[super::Counter], amount: u64) -> Option<usize> {
+    pub(super) fn spend(&self, counters: &[super::Counter], amount: u64) -> Option<super::Full> {
         let now = self.now();
         let mut state = self.state();
         if state.counters.len() >= SWEEP_AT {
@@ -163,10 +163,10 @@ impl Local {
             Some(&(used, expires)) if expires > now => used,
             _ => 0,
         };
-        if let Some(full) = counters
-            .iter()
-            .position(|c| used(&state, &c.key).saturating_add(amount) > c.limit)
-        {
+        if let Some(full) = counters.iter().enumerate().find_map(|(index, c)| {
+            let used = used(&state, &c.key);
+            (used.saturating_add(amount) > c.limit).then_some(super::Full { index, used })
+        }) {
             return Some(full);
         }
         for c in counters {
@@ -337,12 +337,13 @@ mod tests {
         let both = [day("k", 100), day("a", 150)];
         assert_eq!(l.spend(&both, 60), None);
         // The key's counter has 40 left: nothing is spent on either.
-        assert_eq!(l.spend(&both, 50), Some(0));
+        let full = |index, used| Some(super::super::Full { index, used });
+        assert_eq!(l.spend(&both, 50), full(0, 60));
         assert_eq!(l.read(&["k".into(), "a".into()]), [60, 60]);
         l.adjust(&["k".into(), "a".into()], -20);
         assert_eq!(l.spend(&both, 60), None);
         assert_eq!(l.read(&["k".into(), "a".into()]), [100, 100]);
-        assert_eq!(l.spend(&both, 1), Some(0));
+        assert_eq!(l.spend(&both, 1), full(0, 100));
         tokio::time::advance(Duration::from_secs(61)).await;
         assert_eq!(l.read(&["k".into()]), [0]);
         // An expired counter is not brought back by an adjustment.

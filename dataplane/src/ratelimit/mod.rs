@@ -146,6 +146,15 @@ pub struct Counter {
     pub ttl: Duration,
 }
 
+/// The counter that refused a [`Limiter::spend`], and what it held then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full {
+    /// Its place in the counters given.
+    pub index: usize,
+    /// What it held.
+    pub used: u64,
+}
+
 /// The limiter, cheap to clone.
 #[derive(Clone)]
 pub struct Limiter {
@@ -352,13 +361,13 @@ impl Limiter {
     }
 
     /// Adds `amount` to every counter of `counters` if none would pass its
-    /// limit: `Ok(None)` when added, `Ok(Some(i))` when `counters[i]` has no
-    /// room for it (then nothing is added).
+    /// limit: `Ok(None)` when added, `Ok(Some(full))` when one has no room
+    /// for it (then nothing is added).
     pub async fn spend(
         &self,
         counters: &[Counter],
         amount: u64,
-    ) -> Result<Option<usize>, Unavailable> {
+    ) -> Result<Option<Full>, Unavailable> {
         let full = self
             .run(
                 |r| {
@@ -375,8 +384,8 @@ impl Limiter {
                         call.arg(u64::try_from(c.ttl.as_millis()).unwrap_or(u64::MAX).max(1));
                     }
                     async move {
-                        let i: usize = call.invoke_async(&mut conn).await?;
-                        Ok(i.checked_sub(1))
+                        let (i, used): (usize, u64) = call.invoke_async(&mut conn).await?;
+                        Ok(i.checked_sub(1).map(|index| Full { index, used }))
                     }
                 },
                 |l| l.spend(counters, amount),
