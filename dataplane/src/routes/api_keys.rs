@@ -266,16 +266,33 @@ pub async fn revoke_key(
     let key = state
         .store
         .revoke_api_key(&id, std::time::SystemTime::now())
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no API key with id {id:?}")))?;
+        .await?;
+    changed(&state, audit, "api_key.revoke", &id, key, |key| {
+        format!("{:?}", key.name)
+    })
+    .await
+}
+
+/// The answer to a change of key `id`, `key` as it now stands: 404 when
+/// there is none; else its cached principal, which carries what changed, is
+/// forgotten, and the change audited as `action` with `detail`.
+async fn changed(
+    state: &AppState,
+    audit: audit::Context,
+    action: &'static str,
+    id: &str,
+    key: Option<StoredApiKey>,
+    detail: impl FnOnce(&StoredApiKey) -> String,
+) -> Result<Json<ApiKeyInfo>, ApiError> {
+    let key = key.ok_or_else(|| ApiError::NotFound(format!("no API key with id {id:?}")))?;
     state.auth.cache.forget_principal(&format!("key:{id}"));
     audit
         .record(
             &state.store,
-            "api_key.revoke",
-            Some(&id),
+            action,
+            Some(id),
             Outcome::Success,
-            Some(format!("{:?}", key.name)),
+            Some(detail(&key)),
         )
         .await;
     Ok(Json(ApiKeyInfo::from(&key)))
@@ -304,27 +321,15 @@ pub async fn set_budget(
     ApiJson(request): ApiJson<KeyBudget>,
 ) -> Result<Json<ApiKeyInfo>, ApiError> {
     let budget = request.checked("")?;
-    let key = state
-        .store
-        .set_api_key_budget(&id, budget)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no API key with id {id:?}")))?;
-    // Its cached principal carries the old budgets.
-    state.auth.cache.forget_principal(&format!("key:{id}"));
-    audit
-        .record(
-            &state.store,
-            "api_key.budget",
-            Some(&id),
-            Outcome::Success,
-            Some(format!(
-                "{:?}: {}",
-                key.name,
-                budget_text(budget).unwrap_or_else(|| "the defaults".into())
-            )),
+    let key = state.store.set_api_key_budget(&id, budget).await?;
+    changed(&state, audit, "api_key.budget", &id, key, |key| {
+        format!(
+            "{:?}: {}",
+            key.name,
+            budget_text(budget).unwrap_or_else(|| "the defaults".into())
         )
-        .await;
-    Ok(Json(ApiKeyInfo::from(&key)))
+    })
+    .await
 }
 
 /// `5000 tokens/day, 100000 tokens/month` for the audit log; `None` when
