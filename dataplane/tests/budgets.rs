@@ -393,3 +393,142 @@ async fn a_key_s_own_budget_replaces_the_default_and_an_administrator_changes_it
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn an_account_s_own_budget_replaces_the_default_for_its_sessions_and_keys() {
+    let llama = LlamaServer::start().unwrap();
+    let base = llama.base_url();
+    let dp = start(&with_ai(
+        &base,
+        &[("AI_BUDGET_ACCOUNT_MONTHLY_TOKENS", "10000")],
+    ));
+    let admin = authed(&dp).await;
+    let alice = member(&dp, "alice").await;
+    let users = json(admin.get(dp.url("/api/users")).send().await.unwrap()).await;
+    let alice_id = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == "alice")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let patch = |client: &reqwest::Client, body: Value| {
+        client
+            .patch(dp.url(&format!("/api/users/{alice_id}")))
+            .json(&body)
+            .send()
+    };
+
+    // Her account gets 200 tokens a day of its own, beside the default month.
+    let r = patch(&admin, json!({"budget": {"daily_tokens": 200}}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        json(r).await["budget"],
+        json!({"daily_tokens": 200, "monthly_tokens": null})
+    );
+    let (charged, refusal, _) = spend_until_refused(&alice, &dp).await;
+    assert!(!charged.is_empty());
+    assert!(charged.iter().sum::<u64>() <= 200);
+    assert_eq!(refusal["error"]["budget"], "account_daily");
+    let message = refusal["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("of 200 tokens are left today"),
+        "{message}"
+    );
+    let usage = json(alice.get(dp.url("/api/usage")).send().await.unwrap()).await;
+    let limits: Vec<(String, u64)> = usage["budgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["budget"].as_str().unwrap().to_owned(),
+                b["limit"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        limits,
+        [
+            ("account_daily".to_owned(), 200),
+            ("account_monthly".to_owned(), 10_000)
+        ],
+        "{usage}"
+    );
+    // The administrator's account keeps the defaults: no daily budget.
+    let r = admin
+        .post(dp.url("/api/generate-content"))
+        .json(&ask())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // A member cannot raise her own; bad figures name the field.
+    let r = patch(&alice, json!({"budget": {"daily_tokens": 1_000_000}}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = patch(&admin, json!({"budget": {"daily_tokens": -1}}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let r = patch(&admin, json!({"budget": {"monthly_tokens": 0}}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(json(r).await["error"]["field"], "budget.monthly_tokens");
+
+    // Cleared, the defaults hold again and she goes on at once.
+    let r = patch(&admin, json!({"budget": {}})).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = alice
+        .post(dp.url("/api/generate-content"))
+        .json(&ask())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let audit = json(
+        admin
+            .get(dp.url("/api/audit?action=user.budget"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let mut details: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["detail"].as_str().unwrap())
+        .collect();
+    details.sort_unstable();
+    assert_eq!(details, ["200 tokens/day", "the defaults"], "{audit}");
+
+    // A key draws on its owner's account budget: the administrator's here.
+    let admin_id = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["role"] == "admin")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = admin
+        .patch(dp.url(&format!("/api/users/{admin_id}")))
+        .json(&json!({"budget": {"daily_tokens": 5000}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let (_, key) = create_key(&dp, "script", &["ai"]).await;
+    let usage = json(bearer(&key).get(dp.url("/api/usage")).send().await.unwrap()).await;
+    assert_eq!(usage["budgets"][0]["budget"], "account_daily", "{usage}");
+    assert_eq!(usage["budgets"][0]["limit"], 5000, "{usage}");
+}

@@ -123,8 +123,9 @@ impl Budgets {
     }
 
     /// The budgets that apply to `who` at `now`: the key's for a request
-    /// made with an API key (its own where it has them, the configured
-    /// defaults otherwise), the account's for every request.
+    /// made with an API key, the account's for every request; each the
+    /// key's or the account's own where it has one, the configured default
+    /// otherwise.
     pub fn applying(&self, who: &Principal, now: SystemTime) -> Vec<Applied> {
         let c = &self.config;
         let key = match &who.via {
@@ -142,8 +143,16 @@ impl Budgets {
                 Period::Month,
                 key.and_then(|b| b.monthly.or(c.key_monthly)),
             ),
-            (Holder::Account, Period::Day, c.account_daily),
-            (Holder::Account, Period::Month, c.account_monthly),
+            (
+                Holder::Account,
+                Period::Day,
+                who.account_budget.daily.or(c.account_daily),
+            ),
+            (
+                Holder::Account,
+                Period::Month,
+                who.account_budget.monthly.or(c.account_monthly),
+            ),
         ]
         .into_iter()
         .filter_map(|(holder, period, limit)| {
@@ -324,6 +333,7 @@ mod tests {
             scopes: Vec::new(),
             via,
             account: "u1".into(),
+            account_budget: TokenBudget::default(),
         }
     }
 

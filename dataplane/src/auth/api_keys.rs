@@ -69,7 +69,7 @@ pub fn scopes(key: &StoredApiKey) -> Vec<Scope> {
 /// recorded one is older than [`LAST_USE_PRECISION`].
 pub async fn resolve(store: &Store, token_hash: &str) -> Result<Option<Principal>, AuthError> {
     let now = SystemTime::now();
-    let Some(stored) = store.live_api_key(token_hash, now).await? else {
+    let Some((stored, account_budget)) = store.live_api_key(token_hash, now).await? else {
         return Ok(None);
     };
     let Some(account) = stored.owner_id.clone() else {
@@ -94,5 +94,6 @@ pub async fn resolve(store: &Store, token_hash: &str) -> Result<Option<Principal
             budget: stored.budget,
         },
         account,
+        account_budget,
     }))
 }

@@ -101,6 +101,7 @@ mod tests {
                 budget: Default::default(),
             },
             account: "owner".into(),
+            account_budget: Default::default(),
         }
     }
 

@@ -119,6 +119,8 @@ pub struct Principal {
     /// session, the owner's for an API key. Disabling that account refuses
     /// every credential acting for it; an account never enables itself.
     pub account: String,
+    /// That account's own token budgets, replacing the configured defaults.
+    pub account_budget: TokenBudget,
 }
 
 /// How a principal authenticated.
@@ -269,6 +271,7 @@ mod tests {
                 budget: TokenBudget::default(),
             },
             account: "u".into(),
+            account_budget: TokenBudget::default(),
         }
     }
 

@@ -55,6 +55,7 @@ pub fn principal(user: &User, via: Credential) -> Principal {
         scopes: role.scopes(),
         via,
         account: user.id.clone(),
+        account_budget: user.budget,
     }
 }
 

@@ -41,16 +41,16 @@ pub struct CreateKeyRequest {
     /// Its own token budgets, replacing `AI_BUDGET_KEY_*_TOKENS` for it;
     /// without them the defaults hold.
     #[serde(default)]
-    pub budget: Option<KeyBudget>,
+    pub budget: Option<TokenBudgets>,
 }
 
-/// A key's own token budgets (prompt and completion together, per UTC day
-/// and month). A budget left out or `null` is the configured default
-/// (`AI_BUDGET_KEY_DAILY_TOKENS`, `AI_BUDGET_KEY_MONTHLY_TOKENS`), which may
-/// be none.
+/// A key's or an account's own token budgets (prompt and completion
+/// together, per UTC day and month). A budget left out or `null` is the
+/// configured default (`AI_BUDGET_KEY_*_TOKENS` for a key,
+/// `AI_BUDGET_ACCOUNT_*_TOKENS` for an account), which may be none.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct KeyBudget {
+pub struct TokenBudgets {
     /// Tokens per UTC day, 1 to 10^12.
     #[serde(default)]
     #[schema(minimum = 1, maximum = 1_000_000_000_000_u64)]
@@ -61,10 +61,10 @@ pub struct KeyBudget {
     pub monthly_tokens: Option<u64>,
 }
 
-impl KeyBudget {
+impl TokenBudgets {
     /// The budget to store, each figure checked; errors name the field
     /// under `prefix` (`budget.` in a creation, nothing in a replacement).
-    fn checked(self, prefix: &str) -> Result<TokenBudget, ApiError> {
+    pub(crate) fn checked(self, prefix: &str) -> Result<TokenBudget, ApiError> {
         let check = |tokens: Option<u64>, name: &str| match tokens {
             Some(t) if !(1..=MAX_BUDGET_TOKENS).contains(&t) => Err(ApiError::Validation {
                 field: format!("{prefix}{name}"),
@@ -81,7 +81,7 @@ impl KeyBudget {
     }
 }
 
-impl From<TokenBudget> for KeyBudget {
+impl From<TokenBudget> for TokenBudgets {
     fn from(b: TokenBudget) -> Self {
         Self {
             daily_tokens: b.daily,
@@ -116,7 +116,7 @@ pub struct ApiKeyInfo {
     /// When it was revoked (RFC 3339), if it was.
     pub revoked_at: Option<String>,
     /// Its own token budgets; `null` figures: the configured defaults.
-    pub budget: KeyBudget,
+    pub budget: TokenBudgets,
 }
 
 impl From<&StoredApiKey> for ApiKeyInfo {
@@ -307,7 +307,7 @@ async fn changed(
     path = "/api/keys/{id}/budget",
     tag = "auth",
     params(("id" = String, Path, description = "The key's id")),
-    request_body = KeyBudget,
+    request_body = TokenBudgets,
     responses(
         (status = 200, description = "The key with its new budgets", body = ApiKeyInfo),
         (status = 404, description = "No such key", body = ErrorBody),
@@ -318,7 +318,7 @@ pub async fn set_budget(
     State(state): State<AppState>,
     audit: audit::Context,
     Path(id): Path<String>,
-    ApiJson(request): ApiJson<KeyBudget>,
+    ApiJson(request): ApiJson<TokenBudgets>,
 ) -> Result<Json<ApiKeyInfo>, ApiError> {
     let budget = request.checked("")?;
     let key = state.store.set_api_key_budget(&id, budget).await?;
@@ -334,7 +334,7 @@ pub async fn set_budget(
 
 /// `5000 tokens/day, 100000 tokens/month` for the audit log; `None` when
 /// the key has no budget of its own.
-fn budget_text(b: TokenBudget) -> Option<String> {
+pub(crate) fn budget_text(b: TokenBudget) -> Option<String> {
     let parts: Vec<String> = [(b.daily, "day"), (b.monthly, "month")]
         .into_iter()
         .filter_map(|(t, per)| t.map(|t| format!("{t} tokens/{per}")))

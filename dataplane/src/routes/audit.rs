@@ -24,7 +24,7 @@ pub struct AuditParams {
     /// Only this actor (`user:<id>`, `key:<id>`, `anonymous`, `system`).
     pub actor: Option<String>,
     /// Only this action (`login`, `login.block`, `logout`, `api_key.create`,
-    /// `api_key.revoke`, `api_key.budget`, `user.create`, `user.password_change`,
+    /// `api_key.revoke`, `api_key.budget`, `user.create`, `user.budget`, `user.password_change`,
     /// `email.send`, `ai.generate`, `config.change`).
     pub action: Option<String>,
     /// Only entries at or after this time (RFC 3339).

@@ -18,7 +18,10 @@ use crate::{
     config::MIN_PASSWORD_LEN,
     error::{ApiError, ErrorBody},
     extract::ApiJson,
-    routes::rfc3339,
+    routes::{
+        api_keys::{TokenBudgets, budget_text},
+        rfc3339,
+    },
     store::User,
 };
 
@@ -46,16 +49,23 @@ pub struct UserInfo {
     pub created_at: String,
     /// When it was disabled (RFC 3339); absent while it can sign in.
     pub disabled_at: Option<String>,
+    /// Its own token budgets; `null` figures: the configured defaults.
+    pub budget: TokenBudgets,
 }
 
-/// A change to an account: disable or enable it, or set a new password
-/// (which ends its sessions). Absent fields stay as they are.
+/// A change to an account: disable or enable it, set a new password
+/// (which ends its sessions), or replace its own token budgets. Absent
+/// fields stay as they are.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct UpdateUserRequest {
     /// `true` disables the account and ends its sessions; `false` enables it.
     pub disabled: Option<bool>,
     /// A new password, at least 12 characters.
     pub password: Option<String>,
+    /// Its own token budgets, both replaced (a figure left out or `null`
+    /// returns to `AI_BUDGET_ACCOUNT_*_TOKENS`); they cover its sessions and
+    /// every key acting for it.
+    pub budget: Option<TokenBudgets>,
 }
 
 impl From<&User> for UserInfo {
@@ -66,6 +76,7 @@ impl From<&User> for UserInfo {
             role: u.role.clone(),
             created_at: rfc3339(u.created_at),
             disabled_at: u.disabled_at.map(rfc3339),
+            budget: u.budget.into(),
         }
     }
 }
@@ -125,7 +136,8 @@ pub async fn list_users(State(state): State<AppState>) -> Result<Json<Vec<UserIn
     Ok(Json(users.iter().map(UserInfo::from).collect()))
 }
 
-/// Disables or enables an account, or sets its password. An administrator
+/// Disables or enables an account, sets its password, or replaces its own
+/// token budgets (held from its next request on). An administrator
 /// cannot disable their own account, nor the last administrator who can
 /// sign in: nobody would be left to enable it again. Disabling an account
 /// refuses its sessions and its API keys from the next request on. No
@@ -156,12 +168,13 @@ pub async fn update_user(
         .user_by_id(&id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no user with id {id:?}")))?;
-    if request.disabled.is_none() && request.password.is_none() {
+    if request.disabled.is_none() && request.password.is_none() && request.budget.is_none() {
         return Err(ApiError::Validation {
             field: "disabled".into(),
-            message: "give `disabled`, `password` or both".into(),
+            message: "give `disabled`, `password` or `budget`".into(),
         });
     }
+    let budget = request.budget.map(|b| b.checked("budget.")).transpose()?;
     // Checked before anything is written: a refused request changes nothing.
     // A disabled account's credentials are refused already; this holds even
     // in the second another replica may still remember one (auth/cache.rs).
@@ -223,6 +236,18 @@ pub async fn update_user(
                 .await;
         }
         _ => {}
+    }
+    if let Some(budget) = budget {
+        state.store.set_user_budget(&user.id, budget, now).await?;
+        audit
+            .record(
+                &state.store,
+                "user.budget",
+                Some(&user.username),
+                Outcome::Success,
+                Some(budget_text(budget).unwrap_or_else(|| "the defaults".into())),
+            )
+            .await;
     }
     // This replica forgets the account's sessions and keys now; the others
     // remember them for at most the cache's second (auth/cache.rs).

@@ -22,12 +22,15 @@ pub struct User {
     pub created_at: i64,
     /// When it was disabled (Unix ms); a disabled account cannot sign in.
     pub disabled_at: Option<i64>,
+    /// Its own token budgets, replacing the configured account defaults.
+    pub budget: TokenBudget,
 }
 
 /// The user columns every query returns.
 macro_rules! user_columns {
     () => {
-        "u.id, u.username, u.password_hash, u.role, u.created_at, u.disabled_at"
+        "u.id, u.username, u.password_hash, u.role, u.created_at, u.disabled_at, \
+         u.budget_daily_tokens, u.budget_monthly_tokens"
     };
 }
 
@@ -101,6 +104,10 @@ fn user(row: &AnyRow) -> Result<User, StoreError> {
         role: row.try_get("role")?,
         created_at: row.try_get("created_at")?,
         disabled_at: row.try_get("disabled_at")?,
+        budget: TokenBudget {
+            daily: TokenBudget::from_column(row.try_get("budget_daily_tokens")?),
+            monthly: TokenBudget::from_column(row.try_get("budget_monthly_tokens")?),
+        },
     })
 }
 
@@ -153,6 +160,7 @@ impl Store {
             role: role.to_owned(),
             created_at: at,
             disabled_at: None,
+            budget: TokenBudget::default(),
         }))
     }
 
@@ -206,6 +214,27 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    /// Replaces user `id`'s own budgets; `false` when there is no such user.
+    pub async fn set_user_budget(
+        &self,
+        id: &str,
+        budget: TokenBudget,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            "UPDATE users SET budget_daily_tokens = $1, budget_monthly_tokens = $2, \
+             updated_at = $3 WHERE id = $4",
+        )
+        .bind(TokenBudget::column(budget.daily))
+        .bind(TokenBudget::column(budget.monthly))
+        .bind(unix_millis(now))
+        .bind(id)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
         Ok(n == 1)
     }
 
@@ -347,18 +376,20 @@ impl Store {
         Ok(())
     }
 
-    /// The key with this digest if it works at `now`: not revoked, not
-    /// expired, and acting for an account that exists and is enabled. One
-    /// query, so a disabled owner is refused on the very lookup.
+    /// The key with this digest, and its owner's own budgets, if it works at
+    /// `now`: not revoked, not expired, and acting for an account that exists
+    /// and is enabled. One query, so a disabled owner is refused on the very
+    /// lookup.
     pub async fn live_api_key(
         &self,
         token_hash: &str,
         now: SystemTime,
-    ) -> Result<Option<StoredApiKey>, StoreError> {
+    ) -> Result<Option<(StoredApiKey, TokenBudget)>, StoreError> {
         let row = sqlx::query(concat!(
             "SELECT ",
             key_columns!(),
-            " FROM api_keys k JOIN users u ON u.id = k.owner_id \
+            ", u.budget_daily_tokens AS owner_daily, u.budget_monthly_tokens AS owner_monthly \
+             FROM api_keys k JOIN users u ON u.id = k.owner_id \
              WHERE k.token_hash = $1 AND k.revoked_at IS NULL \
                AND (k.expires_at IS NULL OR k.expires_at > $2) AND u.disabled_at IS NULL"
         ))
@@ -366,7 +397,15 @@ impl Store {
         .bind(unix_millis(now))
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(api_key).transpose()
+        row.as_ref()
+            .map(|row| {
+                let owner = TokenBudget {
+                    daily: TokenBudget::from_column(row.try_get("owner_daily")?),
+                    monthly: TokenBudget::from_column(row.try_get("owner_monthly")?),
+                };
+                Ok((api_key(row)?, owner))
+            })
+            .transpose()
     }
 
     /// Records that key `id` was used at `now`, unless a use at or after

@@ -89,7 +89,7 @@ pub async fn page(
                 label for="action" { "Action" }
                 input #action name="action" type="search" list="actions" value=(f.action.as_deref().unwrap_or(""));
                 datalist #actions {
-                    @for a in ["login", "login.block", "logout", "email.send", "email.retry", "ai.generate", "api_key.create", "api_key.revoke", "api_key.budget", "user.create", "user.disable", "user.enable", "user.password_reset", "config.change"] {
+                    @for a in ["login", "login.block", "logout", "email.send", "email.retry", "ai.generate", "api_key.create", "api_key.revoke", "api_key.budget", "user.create", "user.budget", "user.disable", "user.enable", "user.password_reset", "config.change"] {
                         option value=(a) {}
                     }
                 }

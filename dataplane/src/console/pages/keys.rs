@@ -24,7 +24,8 @@ use crate::{
     error::ApiError,
     routes::{
         api_keys::{
-            ApiKeyInfo, CreateKeyRequest, CreatedKey, KeyBudget, create_key, list_keys, revoke_key,
+            ApiKeyInfo, CreateKeyRequest, CreatedKey, TokenBudgets, create_key, list_keys,
+            revoke_key,
         },
         rfc3339,
     },
@@ -109,7 +110,7 @@ pub async fn create(
         tokens_field(&form.daily_tokens, "budget.daily_tokens"),
         tokens_field(&form.monthly_tokens, "budget.monthly_tokens"),
     ) {
-        (Ok(daily_tokens), Ok(monthly_tokens)) => KeyBudget {
+        (Ok(daily_tokens), Ok(monthly_tokens)) => TokenBudgets {
             daily_tokens,
             monthly_tokens,
         },
@@ -288,8 +289,9 @@ async fn render(
     layout::respond(status, layout::page(viewer, "API keys", "API keys", body))
 }
 
-/// A key's own budgets as the table shows them: `5000/day, default/month`.
-fn budget_text(b: &KeyBudget) -> String {
+/// A key's or an account's own budgets as the tables show them:
+/// `5000/day, default/month`.
+pub(super) fn budget_text(b: &TokenBudgets) -> String {
     let figure = |t: Option<u64>| t.map_or_else(|| "default".to_owned(), |t| t.to_string());
     format!(
         "{}/day, {}/month",

@@ -116,15 +116,15 @@ pub async fn update(
     let request = match change.action.as_str() {
         "disable" => UpdateUserRequest {
             disabled: Some(true),
-            password: None,
+            ..UpdateUserRequest::default()
         },
         "enable" => UpdateUserRequest {
             disabled: Some(false),
-            password: None,
+            ..UpdateUserRequest::default()
         },
         "password" => UpdateUserRequest {
-            disabled: None,
             password: Some(change.password),
+            ..UpdateUserRequest::default()
         },
         other => {
             let e = ApiError::Validation {
@@ -202,7 +202,7 @@ async fn render(
             (layout::table("All accounts", html! {
                 table {
                     thead { tr {
-                        th scope="col" { "User name" } th scope="col" { "Role" } th scope="col" { "Created" }
+                        th scope="col" { "User name" } th scope="col" { "Role" } th scope="col" { "Created" } th scope="col" { "Token budget" }
                         th scope="col" { "State" } th scope="col" { span.visually-hidden { "Actions" } }
                     } }
                     tbody {
@@ -211,6 +211,7 @@ async fn render(
                                 th scope="row" { (u.username) }
                                 td { (u.role) }
                                 td { (layout::time_text(&u.created_at)) }
+                                td { (super::keys::budget_text(&u.budget)) }
                                 td { @if u.disabled_at.is_some() { (layout::badge("disabled")) } @else { (layout::badge("active")) } }
                                 td.actions {
                                     form method="post" action={ "/console/users/" (u.id) } {
