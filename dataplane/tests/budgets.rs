@@ -69,6 +69,37 @@ async fn spend_until_refused(
     }
 }
 
+/// Generates [`ask`] on `dp` as `client`; the answer's status.
+async fn generate(client: &reqwest::Client, dp: &DataPlane) -> StatusCode {
+    client
+        .post(dp.url("/api/generate-content"))
+        .json(&ask())
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// The details of `dp`'s audit entries for `action`, sorted.
+async fn audit_details(admin: &reqwest::Client, dp: &DataPlane, action: &str) -> Vec<String> {
+    let audit = json(
+        admin
+            .get(dp.url(&format!("/api/audit?action={action}")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let mut details: Vec<String> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["detail"].as_str().unwrap().to_owned())
+        .collect();
+    details.sort_unstable();
+    details
+}
+
 /// The next UTC midnight, as `resets_at` gives it.
 fn next_midnight() -> String {
     let now = SystemTime::now()
@@ -164,20 +195,8 @@ async fn two_replicas_on_one_redis_let_exactly_the_key_s_daily_budget_pass() {
     // Another key has a budget of its own; the administrator's session has
     // no key budget at all.
     let (_, other) = create_key(&a, "team-b", &["ai"]).await;
-    let r = bearer(&other)
-        .post(b.url("/api/generate-content"))
-        .json(&ask())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let r = admin
-        .post(a.url("/api/generate-content"))
-        .json(&ask())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(generate(&bearer(&other), &b).await, StatusCode::OK);
+    assert_eq!(generate(&admin, &a).await, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -194,19 +213,15 @@ async fn an_account_s_budget_covers_its_sessions_and_keys_and_usage_is_its_own()
     // A key acts for the account of the administrator who made it.
     let (_, key) = create_key(&dp, "admin-script", &["ai"]).await;
     let admin_key = bearer(&key);
-    let generate = |client: &reqwest::Client| {
-        let request = client.post(dp.url("/api/generate-content")).json(&ask());
-        async move { request.send().await.unwrap().status() }
-    };
 
     // The administrator's session and key draw on one budget.
-    assert_eq!(generate(&admin).await, StatusCode::OK);
+    assert_eq!(generate(&admin, &dp).await, StatusCode::OK);
     let (by_key, refusal, _) = spend_until_refused(&admin_key, &dp).await;
     assert!(!by_key.is_empty());
     assert_eq!(refusal["error"]["budget"], "account_monthly");
-    assert_eq!(generate(&admin).await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(generate(&admin, &dp).await, StatusCode::TOO_MANY_REQUESTS);
     // Alice's account is untouched.
-    assert_eq!(generate(&alice).await, StatusCode::OK);
+    assert_eq!(generate(&alice, &dp).await, StatusCode::OK);
 
     // Alice sees her usage; the key its own; the administrator everyone's.
     let credentials = |usage: &Value| -> Vec<String> {
@@ -325,13 +340,7 @@ async fn a_key_s_own_budget_replaces_the_default_and_an_administrator_changes_it
     // Cleared, the default holds again.
     let r = budget(json!({})).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let r = trial
-        .post(dp.url("/api/generate-content"))
-        .json(&ask())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(generate(&trial, &dp).await, StatusCode::OK);
     // The list shows it, and the audit log says who changed it.
     let keys = json(admin.get(dp.url("/api/keys")).send().await.unwrap()).await;
     let listed = keys
@@ -344,25 +353,9 @@ async fn a_key_s_own_budget_replaces_the_default_and_an_administrator_changes_it
         listed["budget"],
         json!({"daily_tokens": null, "monthly_tokens": null})
     );
-    let audit = json(
-        admin
-            .get(dp.url("/api/audit?action=api_key.budget"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    let mut details: Vec<&str> = audit["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["detail"].as_str().unwrap())
-        .collect();
-    details.sort_unstable();
     assert_eq!(
-        details,
-        ["\"trial\": 400 tokens/day", "\"trial\": the defaults"],
-        "{audit}"
+        audit_details(&admin, &dp, "api_key.budget").await,
+        ["\"trial\": 400 tokens/day", "\"trial\": the defaults"]
     );
 
     // Bad figures are refused, naming the field; a key needs to exist; and
@@ -460,13 +453,7 @@ async fn an_account_s_own_budget_replaces_the_default_for_its_sessions_and_keys(
         "{usage}"
     );
     // The administrator's account keeps the defaults: no daily budget.
-    let r = admin
-        .post(dp.url("/api/generate-content"))
-        .json(&ask())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(generate(&admin, &dp).await, StatusCode::OK);
 
     // A member cannot raise her own; bad figures name the field.
     let r = patch(&alice, json!({"budget": {"daily_tokens": 1_000_000}}))
@@ -486,29 +473,11 @@ async fn an_account_s_own_budget_replaces_the_default_for_its_sessions_and_keys(
     // Cleared, the defaults hold again and she goes on at once.
     let r = patch(&admin, json!({"budget": {}})).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let r = alice
-        .post(dp.url("/api/generate-content"))
-        .json(&ask())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let audit = json(
-        admin
-            .get(dp.url("/api/audit?action=user.budget"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    let mut details: Vec<&str> = audit["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["detail"].as_str().unwrap())
-        .collect();
-    details.sort_unstable();
-    assert_eq!(details, ["200 tokens/day", "the defaults"], "{audit}");
+    assert_eq!(generate(&alice, &dp).await, StatusCode::OK);
+    assert_eq!(
+        audit_details(&admin, &dp, "user.budget").await,
+        ["200 tokens/day", "the defaults"]
+    );
 
     // A key draws on its owner's account budget: the administrator's here.
     let admin_id = users
