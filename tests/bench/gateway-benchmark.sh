@@ -2,7 +2,9 @@
 # The AI gateway at load, as TensorZero measures its own: a fixed instant
 # OpenAI-compatible upstream (tests/bench/servers: the same short completion
 # at once), and a constant request rate from vegeta. The same chat request
-# goes straight to the upstream, through a release data plane
+# goes straight to the upstream, through a bare pass-through proxy of ours
+# (`bench-servers proxy`: the least a gateway does, so what it adds is the
+# floor of a gateway's overhead on this machine), through a release data plane
 # (`/v1/chat/completions` with an API key, every generation recorded in its
 # store with its audit row), and through LiteLLM's proxy, at each rate of
 # BENCH_GATEWAY_RATES, one after the other; what a gateway adds is its
@@ -54,6 +56,10 @@ UPSTREAM_PORT=$(free_port)
 "$SERVERS" upstream "$UPSTREAM_PORT" >"$TMP/upstream.log" 2>&1 &
 PIDS+=($!)
 wait_until "the instant upstream answering" 10 curl -sf "http://127.0.0.1:$UPSTREAM_PORT/v1/models"
+PROXY_PORT=$(free_port)
+"$SERVERS" proxy "$PROXY_PORT" "http://127.0.0.1:$UPSTREAM_PORT/v1" >"$TMP/proxy.log" 2>&1 &
+PIDS+=($!)
+wait_until "the bare proxy listening" 10 curl -s -o /dev/null "http://127.0.0.1:$PROXY_PORT/"
 
 SV_ADDR="127.0.0.1:$(free_port)"
 mkdir -p "$TMP/data"
@@ -98,6 +104,7 @@ print("%.2f %.2f %.0f %.4f" % (l["50th"] / 1e6, l["99th"] / 1e6, r["throughput"]
 }
 # Warm each path (connections, caches, the JIT-less Python's imports).
 attack direct "http://127.0.0.1:$UPSTREAM_PORT/v1/chat/completions" none 100 >/dev/null
+attack proxy "http://127.0.0.1:$PROXY_PORT/v1/chat/completions" none 100 >/dev/null
 attack securevault "http://$SV_ADDR/v1/chat/completions" "$SV_KEY" 100 >/dev/null
 attack litellm "http://127.0.0.1:$LITELLM_PORT/v1/chat/completions" "$LITELLM_KEY" 100 >/dev/null
 
@@ -111,9 +118,10 @@ echo "Targets:"
 # LiteLLM last: a proxy that does not hold the rate keeps working off its
 # backlog after the client gave up, and would take the CPU from whatever
 # ran next on these two cores.
-declare -A D50 D99 DTHR DOK S50 S99 STHR SOK L50 L99 LTHR LOK
+declare -A D50 D99 DTHR DOK P50 P99 PTHR POK S50 S99 STHR SOK L50 L99 LTHR LOK
 for rate in $BENCH_GATEWAY_RATES; do
   read -r "D50[$rate]" "D99[$rate]" "DTHR[$rate]" "DOK[$rate]" < <(attack direct "http://127.0.0.1:$UPSTREAM_PORT/v1/chat/completions" none "$rate")
+  read -r "P50[$rate]" "P99[$rate]" "PTHR[$rate]" "POK[$rate]" < <(attack proxy "http://127.0.0.1:$PROXY_PORT/v1/chat/completions" none "$rate")
   read -r "S50[$rate]" "S99[$rate]" "STHR[$rate]" "SOK[$rate]" < <(attack securevault "http://$SV_ADDR/v1/chat/completions" "$SV_KEY" "$rate")
 done
 
@@ -135,18 +143,20 @@ over() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a - b }'; }
 percent() { awk -v s="$1" 'BEGIN { printf "%.1f %%", s * 100 }'; }
 ROWS=()
 for rate in $BENCH_GATEWAY_RATES; do
+  PA50=$(over "${P50[$rate]}" "${D50[$rate]}") PA99=$(over "${P99[$rate]}" "${D99[$rate]}")
   SA50=$(over "${S50[$rate]}" "${D50[$rate]}") SA99=$(over "${S99[$rate]}" "${D99[$rate]}")
   LA50=$(over "${L50[$rate]}" "${D50[$rate]}") LA99=$(over "${L99[$rate]}" "${D99[$rate]}")
   # LiteLLM's overhead over ours at p99; when LiteLLM does not hold the rate
   # its latencies are a queue's (or the client's timeout), and its
   # requests/s and share answered say how far it got.
   RATIO=$(awk -v s="$SA99" -v l="$LA99" 'BEGIN { printf "%.0f", (s > 0.05 ? l / s : l / 0.05) }')
-  echo "  at $rate/s: direct ${D50[$rate]}/${D99[$rate]} (${DTHR[$rate]}/s, ${DOK[$rate]}), SecureVault ${S50[$rate]}/${S99[$rate]} (${STHR[$rate]}/s, ${SOK[$rate]}), LiteLLM ${L50[$rate]}/${L99[$rate]} (${LTHR[$rate]}/s, ${LOK[$rate]})"
+  echo "  at $rate/s: direct ${D50[$rate]}/${D99[$rate]} (${DTHR[$rate]}/s, ${DOK[$rate]}), bare proxy ${P50[$rate]}/${P99[$rate]} (${PTHR[$rate]}/s, ${POK[$rate]}), SecureVault ${S50[$rate]}/${S99[$rate]} (${STHR[$rate]}/s, ${SOK[$rate]}), LiteLLM ${L50[$rate]}/${L99[$rate]} (${LTHR[$rate]}/s, ${LOK[$rate]})"
   target "SecureVault holds $rate/s" "${STHR[$rate]}" ">=" "$(awk -v r="$rate" 'BEGIN { print r * 0.99 }')" "req/s"
   target "SecureVault p99 overhead at $rate/s" "$SA99" "<" 1 "ms"
+  echo "    (the bare proxy's p99 overhead at $rate/s, the floor here: $PA99 ms)"
   target "LiteLLM / SecureVault p99 overhead" "$RATIO" ">=" 10 "x"
-  ROWS+=("$(printf '| %s | %s | %s | %s | %s / %s | %s | %s / %s | %s | %s / %s | %s | %s |' \
-    "$DATE" "$MACHINE" "$REVISION" "$rate" "${D50[$rate]}" "${D99[$rate]}" "${STHR[$rate]}" "$SA50" "$SA99" \
+  ROWS+=("$(printf '| %s | %s | %s | %s | %s / %s | %s / %s | %s | %s / %s | %s | %s / %s | %s | %s |' \
+    "$DATE" "$MACHINE" "$REVISION" "$rate" "${D50[$rate]}" "${D99[$rate]}" "$PA50" "$PA99" "${STHR[$rate]}" "$SA50" "$SA99" \
     "${LTHR[$rate]}" "$LA50" "$LA99" "$(percent "${SOK[$rate]}")" "$(percent "${LOK[$rate]}")")")
 done
 echo "  /api/health: data plane $FULL req/s, bare axum $BARE req/s ($SHARE %)"

@@ -8,8 +8,15 @@
 //! - `bench-servers health PORT`: a bare axum server answering
 //!   `GET /api/health` with the data plane's JSON, and nothing else: the
 //!   floor that the data plane's middleware stack is compared to.
+//! - `bench-servers proxy PORT UPSTREAM_URL`: a bare pass-through proxy that
+//!   forwards `POST /v1/chat/completions` to `UPSTREAM_URL/chat/completions`
+//!   (`UPSTREAM_URL` as `OPENAI_BASE_URL` takes it, with its `/v1`; a pooled
+//!   keep-alive client, the body and the bearer header as they came) and
+//!   answers what it got back: the least any gateway does, so its latency
+//!   over the direct path is the floor of what a gateway adds on this
+//!   machine, the one the data plane's gateway overhead is judged against.
 //!
-//! Both listen on 127.0.0.1 and run until killed.
+//! All listen on 127.0.0.1 and run until killed.
 
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -17,7 +24,8 @@ use anyhow::{Context, bail};
 use axum::{
     Json, Router,
     body::Bytes,
-    http::header,
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -26,16 +34,33 @@ use serde_json::{Value, json};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [mode, port] = args.as_slice() else {
-        bail!("usage: bench-servers upstream|health PORT");
+    let (mode, port, upstream) = match args.as_slice() {
+        [mode, port] => (mode, port, None),
+        [mode, port, upstream] => (mode, port, Some(upstream)),
+        _ => bail!(
+            "usage: bench-servers upstream|health PORT, or bench-servers proxy PORT UPSTREAM_URL"
+        ),
     };
     let port: u16 = port.parse().context("PORT must be a port number")?;
-    let app = match mode.as_str() {
-        "upstream" => Router::new()
+    let app = match (mode.as_str(), upstream) {
+        ("upstream", None) => Router::new()
             .route("/v1/chat/completions", post(completion))
             .route("/v1/models", get(models)),
-        "health" => Router::new().route("/api/health", get(health)),
-        other => bail!("unknown mode {other:?}: upstream or health"),
+        ("health", None) => Router::new().route("/api/health", get(health)),
+        ("proxy", Some(upstream)) => {
+            // Plain HTTP only, but reqwest builds its TLS settings anyway.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let target = Upstream {
+                client: reqwest::Client::new(),
+                url: format!("{}/chat/completions", upstream.trim_end_matches('/')),
+            };
+            Router::new()
+                .route("/v1/chat/completions", post(forward))
+                .with_state(target)
+        }
+        (other, _) => bail!(
+            "unknown mode {other:?} or wrong arguments: upstream PORT, health PORT or proxy PORT UPSTREAM_URL"
+        ),
     };
     let listener = tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
         .await
@@ -90,4 +115,42 @@ async fn models() -> Json<Value> {
 
 async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
+}
+
+/// Where `proxy` forwards to, with its connection pool.
+#[derive(Clone)]
+struct Upstream {
+    client: reqwest::Client,
+    url: String,
+}
+
+/// Forwards a chat completion as it came and answers what came back; a
+/// failed upstream call is a 502.
+async fn forward(State(upstream): State<Upstream>, headers: HeaderMap, body: Bytes) -> Response {
+    let mut request = upstream
+        .client
+        .post(&upstream.url)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body);
+    if let Some(auth) = headers.get(header::AUTHORIZATION) {
+        request = request.header(header::AUTHORIZATION, auth);
+    }
+    let answer = match request.send().await {
+        Ok(answer) => answer,
+        Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    };
+    let status = answer.status();
+    let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
+    match answer.bytes().await {
+        Ok(bytes) => {
+            let mut response = (status, bytes).into_response();
+            if let Some(content_type) = content_type {
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, content_type);
+            }
+            response
+        }
+        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    }
 }
