@@ -8,6 +8,17 @@
 //! flight for as long as it lasts, and no timeout here cuts it; bounding it
 //! is the job of `REQUEST_TIMEOUT_SECS` (and `AI_TIMEOUT_SECS` for a
 //! streamed generation).
+//!
+//! The traffic never wakes the watchdog: it looks at the state when its own
+//! clock says so, at the deadline it computed and at least every `recheck`
+//! (the shortest of its timeouts). Whatever happens in between only moves a
+//! deadline to at least `recheck` after the last look (a request ending
+//! starts an idle clock, the first byte of the next one a header clock), so
+//! the next look still comes before it and no deadline is missed or late.
+//! Waking the watchdog on every change instead cost each request three
+//! wake-ups of its connection's task and three timers set and cancelled: a
+//! third of what `GET /api/health` cost the data plane beyond a bare axum
+//! server (docs/benchmarks.md, "AI gateway at load").
 
 use std::{
     io,
@@ -23,7 +34,6 @@ use hyper::{
 };
 use tokio::{
     io::{AsyncRead, ReadBuf},
-    sync::Notify,
     time::{Duration, Instant},
 };
 
@@ -53,8 +63,6 @@ impl Reason {
 /// response bodies in flight and its watchdog.
 pub struct Activity {
     state: Mutex<State>,
-    /// Wakes the watchdog when `state` changed.
-    changed: Notify,
 }
 
 struct State {
@@ -81,7 +89,6 @@ impl Activity {
                 idle_since: Instant::now(),
                 arriving_since: None,
             }),
-            changed: Notify::new(),
         })
     }
 
@@ -94,14 +101,11 @@ impl Activity {
     /// A request's headers are in; it counts as in flight until the
     /// returned guard is dropped.
     pub fn start(self: &Arc<Self>, version: Version) -> InFlight {
-        {
-            let mut state = self.lock();
-            state.in_flight += 1;
-            state.requests += 1;
-            state.http2 |= version == Version::HTTP_2;
-            state.arriving_since = None;
-        }
-        self.changed.notify_waiters();
+        let mut state = self.lock();
+        state.in_flight += 1;
+        state.requests += 1;
+        state.http2 |= version == Version::HTTP_2;
+        state.arriving_since = None;
         InFlight(self.clone())
     }
 
@@ -109,8 +113,6 @@ impl Activity {
         let mut state = self.lock();
         if state.in_flight == 0 && state.arriving_since.is_none() {
             state.arriving_since = Some(Instant::now());
-            drop(state);
-            self.changed.notify_waiters();
         }
     }
 
@@ -120,7 +122,8 @@ impl Activity {
     /// `idle_timeout` from the last response, or `header_read_timeout` from
     /// the first byte of a next request that never completes (HTTP/1.1).
     pub async fn expired(&self, limits: &ConnectionLimits) -> Reason {
-        self.wait_until(|state| {
+        let recheck = limits.header_read_timeout.min(limits.idle_timeout);
+        self.wait_until(recheck, |state| {
             if state.in_flight > 0 {
                 return None;
             }
@@ -143,27 +146,30 @@ impl Activity {
     /// Resolves once no request has been in flight for `grace`, counted
     /// from `since` at the earliest.
     pub async fn quiet_for(&self, grace: Duration, since: Instant) {
-        self.wait_until(|state| {
+        self.wait_until(grace, |state| {
             (state.in_flight == 0).then(|| (state.idle_since.max(since) + grace, ()))
         })
         .await;
     }
 
-    /// Waits until the deadline `deadline` computes from the state passes
-    /// (`None`: no deadline while the state stays as it is).
-    async fn wait_until<R>(&self, deadline: impl Fn(&State) -> Option<(Instant, R)>) -> R {
+    /// Waits until the deadline `deadline` computes from the state has
+    /// passed, looking again at the latest every `recheck` (`None`: no
+    /// deadline while the state stays as it is). See the module doc for why
+    /// `recheck` must be no longer than any timeout `deadline` adds.
+    async fn wait_until<R>(
+        &self,
+        recheck: Duration,
+        deadline: impl Fn(&State) -> Option<(Instant, R)>,
+    ) -> R {
         loop {
-            // Created before the state is read, so no change is missed
-            // (`notify_waiters` wakes every `Notified` already created).
-            let changed = self.changed.notified();
             let next = deadline(&self.lock());
-            match next {
-                None => changed.await,
-                Some((at, result)) => tokio::select! {
-                    () = changed => {}
-                    () = tokio::time::sleep_until(at) => return result,
-                },
-            }
+            let now = Instant::now();
+            let wake = match next {
+                Some((at, result)) if at <= now => return result,
+                Some((at, _)) => at.min(now + recheck),
+                None => now + recheck,
+            };
+            tokio::time::sleep_until(wake).await;
         }
     }
 }
@@ -173,15 +179,12 @@ pub struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        {
-            let mut state = self.0.lock();
-            state.in_flight = state.in_flight.saturating_sub(1);
-            if state.in_flight == 0 {
-                state.idle_since = Instant::now();
-                state.arriving_since = None;
-            }
+        let mut state = self.0.lock();
+        state.in_flight = state.in_flight.saturating_sub(1);
+        if state.in_flight == 0 {
+            state.idle_since = Instant::now();
+            state.arriving_since = None;
         }
-        self.0.changed.notify_waiters();
     }
 }
 
