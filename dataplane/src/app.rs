@@ -9,7 +9,7 @@ use axum::{
     Router,
     extract::DefaultBodyLimit,
     http::StatusCode,
-    middleware::{from_fn, from_fn_with_state, map_response},
+    middleware::{from_fn, from_fn_with_state},
     response::IntoResponse,
 };
 use tower::ServiceBuilder;
@@ -24,11 +24,9 @@ use crate::{
     error::ApiError,
     middleware::{
         auth::{Guard, require},
-        client_ip::client_ip,
-        http_metrics::{expose_matched_path, http_metrics},
-        json_errors::{Limits, json_errors},
-        request_id::request_id,
-        security_headers::security_headers,
+        edge::{Edge, edge},
+        http_metrics::expose_matched_path,
+        json_errors::Limits,
     },
     ratelimit::Limiter,
     routes,
@@ -108,25 +106,22 @@ pub fn app(state: AppState) -> Router {
         api.merge(group.route_layer(from_fn_with_state(guard, require)))
     });
     let (api, _) = api.split_for_parts();
-    let trusted_proxies = Arc::new(state.config.auth.trusted_proxies.clone());
+    let edge_state = Arc::new(Edge {
+        trusted_proxies: state.config.auth.trusted_proxies.clone(),
+        metrics: state.metrics.clone(),
+        limits,
+    });
 
     // Layers listed outermost first: a request passes them top to bottom, the
     // response bottom to top. The order matters:
-    // - security headers outermost, so every answer gets them, even one made
-    //   by a layer below;
-    // - the request id next, so every log line below carries it;
-    // - the client address before anything that audits or counts by it;
-    // - metrics see the final status of everything below, 404s included;
-    // - JSON errors rewrite what the timeout, the body limit and the router
-    //   answer on their own;
+    // - the edge outermost: request id, span, client address, JSON errors,
+    //   metrics and security headers for everything below (its module doc
+    //   says in what order), so it sees and rewrites what the timeout, the
+    //   body limit and the router answer on their own;
     // - the timeout bounds the handler, the body limit refuses large bodies
     //   before a handler reads them.
     let middleware = ServiceBuilder::new()
-        .layer(map_response(security_headers))
-        .layer(from_fn(request_id))
-        .layer(from_fn_with_state(trusted_proxies, client_ip))
-        .layer(from_fn_with_state(state.metrics.clone(), http_metrics))
-        .layer(from_fn_with_state(limits, json_errors))
+        .layer(from_fn_with_state(edge_state, edge))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             state.config.request_timeout,

@@ -1,13 +1,9 @@
 //! Puts the client's address ([`ClientIp`]) in the request's extensions, as
 //! `auth::client_ip` resolves it from the socket and trusted proxies.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::net::SocketAddr;
 
-use axum::{
-    extract::{ConnectInfo, Request, State},
-    middleware::Next,
-    response::Response,
-};
+use axum::extract::{ConnectInfo, Request};
 use ipnet::IpNet;
 
 use crate::auth::client_ip::resolve;
@@ -17,12 +13,8 @@ use crate::auth::client_ip::resolve;
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub Option<std::net::IpAddr>);
 
-/// Resolves and stores the client address.
-pub async fn client_ip(
-    State(trusted): State<Arc<Vec<IpNet>>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+/// Resolves the client address and stores it in the request's extensions.
+pub fn mark(req: &mut Request, trusted: &[IpNet]) {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -33,8 +25,7 @@ pub async fn client_ip(
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok());
-        resolve(peer, forwarded, &trusted)
+        resolve(peer, forwarded, trusted)
     });
     req.extensions_mut().insert(ClientIp(ip));
-    next.run(req).await
 }

@@ -3,10 +3,10 @@
 //! (`/api/emails/{id}`, never `/api/emails/42`), so label cardinality stays
 //! bounded whatever clients send.
 
-use std::{sync::Arc, time::Instant};
+use std::time::Duration;
 
 use axum::{
-    extract::{MatchedPath, Request, State},
+    extract::{MatchedPath, Request},
     http::Method,
     middleware::Next,
     response::Response,
@@ -17,17 +17,9 @@ use crate::{error::ErrorDetail, telemetry::Metrics};
 /// The route label of requests no route matched (404s, scanners).
 pub const UNMATCHED: &str = "unmatched";
 
-/// Counts and times each request; logs server errors with their detail.
-pub async fn http_metrics(
-    State(metrics): State<Arc<Metrics>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let method = method_label(req.method());
-    let start = Instant::now();
-    let response = next.run(req).await;
-    let elapsed = start.elapsed();
-
+/// Counts and times a request answered with `response` after `elapsed`;
+/// logs server errors with their detail. `method` is [`method_label`]'s.
+pub fn record(metrics: &Metrics, method: &'static str, elapsed: Duration, response: &Response) {
     let route = response
         .extensions()
         .get::<MatchedPath>()
@@ -54,7 +46,6 @@ pub async fn http_metrics(
             "request completed"
         );
     }
-    response
 }
 
 /// Copies the matched route template from the request to the response, where
@@ -70,7 +61,7 @@ pub async fn expose_matched_path(req: Request, next: Next) -> Response {
 }
 
 /// Standard methods by name; anything else is `other`, to bound cardinality.
-fn method_label(method: &Method) -> &'static str {
+pub fn method_label(method: &Method) -> &'static str {
     match *method {
         Method::GET => "GET",
         Method::POST => "POST",

@@ -6,9 +6,7 @@
 use crate::error::ApiError;
 use axum::{
     body::Body,
-    extract::{Request, State},
     http::{HeaderMap, StatusCode, header},
-    middleware::Next,
     response::{IntoResponse, Response},
 };
 
@@ -25,8 +23,7 @@ pub struct Limits {
 const MAX_MESSAGE: usize = 512;
 
 /// Rewrites non-JSON error answers as JSON errors.
-pub async fn json_errors(State(limits): State<Limits>, req: Request, next: Next) -> Response {
-    let response = next.run(req).await;
+pub async fn rewrite(limits: &Limits, response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) || is_ours(response.headers()) {
         return response;
@@ -77,7 +74,7 @@ async fn text_of(body: Body) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use axum::{Router, middleware, routing::get};
+    use axum::{Router, extract::Request, middleware, routing::get};
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
@@ -91,7 +88,11 @@ mod tests {
         };
         let app = Router::new()
             .route("/", get(|| async { "ok" }))
-            .layer(middleware::from_fn_with_state(limits, json_errors));
+            .layer(middleware::from_fn(
+                move |req: Request, next: middleware::Next| async move {
+                    rewrite(&limits, next.run(req).await).await
+                },
+            ));
         let res = app
             .oneshot(Request::post("/").body(Body::empty()).unwrap())
             .await

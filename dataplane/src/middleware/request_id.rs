@@ -1,14 +1,12 @@
 //! `X-Request-Id`: taken from the request when it is sane, generated
-//! otherwise, echoed on the response, and set on the span every log line of
-//! the request inherits.
+//! otherwise, echoed on the response, and set (by [`super::edge`]) on the
+//! span every log line of the request inherits.
 
 use axum::{
     extract::Request,
     http::{HeaderName, HeaderValue},
-    middleware::Next,
     response::Response,
 };
-use tracing::Instrument;
 
 /// The header carrying the request id, both ways.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -20,8 +18,9 @@ const MAX_LEN: usize = 128;
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// Assigns the request id and opens the request's span.
-pub async fn request_id(mut req: Request, next: Next) -> Response {
+/// The request's id: the client's when it is sane, a new one otherwise; it
+/// is put in the request's extensions for handlers and the audit trail.
+pub fn assign(req: &mut Request) -> String {
     let id = req
         .headers()
         .get(&X_REQUEST_ID)
@@ -29,13 +28,14 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
         .filter(|v| is_sane(v))
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
     req.extensions_mut().insert(RequestId(id.clone()));
+    id
+}
 
-    let span = tracing::info_span!("request", request_id = %id, user_id = tracing::field::Empty);
-    let mut response = next.run(req).instrument(span).await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
+/// Echoes the id on the response.
+pub fn echo(response: &mut Response, id: &str) {
+    if let Ok(value) = HeaderValue::from_str(id) {
         response.headers_mut().insert(X_REQUEST_ID.clone(), value);
     }
-    response
 }
 
 /// A client's id is kept only if it cannot break a log line or a header:

@@ -2,7 +2,7 @@
 //! the answers the framework makes by itself (405, 413, timeouts).
 
 use axum::{
-    http::{HeaderName, HeaderValue, header},
+    http::{HeaderMap, HeaderName, HeaderValue, header},
     response::Response,
 };
 
@@ -25,9 +25,13 @@ pub const SECURITY_HEADERS: [(HeaderName, HeaderValue); 4] = [
 
 /// Sets the security headers, replacing any a handler set.
 pub async fn security_headers(mut response: Response) -> Response {
-    let headers = response.headers_mut();
+    set(response.headers_mut());
+    response
+}
+
+/// Sets the four headers on `headers`, replacing any of the same name.
+pub fn set(headers: &mut HeaderMap) {
     for (name, value) in SECURITY_HEADERS {
         headers.insert(name, value);
     }
-    response
 }

@@ -4,7 +4,7 @@
 //! (`dataplane.email.worker`), `module` its last part (`worker`).
 //!
 //! `request_id` and `user_id` come from the enclosing spans (the request span
-//! opened by `middleware::request_id`), so code deep in a handler logs them
+//! opened by `middleware::edge`), so code deep in a handler logs them
 //! without passing them around. A small layer of our own does this instead of
 //! `tracing_subscriber::fmt().json()`, whose output nests span fields and has
 //! no `module` key.
