@@ -63,6 +63,11 @@ impl ConfigError {
 pub struct Secret<T = String>(T);
 
 impl<T> Secret<T> {
+    /// Wraps `value`, which from now on shows as `***`.
+    pub fn new(value: T) -> Self {
+        Self(value)
+    }
+
     /// The secret itself, for the one place that needs it.
     pub fn expose(&self) -> &T {
         &self.0

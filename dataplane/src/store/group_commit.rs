@@ -106,12 +106,21 @@ pub(super) struct GroupCommit {
 impl GroupCommit {
     /// Starts the task that writes through `writer`, a `kind` database. It
     /// ends when the last handle is dropped, after writing what was queued.
-    pub(super) fn spawn(writer: AnyPool, kind: DatabaseKind) -> Self {
+    /// With `checkpoints` (a SQLite file), it finishes the checkpoints that
+    /// module asks for between two groups, after their answers went out.
+    pub(super) fn spawn(
+        writer: AnyPool,
+        kind: DatabaseKind,
+        checkpoints: Option<super::checkpoint::Finish>,
+    ) -> Self {
         let (queue, mut rx) = mpsc::channel::<Waiting>(QUEUE);
         tokio::spawn(async move {
             let mut group = Vec::with_capacity(MAX_GROUP);
             while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
                 write_group(&writer, kind, std::mem::take(&mut group)).await;
+                if let Some(checkpoints) = &checkpoints {
+                    checkpoints.if_asked(&writer).await;
+                }
             }
         });
         Self { queue }

@@ -9,6 +9,7 @@
 mod accounts;
 mod audit;
 pub mod backup;
+mod checkpoint;
 mod emails;
 mod generations;
 mod group_commit;
@@ -131,7 +132,15 @@ impl Store {
         if let Some(file) = &sqlite_file {
             prepare_sqlite(file, url)?;
         }
-        let options = || {
+        // The writing connection leaves checkpoints to `checkpoint` (see
+        // there) when there is a file to checkpoint; other connections
+        // never write a log long enough to checkpoint.
+        let options = |checkpoints_elsewhere: bool| {
+            let pragmas = if checkpoints_elsewhere {
+                "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;"
+            } else {
+                "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
+            };
             AnyPoolOptions::new()
                 .acquire_timeout(ACQUIRE_TIMEOUT)
                 // A SQLite connection is a file handle in this process: it
@@ -144,14 +153,13 @@ impl Store {
                             // WAL lets readers run beside the one writer; the busy
                             // timeout makes a writer wait for the lock instead of
                             // failing at once with SQLITE_BUSY.
-                            conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
-                                .await?;
+                            conn.execute(pragmas).await?;
                         }
                         Ok(())
                     })
                 })
         };
-        let pool = options()
+        let pool = options(false)
             .max_connections(config.max_connections)
             .connect(url)
             .await?;
@@ -161,7 +169,10 @@ impl Store {
         // latencies. One writing connection makes them queue in order on the
         // pool instead, each waiting only for the writes ahead of it.
         let writer = if is_sqlite {
-            options().max_connections(1).connect(url).await?
+            options(sqlite_file.is_some())
+                .max_connections(1)
+                .connect(url)
+                .await?
         } else {
             pool.clone()
         };
@@ -169,7 +180,13 @@ impl Store {
             tighten_sqlite(file)?;
         }
         Ok(Self {
-            accepted: group_commit::GroupCommit::spawn(writer.clone(), config.kind),
+            accepted: group_commit::GroupCommit::spawn(
+                writer.clone(),
+                config.kind,
+                sqlite_file
+                    .is_some()
+                    .then(|| checkpoint::Finish::spawn(url.to_owned(), writer.clone())),
+            ),
             pool,
             writer,
             kind: config.kind,
