@@ -101,7 +101,7 @@ async fn passes(
     writer: &AnyPool,
     asked: &Weak<AtomicBool>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("PRAGMA busy_timeout = 5000")
+    sqlx::raw_sql(super::SQLITE_PRAGMAS)
         .execute(&mut *conn)
         .await?;
     // Pages copied as of the last pass, to tell what this one copied.

@@ -103,6 +103,11 @@ pub enum StoreError {
     WrongKey(String),
 }
 
+/// What every SQLite connection sets. WAL lets readers run beside the one
+/// writer; the busy timeout makes a writer wait for the lock instead of
+/// failing at once with SQLITE_BUSY.
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
+
 /// A handle to the store; cheap to clone (the pool is shared).
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -136,11 +141,6 @@ impl Store {
         // there) when there is a file to checkpoint; other connections
         // never write a log long enough to checkpoint.
         let options = |checkpoints_elsewhere: bool| {
-            let pragmas = if checkpoints_elsewhere {
-                "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;"
-            } else {
-                "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
-            };
             AnyPoolOptions::new()
                 .acquire_timeout(ACQUIRE_TIMEOUT)
                 // A SQLite connection is a file handle in this process: it
@@ -150,10 +150,10 @@ impl Store {
                 .after_connect(move |conn, _| {
                     Box::pin(async move {
                         if is_sqlite {
-                            // WAL lets readers run beside the one writer; the busy
-                            // timeout makes a writer wait for the lock instead of
-                            // failing at once with SQLITE_BUSY.
-                            conn.execute(pragmas).await?;
+                            conn.execute(SQLITE_PRAGMAS).await?;
+                            if checkpoints_elsewhere {
+                                conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
+                            }
                         }
                         Ok(())
                     })
