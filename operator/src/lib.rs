@@ -15,6 +15,7 @@
 //! - [`status`]: the status computed from what was observed;
 //! - [`dkim`]: what the DKIM Secret's key names mean, for `Degraded`;
 //! - [`controller`]: watches and wiring; [`leader`]: Lease-based election;
+//! - [`client`]: the API client, which counts every request it sends;
 //! - [`telemetry`]: logs, metrics, health endpoints; [`metrics_auth`]: who
 //!   may read the metrics (TokenReview and SubjectAccessReview);
 //! - [`crd`]: the CRD YAML that `operator crd` prints; [`render`]: the
@@ -25,6 +26,7 @@
 pub mod alerts;
 pub mod api;
 pub mod build;
+pub mod client;
 pub mod controller;
 pub mod crd;
 pub mod crd_reference;

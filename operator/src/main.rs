@@ -7,7 +7,6 @@ use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use kube::Client;
 use operator::{controller, discovery, leader, metrics_auth, telemetry};
 use tokio_util::sync::CancellationToken;
 
@@ -296,10 +295,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ),
         None => tracing::info!("watching every namespace (this needs cluster-wide rights)"),
     }
-    let client = Client::try_default()
+    let metrics = Arc::new(telemetry::Metrics::new()?);
+    let config = kube::Config::infer()
         .await
         .context("no Kubernetes configuration (KUBECONFIG or in-cluster)")?;
-    let metrics = Arc::new(telemetry::Metrics::new()?);
+    let client = operator::client::counted(config, metrics.api_requests.clone())
+        .context("building the Kubernetes client")?;
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone()));
 

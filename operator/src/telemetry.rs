@@ -40,6 +40,10 @@ pub struct Metrics {
     failures: IntCounterVec,
     duration: Histogram,
     writes: IntCounterVec,
+    unchanged: IntCounter,
+    /// Every request sent to the API server, by verb and resource (see
+    /// [`crate::client`]).
+    pub api_requests: IntCounterVec,
     optional_kinds: IntGaugeVec,
     /// 1 while this process holds the leader lease.
     pub leader: IntGauge,
@@ -73,6 +77,17 @@ impl Metrics {
             ),
             &["kind"],
         )?;
+        let unchanged = IntCounter::new(
+            "securevault_reconciles_unchanged_total",
+            "Reconciles that found nothing changed since the last settled one and sent no request",
+        )?;
+        let api_requests = IntCounterVec::new(
+            Opts::new(
+                "securevault_api_requests_total",
+                "Requests sent to the API server, by verb (get, list, watch, create, patch, update, delete) and resource",
+            ),
+            &["verb", "resource"],
+        )?;
         let optional_kinds = IntGaugeVec::new(
             Opts::new(
                 "securevault_optional_kind_served",
@@ -88,6 +103,8 @@ impl Metrics {
         registry.register(Box::new(failures.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(writes.clone()))?;
+        registry.register(Box::new(unchanged.clone()))?;
+        registry.register(Box::new(api_requests.clone()))?;
         registry.register(Box::new(optional_kinds.clone()))?;
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(
@@ -99,6 +116,8 @@ impl Metrics {
             failures,
             duration,
             writes,
+            unchanged,
+            api_requests,
             optional_kinds,
             leader,
         })
@@ -118,6 +137,11 @@ impl Metrics {
     /// Counts a write that changed an object.
     pub fn count_write(&self, kind: &'static str) {
         self.writes.with_label_values(&[kind]).inc();
+    }
+
+    /// Counts a reconcile answered from the watch caches alone.
+    pub fn count_unchanged(&self) {
+        self.unchanged.inc();
     }
 
     /// Records whether the optional kind `kind` is served.
