@@ -2,24 +2,30 @@
 //!
 //! - SecureVaults, filtered on `metadata.generation`: a status write (ours)
 //!   does not trigger another reconcile, a spec change does.
-//! - The children we own (only those labelled as managed by us are cached):
-//!   deleting or editing one brings its SecureVault back to reconcile at once.
+//! - The children we own (only those labelled as managed by us), as
+//!   metadata only, kept trimmed in [`Caches`]: deleting or editing one
+//!   brings its SecureVault back to reconcile at once.
 //! - Secrets, as metadata only (their values never sit in our memory): a
 //!   referenced Secret that appears or changes reconciles the SecureVaults
 //!   that reference it, so recovery needs no resync.
-//! - The optional kinds we own (ServiceMonitor, PrometheusRule), watched
-//!   only while the API server serves them; a change in what it serves
-//!   reconciles every SecureVault.
+//! - The optional kinds we own (the Prometheus Operator's, cert-manager's
+//!   Certificate), watched only while the API server serves them; a change
+//!   in what it serves reconciles every SecureVault.
+//!
+//! From those caches alone, a reconcile tells whether its SecureVault
+//! changed since it last settled (`unchanged`): an idle fleet costs the
+//! API server its watches and nothing else.
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc};
 
 use futures::StreamExt;
+
 use k8s_openapi::api::{
     apps::v1::Deployment,
     autoscaling::v2::HorizontalPodAutoscaler,
     batch::v1::{CronJob, Job},
-    core::v1::{ConfigMap, Secret, Service, ServiceAccount},
-    networking::v1::NetworkPolicy,
+    core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount},
+    networking::v1::{Ingress, NetworkPolicy},
     policy::v1::PodDisruptionBudget,
 };
 use kube::{
@@ -37,8 +43,10 @@ use kube::{
 use crate::{
     api::{
         SecureVault,
-        monitoring::{Prometheus, PrometheusRule, ServiceMonitor},
+        cert_manager::Certificate,
+        monitoring::{AlertmanagerConfig, Prometheus, PrometheusRule, ServiceMonitor},
     },
+    cache::Caches,
     discovery::{Discovery, OptionalKind},
     names,
     policy::Policy,
@@ -77,7 +85,16 @@ pub struct Context {
     pub bucket_views: crate::reconcile::BucketViews,
     /// The selectors of the cluster's Prometheuses, kept by a watch.
     pub prometheuses: Prometheuses,
+    /// The metadata of children and Secrets, kept by the watches.
+    pub caches: Caches,
+    /// When each SecureVault (by uid) was last reconciled in full: one whose
+    /// status changes with time is looked at again after the resync
+    /// interval even when its inputs did not change (see `unchanged`).
+    pub full_reconciles: std::sync::Mutex<BTreeMap<String, std::time::Instant>>,
 }
+
+/// How many SecureVaults are reconciled at once.
+const RECONCILE_CONCURRENCY: u16 = 16;
 
 /// Runs the controller until `shutdown` resolves; reconciles in flight
 /// finish first. With `namespace`, only that namespace is watched.
@@ -90,21 +107,6 @@ pub async fn run(
     namespace: Option<&str>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let ctx = Arc::new(Context {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: names::MANAGER.into(),
-                instance: Some(identity.to_owned()),
-            },
-        ),
-        client: client.clone(),
-        metrics,
-        discovery: discovery.clone(),
-        platform,
-        bucket_views: Default::default(),
-        prometheuses: Prometheuses::default(),
-    });
 
     fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
     where
@@ -122,45 +124,93 @@ pub async fn run(
         watcher::Config::default(),
     )
     .default_backoff()
+    // Who wrote which field is the largest part of an object and no
+    // reconcile reads it.
+    .modify(|sv: &mut SecureVault| sv.metadata.managed_fields = None)
     .reflect(writer)
     .applied_objects()
     .predicate_filter(predicates::generation, Default::default());
 
+    // Children are watched as metadata only, and kept (trimmed) in the
+    // caches that tell whether a SecureVault changed (`unchanged`).
     let ours = watcher::Config::default()
         .labels(&format!("app.kubernetes.io/managed-by={}", names::MANAGER));
-    let secrets = watcher(
-        api::<PartialObjectMeta<Secret>>(&client, namespace),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .touched_objects();
+    let mut caches = Caches::default();
+    let secrets = caches.keep_secrets(
+        watcher(
+            api::<PartialObjectMeta<Secret>>(&client, namespace),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
+    );
+    macro_rules! children {
+        ($kind:ty) => {
+            caches.keep_children::<$kind, _>(
+                stringify!($kind),
+                None,
+                watcher(
+                    api::<PartialObjectMeta<$kind>>(&client, namespace),
+                    ours.clone(),
+                )
+                .default_backoff(),
+            )
+        };
+    }
+    let deployments = children!(Deployment);
+    let services = children!(Service);
+    let config_maps = children!(ConfigMap);
+    let service_accounts = children!(ServiceAccount);
+    let cron_jobs = children!(CronJob);
+    // The upgrade's backup and migration Jobs: their end moves it on.
+    let jobs = children!(Job);
+    let autoscalers = children!(HorizontalPodAutoscaler);
+    let network_policies = children!(NetworkPolicy);
+    let disruption_budgets = children!(PodDisruptionBudget);
+    let ingresses = children!(Ingress);
+    // A retained claim has no owner reference: it names its SecureVault in
+    // an annotation, which maps its changes back.
+    let claims = children!(PersistentVolumeClaim);
+    // The optional kinds (the Prometheus Operator's, cert-manager's) may not
+    // be installed: each is watched only while the API server serves it.
+    macro_rules! optional_children {
+        ($kind:ty) => {{
+            let (client, ours, namespace) =
+                (client.clone(), ours.clone(), namespace.map(str::to_owned));
+            caches.keep_children::<$kind, _>(
+                stringify!($kind),
+                Some(<$kind as crate::discovery::Optional>::KIND),
+                discovery.while_served(<$kind as crate::discovery::Optional>::KIND, move || {
+                    watcher(
+                        api::<PartialObjectMeta<$kind>>(&client, namespace.as_deref()),
+                        ours.clone(),
+                    )
+                    .default_backoff()
+                }),
+            )
+        }};
+    }
+    let service_monitors = optional_children!(ServiceMonitor);
+    let prometheus_rules = optional_children!(PrometheusRule);
+    let alertmanager_configs = optional_children!(AlertmanagerConfig);
+    let certificates = optional_children!(Certificate);
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: names::MANAGER.into(),
+                instance: Some(identity.to_owned()),
+            },
+        ),
+        client: client.clone(),
+        metrics,
+        discovery: discovery.clone(),
+        platform,
+        bucket_views: Default::default(),
+        prometheuses: Prometheuses::default(),
+        caches,
+        full_reconciles: Default::default(),
+    });
     let lookup = reader.clone();
-    // The Prometheus Operator's kinds may not be installed: each is watched
-    // only while the API server serves it.
-    let service_monitors = {
-        let (client, ours, namespace) =
-            (client.clone(), ours.clone(), namespace.map(str::to_owned));
-        discovery.while_served(OptionalKind::ServiceMonitor, move || {
-            watcher(
-                api::<PartialObjectMeta<ServiceMonitor>>(&client, namespace.as_deref()),
-                ours.clone(),
-            )
-            .default_backoff()
-            .touched_objects()
-        })
-    };
-    let prometheus_rules = {
-        let (client, ours, namespace) =
-            (client.clone(), ours.clone(), namespace.map(str::to_owned));
-        discovery.while_served(OptionalKind::PrometheusRule, move || {
-            watcher(
-                api::<PartialObjectMeta<PrometheusRule>>(&client, namespace.as_deref()),
-                ours.clone(),
-            )
-            .default_backoff()
-            .touched_objects()
-        })
-    };
 
     // The cluster's Prometheuses, wherever they run (the chart grants this
     // read cluster-wide): a change of their selectors changes what every
@@ -188,30 +238,60 @@ pub async fn run(
     };
 
     Controller::for_stream(vaults, reader)
-        .owns(api::<Deployment>(&client, namespace), ours.clone())
-        .owns(api::<Service>(&client, namespace), ours.clone())
-        .owns(api::<ConfigMap>(&client, namespace), ours.clone())
-        .owns(api::<ServiceAccount>(&client, namespace), ours.clone())
-        .owns(api::<Secret>(&client, namespace), ours.clone())
-        .owns(api::<CronJob>(&client, namespace), ours.clone())
-        // The upgrade's backup and migration Jobs: their end moves it on.
-        .owns(api::<Job>(&client, namespace), ours.clone())
-        .owns(
-            api::<HorizontalPodAutoscaler>(&client, namespace),
-            ours.clone(),
+        // Bounded: after a start every SecureVault is reconciled at once,
+        // and the memory of a reconcile in flight is what grows.
+        .with_config(
+            kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY),
         )
-        .owns(api::<NetworkPolicy>(&client, namespace), ours.clone())
-        .owns(api::<PodDisruptionBudget>(&client, namespace), ours)
+        .owns_stream(deployments)
+        .owns_stream(services)
+        .owns_stream(config_maps)
+        .owns_stream(service_accounts)
+        .owns_stream(cron_jobs)
+        .owns_stream(jobs)
+        .owns_stream(autoscalers)
+        .owns_stream(network_policies)
+        .owns_stream(disruption_budgets)
+        .owns_stream(ingresses)
+        .watches_stream(claims, |claim| {
+            let namespace = claim.namespace().unwrap_or_default();
+            let owners = claim
+                .owner_references()
+                .iter()
+                .filter(|o| o.kind == "SecureVault")
+                .map(|o| o.name.clone());
+            let retained_for = claim
+                .annotations()
+                .get(names::RETAINED_FOR_ANNOTATION)
+                .cloned();
+            owners
+                .chain(retained_for)
+                .map(|name| ObjectRef::new(&name).within(&namespace))
+                .collect::<Vec<_>>()
+        })
         .owns_stream(service_monitors)
         .owns_stream(prometheus_rules)
+        .owns_stream(alertmanager_configs)
+        .owns_stream(certificates)
+        // Every Secret: one a SecureVault owns (its generated key), or one
+        // its spec refers to.
         .watches_stream(secrets, move |secret| {
             let namespace = secret.namespace();
             let name = secret.name_any();
+            let owners: Vec<String> = secret
+                .owner_references()
+                .iter()
+                .filter(|o| o.kind == "SecureVault")
+                .map(|o| o.uid.clone())
+                .collect();
             lookup
                 .state()
                 .into_iter()
                 .filter(|sv| sv.namespace() == namespace)
-                .filter(|sv| validate(sv).is_ok_and(|v| v.referenced_secrets().contains(&name)))
+                .filter(|sv| {
+                    sv.uid().is_some_and(|uid| owners.contains(&uid))
+                        || validate(sv).is_ok_and(|v| v.referenced_secrets().contains(&name))
+                })
                 .map(|sv| ObjectRef::from(sv.as_ref()))
                 .collect::<Vec<_>>()
         })

@@ -13,6 +13,9 @@
 //! - [`reconcile`]: the pipeline `validate -> observe -> decide -> build ->
 //!   apply -> update_status`, the only place that writes;
 //! - [`status`]: the status computed from what was observed;
+//! - [`cache`]: the metadata of children and Secrets the watches keep;
+//!   [`unchanged`]: from those alone, whether a SecureVault changed since
+//!   its last settled reconcile (then no request is sent);
 //! - [`dkim`]: what the DKIM Secret's key names mean, for `Degraded`;
 //! - [`controller`]: watches and wiring; [`leader`]: Lease-based election;
 //! - [`client`]: the API client, which counts every request it sends;
@@ -26,6 +29,7 @@
 pub mod alerts;
 pub mod api;
 pub mod build;
+pub mod cache;
 pub mod client;
 pub mod controller;
 pub mod crd;
@@ -44,6 +48,7 @@ pub mod render;
 pub mod status;
 pub mod storage;
 pub mod telemetry;
+pub mod unchanged;
 pub mod upgrade;
 pub mod validate;
 pub mod version;

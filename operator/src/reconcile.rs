@@ -6,7 +6,10 @@
 //! generated key, the referenced Secrets); `apply` is the one place that
 //! writes children, with server-side apply under [`names::MANAGER`];
 //! `update_status` writes the status only when it changed. An unchanged
-//! SecureVault therefore causes no write at all.
+//! SecureVault therefore causes no write at all; and before any of it, one
+//! whose inputs, as the watch caches show them, are those its status says
+//! it last settled on is not reconciled again: no request at all (see
+//! [`crate::unchanged`]).
 
 use std::{collections::BTreeMap, fmt::Debug, sync::Arc, time::Duration};
 
@@ -50,7 +53,7 @@ use crate::{
     status::{
         self, AlertRoutingState, BackupState, CertificateState, MonitoringState, Problem, TlsState,
     },
-    storage,
+    storage, unchanged,
     upgrade::{self, JobState, Release},
     validate::{BackupDestination, ValidatedVault, validate},
 };
@@ -183,6 +186,23 @@ fn kind_of<K: Resource<DynamicType = ()>>() -> &'static str {
 #[tracing::instrument(skip_all, fields(securevault = %sv.name_any(), namespace = sv.namespace().unwrap_or_default()))]
 pub async fn reconcile(sv: Arc<SecureVault>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_timer();
+    // Answered from the caches when nothing changed since it last settled
+    // (see `unchanged`): no request at all.
+    if let Some(cached) = cached_inputs(&ctx, &sv).await
+        && sv.status.as_ref().and_then(|s| s.observed_inputs.as_ref()) == Some(&cached.digest)
+        && !cached.due_by_time(&ctx, &sv)
+    {
+        ctx.metrics.count_unchanged();
+        return Ok(Action::requeue(RESYNC));
+    }
+    tracing::debug!("inputs changed since the last settled reconcile, or time is up");
+    if let Some(uid) = sv.uid()
+        && let Ok(mut times) = ctx.full_reconciles.lock()
+    {
+        // Those of deleted SecureVaults go once they are old.
+        times.retain(|_, at| at.elapsed() < 2 * RESYNC);
+        times.insert(uid, std::time::Instant::now());
+    }
     // The watch cache may not show the status this operator wrote a moment
     // ago (a child's event can trigger the next reconcile first), and the
     // upgrade machine continues from that status: read it from the API
@@ -223,7 +243,10 @@ pub async fn reconcile(sv: Arc<SecureVault>, ctx: Arc<Context>) -> Result<Action
         write_status(&ctx, &sv, &v, status).await?;
         return Ok(Action::await_change());
     }
-    match pipeline(&ctx, &sv, &v).await {
+    // What this reconcile reads, as the caches show it: recorded in the
+    // status if it ends settled.
+    let inputs = cached_inputs(&ctx, &sv).await.map(|c| c.digest);
+    match pipeline(&ctx, &sv, &v, inputs).await {
         Ok(next) => Ok(Action::requeue(next)),
         Err(e) => {
             ctx.publish(&sv, EventType::Warning, "ReconcileFailed", &e.to_string())
@@ -239,7 +262,12 @@ pub async fn reconcile(sv: Arc<SecureVault>, ctx: Arc<Context>) -> Result<Action
 
 /// The steps after validation; any error ends the reconcile and is retried.
 /// Returns when to look again without news.
-async fn pipeline(ctx: &Context, sv: &SecureVault, v: &ValidatedVault) -> Result<Duration, Error> {
+async fn pipeline(
+    ctx: &Context,
+    sv: &SecureVault,
+    v: &ValidatedVault,
+    inputs: Option<String>,
+) -> Result<Duration, Error> {
     let (generated, mut problems) = dereference(ctx, sv, v).await?;
     let (existing, observed) = observe(ctx, sv, v).await?;
     let mut target = Release {
@@ -322,7 +350,6 @@ async fn pipeline(ctx: &Context, sv: &SecureVault, v: &ValidatedVault) -> Result
         upgrade: decision.upgrade.clone(),
         upgrade_history: upgrade::record(history, &decision.finished),
     };
-    update_status(ctx, sv, &deployed, observed_status).await?;
     // Waiting for a certificate: look again soon rather than at the resync.
     let next = if tls
         .as_ref()
@@ -335,10 +362,79 @@ async fn pipeline(ctx: &Context, sv: &SecureVault, v: &ValidatedVault) -> Result
     } else {
         RESYNC
     };
+    // Nothing waits for a step, a deadline or a retry: the same inputs
+    // would give the same status and no write (see `unchanged`).
+    let settled = next == RESYNC
+        && decision.step.is_none()
+        && decision.wake.is_none()
+        && decision
+            .upgrade
+            .as_ref()
+            .is_none_or(|u| u.phase.is_finished());
+    update_status(
+        ctx,
+        sv,
+        &deployed,
+        observed_status,
+        inputs.filter(|_| settled),
+    )
+    .await?;
     // A deadline is checked a second after it passes.
     Ok(decision
         .wake
         .map_or(next, |wake| next.min(wake + Duration::from_secs(1))))
+}
+
+/// The digest of what a reconcile of `sv` reads, from the caches alone
+/// (`None` until they are filled, or for a spec that does not validate).
+struct CachedInputs {
+    digest: String,
+    time_dependent: bool,
+}
+
+async fn cached_inputs(ctx: &Context, sv: &SecureVault) -> Option<CachedInputs> {
+    let v = validate(sv)
+        .ok()?
+        .with_monitoring_labels(&ctx.platform.monitoring_labels)
+        .with_image_repository(&ctx.platform.dataplane_image_repository);
+    let served = ctx.discovery.served();
+    if !ctx.caches.filled(served).await {
+        return None;
+    }
+    let selection = served
+        .contains(OptionalKind::Prometheus)
+        .then(|| {
+            let labels = build::service_monitor::monitoring_labels(&v);
+            ctx.prometheuses.verdicts(&v.namespace, &labels)
+        })
+        .flatten();
+    let inputs = unchanged::Inputs {
+        sv,
+        vault: &v,
+        platform: &ctx.platform,
+        served,
+        selection: selection.as_deref(),
+    };
+    Some(CachedInputs {
+        digest: unchanged::digest(&inputs, &ctx.caches),
+        time_dependent: unchanged::time_dependent(&v),
+    })
+}
+
+impl CachedInputs {
+    /// Whether a SecureVault whose status changes with time is due for a
+    /// full look: the resync interval has passed since the last one in
+    /// this process (or since it started).
+    fn due_by_time(&self, ctx: &Context, sv: &SecureVault) -> bool {
+        if !self.time_dependent {
+            return false;
+        }
+        let last = sv.uid().and_then(|uid| {
+            let times = ctx.full_reconciles.lock().ok()?;
+            times.get(&uid).map(|at| at.elapsed())
+        });
+        last.unwrap_or_else(|| ctx.caches.age()) >= RESYNC
+    }
 }
 
 /// `v` running `release` instead of the spec's.
@@ -1253,8 +1349,16 @@ async fn update_status(
     sv: &SecureVault,
     v: &ValidatedVault,
     observed: status::Observed<'_>,
+    settled_inputs: Option<String>,
 ) -> Result<(), Error> {
-    let status = status::compute(sv, v, &observed, Timestamp::now());
+    let mut status = status::compute(sv, v, &observed, Timestamp::now());
+    // Recorded only once nothing rolls out: each step of a rollout moves
+    // the Deployment's resourceVersion, and would otherwise cost a status
+    // write of its own.
+    let progressing = status
+        .condition(crate::api::PROGRESSING)
+        .is_some_and(|c| c.status == "True");
+    status.observed_inputs = settled_inputs.filter(|_| !progressing);
     if sv.status.as_ref() == Some(&status) {
         return Ok(());
     }

@@ -526,6 +526,8 @@ pub fn compute(
         service: Some(service::address(v)),
         upgrade: observed.upgrade.clone(),
         upgrade_history: observed.upgrade_history.clone(),
+        // Set by the reconcile that computed this status, when it settled.
+        observed_inputs: None,
     }
 }
 
@@ -544,6 +546,8 @@ pub fn degraded(
     now: Timestamp,
 ) -> SecureVaultStatus {
     let mut status = sv.status.clone().unwrap_or_default();
+    // Whatever went wrong must be looked at again, not skipped as unchanged.
+    status.observed_inputs = None;
     let degraded = condition(
         &status,
         DEGRADED,

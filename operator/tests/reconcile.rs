@@ -1285,3 +1285,165 @@ async fn a_later_pre_release_is_an_upgrade_in_semver_s_order() {
         .unwrap();
     assert!(image.ends_with(":0.2.0-rc.10"), "{image}");
 }
+
+/// The sum of the samples of `name` in Prometheus text `metrics` whose
+/// labels contain every one of `labels` (`key="value"`).
+fn metric_sum(metrics: &str, name: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A restart makes the operator reconcile every SecureVault again. One
+/// that has not changed is answered from the watch caches: the restarted
+/// process sends nothing but its watches (and the Lease it takes), by its
+/// own count, and the API server counts the same for its user.
+#[tokio::test]
+async fn an_unchanged_secure_vault_costs_no_request_after_a_restart() {
+    let w = World::new("zero-requests").await;
+    // The operator runs as a user of its own, so that the API server's
+    // priority-and-fairness counters tell its requests apart: a
+    // FlowSchema matching only that user, ahead of the built-in ones.
+    let user = format!("securevault-{}", w.ns());
+    w.apply(&format!(
+        "apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: operator-as-user}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}}
+subjects:
+- {{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}
+"
+    ))
+    .unwrap();
+    let schema = user.clone();
+    w.cluster
+        .kubectl_stdin(
+            &["apply", "-f", "-"],
+            &format!(
+                "apiVersion: flowcontrol.apiserver.k8s.io/v1
+kind: FlowSchema
+metadata: {{name: {schema}}}
+spec:
+  matchingPrecedence: 100
+  priorityLevelConfiguration: {{name: workload-high}}
+  rules:
+  - subjects: [{{kind: User, user: {{name: {user}}}}}]
+    resourceRules:
+    - {{verbs: ['*'], apiGroups: ['*'], resources: ['*'], namespaces: ['*'], clusterScope: true}}
+    nonResourceRules:
+    - {{verbs: ['*'], nonResourceURLs: ['*']}}
+"
+            ),
+        )
+        .unwrap();
+    struct Delete<'a>(&'a World, String);
+    impl Drop for Delete<'_> {
+        fn drop(&mut self) {
+            let _ = self
+                .0
+                .cluster
+                .kubectl(&["delete", "flowschema", &self.1, "--wait=false"]);
+        }
+    }
+    let _schema = Delete(&w, schema.clone());
+    let mut kubeconfig = kube::config::Kubeconfig::read_from(w.cluster.kubeconfig()).unwrap();
+    for named in &mut kubeconfig.auth_infos {
+        if let Some(auth) = named.auth_info.as_mut() {
+            auth.impersonate = Some(user.clone());
+        }
+    }
+    let path = std::env::temp_dir().join(format!("{user}.kubeconfig"));
+    std::fs::write(&path, serde_json::to_vec(&kubeconfig).unwrap()).unwrap();
+    let path = path.to_str().unwrap().to_owned();
+    // A Lease renewed less often than the test lasts: its requests are
+    // counted, but they are not what is looked at.
+    let env = [
+        ("KUBECONFIG", path.as_str()),
+        ("LEASE_DURATION_SECS", "120"),
+        ("LEASE_RENEW_SECS", "60"),
+    ];
+    let dispatched = || {
+        let metrics = w.cluster.kubectl(&["get", "--raw", "/metrics"]).unwrap();
+        metric_sum(
+            &metrics,
+            "apiserver_flowcontrol_dispatched_requests_total",
+            &[&format!("flow_schema=\"{schema}\"")],
+        )
+    };
+
+    let mut first = w.operator_with("first", &env);
+    first.wait_leader();
+    w.apply(MINIMAL).unwrap();
+    wait_ready(&w, "mail").await;
+    // Settled: the status records what the last reconcile read, and has
+    // stayed so for three seconds (a claim binds after the Deployment is
+    // ready, and the operator records that too).
+    let seen = std::cell::RefCell::new((None, std::time::Instant::now()));
+    eventually(
+        Duration::from_secs(60),
+        "status.observedInputs, unchanged for 3 s",
+        || async { Some(w.api::<SecureVault>().get("mail").await.unwrap()) },
+        |sv| {
+            let recorded = sv.status.as_ref().and_then(|s| s.observed_inputs.clone());
+            let mut seen = seen.borrow_mut();
+            if recorded != seen.0 {
+                *seen = (recorded, std::time::Instant::now());
+            }
+            seen.0.is_some() && seen.1.elapsed() >= Duration::from_secs(3)
+        },
+    )
+    .await;
+    assert!(
+        dispatched() > 0.0,
+        "the FlowSchema counts the operator's requests"
+    );
+    let before = resource_versions(&w).await;
+    assert_eq!(first.stop().code(), Some(0));
+    let baseline = dispatched();
+
+    let second = w.operator_with("second", &env);
+    second.wait_leader();
+    let metrics = eventually(
+        Duration::from_secs(30),
+        "an unchanged reconcile",
+        || async { Some(second.metrics()) },
+        |m| metric_sum(m, "securevault_reconciles_unchanged_total", &[]) >= 1.0,
+    )
+    .await;
+    // Idle now: nothing more to count.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ours_before = second.metrics();
+    let theirs = dispatched() - baseline;
+    let ours_after = second.metrics();
+
+    let requests = |m: &str| metric_sum(m, "securevault_api_requests_total", &[]);
+    assert_eq!(
+        metric_sum(&metrics, "securevault_reconciles_total", &[]),
+        metric_sum(&metrics, "securevault_reconciles_unchanged_total", &[]),
+        "every reconcile of the restarted operator was answered from its caches"
+    );
+    // Beside the watches (a list, then a watch, per kind) only the Lease.
+    let beside_watches: Vec<&str> = ours_before
+        .lines()
+        .filter(|l| l.starts_with("securevault_api_requests_total{"))
+        .filter(|l| !l.contains("verb=\"list\"") && !l.contains("verb=\"watch\""))
+        .filter(|l| !l.contains("resource=\"leases\""))
+        .collect();
+    assert!(
+        beside_watches.is_empty(),
+        "requests beside the watches: {beside_watches:?}"
+    );
+    assert!(requests(&ours_before) > 0.0);
+    assert!(
+        requests(&ours_before) <= theirs && theirs <= requests(&ours_after),
+        "the operator counted {} then {} requests, the API server {theirs} for its user",
+        requests(&ours_before),
+        requests(&ours_after)
+    );
+    assert_eq!(resource_versions(&w).await, before);
+    let _ = std::fs::remove_file(&path);
+}

@@ -81,6 +81,13 @@ pub struct SecureVaultStatus {
     /// Finished upgrades, newest first (at most five).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub upgrade_history: Vec<Upgrade>,
+    /// A digest (`sha256:…`) of everything the last settled reconcile read:
+    /// the spec with the platform's settings, and the resourceVersions of
+    /// the children and of the referenced Secrets. While the same inputs
+    /// give the same digest, the operator answers from its watch caches and
+    /// sends the API server nothing. Absent while a change is in motion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_inputs: Option<String>,
 }
 
 /// Where the embedded store lives.
