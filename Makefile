@@ -130,7 +130,7 @@ security: ## cargo-deny (licences, bans, sources; advisories with a local RustSe
 	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/setup/security.sh
 
 .PHONY: benchmark
-benchmark: ## Load-test the data plane with wrk, email into mailpit end to end, AI beside LiteLLM, the AI gateway at 1,000 and 2,000 requests/s against an instant upstream beside LiteLLM (vegeta), an authenticated route with Redis and without, logins under 32 clients, HTTPS against HTTP, backup to and restore from a SeaweedFS bucket with 100,000 emails, the web console with 100,000 emails, then the operator with 500 SecureVaults and managed upgrades on the kwok cluster, then real pods on the real node (as root); each adds a dated row to docs/benchmarks.md
+benchmark: ## Load-test the data plane with wrk, email into mailpit end to end, AI beside LiteLLM, the AI gateway at 1,000 and 2,000 requests/s against an instant upstream beside LiteLLM (vegeta), an authenticated route with Redis and without, logins under 32 clients, HTTPS against HTTP, backup to and restore from a SeaweedFS bucket with 100,000 emails, the web console with 100,000 emails, then the operator with 500 and with 2,000 SecureVaults (beside the control plane's floor) and managed upgrades on the kwok cluster, then real pods on the real node (as root); each adds a dated row to docs/benchmarks.md
 	@tests/setup/debian-packages.sh $(BENCH_PACKAGES)
 	tests/bench/benchmark.sh
 	tests/bench/email-benchmark.sh
@@ -142,6 +142,7 @@ benchmark: ## Load-test the data plane with wrk, email into mailpit end to end, 
 	tests/bench/backup-benchmark.sh
 	tests/bench/console-benchmark.sh
 	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/bench/operator-benchmark.sh
+	SECUREVAULT_CACHE="$(CACHE_DIR)" BENCH_OBJECTS=2000 tests/bench/operator-benchmark.sh
 	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/bench/upgrade-benchmark.sh
 	SECUREVAULT_CACHE="$(CACHE_DIR)" tests/bench/real-node-benchmark.sh
 
