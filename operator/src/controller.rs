@@ -93,8 +93,12 @@ pub struct Context {
     pub full_reconciles: std::sync::Mutex<BTreeMap<String, std::time::Instant>>,
 }
 
-/// How many SecureVaults are reconciled at once.
-const RECONCILE_CONCURRENCY: u16 = 16;
+/// How many SecureVaults are reconciled at once: enough that a burst of new
+/// ones waits on the API server, not on this queue (with 16, 500 created at
+/// once took 1.2 s a reconcile and 14 a second, slower than the control
+/// plane), and a bound on the memory of reconciles in flight. An unchanged
+/// SecureVault's reconcile sends nothing and ends at once.
+const RECONCILE_CONCURRENCY: u16 = 64;
 
 /// Runs the controller until `shutdown` resolves; reconciles in flight
 /// finish first. With `namespace`, only that namespace is watched.
