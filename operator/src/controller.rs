@@ -83,6 +83,9 @@ pub struct Context {
     /// The last look into each SecureVault's backup bucket (by uid): see
     /// `reconcile::observe_bucket`.
     pub bucket_views: crate::reconcile::BucketViews,
+    /// The last listing of the events about each pending claim (by uid):
+    /// see `reconcile::observe_claim`.
+    pub claim_events: crate::reconcile::ClaimEvents,
     /// The selectors of the cluster's Prometheuses, kept by a watch.
     pub prometheuses: Prometheuses,
     /// The metadata of children and Secrets, kept by the watches.
@@ -111,7 +114,6 @@ pub async fn run(
     namespace: Option<&str>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-
     fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
     where
         K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
@@ -210,6 +212,7 @@ pub async fn run(
         discovery: discovery.clone(),
         platform,
         bucket_views: Default::default(),
+        claim_events: Default::default(),
         prometheuses: Prometheuses::default(),
         caches,
         full_reconciles: Default::default(),

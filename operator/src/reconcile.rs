@@ -177,6 +177,8 @@ fn kind_of<K: Resource<DynamicType = ()>>() -> &'static str {
         "Ingress" => "Ingress",
         "AlertmanagerConfig" => "AlertmanagerConfig",
         "Certificate" => "Certificate",
+        "PersistentVolumeClaim" => "PersistentVolumeClaim",
+        "Event" => "Event",
         "SecureVault" => "SecureVault",
         _ => "object",
     }
@@ -1310,16 +1312,38 @@ async fn observe_claim(
         return Ok(storage::of_claim(claim, &[]));
     }
     let name = claim.metadata.name.clone().unwrap_or_default();
-    let events: Api<CoreEvent> = Api::namespaced(ctx.client.clone(), namespace);
+    // Listing events by a field the API server does not index reads every
+    // event of the namespace, and a pending claim's SecureVault is
+    // reconciled on each event of its other children: one listing per
+    // claim stands for a while (the reconcile looks again after as long).
+    let uid = claim.metadata.uid.clone().unwrap_or_default();
+    if let Ok(seen) = ctx.claim_events.lock()
+        && let Some((at, events)) = seen.get(&uid)
+        && at.elapsed() < WAITING_RETRY
+    {
+        return Ok(storage::of_claim(claim, events));
+    }
+    let api: Api<CoreEvent> = Api::namespaced(ctx.client.clone(), namespace);
     let about = ListParams::default().fields(&format!(
         "involvedObject.kind=PersistentVolumeClaim,involvedObject.name={name}"
     ));
-    let events = events
+    let events = api
         .list(&about)
         .await
-        .map_err(kube_error::<CoreEvent>("list", &name))?;
-    Ok(storage::of_claim(claim, &events.items))
+        .map_err(kube_error::<CoreEvent>("list", &name))?
+        .items;
+    let status = storage::of_claim(claim, &events);
+    if let Ok(mut seen) = ctx.claim_events.lock() {
+        // Those of bound or deleted claims go once they are old.
+        seen.retain(|_, (at, _)| at.elapsed() < WAITING_RETRY);
+        seen.insert(uid, (std::time::Instant::now(), events));
+    }
+    Ok(status)
 }
+
+/// The last listing of the events about each pending claim, by uid: when,
+/// and what it found (see `observe_claim`).
+pub type ClaimEvents = std::sync::Mutex<BTreeMap<String, (std::time::Instant, Vec<CoreEvent>)>>;
 
 /// Who owns an object, as its metadata tells: its controller, else its
 /// other owners, else the field manager that created it.

@@ -603,7 +603,8 @@ PEAK_MB=$(kb_to_mb "$PEAK_KB")
 # ------------------------------------------ 4. the control plane's floor --
 
 # The same children the operator made, as `operator render` prints them for
-# the same SecureVaults, in a namespace of their own, applied by one
+# the same SecureVaults (without their owner reference: there is no
+# SecureVault here), in a namespace of their own, applied by one
 # `kubectl apply --server-side`; no operator. Kinds the API server does not
 # serve (the Prometheus Operator's, when absent) are left out, as the
 # operator leaves them out.
@@ -621,7 +622,20 @@ docs = sys.stdin.read().split("\n---\n")
 def plural(doc):
     kind = next((l.split(":", 1)[1].strip() for l in doc.splitlines() if l.startswith("kind:")), "")
     return {"ServiceMonitor": "servicemonitors.monitoring.coreos.com", "PrometheusRule": "prometheusrules.monitoring.coreos.com"}.get(kind)
-kept = [d.strip("-\n") for d in docs if d.strip("-\n") and (plural(d) is None or plural(d) in served)]
+def unowned(doc):
+    # Owned by a SecureVault that does not exist here, the garbage
+    # collector would delete each child at once.
+    out, skipping = [], False
+    for l in doc.splitlines():
+        if l == "  ownerReferences:":
+            skipping = True
+            continue
+        if skipping and (l.startswith("  - ") or l.startswith("    ")):
+            continue
+        skipping = False
+        out.append(l)
+    return "\n".join(out)
+kept = [unowned(d.strip("-\n")) for d in docs if d.strip("-\n") and (plural(d) is None or plural(d) in served)]
 print("\n---\n".join(kept))
 ' "$SERVED_KINDS" >"$FLOOR"
 FLOOR_OBJECTS=$(grep -c '^kind:' "$FLOOR")
