@@ -1413,17 +1413,45 @@ async fn write_status(
         return Ok(());
     }
     let api: Api<SecureVault> = Api::namespaced(ctx.client.clone(), &v.namespace);
-    let patch = serde_json::json!({
-        "apiVersion": SecureVault::api_version(&()),
-        "kind": SecureVault::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &v.name,
-        &PatchParams::apply(names::MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
+    let apply = |status: &crate::api::SecureVaultStatus| {
+        let patch = serde_json::json!({
+            "apiVersion": SecureVault::api_version(&()),
+            "kind": SecureVault::kind(&()),
+            "status": status,
+        });
+        let api = api.clone();
+        async move {
+            api.patch_status(
+                &v.name,
+                &PatchParams::apply(names::MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+        }
+    };
+    match apply(&status).await {
+        // A CRD older than this operator (not yet upgraded with it) does
+        // not declare status.observedInputs, and server-side apply refuses
+        // a field its schema does not declare: the status goes without it,
+        // and the SecureVault is reconciled in full each time, as before.
+        Err(kube::Error::Api(e))
+            if status.observed_inputs.is_some() && e.message.contains("observedInputs") =>
+        {
+            tracing::warn!(
+                error = %e.message,
+                "the SecureVault CRD predates this operator (no status.observedInputs); upgrade the CRD"
+            );
+            let status = crate::api::SecureVaultStatus {
+                observed_inputs: None,
+                ..status
+            };
+            if sv.status.as_ref() == Some(&status) {
+                return Ok(());
+            }
+            apply(&status).await
+        }
+        other => other,
+    }
     .map_err(kube_error::<SecureVault>("patch status", &v.name))?;
     ctx.metrics.count_write("SecureVaultStatus");
     Ok(())
