@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::{Stream, future::BoxFuture};
+use futures::{FutureExt as _, Stream, future::BoxFuture};
 use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta};
 use kube::{
     Resource, ResourceExt,
@@ -59,7 +59,6 @@ impl Caches {
     /// whose cache counts only while the API server serves it.
     pub fn keep_children<K, S>(
         &mut self,
-        kind: &'static str,
         optional: Option<OptionalKind>,
         events: S,
     ) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
@@ -69,7 +68,7 @@ impl Caches {
     {
         let (store, writer) = reflector::store();
         self.children.push(Arc::new(Kept {
-            kind,
+            kind: K::kind(&()),
             optional,
             store,
         }));
@@ -94,7 +93,7 @@ impl Caches {
         let (store, writer) = reflector::store();
         // The Secret a SecureVault generates is one of its children too.
         self.children.push(Arc::new(Kept {
-            kind: "Secret",
+            kind: Secret::kind(&()),
             optional: None,
             store: store.clone(),
         }));
@@ -111,11 +110,12 @@ impl Caches {
     /// only looks (a watch the API server refuses never fills its cache,
     /// and must not hold up every reconcile).
     pub async fn filled(&self, served: crate::discovery::Kinds) -> bool {
-        let waits = self
-            .children
-            .iter()
-            .filter(|c| c.optional().is_none_or(|k| served.contains(k)))
-            .map(|c| c.filled());
+        let wanted = |c: &&Arc<dyn Children>| c.optional().is_none_or(|k| served.contains(k));
+        // Once filled, a cache stays so: no wait to set up.
+        if self.children.iter().filter(wanted).all(|c| c.ready()) {
+            return true;
+        }
+        let waits = self.children.iter().filter(wanted).map(|c| c.filled());
         // `timeout` polls the waits before it looks at the clock: with no
         // time left, one look.
         let left = FILL_WAIT.saturating_sub(self.started.elapsed());
@@ -135,6 +135,21 @@ impl Caches {
         self.children.iter().flat_map(|c| c.of(sv)).collect()
     }
 
+    /// What the cache of `kind` (`Deployment`, `Secret`…) holds of the
+    /// object `name` in `namespace`: its trimmed metadata, or that it has
+    /// none of that name. The children's caches hold only objects labelled
+    /// as managed by this operator, so `Absent` means "no such object of
+    /// ours", as of the last watch event.
+    pub fn lookup(&self, kind: &str, namespace: &str, name: &str) -> Lookup {
+        match self.children.iter().find(|c| c.kind() == kind) {
+            Some(c) if c.ready() => match c.meta(namespace, name) {
+                Some(meta) => Lookup::Present(Box::new(meta)),
+                None => Lookup::Absent,
+            },
+            _ => Lookup::Unknown,
+        }
+    }
+
     /// The resourceVersion of Secret `name` in `namespace`; `None` when
     /// there is no such Secret (or no cache of them).
     pub fn secret_version(&self, namespace: &str, name: &str) -> Option<String> {
@@ -146,15 +161,29 @@ impl Caches {
     }
 }
 
+/// What a cache says of one object.
+#[derive(Debug)]
+pub enum Lookup {
+    /// No cache of that kind, or not filled yet: ask the API server.
+    Unknown,
+    /// None of ours of that name.
+    Absent,
+    /// Its trimmed metadata.
+    Present(Box<ObjectMeta>),
+}
+
 /// One kind's cache, with its type erased.
 trait Children: Send + Sync {
+    fn kind(&self) -> &str;
     fn optional(&self) -> Option<OptionalKind>;
+    fn ready(&self) -> bool;
     fn filled(&self) -> BoxFuture<'static, ()>;
+    fn meta(&self, namespace: &str, name: &str) -> Option<ObjectMeta>;
     fn of(&self, sv: &SecureVault) -> Vec<(String, String)>;
 }
 
 struct Kept<K: Resource<DynamicType = ()> + 'static> {
-    kind: &'static str,
+    kind: std::borrow::Cow<'static, str>,
     optional: Option<OptionalKind>,
     store: Store<PartialObjectMeta<K>>,
 }
@@ -163,8 +192,21 @@ impl<K> Children for Kept<K>
 where
     K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
 {
+    fn kind(&self) -> &str {
+        &self.kind
+    }
+
     fn optional(&self) -> Option<OptionalKind> {
         self.optional
+    }
+
+    fn ready(&self) -> bool {
+        self.store.wait_until_ready().now_or_never().is_some()
+    }
+
+    fn meta(&self, namespace: &str, name: &str) -> Option<ObjectMeta> {
+        let object = self.store.get(&ObjectRef::new(name).within(namespace))?;
+        Some(object.metadata.clone())
     }
 
     fn filled(&self) -> BoxFuture<'static, ()> {

@@ -16,7 +16,7 @@
 //! changed since it last settled (`unchanged`): an idle fleet costs the
 //! API server its watches and nothing else.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::sync::Arc;
 
 use futures::StreamExt;
 
@@ -90,10 +90,11 @@ pub struct Context {
     pub prometheuses: Prometheuses,
     /// The metadata of children and Secrets, kept by the watches.
     pub caches: Caches,
-    /// When each SecureVault (by uid) was last reconciled in full: one whose
-    /// status changes with time is looked at again after the resync
-    /// interval even when its inputs did not change (see `unchanged`).
-    pub full_reconciles: std::sync::Mutex<BTreeMap<String, std::time::Instant>>,
+    /// What this process last applied to each child, and when each
+    /// SecureVault was last reconciled in full (one whose status changes
+    /// with time is looked at again after the resync interval even when its
+    /// inputs did not change; see `unchanged`).
+    pub written: crate::written::Written,
 }
 
 /// How many SecureVaults are reconciled at once: enough that a burst of new
@@ -102,6 +103,14 @@ pub struct Context {
 /// plane), and a bound on the memory of reconciles in flight. An unchanged
 /// SecureVault's reconcile sends nothing and ends at once.
 const RECONCILE_CONCURRENCY: u16 = 64;
+
+/// How long a SecureVault's reconcile waits for more news before it runs. A
+/// rollout moves a Deployment's status several times within a second, and a
+/// new SecureVault's children each report their creation: one reconcile
+/// sees them all. Short enough that a user waits for nothing they notice,
+/// and that a child updated without pause (which keeps pushing the
+/// reconcile back) is not one of ours.
+const DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Runs the controller until `shutdown` resolves; reconciles in flight
 /// finish first. With `namespace`, only that namespace is watched.
@@ -152,7 +161,6 @@ pub async fn run(
     macro_rules! children {
         ($kind:ty) => {
             caches.keep_children::<$kind, _>(
-                stringify!($kind),
                 None,
                 watcher(
                     api::<PartialObjectMeta<$kind>>(&client, namespace),
@@ -183,7 +191,6 @@ pub async fn run(
             let (client, ours, namespace) =
                 (client.clone(), ours.clone(), namespace.map(str::to_owned));
             caches.keep_children::<$kind, _>(
-                stringify!($kind),
                 Some(<$kind as crate::discovery::Optional>::KIND),
                 discovery.while_served(<$kind as crate::discovery::Optional>::KIND, move || {
                     watcher(
@@ -211,11 +218,11 @@ pub async fn run(
         metrics,
         discovery: discovery.clone(),
         platform,
-        bucket_views: Default::default(),
-        claim_events: Default::default(),
+        bucket_views: crate::reconcile::BucketViews::new(crate::reconcile::BUCKET_VIEW_TTL),
+        claim_events: crate::reconcile::ClaimEvents::new(crate::reconcile::WAITING_RETRY),
         prometheuses: Prometheuses::default(),
         caches,
-        full_reconciles: Default::default(),
+        written: Default::default(),
     });
     let lookup = reader.clone();
 
@@ -248,7 +255,9 @@ pub async fn run(
         // Bounded: after a start every SecureVault is reconciled at once,
         // and the memory of a reconcile in flight is what grows.
         .with_config(
-            kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY),
+            kube::runtime::controller::Config::default()
+                .concurrency(RECONCILE_CONCURRENCY)
+                .debounce(DEBOUNCE),
         )
         .owns_stream(deployments)
         .owns_stream(services)

@@ -15,7 +15,9 @@
 //! - [`status`]: the status computed from what was observed;
 //! - [`cache`]: the metadata of children and Secrets the watches keep;
 //!   [`unchanged`]: from those alone, whether a SecureVault changed since
-//!   its last settled reconcile (then no request is sent);
+//!   its last settled reconcile (then no request is sent); [`written`]:
+//!   what this process last applied to each child (then that child is not
+//!   sent again); [`recent`]: answers that stand for a short while;
 //! - [`dkim`]: what the DKIM Secret's key names mean, for `Degraded`;
 //! - [`controller`]: watches and wiring; [`leader`]: Lease-based election;
 //! - [`client`]: the API client, which counts every request it sends;
@@ -43,6 +45,7 @@ pub mod names;
 pub mod policy;
 pub mod probe;
 pub mod prometheus_selection;
+pub mod recent;
 pub mod reconcile;
 pub mod render;
 pub mod status;
@@ -52,3 +55,4 @@ pub mod unchanged;
 pub mod upgrade;
 pub mod validate;
 pub mod version;
+pub mod written;

@@ -47,9 +47,11 @@ use crate::{
         prometheus_rule,
         secret::{Generated, generate_key},
     },
+    cache::Lookup,
     controller::Context,
     discovery::{Kinds, Optional, OptionalKind},
     names,
+    recent::Recent,
     status::{
         self, AlertRoutingState, BackupState, CertificateState, MonitoringState, Problem, TlsState,
     },
@@ -65,7 +67,7 @@ const RESYNC: Duration = Duration::from_secs(600);
 /// How often a SecureVault that waits for its certificate is looked at
 /// again. (One that waits for a CRD needs no such retry: a change in what
 /// the API server serves reconciles every SecureVault.)
-const WAITING_RETRY: Duration = Duration::from_secs(20);
+pub(crate) const WAITING_RETRY: Duration = Duration::from_secs(20);
 
 /// What can fail while reconciling; the `metric_label` is bounded.
 #[derive(Debug, thiserror::Error)]
@@ -190,20 +192,18 @@ pub async fn reconcile(sv: Arc<SecureVault>, ctx: Arc<Context>) -> Result<Action
     let _timer = ctx.metrics.reconcile_timer();
     // Answered from the caches when nothing changed since it last settled
     // (see `unchanged`): no request at all.
-    if let Some(cached) = cached_inputs(&ctx, &sv).await
+    let cached = cached_inputs(&ctx, &sv).await;
+    if let Some(cached) = &cached
         && sv.status.as_ref().and_then(|s| s.observed_inputs.as_ref()) == Some(&cached.digest)
         && !cached.due_by_time(&ctx, &sv)
     {
         ctx.metrics.count_unchanged();
         return Ok(Action::requeue(RESYNC));
     }
+    let cached_version = sv.resource_version();
     tracing::debug!("inputs changed since the last settled reconcile, or time is up");
-    if let Some(uid) = sv.uid()
-        && let Ok(mut times) = ctx.full_reconciles.lock()
-    {
-        // Those of deleted SecureVaults go once they are old.
-        times.retain(|_, at| at.elapsed() < 2 * RESYNC);
-        times.insert(uid, std::time::Instant::now());
+    if let Some(uid) = sv.uid() {
+        ctx.written.full_reconcile(&uid, 2 * RESYNC);
     }
     // The watch cache may not show the status this operator wrote a moment
     // ago (a child's event can trigger the next reconcile first), and the
@@ -246,8 +246,13 @@ pub async fn reconcile(sv: Arc<SecureVault>, ctx: Arc<Context>) -> Result<Action
         return Ok(Action::await_change());
     }
     // What this reconcile reads, as the caches show it: recorded in the
-    // status if it ends settled.
-    let inputs = cached_inputs(&ctx, &sv).await.map(|c| c.digest);
+    // status if it ends settled. Taken before anything is read, so that a
+    // change meanwhile makes it stale (and the next reconcile a full one).
+    let inputs = if sv.resource_version() == cached_version {
+        cached.map(|c| c.digest)
+    } else {
+        cached_inputs(&ctx, &sv).await.map(|c| c.digest)
+    };
     match pipeline(&ctx, &sv, &v, inputs).await {
         Ok(next) => Ok(Action::requeue(next)),
         Err(e) => {
@@ -431,10 +436,9 @@ impl CachedInputs {
         if !self.time_dependent {
             return false;
         }
-        let last = sv.uid().and_then(|uid| {
-            let times = ctx.full_reconciles.lock().ok()?;
-            times.get(&uid).map(|at| at.elapsed())
-        });
+        let last = sv
+            .uid()
+            .and_then(|uid| ctx.written.since_full_reconcile(&uid));
         last.unwrap_or_else(|| ctx.caches.age()) >= RESYNC
     }
 }
@@ -722,7 +726,10 @@ async fn apply(
     }
     // Before the Deployment whose pod mounts it.
     let claim = match &claim {
-        Some(claim) => Some(apply_checked(ctx, sv, &v.namespace, claim, claim_is_ours).await?),
+        Some(claim) => {
+            let applied = apply_checked(ctx, sv, &v.namespace, claim, claim_is_ours).await?;
+            Some(applied_or_read(ctx, &v.namespace, claim, applied).await?)
+        }
         None => None,
     };
     // A backup claim the spec no longer uses (a bucket now) is left as it
@@ -733,7 +740,14 @@ async fn apply(
     if let (None, Some(existing)) = (deployment.spec.replicas, existing) {
         hand_replicas_over(ctx, &v.namespace, existing).await?;
     }
-    let deployment = apply_one(ctx, sv, &v.namespace, &deployment).await?;
+    let deployment = match apply_one(ctx, sv, &v.namespace, &deployment).await? {
+        Some(applied) => applied,
+        // As read at the start of this reconcile, and as left since.
+        None => match existing {
+            Some(existing) => existing.clone(),
+            None => applied_or_read(ctx, &v.namespace, &deployment, None).await?,
+        },
+    };
     apply_one(ctx, sv, &v.namespace, &service).await?;
     match &pdb {
         Some(pdb) => {
@@ -800,6 +814,7 @@ async fn apply(
     let backup = match &backup {
         Some(cron_job) => {
             let applied = apply_one(ctx, sv, &v.namespace, cron_job).await?;
+            let applied = applied_or_read(ctx, &v.namespace, cron_job, applied).await?;
             Some(BackupState {
                 created: applied.metadata.creation_timestamp.map(|t| t.0),
                 last_success: applied
@@ -836,12 +851,11 @@ const BUCKET_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a look into a bucket stands for the same spec. A reconcile runs
 /// on every event of every child (a rollout makes dozens); the bucket
 /// changes once an interval, so they share one listing.
-const BUCKET_VIEW_TTL: Duration = Duration::from_secs(60);
+pub(crate) const BUCKET_VIEW_TTL: Duration = Duration::from_secs(60);
 
-/// The last look into each SecureVault's bucket, by uid: when, for which
+/// The last look into each SecureVault's bucket, by uid: for which
 /// generation and bucket, and what it saw.
-pub type BucketViews =
-    std::sync::Mutex<BTreeMap<String, (std::time::Instant, String, BackupState)>>;
+pub type BucketViews = Recent<(String, BackupState)>;
 
 /// Lists the bucket the backups go to, with the pods' credentials, for the
 /// newest backup's time, or what is wrong with the bucket, its credentials
@@ -855,19 +869,13 @@ async fn observe_bucket(
     // A spec change (a new generation) or another bucket looks again at once.
     let uid = sv.metadata.uid.clone().unwrap_or_default();
     let spec_key = format!("{:?}/{bucket:?}", sv.metadata.generation);
-    if let Ok(views) = ctx.bucket_views.lock()
-        && let Some((at, key, seen)) = views.get(&uid)
-        && *key == spec_key
-        && at.elapsed() < BUCKET_VIEW_TTL
+    if let Some((key, seen)) = ctx.bucket_views.get(&uid)
+        && key == spec_key
     {
-        return Ok(seen.clone());
+        return Ok(seen);
     }
     let seen = list_bucket(ctx, sv, v, bucket).await?;
-    if let Ok(mut views) = ctx.bucket_views.lock() {
-        // Those of deleted SecureVaults go once they are old.
-        views.retain(|_, (at, _, _)| at.elapsed() < 10 * BUCKET_VIEW_TTL);
-        views.insert(uid, (std::time::Instant::now(), spec_key, seen.clone()));
-    }
+    ctx.bucket_views.put(uid, (spec_key, seen.clone()));
     Ok(seen)
 }
 
@@ -1173,8 +1181,15 @@ impl<K> Child for K where
 
 /// Server-side applies `obj`, forcing ownership of the fields we set (and
 /// only those: fields other managers set are left alone). Publishes an Event
-/// when the object was created or changed.
-async fn apply_one<K>(ctx: &Context, sv: &SecureVault, namespace: &str, obj: &K) -> Result<K, Error>
+/// when the object was created or changed. Returns the object as the API
+/// server has it now, or `None` when it was already as this process last
+/// applied it (see [`crate::written`]): then nothing was sent.
+async fn apply_one<K>(
+    ctx: &Context,
+    sv: &SecureVault,
+    namespace: &str,
+    obj: &K,
+) -> Result<Option<K>, Error>
 where
     K: Child,
 {
@@ -1189,26 +1204,41 @@ async fn apply_checked<K>(
     namespace: &str,
     obj: &K,
     is_ours: fn(&ObjectMeta, &SecureVault) -> bool,
-) -> Result<K, Error>
+) -> Result<Option<K>, Error>
 where
     K: Child,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
     let name = obj.meta().name.clone().unwrap_or_default();
-    let before = api
-        .get_metadata_opt(&name)
-        .await
-        .map_err(kube_error::<K>("get", &name))?;
+    let kind = K::kind(&());
+    let vault = sv.metadata.uid.as_deref().unwrap_or_default();
+    let intent = crate::written::intent(obj);
+    // The watch cache answers for an object of ours as this process left
+    // it. Anything else (absent from the cache, someone else's there, or
+    // no cache yet) is asked of the API server before it is written.
+    let before = match ctx.caches.lookup(&kind, namespace, &name) {
+        Lookup::Present(seen) if is_ours(&seen, sv) => {
+            if ctx.written.is_current(vault, &kind, &seen, intent) {
+                return Ok(None);
+            }
+            Some(*seen)
+        }
+        _ => api
+            .get_metadata_opt(&name)
+            .await
+            .map_err(kube_error::<K>("get", &name))?
+            .map(|m| m.metadata),
+    };
     // Force takes every field we set from whoever held it: only ever on an
     // object this SecureVault owns (or creates now).
     if let Some(existing) = &before
-        && !is_ours(&existing.metadata, sv)
+        && !is_ours(existing, sv)
     {
         return Err(Error::NotOwned {
             kind: kind_of::<K>(),
             namespace: namespace.to_owned(),
             name,
-            owner: owner_of(&existing.metadata),
+            owner: owner_of(existing),
         });
     }
     let params = PatchParams::apply(names::MANAGER).force();
@@ -1216,11 +1246,21 @@ where
         .patch(&name, &params, &Patch::Apply(obj))
         .await
         .map_err(kube_error::<K>("apply", &name))?;
+    let changed = before.as_ref().is_none_or(|b| {
+        // The cache may show a version older than this process's own last
+        // write: unchanged since that write is unchanged.
+        b.resource_version != after.meta().resource_version
+            && !ctx.written.is_version(vault, &kind, after.meta())
+    });
+    ctx.written.record(vault, &kind, after.meta(), intent);
+    if !changed {
+        return Ok(Some(after));
+    }
     let kind = kind_of::<K>();
-    let verb = match before {
-        None => "Created",
-        Some(b) if b.metadata.resource_version != after.meta().resource_version => "Updated",
-        Some(_) => return Ok(after),
+    let verb = if before.is_none() {
+        "Created"
+    } else {
+        "Updated"
     };
     ctx.metrics.count_write(kind);
     let note = format!("{verb} {kind} {name}");
@@ -1232,7 +1272,25 @@ where
         &note,
     )
     .await;
-    Ok(after)
+    Ok(Some(after))
+}
+
+/// `applied` when the apply sent something (the API server's answer), else
+/// the object read now.
+async fn applied_or_read<K: Child>(
+    ctx: &Context,
+    namespace: &str,
+    obj: &K,
+    applied: Option<K>,
+) -> Result<K, Error> {
+    if let Some(applied) = applied {
+        return Ok(applied);
+    }
+    let name = obj.meta().name.clone().unwrap_or_default();
+    Api::<K>::namespaced(ctx.client.clone(), namespace)
+        .get(&name)
+        .await
+        .map_err(kube_error::<K>("get", &name))
 }
 
 /// Deletes a child the spec no longer asks for (e.g. the PDB after scaling
@@ -1249,6 +1307,13 @@ where
         + Debug
         + DeserializeOwned,
 {
+    // Every object this operator makes carries its label, and the caches
+    // hold every object with that label: none there, none to delete. (One
+    // created a moment ago and not yet in the cache reconciles this
+    // SecureVault again when its watch event arrives.)
+    if let Lookup::Absent = ctx.caches.lookup(&K::kind(&()), namespace, name) {
+        return Ok(());
+    }
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
     let Some(existing) = api
         .get_metadata_opt(name)
@@ -1317,11 +1382,8 @@ async fn observe_claim(
     // reconciled on each event of its other children: one listing per
     // claim stands for a while (the reconcile looks again after as long).
     let uid = claim.metadata.uid.clone().unwrap_or_default();
-    if let Ok(seen) = ctx.claim_events.lock()
-        && let Some((at, events)) = seen.get(&uid)
-        && at.elapsed() < WAITING_RETRY
-    {
-        return Ok(storage::of_claim(claim, events));
+    if let Some(events) = ctx.claim_events.get(&uid) {
+        return Ok(storage::of_claim(claim, &events));
     }
     let api: Api<CoreEvent> = Api::namespaced(ctx.client.clone(), namespace);
     let about = ListParams::default().fields(&format!(
@@ -1333,17 +1395,13 @@ async fn observe_claim(
         .map_err(kube_error::<CoreEvent>("list", &name))?
         .items;
     let status = storage::of_claim(claim, &events);
-    if let Ok(mut seen) = ctx.claim_events.lock() {
-        // Those of bound or deleted claims go once they are old.
-        seen.retain(|_, (at, _)| at.elapsed() < WAITING_RETRY);
-        seen.insert(uid, (std::time::Instant::now(), events));
-    }
+    ctx.claim_events.put(uid, events);
     Ok(status)
 }
 
-/// The last listing of the events about each pending claim, by uid: when,
-/// and what it found (see `observe_claim`).
-pub type ClaimEvents = std::sync::Mutex<BTreeMap<String, (std::time::Instant, Vec<CoreEvent>)>>;
+/// The last listing of the events about each pending claim, by uid (see
+/// `observe_claim`).
+pub type ClaimEvents = Recent<Vec<CoreEvent>>;
 
 /// Who owns an object, as its metadata tells: its controller, else its
 /// other owners, else the field manager that created it.

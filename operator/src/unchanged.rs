@@ -181,7 +181,7 @@ mod tests {
             futures::stream::iter(events.collect::<Vec<_>>())
         }
         let mut c = Caches::default();
-        let d = c.keep_children("Deployment", None, listing(deployments));
+        let d = c.keep_children(None, listing(deployments));
         let s = c.keep_secrets(listing(secrets));
         d.for_each(|_| async {}).await;
         s.for_each(|_| async {}).await;

@@ -1298,6 +1298,100 @@ fn metric_sum(metrics: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
+/// Waits until SecureVault `name` is settled: its status records what the
+/// last reconcile read (other than `not`), and has stayed so for three
+/// seconds (a claim binds after the Deployment is ready, and the operator
+/// records that too). Returns that record.
+async fn settled(w: &World, name: &str, not: Option<&str>) -> String {
+    let seen = std::cell::RefCell::new((None, std::time::Instant::now()));
+    eventually(
+        Duration::from_secs(60),
+        "status.observedInputs, unchanged for 3 s",
+        || async { w.api::<SecureVault>().get(name).await.ok() },
+        |sv| {
+            let recorded = sv.status.as_ref().and_then(|s| s.observed_inputs.clone());
+            let mut seen = seen.borrow_mut();
+            if recorded != seen.0 {
+                *seen = (recorded, std::time::Instant::now());
+            }
+            seen.0.is_some()
+                && seen.0.as_deref() != not
+                && seen.1.elapsed() >= Duration::from_secs(3)
+        },
+    )
+    .await;
+    // `eventually` has seen it recorded.
+    seen.into_inner().0.unwrap_or_default()
+}
+
+/// What a full reconcile sends is what changed: a referenced Secret that
+/// changes (a label here) makes the SecureVault's inputs change, and the
+/// operator looks at it in full, but every child is as it left it, so no
+/// child is written (each used to be applied again, a request apiece).
+#[tokio::test]
+async fn a_full_reconcile_writes_only_the_children_that_changed() {
+    let w = World::new("only-changed").await;
+    let op = w.operator("solo");
+    op.wait_leader();
+    w.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "cache",
+        "--from-literal=url=redis://cache:6379/",
+    ])
+    .unwrap();
+    w.apply(&vault(
+        "mail",
+        "  version: 0.1.0\n  replicas: 1\n  redis:\n    urlSecretRef: {name: cache, key: url}\n",
+    ))
+    .unwrap();
+    wait_ready(&w, "mail").await;
+    let recorded = settled(&w, "mail", None).await;
+    let full = |m: &str| {
+        metric_sum(m, "securevault_reconciles_total", &[])
+            - metric_sum(m, "securevault_reconciles_unchanged_total", &[])
+    };
+    // Writes to children: patches other than the status and Events.
+    let child_patches = |m: &str| {
+        m.lines()
+            .filter(|l| l.starts_with("securevault_api_requests_total{"))
+            .filter(|l| l.contains("verb=\"patch\""))
+            .filter(|l| !l.contains("resource=\"securevaults/status\""))
+            .filter(|l| !l.contains("resource=\"events\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let before = op.metrics();
+    let versions = resource_versions(&w).await;
+
+    w.kubectl(&["label", "secret", "cache", "touched=yes"])
+        .unwrap();
+    settled(&w, "mail", Some(&recorded)).await;
+    let after = op.metrics();
+    assert!(
+        full(&after) > full(&before),
+        "the changed Secret made a full reconcile"
+    );
+    assert_eq!(
+        child_patches(&after) - child_patches(&before),
+        0.0,
+        "children patched by a reconcile that had nothing to change: {}",
+        after
+            .lines()
+            .filter(|l| l.starts_with("securevault_api_requests_total{"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // The Secret changed, and the status records the new inputs: nothing else.
+    let children = |mut v: std::collections::BTreeMap<String, String>| {
+        v.remove("Secret/cache");
+        v.remove("SecureVault/mail");
+        v
+    };
+    assert_eq!(children(resource_versions(&w).await), children(versions));
+}
+
 /// A restart makes the operator reconcile every SecureVault again. One
 /// that has not changed is answered from the watch caches: the restarted
 /// process sends nothing but its watches (and the Lease it takes), by its
@@ -1379,24 +1473,7 @@ spec:
     first.wait_leader();
     w.apply(MINIMAL).unwrap();
     wait_ready(&w, "mail").await;
-    // Settled: the status records what the last reconcile read, and has
-    // stayed so for three seconds (a claim binds after the Deployment is
-    // ready, and the operator records that too).
-    let seen = std::cell::RefCell::new((None, std::time::Instant::now()));
-    eventually(
-        Duration::from_secs(60),
-        "status.observedInputs, unchanged for 3 s",
-        || async { Some(w.api::<SecureVault>().get("mail").await.unwrap()) },
-        |sv| {
-            let recorded = sv.status.as_ref().and_then(|s| s.observed_inputs.clone());
-            let mut seen = seen.borrow_mut();
-            if recorded != seen.0 {
-                *seen = (recorded, std::time::Instant::now());
-            }
-            seen.0.is_some() && seen.1.elapsed() >= Duration::from_secs(3)
-        },
-    )
-    .await;
+    settled(&w, "mail", None).await;
     assert!(
         dispatched() > 0.0,
         "the FlowSchema counts the operator's requests"
