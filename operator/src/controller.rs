@@ -95,6 +95,9 @@ pub struct Context {
     /// with time is looked at again after the resync interval even when its
     /// inputs did not change; see `unchanged`).
     pub written: crate::written::Written,
+    /// What the reconcile in flight of each SecureVault created or updated,
+    /// published as one Event per verb when it ends.
+    pub changes: crate::changes::Changes,
 }
 
 /// How many SecureVaults are reconciled at once: enough that a burst of new
@@ -223,6 +226,7 @@ pub async fn run(
         prometheuses: Prometheuses::default(),
         caches,
         written: Default::default(),
+        changes: Default::default(),
     });
     let lookup = reader.clone();
 

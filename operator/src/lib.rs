@@ -32,6 +32,7 @@ pub mod alerts;
 pub mod api;
 pub mod build;
 pub mod cache;
+pub mod changes;
 pub mod client;
 pub mod controller;
 pub mod crd;

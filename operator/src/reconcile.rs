@@ -253,7 +253,20 @@ pub async fn reconcile(sv: Arc<SecureVault>, ctx: Arc<Context>) -> Result<Action
     } else {
         cached_inputs(&ctx, &sv).await.map(|c| c.digest)
     };
-    match pipeline(&ctx, &sv, &v, inputs).await {
+    let result = pipeline(&ctx, &sv, &v, inputs).await;
+    // What it wrote, said in one Event per verb rather than one per child:
+    // the events recorder keeps each Event it published for six minutes,
+    // and a fleet's creation would otherwise hold thousands in memory.
+    for (verb, objects) in ctx.changes.take(sv.uid().as_deref().unwrap_or_default()) {
+        ctx.publish(
+            &sv,
+            EventType::Normal,
+            verb,
+            &crate::changes::note(verb, &objects),
+        )
+        .await;
+    }
+    match result {
         Ok(next) => Ok(Action::requeue(next)),
         Err(e) => {
             ctx.publish(&sv, EventType::Warning, "ReconcileFailed", &e.to_string())
@@ -1257,21 +1270,9 @@ where
         return Ok(Some(after));
     }
     let kind = kind_of::<K>();
-    let verb = if before.is_none() {
-        "Created"
-    } else {
-        "Updated"
-    };
     ctx.metrics.count_write(kind);
-    let note = format!("{verb} {kind} {name}");
-    ctx.publish_about(
-        sv,
-        Some(after.object_ref(&())),
-        EventType::Normal,
-        verb,
-        &note,
-    )
-    .await;
+    ctx.changes
+        .note(vault, before.is_none(), format!("{kind} {name}"));
     Ok(Some(after))
 }
 
