@@ -51,6 +51,10 @@ CLUSTER_NAME=securevault
 # NODE=real adds a real node (kubelet, kube-proxy, containerd) beside the
 # kwok nodes: tests/cluster/node.sh. Needs root. NODE=kwok: kwok nodes only.
 # Unset: a cluster that runs keeps what it has; a new one has kwok nodes only.
+#
+# KCM_API_QPS=N raises kube-controller-manager's client rate to N requests/s
+# (burst 1.5 N; its default is 20, burst 30), for operator-benchmark.sh's
+# second floor. A cluster that runs with another setting is recreated.
 case "${NODE:-}" in
 "") REAL_NODE= ;;
 kwok) REAL_NODE=0 ;;
@@ -60,6 +64,11 @@ real) REAL_NODE=1 ;;
   exit 2
   ;;
 esac
+KCM_API_QPS=${KCM_API_QPS:-}
+if [ -n "$KCM_API_QPS" ] && ! [[ $KCM_API_QPS =~ ^[1-9][0-9]*$ ]]; then
+  echo "cluster: KCM_API_QPS must be a whole number of requests per second, not '$KCM_API_QPS'" >&2
+  exit 2
+fi
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${SECUREVAULT_CACHE:-$HOME/.cache/securevault}
@@ -397,6 +406,18 @@ componentsPatches:
   extraArgs:
   - key: enable-hostpath-provisioner
     value: "true"
+EOF
+    if [ -n "$KCM_API_QPS" ]; then
+      # How fast kube-controller-manager's controllers may talk to the API
+      # server (default 20/s, burst 30): the benchmark's second floor.
+      cat <<EOF
+  - key: kube-api-qps
+    value: "$KCM_API_QPS"
+  - key: kube-api-burst
+    value: "$((KCM_API_QPS * 3 / 2))"
+EOF
+    fi
+    cat <<'EOF'
 - name: kube-apiserver
   extraArgs:
   - key: service-cluster-ip-range
