@@ -403,11 +403,7 @@ async fn a_missing_secret_degrades_and_its_arrival_recovers_at_once() {
     let w = World::new("secret").await;
     let op = w.operator("solo");
     op.wait_leader();
-    w.apply(&vault(
-        "mail",
-        "  version: 0.1.0\n  replicas: 1\n  redis:\n    urlSecretRef: {name: cache, key: url}\n",
-    ))
-    .unwrap();
+    w.apply(&vault("mail", REDIS_SPEC)).unwrap();
     let degraded = eventually(
         Duration::from_secs(30),
         "Degraded naming the Secret",
@@ -432,14 +428,7 @@ async fn a_missing_secret_degrades_and_its_arrival_recovers_at_once() {
         "{message}"
     );
 
-    w.kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "cache",
-        "--from-literal=url=redis://cache:6379/",
-    ])
-    .unwrap();
+    w.apply(REDIS_SECRET).unwrap();
     // Well before the 10-minute resync: the Secret's arrival triggers it.
     degraded_cleared(&w, "mail", Duration::from_secs(15)).await;
     wait_ready(&w, "mail").await;
@@ -1339,19 +1328,8 @@ async fn a_full_reconcile_writes_only_the_children_that_changed() {
     let w = World::new("only-changed").await;
     let op = w.operator("solo");
     op.wait_leader();
-    w.kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "cache",
-        "--from-literal=url=redis://cache:6379/",
-    ])
-    .unwrap();
-    w.apply(&vault(
-        "mail",
-        "  version: 0.1.0\n  replicas: 1\n  redis:\n    urlSecretRef: {name: cache, key: url}\n",
-    ))
-    .unwrap();
+    w.apply(REDIS_SECRET).unwrap();
+    w.apply(&vault("mail", REDIS_SPEC)).unwrap();
     wait_ready(&w, "mail").await;
     let recorded = settled(&w, "mail", None).await;
     let full = |m: &str| {

@@ -423,6 +423,13 @@ pub fn vault(name: &str, spec: &str) -> String {
 /// no pod runs, and the operator only passes the reference on).
 pub const DATABASE_SECRET: &str = "apiVersion: v1\nkind: Secret\nmetadata: {name: mail-db}\nstringData: {url: 'postgres://securevault@db.example:5432/securevault'}\n";
 
+/// A Secret `cache` with a Redis URL (nothing listens there either).
+pub const REDIS_SECRET: &str = "apiVersion: v1\nkind: Secret\nmetadata: {name: cache}\nstringData: {url: 'redis://cache:6379/'}\n";
+
+/// A spec pointing at [`REDIS_SECRET`].
+pub const REDIS_SPEC: &str =
+    "  version: 0.1.0\n  replicas: 1\n  redis:\n    urlSecretRef: {name: cache, key: url}\n";
+
 /// The spec line pointing at [`DATABASE_SECRET`].
 pub const DATABASE_SPEC: &str = "  database: {urlSecretRef: {name: mail-db, key: url}}\n";
 
