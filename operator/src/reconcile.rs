@@ -19,7 +19,7 @@ use k8s_openapi::{
         apps::v1::Deployment,
         autoscaling::v2::HorizontalPodAutoscaler,
         batch::v1::{CronJob, Job},
-        core::v1::{ConfigMap, Event as CoreEvent, ObjectReference, PersistentVolumeClaim, Secret},
+        core::v1::{ConfigMap, Event as CoreEvent, PersistentVolumeClaim, Secret},
         networking::v1::{Ingress, NetworkPolicy},
         policy::v1::PodDisruptionBudget,
     },
@@ -1193,8 +1193,9 @@ impl<K> Child for K where
 }
 
 /// Server-side applies `obj`, forcing ownership of the fields we set (and
-/// only those: fields other managers set are left alone). Publishes an Event
-/// when the object was created or changed. Returns the object as the API
+/// only those: fields other managers set are left alone). Notes in
+/// `ctx.changes` an object it created or changed (the reconcile publishes
+/// them in one Event when it ends). Returns the object as the API
 /// server has it now, or `None` when it was already as this process last
 /// applied it (see [`crate::written`]): then nothing was sent.
 async fn apply_one<K>(
@@ -1528,25 +1529,12 @@ impl Context {
     /// Publishes an Event on the SecureVault; failing to do so is logged,
     /// never fatal.
     pub async fn publish(&self, sv: &SecureVault, type_: EventType, reason: &str, note: &str) {
-        self.publish_about(sv, None, type_, reason, note).await;
-    }
-
-    /// Like [`Context::publish`], naming the child the Event is about (as
-    /// `related`), so that Events about different children stay apart.
-    pub async fn publish_about(
-        &self,
-        sv: &SecureVault,
-        related: Option<ObjectReference>,
-        type_: EventType,
-        reason: &str,
-        note: &str,
-    ) {
         let event = Event {
             type_,
             reason: reason.to_owned(),
             note: Some(note.to_owned()),
             action: "Reconcile".to_owned(),
-            secondary: related,
+            secondary: None,
         };
         if let Err(e) = self.recorder.publish(&event, &sv.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "could not publish an event");
